@@ -1,0 +1,7 @@
+"""``python -m asyncdicom``."""
+
+from __future__ import annotations
+
+from asyncdicom.cli import main
+
+main()

@@ -1,0 +1,383 @@
+"""The ledger: an aiosqlite database of every request, its state and its C-FIND matches.
+
+It is the commit point: a request is done only once its row (and its matches) are committed.
+WAL mode, one writer task, batched commits, ``PRAGMA user_version`` migrations, and a lock
+file so that two runs (say, overlapping cron jobs) never share a ledger.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import aiofiles
+import aiosqlite
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from asyncdicom.engine.scheduler import RequestResult
+from asyncdicom.errors import CheckpointError
+from asyncdicom.plan import Plan, Request
+from asyncdicom.stats import RunStats
+
+SCHEMA_VERSION = 1
+BATCH = 500
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE requests (
+        key TEXT PRIMARY KEY,
+        line INTEGER NOT NULL,
+        elements TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed')),
+        in_plan INTEGER NOT NULL DEFAULT 1,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        status INTEGER,
+        category TEXT,
+        error TEXT,
+        matches INTEGER,
+        elapsed REAL,
+        updated REAL
+    );
+    CREATE INDEX requests_state ON requests (in_plan, state);
+    CREATE TABLE matches (
+        request_key TEXT NOT NULL REFERENCES requests (key) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        attrs TEXT NOT NULL,
+        PRIMARY KEY (request_key, idx)
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        started REAL NOT NULL,
+        finished REAL,
+        outcome TEXT,
+        counts TEXT
+    );
+    """,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What the ledger already knew about this plan."""
+
+    new: int
+    done: int
+    failed: int
+    pending: int
+    dropped: int
+    retried: int
+    csv_changed: bool
+    first_run: bool
+
+
+class _Lock:
+    """An exclusive, non-blocking lock file next to the ledger."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            msg = (f"Unable to open the ledger {self.path.with_suffix('')} as another asyncdicom run "
+                   "is using it; wait for that run to end, or give this run its own output.ledger_file")  # fmt: skip
+            raise CheckpointError(msg) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+class Ledger:
+    """An open ledger database; use :func:`open_ledger`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+        self._run_id: int | None = None
+
+    # --- schema -------------------------------------------------------------------------------
+
+    async def _migrate(self) -> None:
+        async with self.db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            msg = (f"Unable to use the ledger {self.path} as it was written by a newer asyncdicom "
+                   f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade asyncdicom")  # fmt: skip
+            raise CheckpointError(msg)
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            await self.db.executescript(f"BEGIN; {_MIGRATIONS[target]} PRAGMA user_version = {target}; COMMIT;")
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    async def _set_meta(self, key: str, value: str) -> None:
+        await self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # --- planning -----------------------------------------------------------------------------
+
+    async def sync_plan(self, plan: Plan, *, csv_digest: str | None, restart: bool,
+                        retry_failed: bool) -> SyncReport:  # fmt: skip
+        """Bring the ledger in line with the plan; returns what was already known."""
+        db = self.db
+        first_run = await self.get_meta("plan_digest") is None
+        previous_csv = await self.get_meta("csv_digest")
+        if restart:
+            await db.execute("DELETE FROM matches")
+            await db.execute("DELETE FROM requests")
+        await db.execute("UPDATE requests SET in_plan = 0")
+        async with db.execute("SELECT COUNT(*) FROM requests") as cursor:
+            before = (await cursor.fetchone() or (0,))[0]
+        await db.executemany(
+            "INSERT INTO requests (key, line, elements) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET line = excluded.line, in_plan = 1",
+            ((r.key, r.line, r.to_json()) for r in plan.requests),
+        )
+        async with db.execute("SELECT COUNT(*) FROM requests") as cursor:
+            after = (await cursor.fetchone() or (0,))[0]
+        retried = 0
+        if retry_failed:
+            cursor = await db.execute(
+                "UPDATE requests SET state = 'pending', attempts = 0, error = NULL "
+                "WHERE in_plan = 1 AND state = 'failed'"
+            )
+            retried = cursor.rowcount
+        counts = await self._counts()
+        await self._set_meta("csv_digest", csv_digest or "")
+        await self._set_meta("plan_digest", str(len(plan.requests)))
+        await db.commit()
+        async with db.execute("SELECT COUNT(*) FROM requests WHERE in_plan = 0") as cursor:
+            dropped = (await cursor.fetchone() or (0,))[0]
+        return SyncReport(
+            new=after - before, done=counts.get("done", 0), failed=counts.get("failed", 0),
+            pending=counts.get("pending", 0), dropped=dropped, retried=retried,
+            csv_changed=not first_run and not restart and previous_csv != (csv_digest or ""),
+            first_run=first_run or restart,
+        )  # fmt: skip
+
+    async def _counts(self) -> dict[str, int]:
+        async with self.db.execute(
+            "SELECT state, COUNT(*) FROM requests WHERE in_plan = 1 GROUP BY state"
+        ) as cursor:
+            return {str(state): int(n) for state, n in await cursor.fetchall()}
+
+    async def pending(self, plan: Plan) -> list[Request]:
+        """Requests of the plan still to run, in CSV order."""
+        async with self.db.execute(
+            "SELECT key FROM requests WHERE in_plan = 1 AND state = 'pending'"
+        ) as cursor:
+            keys = {str(row[0]) for row in await cursor.fetchall()}
+        return [request for request in plan.requests if request.key in keys]
+
+    # --- recording ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def recording(self, stats: RunStats) -> AsyncIterator[_Recorder]:
+        """A recorder whose results a single writer task commits in batches.
+
+        On exit (even when cancelled) everything recorded so far is committed first.
+        """
+        send, receive = anyio.create_memory_object_stream[tuple[Request, RequestResult]](BATCH * 2)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._writer, receive, stats)
+            try:
+                yield _Recorder(send)
+            finally:
+                send.close()
+
+    async def _writer(self, receive: ObjectReceiveStream[tuple[Request, RequestResult]], stats: RunStats) -> None:
+        with anyio.CancelScope(shield=True):
+            async with receive:
+                batch: list[tuple[Request, RequestResult]] = []
+                async for item in receive:
+                    batch.append(item)
+                    while len(batch) < BATCH:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    await self._commit(batch)
+                    for _, result in batch:
+                        if result.state == "done":
+                            stats.done += 1
+                            stats.matches += len(result.matches)
+                        else:
+                            stats.failed += 1
+                    batch = []
+
+    async def _commit(self, batch: Sequence[tuple[Request, RequestResult]]) -> None:
+        now = time.time()
+        db = self.db
+        await db.executemany(
+            "UPDATE requests SET state = ?, attempts = attempts + ?, status = ?, category = ?, "
+            "error = ?, matches = ?, elapsed = ?, updated = ? WHERE key = ?",
+            ((res.state, res.attempts, res.status, res.category, res.error, len(res.matches),
+              res.elapsed, now, req.key) for req, res in batch),
+        )  # fmt: skip
+        await db.executemany("DELETE FROM matches WHERE request_key = ?", ((req.key,) for req, _ in batch))
+        await db.executemany(
+            "INSERT INTO matches (request_key, idx, attrs) VALUES (?, ?, ?)",
+            ((req.key, idx, json.dumps(attrs, ensure_ascii=False))
+             for req, res in batch for idx, attrs in enumerate(res.matches)),
+        )  # fmt: skip
+        await db.commit()
+
+    # --- runs and reports ---------------------------------------------------------------------
+
+    async def start_run(self) -> None:
+        cursor = await self.db.execute("INSERT INTO runs (started) VALUES (?)", (time.time(),))
+        self._run_id = cursor.lastrowid
+        await self.db.commit()
+
+    async def finish_run(self, outcome: str, counts: dict[str, Any]) -> None:
+        if self._run_id is None:
+            return
+        await self.db.execute(
+            "UPDATE runs SET finished = ?, outcome = ?, counts = ? WHERE id = ?",
+            (time.time(), outcome, json.dumps(counts), self._run_id),
+        )
+        await self.db.commit()
+
+    async def summary(self) -> dict[str, Any]:
+        """Counts by state, the last run, and a few recent errors (no patient data)."""
+        counts = await self._counts()
+        async with self.db.execute("SELECT COUNT(*) FROM matches m JOIN requests r ON r.key = m.request_key "
+                                   "WHERE r.in_plan = 1") as cursor:  # fmt: skip
+            matches = (await cursor.fetchone() or (0,))[0]
+        async with self.db.execute(
+            "SELECT started, finished, outcome FROM runs ORDER BY id DESC LIMIT 1"
+        ) as cursor:
+            last = await cursor.fetchone()
+        async with self.db.execute(
+            "SELECT line, error FROM requests WHERE in_plan = 1 AND state = 'failed' ORDER BY line LIMIT 5"
+        ) as cursor:
+            errors = [{"line": line, "error": error} for line, error in await cursor.fetchall()]
+        return {
+            "requests": {state: counts.get(state, 0) for state in ("done", "failed", "pending")},
+            "matches": matches,
+            "last_run": None if last is None else {"started": last[0], "finished": last[1], "outcome": last[2]},
+            "failures": errors,
+        }
+
+    async def library_rows(self) -> list[tuple[int, dict[str, str]]]:
+        """(CSV line, match attributes) of every done request of the plan, in CSV order."""
+        async with self.db.execute(
+            "SELECT r.line, m.attrs FROM matches m JOIN requests r ON r.key = m.request_key "
+            "WHERE r.in_plan = 1 AND r.state = 'done' ORDER BY r.line, r.key, m.idx"
+        ) as cursor:
+            return [(int(line), json.loads(attrs)) for line, attrs in await cursor.fetchall()]
+
+    async def export_library(self, path: Path, columns: Sequence[str]) -> int:
+        """Write the library CSV atomically and refresh the ``library`` table; returns the row count."""
+        rows = await self.library_rows()
+        await self._refresh_library_table(columns, rows)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([*columns, "row"])
+        writer.writerows([*(attrs.get(c, "") for c in columns), line] for line, attrs in rows)
+        await write_atomic(path, buffer.getvalue().encode("utf-8"))
+        return len(rows)
+
+    async def _refresh_library_table(self, columns: Sequence[str], rows: Iterable[tuple[int, dict[str, str]]]) -> None:
+        quoted = ", ".join(f'"{c}" TEXT' for c in columns)
+        await self.db.execute("DROP TABLE IF EXISTS library")
+        await self.db.execute(f'CREATE TABLE library ({quoted}{", " if quoted else ""}"row" INTEGER)')
+        marks = ", ".join("?" * (len(columns) + 1))
+        await self.db.executemany(
+            f"INSERT INTO library VALUES ({marks})",
+            ([*(attrs.get(c, "") for c in columns), line] for line, attrs in rows),
+        )
+        await self.db.commit()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+class _Recorder:
+    """The writer task's inbox."""
+
+    def __init__(self, send: ObjectSendStream[tuple[Request, RequestResult]]) -> None:
+        self._send = send
+
+    async def record(self, request: Request, result: RequestResult) -> None:
+        """Queue a result; it is committed with the next batch."""
+        await self._send.send((request, result))
+
+
+async def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename: never a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    async with aiofiles.open(tmp, "wb") as handle:
+        await handle.write(data)
+        await handle.flush()
+        await anyio.to_thread.run_sync(os.fsync, handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@asynccontextmanager
+async def open_ledger(path: Path, *, readonly: bool = False) -> AsyncIterator[Ledger]:
+    """Open (creating and migrating if needed) the ledger at ``path``, holding its lock."""
+    if readonly and not path.exists():
+        msg = f"Unable to read the ledger {path} as it does not exist; run 'asyncdicom run' first"
+        raise CheckpointError(msg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _Lock(path.with_name(path.name + ".lock"))
+    if not readonly:
+        lock.acquire()
+    try:
+        try:
+            db = await aiosqlite.connect(path)
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = FULL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await db.execute("PRAGMA busy_timeout = 5000")
+        except aiosqlite.Error as exc:
+            msg = f"Unable to open the ledger {path} as {exc}; move it away to start afresh"
+            raise CheckpointError(msg) from None
+        ledger = Ledger(db, path)
+        try:
+            if not readonly:
+                await ledger._migrate()
+            yield ledger
+        except aiosqlite.DatabaseError as exc:
+            msg = f"Unable to use the ledger {path} as {exc}; move it away to start afresh"
+            raise CheckpointError(msg) from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await ledger.close()
+    finally:
+        lock.release()

@@ -1,0 +1,210 @@
+"""The ``asyncdicom`` command line (typer).
+
+stdout carries only the ``--json`` document; everything for people goes to stderr.
+Exit codes: 0 all done, 1 fatal, 2 config/usage error, 3 finished with failed requests,
+130 interrupted. There are no prompts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import typer
+
+from asyncdicom import __version__, logs, report
+from asyncdicom.config import Config, describe, load_config
+from asyncdicom.errors import AsyncDicomError, ExitCode
+from asyncdicom.plan import Plan, build_plan
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Pull large image datasets out of a PACS: batch C-FIND, C-MOVE and C-GET, resumable.",
+)
+
+_T = TypeVar("_T")
+log = logging.getLogger("asyncdicom")
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML configuration file.", show_default=False)]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Batch CSV; overrides request.elements_batch_file.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More detail on stderr (repeatable).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        report.info(f"asyncdicom {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,  # fmt: skip
+) -> None:
+    """Pull large image datasets out of a PACS for research: batch C-FIND, C-MOVE and C-GET."""
+
+
+def _guard(body: Callable[[], _T]) -> _T:
+    """Run a command body, turning errors into a one-line message and an exit code."""
+    try:
+        return body()
+    except AsyncDicomError as exc:
+        report.error(str(exc))
+        raise typer.Exit(int(exc.exit_code)) from None
+    except KeyboardInterrupt:
+        report.error("interrupted")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _load(config_path: Path, csv: Path | None) -> tuple[Config, Plan]:
+    config = load_config(config_path, batch_file=csv)
+    for message in config.warnings:
+        report.warning(message)
+    return config, build_plan(config)
+
+
+@app.command()
+def run(config: ConfigArg, csv: CsvOpt = None,
+        restart: Annotated[bool, typer.Option("--restart", help="Forget earlier progress and start over.")] = False,
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run requests that failed earlier again.")] = False,
+        json_out: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = 0) -> None:  # fmt: skip
+    """Run the batch in CONFIG, resuming where an earlier run stopped."""
+    logs.setup(verbose, quiet)
+
+    def body() -> int:
+        from asyncdicom.net.scu import PynetdicomBackend
+        from asyncdicom.runner import RunOptions, echo
+        from asyncdicom.runner import run as run_plan
+
+        cfg, plan = _load(config, csv)
+        if cfg.request.type in ("c-move", "c-get"):
+            report.error(f"request.type: {cfg.request.type} is not available in asyncdicom {__version__} yet; "
+                         "use c-find or c-echo")  # fmt: skip
+            return int(ExitCode.USAGE)
+        backend = PynetdicomBackend(cfg)
+        if cfg.request.type == "c-echo":
+            return _echo_result(cfg, anyio.run(echo, backend, backend="asyncio"), json_out)
+        options = RunOptions(restart=restart, retry_failed=retry_failed,
+                             progress=None if quiet else report.progress)  # fmt: skip
+        result = anyio.run(run_plan, cfg, plan, backend, options, backend="asyncio")
+        if not quiet or result.message:
+            report.summary(result.to_json())
+        if json_out:
+            report.emit_json(result.to_json())
+        return int(result.exit_code)
+
+    raise typer.Exit(_guard(body))
+
+
+def _echo_result(cfg: Config, result: tuple[int, float], json_out: bool) -> int:
+    status, elapsed = result
+    where = f"{cfg.pacs.aet}@{cfg.pacs.hostname}:{cfg.pacs.port}"
+    ok = status == 0
+    if json_out:
+        report.emit_json({"schema": 1, "command": "echo", "pacs": where, "status": status,
+                          "ok": ok, "seconds": round(elapsed, 4)})  # fmt: skip
+    if ok:
+        report.info(f"C-ECHO {where}: success in {elapsed * 1000:.1f} ms")
+        return int(ExitCode.OK)
+    report.error(f"C-ECHO {where}: status 0x{status:04X}")
+    return int(ExitCode.FATAL)
+
+
+@app.command()
+def echo(config: ConfigArg, json_out: JsonOpt = False, verbose: VerboseOpt = 0) -> None:
+    """Verify that the PACS in CONFIG answers a C-ECHO."""
+    logs.setup(verbose)
+
+    def body() -> int:
+        from asyncdicom.net.scu import PynetdicomBackend
+        from asyncdicom.runner import echo as echo_pacs
+
+        cfg = load_config(config)
+        for message in cfg.warnings:
+            report.warning(message)
+        return _echo_result(cfg, anyio.run(echo_pacs, PynetdicomBackend(cfg), backend="asyncio"), json_out)
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> None:
+    """Validate CONFIG and its batch CSV without any network traffic."""
+
+    def body() -> int:
+        cfg, plan = _load(config, csv)
+        doc: dict[str, Any] = {
+            "schema": 1, "command": "check", "ok": True, **describe(cfg),
+            "requests": len(plan.requests), "csv_rows": plan.rows, "duplicates": plan.duplicates,
+            "columns": list(plan.columns), "warnings": list(cfg.warnings),
+        }  # fmt: skip
+        source = f" from {plan.source}" if plan.source else ""
+        dupes = f" ({plan.duplicates} duplicate rows removed)" if plan.duplicates else ""
+        report.info(f"{config}: OK: {cfg.request.type}, {cfg.request.model} model, "
+                    f"{cfg.request.threads} threads; {len(plan.requests)} requests{source}{dupes}")  # fmt: skip
+        if json_out:
+            report.emit_json(doc)
+        return int(ExitCode.OK)
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
+    """Summarise the ledger of CONFIG: requests by state, last run, first failures."""
+
+    def body() -> int:
+        from asyncdicom.checkpoint import open_ledger
+
+        cfg = load_config(config)
+
+        async def read() -> dict[str, Any]:
+            async with open_ledger(cfg.output.ledger_file, readonly=True) as ledger:
+                return await ledger.summary()
+
+        summary = anyio.run(read, backend="asyncio")
+        counts = summary["requests"]
+        report.info(f"ledger {cfg.output.ledger_file}: {counts['done']} done, {counts['failed']} failed, "
+                    f"{counts['pending']} pending; {summary['matches']} matches")  # fmt: skip
+        for failure in summary["failures"]:
+            report.info(f"  failed: line {failure['line']}: {failure['error']}")
+        if json_out:
+            report.emit_json({"schema": 1, "command": "status", "ledger_file": str(cfg.output.ledger_file), **summary})
+        return int(ExitCode.OK)
+
+    raise typer.Exit(_guard(body))
+
+
+@app.command()
+def demo(directory: Annotated[Path, typer.Option("--directory", "-d", help="Where to write the demo config, CSV and library.")] = Path("asyncdicom-demo"),
+         json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:  # fmt: skip
+    """Start a built-in PACS with generated studies and run a C-FIND batch against it."""
+    logs.setup(0, quiet)
+
+    def body() -> int:
+        from asyncdicom.demo import run_demo
+
+        result = anyio.run(run_demo, directory.resolve(), report.info, backend="asyncio")
+        report.summary(result.to_json())
+        if json_out:
+            report.emit_json(result.to_json())
+        else:
+            report.info(f"demo config: {directory.resolve() / 'demo.yaml'}; "
+                        f"try: asyncdicom status {directory / 'demo.yaml'}")  # fmt: skip
+        return int(result.exit_code)
+
+    raise typer.Exit(_guard(body))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,94 @@
+"""``asyncdicom demo``: a built-in PACS with generated studies, and a C-FIND batch against it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from asyncdicom.config import load_config
+from asyncdicom.net.qrscp import QueryRetrieveSCP
+from asyncdicom.net.scu import PynetdicomBackend
+from asyncdicom.plan import build_plan
+from asyncdicom.runner import RunOptions, RunReport, run
+
+MODALITIES = ("CT", "MR", "CR", "US")
+
+
+def demo_datasets(patients: int = 6, studies: int = 2, series: int = 2, instances: int = 3) -> list[Dataset]:
+    """Synthetic, obviously fake patients with studies, series and instances (no pixel data)."""
+    out: list[Dataset] = []
+    for p in range(1, patients + 1):
+        for s in range(1, studies + 1):
+            study_uid = generate_uid()
+            modality = MODALITIES[(p + s) % len(MODALITIES)]
+            for r in range(1, series + 1):
+                series_uid = generate_uid()
+                for i in range(1, instances + 1):
+                    ds = Dataset()
+                    ds.SpecificCharacterSet = "ISO_IR 100"
+                    ds.PatientName = f"DEMO^PATIENT{p:02d}"
+                    ds.PatientID = f"DEMO{p:04d}"
+                    ds.PatientSex = "O"
+                    ds.PatientBirthDate = f"19{50 + p:02d}0101"
+                    ds.StudyInstanceUID = study_uid
+                    ds.StudyDate = f"2024{s:02d}{p:02d}"
+                    ds.StudyTime = "120000"
+                    ds.AccessionNumber = f"ACC{p:03d}{s:02d}"
+                    ds.StudyDescription = f"{modality} demo study {s}"
+                    ds.StudyID = str(s)
+                    ds.SeriesInstanceUID = series_uid
+                    ds.SeriesNumber = r
+                    ds.Modality = modality
+                    ds.SeriesDescription = f"demo series {r}"
+                    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+                    ds.SOPInstanceUID = generate_uid()
+                    ds.InstanceNumber = i
+                    out.append(ds)
+    return out
+
+
+DEMO_CONFIG = """\
+# Written by 'asyncdicom demo': a C-FIND batch against the built-in demo PACS.
+pacs:
+  hostname: 127.0.0.1
+  port: {port}
+  aet: DEMOPACS
+local:
+  aet: ASYNCDICOM
+request:
+  type: c-find
+  model: study
+  threads: 4
+  elements_batch_file: demo-batch.csv
+  elements:
+    - QueryRetrieveLevel=STUDY
+    - PatientID
+    - StudyInstanceUID
+    - StudyDate
+    - StudyDescription
+    - AccessionNumber
+    - ModalitiesInStudy
+    - NumberOfStudyRelatedInstances
+output:
+  directory: .
+  library_file: library.csv
+"""
+
+
+async def run_demo(directory: Path, progress: Callable[[str], None] | None = None) -> RunReport:
+    """Start the demo PACS, write a config and CSV into ``directory``, run the batch."""
+    directory.mkdir(parents=True, exist_ok=True)
+    datasets = demo_datasets()
+    with QueryRetrieveSCP(datasets) as pacs:
+        config_path = directory / "demo.yaml"
+        config_path.write_text(DEMO_CONFIG.format(port=pacs.port), encoding="utf-8")
+        patient_ids = sorted({str(ds.PatientID) for ds in datasets})
+        (directory / "demo-batch.csv").write_text("PatientID\n" + "\n".join(patient_ids) + "\n", encoding="utf-8")
+        if progress:
+            progress(f"demo PACS 'DEMOPACS' listening on 127.0.0.1:{pacs.port} with {len(datasets)} instances")
+        config = load_config(config_path)
+        plan = build_plan(config)
+        return await run(config, plan, PynetdicomBackend(config), RunOptions(restart=True))

@@ -1,0 +1,348 @@
+"""DICOM element specifications: ``Keyword``, ``Keyword=value``, ``(gggg,eeee)=value``, sequence paths.
+
+Pure: parses and validates text, and builds query identifiers. Raises :class:`ElementError`
+with a message that the caller prefixes with a location (config key path or CSV file:line).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_dict, keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
+
+
+class ElementError(ValueError):
+    """An element name or value is invalid; the caller adds where it came from."""
+
+
+# Keywords that exist in the dictionary but are never query/retrieve keys, with what the
+# user most likely meant.
+_MISLEADING_KEYWORDS = {
+    "Date": "StudyDate",
+    "Time": "StudyTime",
+    "DateTime": "AcquisitionDateTime",
+}
+
+_LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+
+@dataclass(frozen=True, slots=True)
+class PathItem:
+    """One step of an element path: a tag, and the item index when a sequence is traversed."""
+
+    tag: int
+    keyword: str
+    vr: str
+    index: int | None = None
+
+    @property
+    def label(self) -> str:
+        """How the item is written back: keyword (or tag) and ``[index]`` if any."""
+        name = self.keyword or f"({self.tag >> 16:04X},{self.tag & 0xFFFF:04X})"
+        return name if self.index is None else f"{name}[{self.index}]"
+
+
+@dataclass(frozen=True, slots=True)
+class ElementSpec:
+    """An element to send in a query: its path and value (``None`` = return key, sent empty)."""
+
+    path: tuple[PathItem, ...]
+    value: str | None = None
+
+    @property
+    def leaf(self) -> PathItem:
+        """The element the value belongs to."""
+        return self.path[-1]
+
+    @property
+    def name(self) -> str:
+        """Dotted path as the user writes it, e.g. ``ReferencedStudySequence[0].ReferencedSOPInstanceUID``."""
+        return ".".join(item.label for item in self.path)
+
+    @property
+    def tag_text(self) -> str:
+        """``(gggg,eeee)`` of the leaf element."""
+        tag = self.leaf.tag
+        return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+    def describe(self) -> str:
+        """``(gggg,eeee) 'Keyword'`` as used in messages."""
+        return f"{self.tag_text} '{self.name}'"
+
+    def with_value(self, value: str | None) -> ElementSpec:
+        """The same element with another value (already validated by the caller)."""
+        return ElementSpec(self.path, value)
+
+
+_TAG_RE = re.compile(r"^\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)$")
+_ITEM_RE = re.compile(r"^(?P<name>\([^)]*\)|[A-Za-z][A-Za-z0-9]*)(?:\[(?P<index>\d+)\])?$")
+
+
+def suggest_keyword(name: str) -> str | None:
+    """The closest DICOM keyword to a misspelt one, if any is close."""
+    matches = difflib.get_close_matches(name, _all_keywords(), n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+@lru_cache(maxsize=1)
+def _all_keywords() -> list[str]:
+    return list(keyword_dict)
+
+
+def _resolve(name: str) -> tuple[int, str, str]:
+    """Tag, keyword and VR of one path item name (keyword or ``(gggg,eeee)``)."""
+    match = _TAG_RE.match(name)
+    if match:
+        tag = int(match.group(1) + match.group(2), 16)
+        if tag >> 16 & 1:
+            msg = (
+                f"private tag {name} cannot be used as its VR is not known; "
+                "use a public element"
+            )
+            raise ElementError(msg)
+        if not dictionary_has_tag(tag):
+            msg = f"tag {name} is not in the DICOM dictionary; check the group and element numbers"
+            raise ElementError(msg)
+        return tag, keyword_for_tag(tag), dictionary_VR(tag)
+    if name in _MISLEADING_KEYWORDS:
+        meant = _MISLEADING_KEYWORDS[name]
+        tag = keyword_dict[name]
+        msg = (
+            f"'{name}' ({tag >> 16:04X},{tag & 0xFFFF:04X}) is a structured-report content item, "
+            f"not a query key; did you mean '{meant}'?"
+        )
+        raise ElementError(msg)
+    tag_int = keyword_dict.get(name)
+    if tag_int is None:
+        hint = suggest_keyword(name)
+        msg = f"'{name}' is not a DICOM keyword"
+        msg += f"; did you mean '{hint}'?" if hint else "; use a keyword from PS3.6 or a (gggg,eeee) tag"
+        raise ElementError(msg)
+    return tag_int, name, dictionary_VR(tag_int)
+
+
+@lru_cache(maxsize=4096)
+def parse_path(text: str) -> tuple[PathItem, ...]:
+    """Parse ``Keyword``, ``(gggg,eeee)`` or ``Seq[0].Keyword`` into path items."""
+    text = text.strip()
+    if not text:
+        msg = "empty element name"
+        raise ElementError(msg)
+    parts = text.split(".")
+    items: list[PathItem] = []
+    for position, part in enumerate(parts):
+        match = _ITEM_RE.match(part.strip())
+        if not match:
+            msg = (
+                f"cannot read element '{text}'; write Keyword, (gggg,eeee) "
+                "or Sequence[0].Keyword"
+            )
+            raise ElementError(msg)
+        tag, keyword, vr = _resolve(match.group("name"))
+        index = match.group("index")
+        last = position == len(parts) - 1
+        if not last and vr != "SQ":
+            msg = f"'{part}' in '{text}' is not a sequence, so nothing can follow it"
+            raise ElementError(msg)
+        if not last and index is None:
+            index = "0"
+        if last and index is not None:
+            msg = f"'{part}' in '{text}': an item index needs an element after it"
+            raise ElementError(msg)
+        items.append(PathItem(tag, keyword, vr, None if index is None else int(index)))
+    return tuple(items)
+
+
+def parse_element(text: str) -> ElementSpec:
+    """Parse one element of ``request.elements``: name, optionally ``=value``."""
+    name, sep, value = text.partition("=")
+    path = parse_path(name)
+    if not sep:
+        return ElementSpec(path, None)
+    spec = ElementSpec(path, None)
+    return spec.with_value(check_value(spec, value))
+
+
+# --- value validation -------------------------------------------------------------------------
+
+_MAX_LEN = {
+    "AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64,
+    "LT": 10240, "SH": 16, "ST": 1024, "TM": 14, "UI": 64,
+}  # fmt: skip
+_WILDCARD_VRS = {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"}
+_NUMERIC_VRS = {"US", "UL", "SS", "SL", "FL", "FD", "UV", "SV"}
+_CS_RE = re.compile(r"^[A-Z0-9 _*?]*$")
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_TIME_RE = re.compile(r"^([01]\d|2[0-3])([0-5]\d([0-5]\d|60)?)?(\.\d{1,6})?$")
+_DT_RE = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?$")
+_IS_RE = re.compile(r"^[+-]?\d+$")
+_DS_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_AS_RE = re.compile(r"^\d{3}[DWMY]$")
+
+
+def _check_date(text: str) -> str | None:
+    if not re.fullmatch(r"\d{8}", text):
+        return "a date must be YYYYMMDD"
+    try:
+        date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return "not a calendar date"
+    return None
+
+
+def _check_range(
+    value: str, single: Callable[[str], str | None], *, zoned: bool = False
+) -> str | None:
+    """Check a DA/TM/DT value, which may be a range ``a-b``, ``-b`` or ``a-``.
+
+    ``zoned`` (DT) means a trailing ``-ZZXX`` may be a UTC offset rather than a range.
+    """
+    single_zoned = zoned and value.count("-") == 1 and re.search(r"\d{8,}-\d{4}$", value)
+    if value.count("-") == 1 and not single_zoned:
+        low, high = value.split("-")
+        if not low and not high:
+            return "a range needs at least one end"
+        for end in (low, high):
+            if end and (problem := single(end)):
+                return problem
+        return None
+    return single(value)
+
+
+def _check_single(vr: str, value: str) -> str | None:  # noqa: PLR0911 - a dispatch table
+    if vr in _MAX_LEN and vr not in {"DA", "TM", "DT"} and len(value) > _MAX_LEN[vr]:
+        return f"longer than the {_MAX_LEN[vr]} characters allowed for VR {vr}"
+    if vr == "DA":
+        return _check_range(value, _check_date)
+    if vr == "TM":
+        return _check_range(value, lambda t: None if _TIME_RE.match(t) else "a time must be HHMMSS[.FFFFFF]")
+    if vr == "DT":
+        return _check_range(value, lambda t: None if _DT_RE.match(t) else "a date-time must be YYYYMMDDHHMMSS[.FFFFFF][&ZZXX]", zoned=True)
+    if vr == "UI":
+        if not _UID_RE.match(value):
+            return "a UID is digits separated by single dots"
+        return None
+    if vr == "CS" and not _CS_RE.match(value):
+        return "a code string allows only A-Z, 0-9, space and underscore"
+    if vr == "IS" and not _IS_RE.match(value):
+        return "an integer string must be a whole number"
+    if vr == "DS" and not _DS_RE.match(value):
+        return "a decimal string must be a number"
+    if vr == "AS" and not _AS_RE.match(value):
+        return "an age string must be nnnD, nnnW, nnnM or nnnY"
+    if vr == "PN":
+        for group in value.split("="):
+            if len(group) > 64:
+                return "a person name component group is longer than 64 characters"
+        return None
+    if vr in _NUMERIC_VRS:
+        try:
+            float(value) if vr in {"FL", "FD"} else int(value)
+        except ValueError:
+            return f"VR {vr} needs a number"
+    return None
+
+
+def check_value(spec: ElementSpec, value: str) -> str:
+    """Validate ``value`` for ``spec``'s VR and return it normalised (surrounding blanks removed).
+
+    Multiple values are separated by backslashes. Wildcards ``*`` and ``?`` are allowed where
+    PS3.4 C.2.2.2.4 allows them.
+    """
+    value = value.strip()
+    leaf = spec.leaf
+    if leaf.vr == "SQ":
+        if value:
+            msg = f"{spec.describe()} is a sequence; give values to elements inside it, as '{spec.name}[0].Keyword=value'"
+            raise ElementError(msg)
+        return value
+    if not value:
+        return value
+    if leaf.keyword == "QueryRetrieveLevel" and value not in _LEVELS:
+        msg = f"{spec.describe()} must be one of {', '.join(_LEVELS)}, not '{value}'"
+        raise ElementError(msg)
+    for single in value.split("\\"):
+        check = single
+        if leaf.vr in _WILDCARD_VRS:
+            check = single.replace("*", "").replace("?", "")
+        problem = _check_single(leaf.vr, check) if check else None
+        if problem:
+            msg = f"invalid value '{_safe(single, leaf.keyword, leaf.vr)}' for {spec.describe()} (VR {leaf.vr}): {problem}"
+            raise ElementError(msg)
+    return value
+
+
+# Keywords whose values identify a patient: never echoed back in messages.
+_PHI_VRS = {"PN"}
+_PHI_KEYWORDS = {
+    "PatientID", "PatientName", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber",
+    "PatientAddress", "PatientTelephoneNumbers", "IssuerOfPatientID", "PatientBirthName",
+    "PatientMotherBirthName", "MedicalRecordLocator", "OtherPatientNames",
+}  # fmt: skip
+
+
+def is_phi(keyword: str, vr: str) -> bool:
+    """Whether values of this element may identify a patient (kept out of messages)."""
+    return vr in _PHI_VRS or vr in {"DA", "DT"} or keyword in _PHI_KEYWORDS
+
+
+def _safe(value: str, keyword: str, vr: str) -> str:
+    """The value as shown in a message: patient data is replaced by a placeholder."""
+    if is_phi(keyword, vr) or keyword.startswith("Patient"):
+        return "<redacted>"
+    return value
+
+
+# --- identifiers ------------------------------------------------------------------------------
+
+
+def _typed(vr: str, value: str | None) -> object:
+    if value is None or value == "":
+        return None
+    if vr in _NUMERIC_VRS:
+        parts = [float(v) if vr in {"FL", "FD"} else int(v) for v in value.split("\\")]
+        return parts[0] if len(parts) == 1 else parts
+    return value
+
+
+def build_identifier(specs: Iterable[ElementSpec]) -> Dataset:
+    """The query identifier: every spec set on a fresh dataset (later specs override earlier)."""
+    ds = Dataset()
+    for spec in specs:
+        target = ds
+        for item in spec.path[:-1]:
+            tag = Tag(item.tag)
+            if tag not in target or not target[tag].value:
+                target.add_new(tag, "SQ", DicomSequence([]))
+            seq = target[tag].value
+            assert item.index is not None
+            while len(seq) <= item.index:
+                seq.append(Dataset())
+            target = seq[item.index]
+        leaf = spec.leaf
+        target.add_new(Tag(leaf.tag), leaf.vr, _typed(leaf.vr, spec.value) if leaf.vr != "SQ" else [])
+    return ds
+
+
+def merge(common: Sequence[ElementSpec], overrides: Sequence[ElementSpec]) -> tuple[ElementSpec, ...]:
+    """Common elements with per-row overrides; order of first appearance is kept."""
+    merged: dict[str, ElementSpec] = {spec.name: spec for spec in common}
+    for spec in overrides:
+        merged[spec.name] = spec
+    return tuple(merged.values())
+
+
+def level_of(specs: Iterable[ElementSpec]) -> str | None:
+    """The QueryRetrieveLevel value among the specs, if set."""
+    for spec in specs:
+        if spec.leaf.keyword == "QueryRetrieveLevel" and len(spec.path) == 1:
+            return spec.value or None
+    return None

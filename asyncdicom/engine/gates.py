@@ -1,0 +1,45 @@
+"""Async wrappers around the pure limits: the time-window gate and the request-rate throttle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import anyio
+
+from asyncdicom.engine.limits import TimeWindow, TokenBucket
+
+
+class WindowGate:
+    """Blocks while the schedule window is closed; always open without a window."""
+
+    def __init__(self, window: TimeWindow | None,
+                 on_wait: Callable[[float], None] | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:  # fmt: skip
+        self.window = window
+        self._on_wait = on_wait
+        self._now = now
+
+    async def wait_open(self) -> None:
+        """Return at once inside the window, else sleep until it opens."""
+        if self.window is None:
+            return
+        while (delay := self.window.seconds_until_open(self._now())) > 0:
+            if self._on_wait is not None:
+                self._on_wait(delay)
+            await anyio.sleep(delay)
+
+
+class Throttle:
+    """A shared token bucket (``request.max_rate``) in front of every request."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._bucket = TokenBucket(rate=rate, capacity=max(1.0, rate))
+        self._clock = clock
+
+    async def acquire(self) -> None:
+        """Wait for the next token."""
+        delay = self._bucket.reserve(self._clock())
+        if delay > 0:
+            await anyio.sleep(delay)

@@ -1,0 +1,140 @@
+"""Rate, time-window and concurrency arithmetic (pure: injected clocks, no awaits, no sleeps)."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+
+@dataclass
+class TokenBucket:
+    """At most ``rate`` requests per second on average, with bursts of ``capacity``.
+
+    ``rate == 0`` means unlimited. :meth:`reserve` returns how long the caller must wait.
+    """
+
+    rate: float
+    capacity: float = 1.0
+    _tokens: float = field(default=-1.0, repr=False)
+    _stamp: float = field(default=0.0, repr=False)
+
+    def reserve(self, now: float) -> float:
+        """Take one token; the seconds to wait before using it (0 when one was available)."""
+        if self.rate <= 0:
+            return 0.0
+        if self._tokens < 0:
+            self._tokens, self._stamp = self.capacity, now
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """Daily window ``[start, end)`` in a time zone; crosses midnight when ``end <= start``."""
+
+    start: time
+    end: time
+    zone: ZoneInfo | None = None
+
+    def seconds_until_open(self, now: datetime) -> float:
+        """0 when ``now`` is inside the window, else the seconds until it next opens."""
+        local = now.astimezone(self.zone) if self.zone else now.astimezone()
+        clock = local.timetz().replace(tzinfo=None)
+        if self._inside(clock):
+            return 0.0
+        opening = local.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0)
+        if opening <= local:
+            opening = _next_day_at(local, self.start)
+        return max(0.0, (opening - local).total_seconds())
+
+    def seconds_until_close(self, now: datetime) -> float:
+        """Seconds left before the window closes (0 when closed)."""
+        local = now.astimezone(self.zone) if self.zone else now.astimezone()
+        if not self._inside(local.timetz().replace(tzinfo=None)):
+            return 0.0
+        closing = local.replace(hour=self.end.hour, minute=self.end.minute, second=0, microsecond=0)
+        if closing <= local:
+            closing = _next_day_at(local, self.end)
+        return (closing - local).total_seconds()
+
+    def _inside(self, clock: time) -> bool:
+        if self.start < self.end:
+            return self.start <= clock < self.end
+        return clock >= self.start or clock < self.end
+
+
+def _next_day_at(local: datetime, at: time) -> datetime:
+    """The wall-clock time ``at`` on the day after ``local``, in the same zone (DST-safe)."""
+    day = (local + timedelta(days=1)).date()
+    return datetime.combine(day, at, tzinfo=local.tzinfo)
+
+
+@dataclass
+class AdaptiveConcurrency:
+    """How many associations to hold: cut on rejection, grow back after a run of successes.
+
+    A rejected association means the PACS is at its limit, so the limit drops by one
+    (never below 1); after ``grow_after`` successes in a row it rises again, up to ``maximum``.
+    """
+
+    maximum: int
+    grow_after: int = 50
+    limit: int = 0
+    _streak: int = 0
+
+    def __post_init__(self) -> None:
+        self.limit = self.limit or self.maximum
+
+    def on_rejected(self) -> int:
+        """A transient rejection: lower the limit; returns it."""
+        self._streak = 0
+        self.limit = max(1, self.limit - 1)
+        return self.limit
+
+    def on_success(self) -> int:
+        """A completed request: maybe raise the limit; returns it."""
+        self._streak += 1
+        if self.limit < self.maximum and self._streak >= self.grow_after:
+            self._streak = 0
+            self.limit += 1
+        return self.limit
+
+
+@dataclass
+class LatencyTracker:
+    """Response gaps seen so far, and the deadline after which a request counts as silent.
+
+    Until ``min_samples`` gaps are known the deadline is ``ceiling`` (the DIMSE timeout).
+    Then it is ``factor`` times the ``quantile`` of recent gaps, at least ``floor`` seconds.
+    """
+
+    ceiling: float
+    floor: float = 1.0
+    factor: float = 10.0
+    quantile: float = 0.99
+    min_samples: int = 50
+    window: int = 2000
+    _samples: deque[float] = field(default_factory=deque, repr=False)
+    _cached: float | None = field(default=None, repr=False)
+
+    def add(self, seconds: float) -> None:
+        """Record one gap between sending a request (or a response) and the next response."""
+        self._samples.append(seconds)
+        if len(self._samples) > self.window:
+            self._samples.popleft()
+        self._cached = None
+
+    def deadline(self, attempt: int = 0) -> float:
+        """Seconds of silence after which to give up on a request; doubles per retry."""
+        if len(self._samples) < self.min_samples:
+            return self.ceiling
+        if self._cached is None:
+            ordered = sorted(self._samples)
+            index = min(len(ordered) - 1, math.ceil(self.quantile * len(ordered)) - 1)
+            self._cached = max(self.floor, self.factor * ordered[index])
+        return min(self.ceiling, self._cached * (2**attempt))

@@ -1,0 +1,84 @@
+"""What to do after each attempt: done, retry, fail, slow down or stop (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from asyncdicom.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    ConnectionFailed,
+    NetworkError,
+    SilentPeer,
+)
+
+
+class Action(Enum):
+    """The scheduler's next step for a request."""
+
+    DONE = "done"
+    RETRY = "retry"  # try again after ``delay``; counts as an attempt
+    FAIL = "fail"  # record the request as failed
+    SLOW_DOWN = "slow-down"  # the PACS is busy: hold fewer associations, wait, try again
+    RECONNECT = "reconnect"  # the PACS cannot be reached: wait and try again, stop if it lasts
+    FATAL = "fatal"  # nothing will work until the configuration changes: stop the run
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An action, how long to wait before it, and why (for the ledger and the log)."""
+
+    action: Action
+    delay: float = 0.0
+    reason: str = ""
+
+
+def status_category(status: int) -> str:
+    """PS3.7 category of a C-FIND/C-MOVE/C-GET status code."""
+    if status == 0x0000:
+        return "success"
+    if status in (0xFF00, 0xFF01):
+        return "pending"
+    if status == 0xFE00:
+        return "cancel"
+    if status in (0x0001, 0x0107, 0x0116) or 0xB000 <= status <= 0xBFFF:
+        return "warning"
+    return "failure"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry counts and exponential back-off with a cap."""
+
+    retries: int = 3
+    base_delay: float = 0.25
+    max_delay: float = 30.0
+    max_unreachable: int = 6
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before attempt ``attempt + 1``: 0.25 s, 0.5 s, 1 s, … up to ``max_delay``."""
+        return float(min(self.max_delay, self.base_delay * (2 ** max(0, attempt))))
+
+    def for_status(self, status: int, attempt: int) -> Decision:
+        """Decide from the final DIMSE status of attempt number ``attempt`` (0-based)."""
+        category = status_category(status)
+        if category in ("success", "warning"):
+            return Decision(Action.DONE, reason=category)
+        if 0xA700 <= status <= 0xA7FF and attempt < self.retries:
+            return Decision(Action.RETRY, self.backoff(attempt + 2), f"PACS out of resources (0x{status:04X})")
+        return Decision(Action.FAIL, reason=f"{category} status 0x{status:04X}")
+
+    def for_error(self, error: NetworkError, attempt: int, unreachable: int = 0) -> Decision:
+        """Decide from a network error; ``unreachable`` counts connection failures in a row."""
+        if isinstance(error, AssociationRejected):
+            if error.transient:
+                return Decision(Action.SLOW_DOWN, self.backoff(attempt), str(error))
+            return Decision(Action.FATAL, reason=str(error))
+        if isinstance(error, ConnectionFailed):
+            if unreachable >= self.max_unreachable:
+                return Decision(Action.FATAL, reason=str(error))
+            return Decision(Action.RECONNECT, self.backoff(unreachable + 2), str(error))
+        if isinstance(error, SilentPeer | AssociationAborted) and attempt < self.retries:
+            return Decision(Action.RETRY, 0.0 if isinstance(error, SilentPeer) else self.backoff(attempt), str(error))
+        return Decision(Action.FAIL, reason=str(error))

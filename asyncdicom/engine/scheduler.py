@@ -1,0 +1,211 @@
+"""Workers: window gate → throttle → association capacity → blocking backend call in a thread.
+
+Each worker owns one :class:`~asyncdicom.net.base.DicomSession` (one association, reused).
+Decisions come from the pure :mod:`asyncdicom.engine.retry` and :mod:`asyncdicom.engine.limits`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import anyio
+from anyio.abc import ObjectReceiveStream
+
+from asyncdicom.engine.gates import Throttle, WindowGate
+from asyncdicom.engine.limits import AdaptiveConcurrency, LatencyTracker
+from asyncdicom.engine.retry import Action, RetryPolicy, status_category
+from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer
+from asyncdicom.net.base import DicomBackend, DicomSession, FindOutcome
+from asyncdicom.plan import Request
+from asyncdicom.stats import RunStats
+
+log = logging.getLogger("asyncdicom.engine")
+
+WATCH_INTERVAL = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    """How a request ended in this run."""
+
+    state: Literal["done", "failed"]
+    attempts: int
+    status: int | None = None
+    category: str | None = None
+    error: str | None = None
+    matches: tuple[dict[str, str], ...] = ()
+    elapsed: float = 0.0
+
+
+class ResultSink(Protocol):
+    """Where settled requests go (the ledger)."""
+
+    async def record(self, request: Request, result: RequestResult) -> None:
+        """Queue a result for durable storage."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Engine knobs taken from ``request``."""
+
+    threads: int
+    throttle_time: float = 0.0
+    max_rate: float = 0.0
+    timeout: float = 30.0
+    policy: RetryPolicy = RetryPolicy()
+
+
+class Scheduler:
+    """Runs requests through ``threads`` workers until all are settled."""
+
+    def __init__(self, backend: DicomBackend, settings: EngineSettings, sink: ResultSink,
+                 stats: RunStats, gate: WindowGate | None = None) -> None:  # fmt: skip
+        self.backend = backend
+        self.settings = settings
+        self.sink = sink
+        self.stats = stats
+        self.gate = gate or WindowGate(None)
+        self.throttle = Throttle(settings.max_rate)
+        self.concurrency = AdaptiveConcurrency(settings.threads)
+        self.latency = LatencyTracker(ceiling=settings.timeout)
+        self._associations = anyio.CapacityLimiter(settings.threads)
+        self._threads = anyio.CapacityLimiter(settings.threads + 2)
+        self._active: dict[DicomSession, int] = {}
+        self._unreachable = 0
+
+    def __repr__(self) -> str:
+        return (f"<Scheduler limit={self.concurrency.limit}/{self.settings.threads} "
+                f"active={len(self._active)} deadline={self.latency.deadline():.2f}s>")  # fmt: skip
+
+    async def run(self, requests: Sequence[Request]) -> None:
+        """Process every request; raises FatalRunError when the run cannot go on."""
+        send, receive = anyio.create_memory_object_stream[Request](0)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watchdog)
+            async with anyio.create_task_group() as workers:
+                for _ in range(self.settings.threads):
+                    workers.start_soon(self._worker, receive.clone())
+                receive.close()
+                async with send:
+                    for request in requests:
+                        await send.send(request)
+            tg.cancel_scope.cancel()
+
+    async def abort_all(self) -> None:
+        """Abort every in-flight association (used on Ctrl-C so workers return promptly)."""
+        for session in list(self._active):
+            await anyio.to_thread.run_sync(lambda s=session: s.abort(silent=False))
+
+    async def _worker(self, receive: ObjectReceiveStream[Request]) -> None:
+        session = self.backend.session()
+        holder = object()
+        holding = False
+        try:
+            async with receive:
+                async for request in receive:
+                    holding = await self._process(session, request, holder, holding)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close, limiter=self._threads)
+                if holding:
+                    self._associations.release_on_behalf_of(holder)
+
+    async def _process(self, session: DicomSession, request: Request, holder: object, holding: bool) -> bool:
+        """Settle one request; returns whether the worker still holds an association slot."""
+        attempt = 0
+        policy = self.settings.policy
+        while True:
+            await self.gate.wait_open()
+            await self.throttle.acquire()
+            if not holding:
+                await self._associations.acquire_on_behalf_of(holder)
+                holding = True
+            self._active[session] = attempt
+            self.stats.in_flight += 1
+            error: NetworkError | None = None
+            outcome: FindOutcome | None = None
+            try:
+                outcome = await anyio.to_thread.run_sync(session.find, request, limiter=self._threads)
+            except NetworkError as exc:
+                error = exc
+            finally:
+                self.stats.in_flight -= 1
+                self._active.pop(session, None)
+            if outcome is not None:
+                self._unreachable = 0
+                decision = policy.for_status(outcome.status, attempt)
+                if decision.action is Action.DONE:
+                    self.latency.add(outcome.elapsed / (outcome.pending + 1))
+                    self._set_limit(self.concurrency.on_success())
+                    await self._settle(request, "done", attempt, outcome, None)
+                    break
+            else:
+                assert error is not None
+                if isinstance(error, ConnectionFailed):
+                    self._unreachable += 1
+                decision = policy.for_error(error, attempt, self._unreachable)
+                if decision.action is Action.SLOW_DOWN:
+                    self.stats.rejections += 1
+                    self._set_limit(self.concurrency.on_rejected())
+                    log.warning("PACS busy (%s); holding at most %d associations", decision.reason, self.concurrency.limit)
+                    self._associations.release_on_behalf_of(holder)
+                    holding = False
+                    await anyio.sleep(decision.delay)
+                    continue
+                if decision.action is Action.FATAL:
+                    raise FatalRunError(decision.reason)
+                if decision.action is Action.RECONNECT:
+                    log.warning("%s; trying again in %.1f s", decision.reason, decision.delay)
+                    await anyio.sleep(decision.delay)
+                    continue
+                if isinstance(error, SilentPeer):
+                    self.stats.silent += 1
+            if decision.action is Action.RETRY:
+                attempt += 1
+                self.stats.retries += 1
+                await anyio.sleep(decision.delay)
+                continue
+            await self._settle(request, "failed", attempt, outcome, decision.reason)
+            break
+        if self.settings.throttle_time:
+            await anyio.sleep(self.settings.throttle_time)
+        if holding and self._associations.borrowed_tokens > self._associations.total_tokens:
+            # The PACS asked us to hold fewer associations: give this one up.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close, limiter=self._threads)
+            self._associations.release_on_behalf_of(holder)
+            holding = False
+        return holding
+
+    def _set_limit(self, limit: int) -> None:
+        if self._associations.total_tokens != limit:
+            self._associations.total_tokens = limit
+            self.stats.concurrency = limit
+
+    async def _settle(self, request: Request, state: Literal["done", "failed"], attempt: int,
+                      outcome: FindOutcome | None, error: str | None) -> None:  # fmt: skip
+        status = outcome.status if outcome else None
+        result = RequestResult(
+            state=state, attempts=attempt + 1, status=status,
+            category=status_category(status) if status is not None else "network",
+            error=error or (outcome.comment if outcome else None),
+            matches=outcome.matches if outcome else (),
+            elapsed=outcome.elapsed if outcome else 0.0,
+        )  # fmt: skip
+        await self.sink.record(request, result)
+
+    async def _watchdog(self) -> None:
+        """Abort associations whose PACS has been silent for longer than the adaptive deadline."""
+        while True:
+            await anyio.sleep(WATCH_INTERVAL)
+            now = time.monotonic()
+            for session, attempt in list(self._active.items()):
+                since = session.busy_since
+                if since is not None and now - since > self.latency.deadline(attempt):
+                    log.warning("no response for %.1f s; aborting the association and retrying", now - since)
+                    self._active.pop(session, None)
+                    await anyio.to_thread.run_sync(lambda s=session: s.abort(silent=True))

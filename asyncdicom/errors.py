@@ -1,0 +1,105 @@
+"""Exceptions raised by asyncdicom, and the exit codes they map to.
+
+::
+
+    AsyncDicomError
+    ├── ConfigError            # dotted key path + remedy; exit 2
+    ├── PlanError              # CSV file:line + column; exit 2
+    ├── CheckpointError        # ledger too new, locked or corrupt; exit 1
+    ├── NetworkError           # mapped from pynetdicom/OSError in asyncdicom.net only
+    │   ├── ConnectionFailed   # TCP connect refused or timed out
+    │   ├── AssociationRejected(result, source, reason)
+    │   ├── AssociationAborted
+    │   └── SilentPeer         # no response within the adaptive deadline
+    └── FatalRunError          # the run cannot go on (e.g. permanent rejection); exit 1
+
+Messages never contain patient data: UIDs, AE titles, hosts and file paths only.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes: part of the command-line API."""
+
+    OK = 0
+    FATAL = 1
+    USAGE = 2
+    FAILED_REQUESTS = 3
+    INTERRUPTED = 130
+
+
+class AsyncDicomError(Exception):
+    """Base class of every error asyncdicom raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.FATAL
+
+
+class ConfigError(AsyncDicomError):
+    """The configuration file is invalid; the message names the key path."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, where: str, message: str) -> None:
+        self.where = where
+        self.message = message
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class PlanError(AsyncDicomError):
+    """The batch CSV (or an element list) is invalid; the message names file:line."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, where: str, message: str) -> None:
+        self.where = where
+        self.message = message
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class CheckpointError(AsyncDicomError):
+    """The ledger database cannot be used."""
+
+
+class FatalRunError(AsyncDicomError):
+    """The run cannot continue; pending requests stay pending for the next run."""
+
+
+class NetworkError(AsyncDicomError):
+    """A network-level problem talking to the PACS."""
+
+
+class ConnectionFailed(NetworkError):
+    """The TCP connection to the PACS could not be opened."""
+
+
+class AssociationRejected(NetworkError):
+    """The PACS rejected the association request.
+
+    ``result`` is 1 (permanent) or 2 (transient); ``source`` and ``reason`` follow PS3.8
+    Table 9-21.
+    """
+
+    def __init__(self, result: int, source: int, reason: int, message: str) -> None:
+        self.result = result
+        self.source = source
+        self.reason = reason
+        super().__init__(message)
+
+    @property
+    def transient(self) -> bool:
+        """Whether trying again later can succeed (the PACS is busy, not misconfigured)."""
+        if self.result == 0x02:
+            return True
+        # "local-limit-exceeded" and "temporary congestion" are transient whatever the result.
+        return (self.source, self.reason) in {(0x03, 0x01), (0x03, 0x02), (0x02, 0x01)}
+
+
+class AssociationAborted(NetworkError):
+    """The association was aborted, or a DIMSE response never came."""
+
+
+class SilentPeer(NetworkError):
+    """The PACS sent nothing for longer than the adaptive deadline; the association was aborted."""

@@ -1,0 +1,35 @@
+"""Logging to stderr: rich on a terminal, plain lines otherwise.
+
+asyncdicom never logs element values; pynetdicom's own logger is kept quiet because its
+standard handlers can print identifiers (patient data).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def setup(verbosity: int = 0, quiet: bool = False) -> None:
+    """Configure the ``asyncdicom`` logger: -q warnings only, default info, -v debug."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbosity > 0 else logging.INFO
+    logger = logging.getLogger("asyncdicom")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    console = Console(stderr=True)
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbosity > 2 else logging.CRITICAL)

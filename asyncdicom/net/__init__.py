@@ -1,0 +1,1 @@
+"""Network adapters: the only package that imports pynetdicom."""

@@ -1,0 +1,55 @@
+"""What the engine needs from the network, as protocols (no pynetdicom here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from asyncdicom.plan import Request
+
+PENDING = (0xFF00, 0xFF01)
+
+
+@dataclass(frozen=True, slots=True)
+class FindOutcome:
+    """The result of one C-FIND: its final status and every match.
+
+    ``status`` is the final DIMSE status; ``matches`` holds one mapping of keyword to text
+    per pending response; ``pending`` counts those responses.
+    """
+
+    status: int
+    matches: tuple[dict[str, str], ...] = ()
+    elapsed: float = 0.0
+    comment: str | None = None
+    pending: int = field(default=0)
+
+
+class DicomSession(Protocol):
+    """One association's worth of work, used by a single worker thread at a time.
+
+    Every method but :meth:`abort` blocks and runs in a worker thread.
+    """
+
+    @property
+    def busy_since(self) -> float | None:
+        """``time.monotonic()`` of the last response (or of the send), while a request runs."""
+
+    def find(self, request: Request) -> FindOutcome:
+        """Send one C-FIND and collect every response (re-associating when needed)."""
+
+    def echo(self) -> int:
+        """Send one C-ECHO and return its status."""
+
+    def abort(self, *, silent: bool) -> None:
+        """Abort the association from another thread; ``silent`` marks a watchdog abort."""
+
+    def close(self) -> None:
+        """Release the association, if any."""
+
+
+class DicomBackend(Protocol):
+    """Factory for sessions against one PACS."""
+
+    def session(self) -> DicomSession:
+        """A new session; it associates lazily on first use."""

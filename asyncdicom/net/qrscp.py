@@ -1,0 +1,168 @@
+"""A small built-in Query/Retrieve SCP over in-memory datasets.
+
+It backs ``asyncdicom demo`` and the tests of faults a real PACS cannot be made to produce on
+demand (delays, silence, aborts, failure statuses, association limits).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientStudyOnlyQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+
+from asyncdicom.net.scu import _on_connect
+
+LEVEL_KEYS = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+_NOT_MATCHED = {"QueryRetrieveLevel", "SpecificCharacterSet"}
+
+
+@dataclass
+class Faults:
+    """Misbehaviour to inject; every field off by default."""
+
+    delay: float = 0.0  # seconds to wait before answering each C-FIND
+    silent_every: int = 0  # never answer every Nth C-FIND (1 = all)
+    abort_every: int = 0  # abort the association on every Nth C-FIND
+    status: int | None = None  # answer every C-FIND with this final status, no matches
+    max_associations: int = 0  # reject associations beyond this many (0 = no limit)
+
+
+@lru_cache(maxsize=256)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + r"\Z", re.S)
+
+
+def _element_matches(actual: str, wanted: str, vr: str) -> bool:
+    if vr == "UI":
+        return actual in wanted.split("\\")
+    if vr in {"DA", "TM", "DT"} and "-" in wanted:
+        low, _, high = wanted.partition("-")
+        return bool(actual) and (not low or actual >= low) and (not high or actual <= high)
+    if "*" in wanted or "?" in wanted:
+        return bool(_wildcard(wanted).match(actual))
+    return actual.strip() == wanted.strip()
+
+
+def matches(ds: Dataset, query: Dataset) -> bool:
+    """Whether ``ds`` matches every non-empty key of ``query`` (single-value, non-sequence)."""
+    for elem in query:
+        if elem.keyword in _NOT_MATCHED or elem.VR == "SQ" or elem.value in (None, ""):
+            continue
+        actual = ds.get(elem.keyword)
+        if not _element_matches("" if actual is None else str(actual), str(elem.value), elem.VR):
+            return False
+    return True
+
+
+class QueryRetrieveSCP:
+    """Serve C-ECHO and C-FIND (all three models) over ``datasets`` on a loopback port."""
+
+    def __init__(self, datasets: Sequence[Dataset], ae_title: str = "DEMOPACS",
+                 faults: Faults | None = None) -> None:  # fmt: skip
+        self.datasets = list(datasets)
+        self.ae_title = ae_title
+        self.faults = faults or Faults()
+        self.finds = 0
+        self._count = itertools.count(1)
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+        self._server: object | None = None
+        self.port = 0
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Start listening (port 0 picks a free one); returns the port."""
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_associations = self.faults.max_associations or 64
+        ae.maximum_pdu_size = 0
+        for context in (Verification, PatientRootQueryRetrieveInformationModelFind,
+                        StudyRootQueryRetrieveInformationModelFind,
+                        PatientStudyOnlyQueryRetrieveInformationModelFind):  # fmt: skip
+            ae.add_supported_context(context)
+        handlers = [(evt.EVT_C_FIND, self._on_find), (evt.EVT_CONN_OPEN, _on_connect)]
+        server = ae.start_server((host, port), block=False, evt_handlers=handlers)
+        self._server = server
+        self.port = int(server.server_address[1])
+        return self.port
+
+    def stop(self) -> None:
+        """Stop serving and release any handler held silent."""
+        self._release.set()
+        server = self._server
+        if server is not None:
+            server.shutdown()  # type: ignore[attr-defined]
+            self._server = None
+
+    def __enter__(self) -> QueryRetrieveSCP:
+        if not self._server:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _on_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+        faults = self.faults
+        with self._lock:
+            number = next(self._count)
+            self.finds = number
+        if faults.delay:
+            self._release.wait(faults.delay)
+        if faults.silent_every and number % faults.silent_every == 0:
+            self._release.wait(60)  # say nothing until the requestor gives up
+            return
+        if faults.abort_every and number % faults.abort_every == 0:
+            event.assoc.abort()
+            return
+        if faults.status is not None:
+            yield faults.status, None
+            return
+        query = event.identifier
+        level = str(query.get("QueryRetrieveLevel", "STUDY"))
+        key = LEVEL_KEYS.get(level, "StudyInstanceUID")
+        seen: set[str] = set()
+        for ds in self.datasets:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            unique = str(ds.get(key, ""))
+            if unique in seen or not matches(ds, query):
+                continue
+            seen.add(unique)
+            yield 0xFF00, self._response(ds, query, level)
+        yield 0x0000, None
+
+    def _response(self, ds: Dataset, query: Dataset, level: str) -> Dataset:
+        out = Dataset()
+        out.QueryRetrieveLevel = level
+        for elem in query:
+            if elem.keyword in _NOT_MATCHED or not elem.keyword:
+                continue
+            if elem.keyword == "NumberOfStudyRelatedInstances":
+                study = ds.get("StudyInstanceUID")
+                value: object = sum(1 for other in self.datasets if other.get("StudyInstanceUID") == study)
+            elif elem.keyword == "ModalitiesInStudy":
+                study = ds.get("StudyInstanceUID")
+                value = sorted({str(o.Modality) for o in self.datasets if o.get("StudyInstanceUID") == study})
+            else:
+                value = ds.get(elem.keyword, None)
+            out.add_new(elem.tag, elem.VR, value if elem.VR != "SQ" else [])
+        if "SpecificCharacterSet" in ds:
+            out.SpecificCharacterSet = ds.SpecificCharacterSet
+        return out

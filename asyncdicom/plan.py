@@ -1,0 +1,167 @@
+"""Turn the config's elements and the batch CSV into a validated, de-duplicated plan (pure).
+
+Each CSV row becomes one request whose values override the common elements. Problems are
+reported as :class:`~asyncdicom.errors.PlanError` with ``file:line`` and the column.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from asyncdicom.config import Config
+from asyncdicom.elements import ElementError, ElementSpec, check_value, level_of, merge, parse_path
+from asyncdicom.errors import PlanError
+
+# Levels each query/retrieve information model allows (PS3.4 C.6).
+MODEL_LEVELS = {
+    "patient": ("PATIENT", "STUDY", "SERIES", "IMAGE"),
+    "study": ("STUDY", "SERIES", "IMAGE"),
+    "psonly": ("PATIENT", "STUDY"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One request to send: its stable key, CSV line (0 without a batch file) and elements."""
+
+    key: str
+    line: int
+    elements: tuple[ElementSpec, ...]
+
+    @property
+    def level(self) -> str | None:
+        """QueryRetrieveLevel of the request."""
+        return level_of(self.elements)
+
+    def to_json(self) -> str:
+        """The elements as JSON (stored in the ledger)."""
+        return json.dumps([[spec.name, spec.value] for spec in self.elements])
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The validated list of requests of one run."""
+
+    requests: tuple[Request, ...]
+    columns: tuple[str, ...]
+    source: Path | None
+    rows: int
+    duplicates: int
+    blank_lines: int
+
+
+def request_key(fingerprint: str, elements: tuple[ElementSpec, ...]) -> str:
+    """Stable identity of a request: the config's query fingerprint and its sorted elements."""
+    material = fingerprint + json.dumps(sorted((s.name, s.value or "") for s in elements))
+    return hashlib.blake2b(material.encode(), digest_size=12).hexdigest()
+
+
+def _header(path: Path, row: list[str]) -> tuple[ElementSpec, ...]:
+    specs: list[ElementSpec] = []
+    seen: dict[str, int] = {}
+    for column, cell in enumerate(row, start=1):
+        where = f"{path}:1"
+        if not cell.strip():
+            raise PlanError(where, f"column {column} of the header is empty; every column needs a keyword or (gggg,eeee) tag")
+        if "=" in cell:
+            raise PlanError(where, f"column {column} header '{cell.strip()}' holds a value; the header names elements only")
+        try:
+            spec = ElementSpec(parse_path(cell))
+        except ElementError as exc:
+            raise PlanError(where, f"column {column}: {exc}") from None
+        if spec.name in seen:
+            raise PlanError(where, f"column {column} repeats {spec.describe()} of column {seen[spec.name]}")
+        seen[spec.name] = column
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """CSV rows with the line they start on; handles a UTF-8 BOM and CRLF."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            line = 1
+            for row in reader:
+                yield line, row
+                line = reader.line_num + 1
+    except UnicodeDecodeError as exc:
+        raise PlanError(str(path), f"unable to read the CSV as it is not UTF-8 (byte {exc.start}); save it as UTF-8") from None
+    except csv.Error as exc:
+        raise PlanError(str(path), f"unable to read the CSV as {exc}") from None
+    except OSError as exc:
+        raise PlanError(str(path), f"unable to read the CSV as {exc.strerror}") from None
+
+
+def library_columns(elements: tuple[ElementSpec, ...], header: tuple[ElementSpec, ...]) -> tuple[str, ...]:
+    """Keywords for the library file: requested elements in the order given, config first."""
+    columns: list[str] = []
+    for spec in (*elements, *header):
+        if len(spec.path) == 1 and spec.leaf.vr != "SQ" and spec.leaf.keyword != "QueryRetrieveLevel":
+            keyword = spec.leaf.keyword
+            if keyword not in columns:
+                columns.append(keyword)
+    return tuple(columns)
+
+
+def _check_level(config: Config, request: Request, where: str) -> None:
+    if config.request.type == "c-echo":
+        return
+    level = request.level
+    allowed = MODEL_LEVELS[config.request.model]
+    if level is None:
+        raise PlanError(where, f"(0008,0052) 'QueryRetrieveLevel' is not set; add QueryRetrieveLevel={allowed[0]} to request.elements or a column")
+    if level not in allowed:
+        raise PlanError(where, f"QueryRetrieveLevel {level} is not allowed by the {config.request.model} model (request.model); use one of {', '.join(allowed)}")
+
+
+def build_plan(config: Config) -> Plan:
+    """Read ``request.elements_batch_file`` (if any) and build the plan."""
+    common = config.request.elements
+    fingerprint = config.query_fingerprint()
+    path = config.request.elements_batch_file
+    if path is None:
+        request = Request(request_key(fingerprint, common), 0, common)
+        _check_level(config, request, "request.elements")
+        return Plan((request,), library_columns(common, ()), None, 1, 0, 0)
+
+    rows = _rows(path)
+    header: tuple[ElementSpec, ...] | None = None
+    requests: list[Request] = []
+    seen: set[str] = set()
+    duplicates = blanks = count = 0
+    for line, row in rows:
+        if not row or all(not cell.strip() for cell in row):
+            blanks += header is not None
+            continue
+        if header is None:
+            header = _header(path, row)
+            continue
+        if len(row) != len(header):
+            raise PlanError(f"{path}:{line}", f"row has {len(row)} values but the header has {len(header)} columns")
+        values: list[ElementSpec] = []
+        for column, (spec, cell) in enumerate(zip(header, row, strict=True), start=1):
+            try:
+                values.append(spec.with_value(check_value(spec, cell)))
+            except ElementError as exc:
+                raise PlanError(f"{path}:{line}", f"column {column}: {exc}") from None
+        count += 1
+        elements = merge(common, values)
+        key = request_key(fingerprint, elements)
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        request = Request(key, line, elements)
+        _check_level(config, request, f"{path}:{line}")
+        requests.append(request)
+    if header is None:
+        raise PlanError(str(path), "the CSV is empty; its first line must name the columns")
+    if not requests:
+        raise PlanError(str(path), "the CSV has a header but no rows")
+    return Plan(tuple(requests), library_columns(common, header), path, count, duplicates, blanks)

@@ -1,0 +1,70 @@
+"""What people read (stderr) and what scripts parse (stdout, one JSON document)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from asyncdicom.stats import RunSnapshot
+
+_stderr = Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    """One-line error on stderr."""
+    _stderr.print(f"error: {message}", markup=False, soft_wrap=True)
+
+
+def warning(message: str) -> None:
+    """One-line warning on stderr."""
+    _stderr.print(f"warning: {message}", markup=False, soft_wrap=True)
+
+
+def info(message: str) -> None:
+    """A line for people on stderr."""
+    _stderr.print(message, markup=False, soft_wrap=True)
+
+
+def emit_json(document: Mapping[str, Any]) -> None:
+    """The one machine-readable document on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def progress_line(snap: RunSnapshot) -> str:
+    """A plain progress line: settled/total, rate, failures, concurrency."""
+    total = snap.planned - snap.skipped
+    line = (f"{snap.finished}/{total} requests ({snap.done} done, {snap.failed} failed), "
+            f"{snap.matches} matches, {snap.rate:.1f} req/s, {snap.in_flight} in flight")  # fmt: skip
+    extras = [f"{n} {label}" for n, label in ((snap.retries, "retries"), (snap.rejections, "rejections"),
+                                               (snap.silent, "silent aborts")) if n]  # fmt: skip
+    if extras:
+        line += ", " + ", ".join(extras)
+    return line
+
+
+def progress(snap: RunSnapshot) -> None:
+    """Print the progress line on stderr."""
+    info(progress_line(snap))
+
+
+def summary(report: Mapping[str, Any]) -> None:
+    """The end-of-run table on stderr."""
+    table = Table(title=f"asyncdicom run: {report['outcome']}", show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for label, key in (("requests planned", "planned"), ("done", "done"), ("failed", "failed"),
+                       ("still pending", "pending"), ("skipped (done earlier)", "skipped"),
+                       ("matches", "matches"), ("retries", "retries"), ("seconds", "elapsed")):  # fmt: skip
+        table.add_row(label, str(report.get(key, "")))
+    _stderr.print(table)
+    if report.get("library_file"):
+        info(f"library: {report['library_file']} ({report.get('library_rows', 0)} rows)")
+    info(f"ledger: {report['ledger_file']}")
+    if report.get("message"):
+        error(str(report["message"]))

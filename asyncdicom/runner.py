@@ -1,0 +1,231 @@
+"""Composition root: ledger, engine, signals and progress in one task group."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import anyio
+
+from asyncdicom.checkpoint import Ledger, SyncReport, open_ledger
+from asyncdicom.config import Config
+from asyncdicom.engine.gates import WindowGate
+from asyncdicom.engine.limits import TimeWindow
+from asyncdicom.engine.retry import RetryPolicy
+from asyncdicom.engine.scheduler import EngineSettings, Scheduler
+from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError
+from asyncdicom.net.base import DicomBackend
+from asyncdicom.plan import Plan
+from asyncdicom.stats import RunSnapshot, RunStats
+
+log = logging.getLogger("asyncdicom")
+
+Outcome = Literal["complete", "failed-requests", "interrupted", "fatal"]
+PROGRESS_EVERY = 2.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line choices that change what a run does."""
+
+    restart: bool = False
+    retry_failed: bool = False
+    progress: Callable[[RunSnapshot], None] | None = None
+    progress_every: float = PROGRESS_EVERY
+
+
+@dataclass
+class RunReport:
+    """The end of a run, for the human summary and the ``--json`` document."""
+
+    outcome: Outcome
+    planned: int
+    duplicates: int
+    ran: int
+    done: int
+    failed: int
+    pending: int
+    skipped: int
+    matches: int
+    elapsed: float
+    library_file: str | None
+    ledger_file: str
+    library_rows: int | None = None
+    message: str | None = None
+    retries: int = 0
+    rejections: int = 0
+    silent: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 all done, 1 fatal, 3 some requests failed, 130 interrupted."""
+        return {
+            "complete": ExitCode.OK,
+            "failed-requests": ExitCode.FAILED_REQUESTS,
+            "interrupted": ExitCode.INTERRUPTED,
+            "fatal": ExitCode.FATAL,
+        }[self.outcome]
+
+    def to_json(self) -> dict[str, Any]:
+        """The machine-readable summary (schema 1)."""
+        return {"schema": 1, "command": "run", **asdict(self), "exit_code": int(self.exit_code)}
+
+
+def window_gate(config: Config) -> WindowGate:
+    """The schedule gate of the config (always open when the schedule is disabled)."""
+    schedule = config.schedule
+    if not schedule.enabled or schedule.start_time is None or schedule.end_time is None:
+        return WindowGate(None)
+    zone = ZoneInfo(schedule.timezone) if schedule.timezone else None
+    window = TimeWindow(schedule.start_time, schedule.end_time, zone)
+
+    def waiting(delay: float) -> None:
+        log.info("outside the schedule window; waiting %.0f s until %s", delay, schedule.start_time)
+
+    return WindowGate(window, on_wait=waiting)
+
+
+def _csv_digest(plan: Plan) -> str | None:
+    if plan.source is None:
+        return None
+    return hashlib.sha256(plan.source.read_bytes()).hexdigest()
+
+
+def describe_sync(plan: Plan, sync: SyncReport) -> list[str]:
+    """Sentences telling the user what the ledger already knew."""
+    notes = [f"plan: {len(plan.requests)} requests" + (
+        f" ({plan.duplicates} duplicate rows removed)" if plan.duplicates else "")]  # fmt: skip
+    if sync.csv_changed:
+        notes.append(
+            f"the batch CSV changed since the last run: {sync.new} new requests; "
+            f"{sync.dropped} earlier requests are no longer in it and are left out of the library"
+        )
+    if not sync.first_run:
+        notes.append(
+            f"resuming: {sync.done} done earlier (skipped), {sync.failed} failed earlier"
+            + (" (skipped; --retry-failed runs them again)" if sync.failed else "")
+            + (f", {sync.retried} failures to retry" if sync.retried else "")
+        )
+    return notes
+
+
+async def run(config: Config, plan: Plan, backend: DicomBackend, options: RunOptions | None = None) -> RunReport:
+    """Run the plan against the backend, resuming from the ledger."""
+    options = options or RunOptions()
+    async with open_ledger(config.output.ledger_file) as ledger:
+        sync = await ledger.sync_plan(
+            plan, csv_digest=_csv_digest(plan), restart=options.restart, retry_failed=options.retry_failed
+        )
+        notes = describe_sync(plan, sync)
+        for note in notes:
+            log.info("%s", note)
+        pending = await ledger.pending(plan)
+        stats = RunStats(len(plan.requests), len(plan.requests) - len(pending), config.request.threads)
+        await ledger.start_run()
+        outcome, message = await _execute(config, ledger, backend, pending, stats, options)
+        with anyio.CancelScope(shield=True):
+            return await _finish(config, plan, ledger, stats, outcome, message, notes)
+
+
+async def _execute(config: Config, ledger: Ledger, backend: DicomBackend, pending: list[Any],
+                   stats: RunStats, options: RunOptions) -> tuple[Outcome, str | None]:  # fmt: skip
+    settings = EngineSettings(
+        threads=config.request.threads, throttle_time=config.request.throttle_time,
+        max_rate=config.request.max_rate, timeout=config.request.timeout,
+        policy=RetryPolicy(retries=config.request.retries),
+    )  # fmt: skip
+    interrupted = False
+    fatal: AsyncDicomError | None = None
+    async with ledger.recording(stats) as recorder:
+        scheduler = Scheduler(backend, settings, recorder, stats, window_gate(config))
+        async with anyio.create_task_group() as tg:
+
+            async def on_signal() -> None:
+                nonlocal interrupted
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        log.warning("%s received: stopping after saving what is done",
+                                    signal.Signals(signum).name)  # fmt: skip
+                        interrupted = True
+                        tg.cancel_scope.cancel()
+                        with anyio.CancelScope(shield=True):
+                            await scheduler.abort_all()
+                        return
+
+            async def progress() -> None:
+                if options.progress is None:
+                    return
+                while True:
+                    await anyio.sleep(options.progress_every)
+                    options.progress(stats.snapshot())
+
+            async def work() -> None:
+                nonlocal fatal
+                try:
+                    await scheduler.run(pending)
+                except* AsyncDicomError as group:
+                    fatal = _first(group)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(on_signal)
+            tg.start_soon(progress)
+            tg.start_soon(work)
+    if interrupted:
+        return "interrupted", None
+    if fatal is not None:
+        return "fatal", str(fatal)
+    return ("failed-requests" if stats.failed else "complete"), None
+
+
+def _first(group: BaseExceptionGroup[AsyncDicomError]) -> AsyncDicomError:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        return exc
+    raise group  # pragma: no cover
+
+
+async def _finish(config: Config, plan: Plan, ledger: Ledger, stats: RunStats, outcome: Outcome,
+                  message: str | None, notes: list[str]) -> RunReport:  # fmt: skip
+    summary = await ledger.summary()
+    counts = summary["requests"]
+    library_rows = None
+    library = config.output.library_file
+    if config.request.type == "c-find" and library is not None:
+        library_rows = await ledger.export_library(library, plan.columns)
+    if outcome in ("complete", "failed-requests") and counts["pending"]:
+        outcome = "interrupted"  # pragma: no cover - defensive: work left without a signal
+    snap = stats.snapshot()
+    report = RunReport(
+        outcome=outcome, planned=len(plan.requests), duplicates=plan.duplicates,
+        ran=snap.finished, done=counts["done"], failed=counts["failed"], pending=counts["pending"],
+        skipped=snap.skipped, matches=summary["matches"], elapsed=round(snap.elapsed, 3),
+        library_file=str(library) if library else None, ledger_file=str(config.output.ledger_file),
+        library_rows=library_rows, message=message, retries=snap.retries,
+        rejections=snap.rejections, silent=snap.silent, notes=notes,
+    )  # fmt: skip
+    if outcome == "complete" and counts["failed"]:
+        report.outcome = "failed-requests"
+    await ledger.finish_run(report.outcome, {"done": report.done, "failed": report.failed, "pending": report.pending})
+    return report
+
+
+async def echo(backend: DicomBackend) -> tuple[int, float]:
+    """One C-ECHO: its status and round-trip seconds."""
+    session = backend.session()
+    start = time.monotonic()
+    try:
+        status = await anyio.to_thread.run_sync(session.echo)
+    finally:
+        await anyio.to_thread.run_sync(session.close)
+    return status, time.monotonic() - start
+
+
+__all__ = ["NetworkError", "RunOptions", "RunReport", "echo", "run"]

@@ -1,0 +1,67 @@
+"""Live run counters and the frozen snapshots the progress display renders (pure)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RunSnapshot:
+    """The state of a run at one instant."""
+
+    planned: int
+    skipped: int
+    done: int
+    failed: int
+    in_flight: int
+    matches: int
+    retries: int
+    rejections: int
+    silent: int
+    concurrency: int
+    elapsed: float
+
+    @property
+    def finished(self) -> int:
+        """Requests settled in this run."""
+        return self.done + self.failed
+
+    @property
+    def remaining(self) -> int:
+        """Requests of this run not settled yet."""
+        return max(0, self.planned - self.skipped - self.finished)
+
+    @property
+    def rate(self) -> float:
+        """Settled requests per second in this run."""
+        return self.finished / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class RunStats:
+    """Mutable counters, touched only from the event loop thread."""
+
+    def __init__(self, planned: int, skipped: int, concurrency: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self._clock = clock
+        self._start = clock()
+        self.planned = planned
+        self.skipped = skipped
+        self.concurrency = concurrency
+        self.done = self.failed = self.in_flight = self.matches = 0
+        self.retries = self.rejections = self.silent = 0
+
+    def snapshot(self) -> RunSnapshot:
+        """A frozen copy of the counters."""
+        return RunSnapshot(
+            planned=self.planned, skipped=self.skipped, done=self.done, failed=self.failed,
+            in_flight=self.in_flight, matches=self.matches, retries=self.retries,
+            rejections=self.rejections, silent=self.silent, concurrency=self.concurrency,
+            elapsed=self._clock() - self._start,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        s = self.snapshot()
+        return (f"<RunStats done={s.done} failed={s.failed} in_flight={s.in_flight} "
+                f"remaining={s.remaining} concurrency={s.concurrency}>")  # fmt: skip
