@@ -22,7 +22,8 @@ from typing import IO, Any
 import aiofiles
 import aiosqlite
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from asyncdicom.engine.scheduler import RequestResult
 from asyncdicom.errors import CheckpointError
@@ -94,8 +95,10 @@ class _Lock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            msg = (f"Unable to open the ledger {self.path.with_suffix('')} as another asyncdicom run "
-                   "is using it; wait for that run to end, or give this run its own output.ledger_file")  # fmt: skip
+            msg = (
+                f"Unable to open the ledger {self.path.with_suffix('')} as another asyncdicom run "
+                "is using it; wait for that run to end, or give this run its own output.ledger_file"
+            )
             raise CheckpointError(msg) from None
         handle.seek(0)
         handle.truncate()
@@ -125,8 +128,10 @@ class Ledger:
             row = await cursor.fetchone()
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
-            msg = (f"Unable to use the ledger {self.path} as it was written by a newer asyncdicom "
-                   f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade asyncdicom")  # fmt: skip
+            msg = (
+                f"Unable to use the ledger {self.path} as it was written by a newer asyncdicom "
+                f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade asyncdicom"
+            )
             raise CheckpointError(msg)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             await self.db.executescript(f"BEGIN; {_MIGRATIONS[target]} PRAGMA user_version = {target}; COMMIT;")
@@ -144,8 +149,7 @@ class Ledger:
 
     # --- planning -----------------------------------------------------------------------------
 
-    async def sync_plan(self, plan: Plan, *, csv_digest: str | None, restart: bool,
-                        retry_failed: bool) -> SyncReport:  # fmt: skip
+    async def sync_plan(self, plan: Plan, *, csv_digest: str | None, restart: bool, retry_failed: bool) -> SyncReport:
         """Bring the ledger in line with the plan; returns what was already known."""
         db = self.db
         first_run = await self.get_meta("plan_digest") is None
@@ -177,23 +181,23 @@ class Ledger:
         async with db.execute("SELECT COUNT(*) FROM requests WHERE in_plan = 0") as cursor:
             dropped = (await cursor.fetchone() or (0,))[0]
         return SyncReport(
-            new=after - before, done=counts.get("done", 0), failed=counts.get("failed", 0),
-            pending=counts.get("pending", 0), dropped=dropped, retried=retried,
+            new=after - before,
+            done=counts.get("done", 0),
+            failed=counts.get("failed", 0),
+            pending=counts.get("pending", 0),
+            dropped=dropped,
+            retried=retried,
             csv_changed=not first_run and not restart and previous_csv != (csv_digest or ""),
             first_run=first_run or restart,
-        )  # fmt: skip
+        )
 
     async def _counts(self) -> dict[str, int]:
-        async with self.db.execute(
-            "SELECT state, COUNT(*) FROM requests WHERE in_plan = 1 GROUP BY state"
-        ) as cursor:
+        async with self.db.execute("SELECT state, COUNT(*) FROM requests WHERE in_plan = 1 GROUP BY state") as cursor:
             return {str(state): int(n) for state, n in await cursor.fetchall()}
 
     async def pending(self, plan: Plan) -> list[Request]:
         """Requests of the plan still to run, in CSV order."""
-        async with self.db.execute(
-            "SELECT key FROM requests WHERE in_plan = 1 AND state = 'pending'"
-        ) as cursor:
+        async with self.db.execute("SELECT key FROM requests WHERE in_plan = 1 AND state = 'pending'") as cursor:
             keys = {str(row[0]) for row in await cursor.fetchall()}
         return [request for request in plan.requests if request.key in keys]
 
@@ -213,7 +217,7 @@ class Ledger:
             finally:
                 send.close()
 
-    async def _writer(self, receive: ObjectReceiveStream[tuple[Request, RequestResult]], stats: RunStats) -> None:
+    async def _writer(self, receive: MemoryObjectReceiveStream[tuple[Request, RequestResult]], stats: RunStats) -> None:
         with anyio.CancelScope(shield=True):
             async with receive:
                 batch: list[tuple[Request, RequestResult]] = []
@@ -239,15 +243,30 @@ class Ledger:
         await db.executemany(
             "UPDATE requests SET state = ?, attempts = attempts + ?, status = ?, category = ?, "
             "error = ?, matches = ?, elapsed = ?, updated = ? WHERE key = ?",
-            ((res.state, res.attempts, res.status, res.category, res.error, len(res.matches),
-              res.elapsed, now, req.key) for req, res in batch),
-        )  # fmt: skip
+            (
+                (
+                    res.state,
+                    res.attempts,
+                    res.status,
+                    res.category,
+                    res.error,
+                    len(res.matches),
+                    res.elapsed,
+                    now,
+                    req.key,
+                )
+                for req, res in batch
+            ),
+        )
         await db.executemany("DELETE FROM matches WHERE request_key = ?", ((req.key,) for req, _ in batch))
         await db.executemany(
             "INSERT INTO matches (request_key, idx, attrs) VALUES (?, ?, ?)",
-            ((req.key, idx, json.dumps(attrs, ensure_ascii=False))
-             for req, res in batch for idx, attrs in enumerate(res.matches)),
-        )  # fmt: skip
+            (
+                (req.key, idx, json.dumps(attrs, ensure_ascii=False))
+                for req, res in batch
+                for idx, attrs in enumerate(res.matches)
+            ),
+        )
         await db.commit()
 
     # --- runs and reports ---------------------------------------------------------------------
@@ -269,12 +288,11 @@ class Ledger:
     async def summary(self) -> dict[str, Any]:
         """Counts by state, the last run, and a few recent errors (no patient data)."""
         counts = await self._counts()
-        async with self.db.execute("SELECT COUNT(*) FROM matches m JOIN requests r ON r.key = m.request_key "
-                                   "WHERE r.in_plan = 1") as cursor:  # fmt: skip
-            matches = (await cursor.fetchone() or (0,))[0]
         async with self.db.execute(
-            "SELECT started, finished, outcome FROM runs ORDER BY id DESC LIMIT 1"
+            "SELECT COUNT(*) FROM matches m JOIN requests r ON r.key = m.request_key WHERE r.in_plan = 1"
         ) as cursor:
+            matches = (await cursor.fetchone() or (0,))[0]
+        async with self.db.execute("SELECT started, finished, outcome FROM runs ORDER BY id DESC LIMIT 1") as cursor:
             last = await cursor.fetchone()
         async with self.db.execute(
             "SELECT line, error FROM requests WHERE in_plan = 1 AND state = 'failed' ORDER BY line LIMIT 5"
@@ -351,7 +369,7 @@ async def write_atomic(path: Path, data: bytes) -> None:
 @asynccontextmanager
 async def open_ledger(path: Path, *, readonly: bool = False) -> AsyncIterator[Ledger]:
     """Open (creating and migrating if needed) the ledger at ``path``, holding its lock."""
-    if readonly and not path.exists():
+    if readonly and not await anyio.Path(path).exists():
         msg = f"Unable to read the ledger {path} as it does not exist; run 'asyncdicom run' first"
         raise CheckpointError(msg)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,8 +47,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Show the version and exit.")] = False,  # fmt: skip
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
     """Pull large image datasets out of a PACS for research: batch C-FIND, C-MOVE and C-GET."""
 
@@ -73,10 +74,17 @@ def _load(config_path: Path, csv: Path | None) -> tuple[Config, Plan]:
 
 
 @app.command()
-def run(config: ConfigArg, csv: CsvOpt = None,
-        restart: Annotated[bool, typer.Option("--restart", help="Forget earlier progress and start over.")] = False,
-        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run requests that failed earlier again.")] = False,
-        json_out: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = 0) -> None:  # fmt: skip
+def run(
+    config: ConfigArg,
+    csv: CsvOpt = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Forget earlier progress and start over.")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Run requests that failed earlier again.")
+    ] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
     """Run the batch in CONFIG, resuming where an earlier run stopped."""
     logs.setup(verbose, quiet)
 
@@ -87,14 +95,15 @@ def run(config: ConfigArg, csv: CsvOpt = None,
 
         cfg, plan = _load(config, csv)
         if cfg.request.type in ("c-move", "c-get"):
-            report.error(f"request.type: {cfg.request.type} is not available in asyncdicom {__version__} yet; "
-                         "use c-find or c-echo")  # fmt: skip
+            report.error(
+                f"request.type: {cfg.request.type} is not available in asyncdicom {__version__} yet; "
+                "use c-find or c-echo"
+            )
             return int(ExitCode.USAGE)
         backend = PynetdicomBackend(cfg)
         if cfg.request.type == "c-echo":
             return _echo_result(cfg, anyio.run(echo, backend, backend="asyncio"), json_out)
-        options = RunOptions(restart=restart, retry_failed=retry_failed,
-                             progress=None if quiet else report.progress)  # fmt: skip
+        options = RunOptions(restart=restart, retry_failed=retry_failed, progress=None if quiet else report.progress)
         result = anyio.run(run_plan, cfg, plan, backend, options, backend="asyncio")
         if not quiet or result.message:
             report.summary(result.to_json())
@@ -110,8 +119,9 @@ def _echo_result(cfg: Config, result: tuple[int, float], json_out: bool) -> int:
     where = f"{cfg.pacs.aet}@{cfg.pacs.hostname}:{cfg.pacs.port}"
     ok = status == 0
     if json_out:
-        report.emit_json({"schema": 1, "command": "echo", "pacs": where, "status": status,
-                          "ok": ok, "seconds": round(elapsed, 4)})  # fmt: skip
+        report.emit_json(
+            {"schema": 1, "command": "echo", "pacs": where, "status": status, "ok": ok, "seconds": round(elapsed, 4)}
+        )
     if ok:
         report.info(f"C-ECHO {where}: success in {elapsed * 1000:.1f} ms")
         return int(ExitCode.OK)
@@ -143,14 +153,22 @@ def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> N
     def body() -> int:
         cfg, plan = _load(config, csv)
         doc: dict[str, Any] = {
-            "schema": 1, "command": "check", "ok": True, **describe(cfg),
-            "requests": len(plan.requests), "csv_rows": plan.rows, "duplicates": plan.duplicates,
-            "columns": list(plan.columns), "warnings": list(cfg.warnings),
-        }  # fmt: skip
+            "schema": 1,
+            "command": "check",
+            "ok": True,
+            **describe(cfg),
+            "requests": len(plan.requests),
+            "csv_rows": plan.rows,
+            "duplicates": plan.duplicates,
+            "columns": list(plan.columns),
+            "warnings": list(cfg.warnings),
+        }
         source = f" from {plan.source}" if plan.source else ""
         dupes = f" ({plan.duplicates} duplicate rows removed)" if plan.duplicates else ""
-        report.info(f"{config}: OK: {cfg.request.type}, {cfg.request.model} model, "
-                    f"{cfg.request.threads} threads; {len(plan.requests)} requests{source}{dupes}")  # fmt: skip
+        report.info(
+            f"{config}: OK: {cfg.request.type}, {cfg.request.model} model, "
+            f"{cfg.request.threads} threads; {len(plan.requests)} requests{source}{dupes}"
+        )
         if json_out:
             report.emit_json(doc)
         return int(ExitCode.OK)
@@ -173,8 +191,10 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
 
         summary = anyio.run(read, backend="asyncio")
         counts = summary["requests"]
-        report.info(f"ledger {cfg.output.ledger_file}: {counts['done']} done, {counts['failed']} failed, "
-                    f"{counts['pending']} pending; {summary['matches']} matches")  # fmt: skip
+        report.info(
+            f"ledger {cfg.output.ledger_file}: {counts['done']} done, {counts['failed']} failed, "
+            f"{counts['pending']} pending; {summary['matches']} matches"
+        )
         for failure in summary["failures"]:
             report.info(f"  failed: line {failure['line']}: {failure['error']}")
         if json_out:
@@ -185,8 +205,13 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
 
 
 @app.command()
-def demo(directory: Annotated[Path, typer.Option("--directory", "-d", help="Where to write the demo config, CSV and library.")] = Path("asyncdicom-demo"),
-         json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:  # fmt: skip
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--directory", "-d", help="Where to write the demo config, CSV and library.")
+    ] = Path("asyncdicom-demo"),
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
     """Start a built-in PACS with generated studies and run a C-FIND batch against it."""
     logs.setup(0, quiet)
 
@@ -198,8 +223,9 @@ def demo(directory: Annotated[Path, typer.Option("--directory", "-d", help="Wher
         if json_out:
             report.emit_json(result.to_json())
         else:
-            report.info(f"demo config: {directory.resolve() / 'demo.yaml'}; "
-                        f"try: asyncdicom status {directory / 'demo.yaml'}")  # fmt: skip
+            report.info(
+                f"demo config: {directory.resolve() / 'demo.yaml'}; try: asyncdicom status {directory / 'demo.yaml'}"
+            )
         return int(result.exit_code)
 
     raise typer.Exit(_guard(body))

@@ -133,16 +133,30 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "pacs": ("hostname", "port", "aet"),
     "local": ("port", "aet"),
     "request": (
-        "type", "model", "threads", "concurrency", "throttle_time", "max_rate",
-        "elements_batch_file", "elements", "timeout", "connect_timeout", "retries",
+        "type",
+        "model",
+        "threads",
+        "concurrency",
+        "throttle_time",
+        "max_rate",
+        "elements_batch_file",
+        "elements",
+        "timeout",
+        "connect_timeout",
+        "retries",
     ),
     "schedule": ("enabled", "start_time", "end_time", "timezone"),
     "anonymization": ("enabled", "script", "lookup_table", "mode", "quarantine_directory"),
     "output": (
-        "directory", "library_file", "database_file", "directory_structure", "filename",
-        "decompress", "ledger_file",
+        "directory",
+        "library_file",
+        "database_file",
+        "directory_structure",
+        "filename",
+        "decompress",
+        "ledger_file",
     ),
-}  # fmt: skip
+}
 
 # Keys found in pydicom-batch's own sample files that its code never read.
 _LEGACY_KEYS = {
@@ -161,8 +175,14 @@ def _suggest(name: str, choices: tuple[str, ...] | list[str]) -> str:
 def _typename(value: object) -> str:
     if value is None:
         return "nothing"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)  # fmt: skip
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
 
 
 class _Section:
@@ -299,7 +319,9 @@ class _Paths:
     def existing_file(self, value: object, where: str) -> Path:
         path = self.path(value, where)
         if not path.is_file():
-            raise ConfigError(where, f"file {path} does not exist; fix the path (relative paths start at the config file's folder)")
+            raise ConfigError(
+                where, f"file {path} does not exist; fix the path (relative paths start at the config file's folder)"
+            )
         return path
 
 
@@ -375,8 +397,7 @@ def parse_config(raw: object, *, source: Path, batch_file: Path | None = None) -
             dotted = f"{name}.{key}"
             if dotted in _LEGACY_KEYS:
                 warnings.append(
-                    f"{dotted}: ignored, as pydicom-batch also ignored it; "
-                    f"to use it, move it to {_LEGACY_KEYS[dotted]}"
+                    f"{dotted}: ignored, as pydicom-batch also ignored it; to use it, move it to {_LEGACY_KEYS[dotted]}"
                 )
             elif key not in _SECTIONS[name]:
                 raise ConfigError(dotted, f"unknown key{_suggest(str(key), _SECTIONS[name])}")
@@ -400,9 +421,15 @@ def parse_config(raw: object, *, source: Path, batch_file: Path | None = None) -
     anonymization = _anonymization(sections["anonymization"], paths)
     output = _output(sections["output"], paths, request, source)
     return Config(
-        source=source, pacs=pacs, local=local, request=request, schedule=schedule,
-        anonymization=anonymization, output=output, warnings=tuple(warnings),
-    )  # fmt: skip
+        source=source,
+        pacs=pacs,
+        local=local,
+        request=request,
+        schedule=schedule,
+        anonymization=anonymization,
+        output=output,
+        warnings=tuple(warnings),
+    )
 
 
 def _request(section: _Section, paths: _Paths, batch_file: Path | None) -> RequestConfig:
@@ -412,14 +439,17 @@ def _request(section: _Section, paths: _Paths, batch_file: Path | None) -> Reque
     threads = section.get("threads", _positive_int, 0)
     concurrency = section.get("concurrency", _positive_int, 0)
     if threads and concurrency and threads != concurrency:
-        raise ConfigError("request.concurrency", f"is {concurrency} but request.threads is {threads}; give only one of them")
+        raise ConfigError(
+            "request.concurrency", f"is {concurrency} but request.threads is {threads}; give only one of them"
+        )
     if batch_file is not None:
         if not batch_file.is_file():
             raise ConfigError("--csv", f"file {batch_file} does not exist")
         batch: Path | None = batch_file.resolve()
     else:
         batch = section.get("elements_batch_file", paths.existing_file, None)
-    elements = section.get("elements", _elements, ())
+    no_elements: tuple[ElementSpec, ...] = ()
+    elements = section.get("elements", _elements, no_elements)
     if kind != "c-echo" and not elements and batch is None:
         raise ConfigError("request.elements", "required for a query or retrieve: list the elements to send")
     return RequestConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -78,15 +79,21 @@ output:
 """
 
 
+def write_demo_files(directory: Path, port: int, datasets: list[Dataset]) -> Path:
+    """Write the demo config and batch CSV; returns the config path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "demo.yaml"
+    config_path.write_text(DEMO_CONFIG.format(port=port), encoding="utf-8")
+    patient_ids = sorted({str(ds.PatientID) for ds in datasets})
+    (directory / "demo-batch.csv").write_text("PatientID\n" + "\n".join(patient_ids) + "\n", encoding="utf-8")
+    return config_path
+
+
 async def run_demo(directory: Path, progress: Callable[[str], None] | None = None) -> RunReport:
     """Start the demo PACS, write a config and CSV into ``directory``, run the batch."""
-    directory.mkdir(parents=True, exist_ok=True)
     datasets = demo_datasets()
     with QueryRetrieveSCP(datasets) as pacs:
-        config_path = directory / "demo.yaml"
-        config_path.write_text(DEMO_CONFIG.format(port=pacs.port), encoding="utf-8")
-        patient_ids = sorted({str(ds.PatientID) for ds in datasets})
-        (directory / "demo-batch.csv").write_text("PatientID\n" + "\n".join(patient_ids) + "\n", encoding="utf-8")
+        config_path = await anyio.to_thread.run_sync(write_demo_files, directory, pacs.port, datasets)
         if progress:
             progress(f"demo PACS 'DEMOPACS' listening on 127.0.0.1:{pacs.port} with {len(datasets)} instances")
         config = load_config(config_path)

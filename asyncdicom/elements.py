@@ -103,10 +103,7 @@ def _resolve(name: str) -> tuple[int, str, str]:
     if match:
         tag = int(match.group(1) + match.group(2), 16)
         if tag >> 16 & 1:
-            msg = (
-                f"private tag {name} cannot be used as its VR is not known; "
-                "use a public element"
-            )
+            msg = f"private tag {name} cannot be used as its VR is not known; use a public element"
             raise ElementError(msg)
         if not dictionary_has_tag(tag):
             msg = f"tag {name} is not in the DICOM dictionary; check the group and element numbers"
@@ -141,10 +138,7 @@ def parse_path(text: str) -> tuple[PathItem, ...]:
     for position, part in enumerate(parts):
         match = _ITEM_RE.match(part.strip())
         if not match:
-            msg = (
-                f"cannot read element '{text}'; write Keyword, (gggg,eeee) "
-                "or Sequence[0].Keyword"
-            )
+            msg = f"cannot read element '{text}'; write Keyword, (gggg,eeee) or Sequence[0].Keyword"
             raise ElementError(msg)
         tag, keyword, vr = _resolve(match.group("name"))
         index = match.group("index")
@@ -174,9 +168,20 @@ def parse_element(text: str) -> ElementSpec:
 # --- value validation -------------------------------------------------------------------------
 
 _MAX_LEN = {
-    "AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64,
-    "LT": 10240, "SH": 16, "ST": 1024, "TM": 14, "UI": 64,
-}  # fmt: skip
+    "AE": 16,
+    "AS": 4,
+    "CS": 16,
+    "DA": 8,
+    "DS": 16,
+    "DT": 26,
+    "IS": 12,
+    "LO": 64,
+    "LT": 10240,
+    "SH": 16,
+    "ST": 1024,
+    "TM": 14,
+    "UI": 64,
+}
 _WILDCARD_VRS = {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"}
 _NUMERIC_VRS = {"US", "UL", "SS", "SL", "FL", "FD", "UV", "SV"}
 _CS_RE = re.compile(r"^[A-Z0-9 _*?]*$")
@@ -198,9 +203,7 @@ def _check_date(text: str) -> str | None:
     return None
 
 
-def _check_range(
-    value: str, single: Callable[[str], str | None], *, zoned: bool = False
-) -> str | None:
+def _check_range(value: str, single: Callable[[str], str | None], *, zoned: bool = False) -> str | None:
     """Check a DA/TM/DT value, which may be a range ``a-b``, ``-b`` or ``a-``.
 
     ``zoned`` (DT) means a trailing ``-ZZXX`` may be a UTC offset rather than a range.
@@ -217,7 +220,7 @@ def _check_range(
     return single(value)
 
 
-def _check_single(vr: str, value: str) -> str | None:  # noqa: PLR0911 - a dispatch table
+def _check_single(vr: str, value: str) -> str | None:
     if vr in _MAX_LEN and vr not in {"DA", "TM", "DT"} and len(value) > _MAX_LEN[vr]:
         return f"longer than the {_MAX_LEN[vr]} characters allowed for VR {vr}"
     if vr == "DA":
@@ -225,7 +228,11 @@ def _check_single(vr: str, value: str) -> str | None:  # noqa: PLR0911 - a dispa
     if vr == "TM":
         return _check_range(value, lambda t: None if _TIME_RE.match(t) else "a time must be HHMMSS[.FFFFFF]")
     if vr == "DT":
-        return _check_range(value, lambda t: None if _DT_RE.match(t) else "a date-time must be YYYYMMDDHHMMSS[.FFFFFF][&ZZXX]", zoned=True)
+        return _check_range(
+            value,
+            lambda t: None if _DT_RE.match(t) else "a date-time must be YYYYMMDDHHMMSS[.FFFFFF][&ZZXX]",
+            zoned=True,
+        )
     if vr == "UI":
         if not _UID_RE.match(value):
             return "a UID is digits separated by single dots"
@@ -261,7 +268,9 @@ def check_value(spec: ElementSpec, value: str) -> str:
     leaf = spec.leaf
     if leaf.vr == "SQ":
         if value:
-            msg = f"{spec.describe()} is a sequence; give values to elements inside it, as '{spec.name}[0].Keyword=value'"
+            msg = (
+                f"{spec.describe()} is a sequence; give values to elements inside it, as '{spec.name}[0].Keyword=value'"
+            )
             raise ElementError(msg)
         return value
     if not value:
@@ -275,7 +284,8 @@ def check_value(spec: ElementSpec, value: str) -> str:
             check = single.replace("*", "").replace("?", "")
         problem = _check_single(leaf.vr, check) if check else None
         if problem:
-            msg = f"invalid value '{_safe(single, leaf.keyword, leaf.vr)}' for {spec.describe()} (VR {leaf.vr}): {problem}"
+            shown = _safe(single, leaf.keyword, leaf.vr)
+            msg = f"invalid value '{shown}' for {spec.describe()} (VR {leaf.vr}): {problem}"
             raise ElementError(msg)
     return value
 
@@ -283,10 +293,19 @@ def check_value(spec: ElementSpec, value: str) -> str:
 # Keywords whose values identify a patient: never echoed back in messages.
 _PHI_VRS = {"PN"}
 _PHI_KEYWORDS = {
-    "PatientID", "PatientName", "PatientBirthDate", "OtherPatientIDs", "AccessionNumber",
-    "PatientAddress", "PatientTelephoneNumbers", "IssuerOfPatientID", "PatientBirthName",
-    "PatientMotherBirthName", "MedicalRecordLocator", "OtherPatientNames",
-}  # fmt: skip
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "OtherPatientIDs",
+    "AccessionNumber",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "IssuerOfPatientID",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "MedicalRecordLocator",
+    "OtherPatientNames",
+}
 
 
 def is_phi(keyword: str, vr: str) -> bool:

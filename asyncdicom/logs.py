@@ -19,8 +19,8 @@ def setup(verbosity: int = 0, quiet: bool = False) -> None:
     """Configure the ``asyncdicom`` logger: -q warnings only, default info, -v debug."""
     level = logging.WARNING if quiet else logging.DEBUG if verbosity > 0 else logging.INFO
     logger = logging.getLogger("asyncdicom")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
     console = Console(stderr=True)
     handler: logging.Handler
     if console.is_terminal:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,9 +68,13 @@ def _header(path: Path, row: list[str]) -> tuple[ElementSpec, ...]:
     for column, cell in enumerate(row, start=1):
         where = f"{path}:1"
         if not cell.strip():
-            raise PlanError(where, f"column {column} of the header is empty; every column needs a keyword or (gggg,eeee) tag")
+            raise PlanError(
+                where, f"column {column} of the header is empty; every column needs a keyword or (gggg,eeee) tag"
+            )
         if "=" in cell:
-            raise PlanError(where, f"column {column} header '{cell.strip()}' holds a value; the header names elements only")
+            raise PlanError(
+                where, f"column {column} header '{cell.strip()}' holds a value; the header names elements only"
+            )
         try:
             spec = ElementSpec(parse_path(cell))
         except ElementError as exc:
@@ -90,12 +95,37 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
             for row in reader:
                 yield line, row
                 line = reader.line_num + 1
-    except UnicodeDecodeError as exc:
-        raise PlanError(str(path), f"unable to read the CSV as it is not UTF-8 (byte {exc.start}); save it as UTF-8") from None
+    except UnicodeDecodeError:
+        line = _first_non_utf8_line(path)
+        raise PlanError(f"{path}:{line}", "unable to read the CSV as it is not UTF-8; save it as UTF-8") from None
     except csv.Error as exc:
         raise PlanError(str(path), f"unable to read the CSV as {exc}") from None
     except OSError as exc:
         raise PlanError(str(path), f"unable to read the CSV as {exc.strerror}") from None
+
+
+def _first_non_utf8_line(path: Path) -> int:
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            return number
+    return 1  # pragma: no cover - the decoder failed, so some line is not UTF-8
+
+
+_TAG_START = re.compile(r"^\s*\([0-9A-Fa-f]{4}\s*$")
+_TAG_END = re.compile(r"^\s*[0-9A-Fa-f]{4}\s*\)\s*$")
+
+
+def _join_split_tags(row: list[str]) -> list[str]:
+    """Rejoin ``(gggg,eeee)`` header cells that an unquoted comma split in two."""
+    cells: list[str] = []
+    for cell in row:
+        if cells and _TAG_START.match(cells[-1]) and _TAG_END.match(cell):
+            cells[-1] = f"{cells[-1].strip()},{cell.strip()}"
+        else:
+            cells.append(cell)
+    return cells
 
 
 def library_columns(elements: tuple[ElementSpec, ...], header: tuple[ElementSpec, ...]) -> tuple[str, ...]:
@@ -115,9 +145,17 @@ def _check_level(config: Config, request: Request, where: str) -> None:
     level = request.level
     allowed = MODEL_LEVELS[config.request.model]
     if level is None:
-        raise PlanError(where, f"(0008,0052) 'QueryRetrieveLevel' is not set; add QueryRetrieveLevel={allowed[0]} to request.elements or a column")
+        raise PlanError(
+            where,
+            "(0008,0052) 'QueryRetrieveLevel' is not set; "
+            f"add QueryRetrieveLevel={allowed[0]} to request.elements or a column",
+        )
     if level not in allowed:
-        raise PlanError(where, f"QueryRetrieveLevel {level} is not allowed by the {config.request.model} model (request.model); use one of {', '.join(allowed)}")
+        raise PlanError(
+            where,
+            f"QueryRetrieveLevel {level} is not allowed by the {config.request.model} model (request.model); "
+            f"use one of {', '.join(allowed)}",
+        )
 
 
 def build_plan(config: Config) -> Plan:
@@ -140,7 +178,7 @@ def build_plan(config: Config) -> Plan:
             blanks += header is not None
             continue
         if header is None:
-            header = _header(path, row)
+            header = _header(path, _join_split_tags(row))
             continue
         if len(row) != len(header):
             raise PlanError(f"{path}:{line}", f"row has {len(row)} values but the header has {len(header)} columns")

@@ -39,10 +39,15 @@ def emit_json(document: Mapping[str, Any]) -> None:
 def progress_line(snap: RunSnapshot) -> str:
     """A plain progress line: settled/total, rate, failures, concurrency."""
     total = snap.planned - snap.skipped
-    line = (f"{snap.finished}/{total} requests ({snap.done} done, {snap.failed} failed), "
-            f"{snap.matches} matches, {snap.rate:.1f} req/s, {snap.in_flight} in flight")  # fmt: skip
-    extras = [f"{n} {label}" for n, label in ((snap.retries, "retries"), (snap.rejections, "rejections"),
-                                               (snap.silent, "silent aborts")) if n]  # fmt: skip
+    line = (
+        f"{snap.finished}/{total} requests ({snap.done} done, {snap.failed} failed), "
+        f"{snap.matches} matches, {snap.rate:.1f} req/s, {snap.in_flight} in flight"
+    )
+    extras = [
+        f"{n} {label}"
+        for n, label in ((snap.retries, "retries"), (snap.rejections, "rejections"), (snap.silent, "silent aborts"))
+        if n
+    ]
     if extras:
         line += ", " + ", ".join(extras)
     return line
@@ -58,9 +63,16 @@ def summary(report: Mapping[str, Any]) -> None:
     table = Table(title=f"asyncdicom run: {report['outcome']}", show_header=False, title_justify="left")
     table.add_column("what")
     table.add_column("value", justify="right")
-    for label, key in (("requests planned", "planned"), ("done", "done"), ("failed", "failed"),
-                       ("still pending", "pending"), ("skipped (done earlier)", "skipped"),
-                       ("matches", "matches"), ("retries", "retries"), ("seconds", "elapsed")):  # fmt: skip
+    for label, key in (
+        ("requests planned", "planned"),
+        ("done", "done"),
+        ("failed", "failed"),
+        ("still pending", "pending"),
+        ("skipped (done earlier)", "skipped"),
+        ("matches", "matches"),
+        ("retries", "retries"),
+        ("seconds", "elapsed"),
+    ):
         table.add_row(label, str(report.get(key, "")))
     _stderr.print(table)
     if report.get("library_file"):

@@ -100,8 +100,10 @@ def _csv_digest(plan: Plan) -> str | None:
 
 def describe_sync(plan: Plan, sync: SyncReport) -> list[str]:
     """Sentences telling the user what the ledger already knew."""
-    notes = [f"plan: {len(plan.requests)} requests" + (
-        f" ({plan.duplicates} duplicate rows removed)" if plan.duplicates else "")]  # fmt: skip
+    notes = [
+        f"plan: {len(plan.requests)} requests"
+        + (f" ({plan.duplicates} duplicate rows removed)" if plan.duplicates else "")
+    ]
     if sync.csv_changed:
         notes.append(
             f"the batch CSV changed since the last run: {sync.new} new requests; "
@@ -131,16 +133,20 @@ async def run(config: Config, plan: Plan, backend: DicomBackend, options: RunOpt
         await ledger.start_run()
         outcome, message = await _execute(config, ledger, backend, pending, stats, options)
         with anyio.CancelScope(shield=True):
-            return await _finish(config, plan, ledger, stats, outcome, message, notes)
+            report = await _finish(config, plan, ledger, stats, outcome, message, notes)
+    return report
 
 
-async def _execute(config: Config, ledger: Ledger, backend: DicomBackend, pending: list[Any],
-                   stats: RunStats, options: RunOptions) -> tuple[Outcome, str | None]:  # fmt: skip
+async def _execute(
+    config: Config, ledger: Ledger, backend: DicomBackend, pending: list[Any], stats: RunStats, options: RunOptions
+) -> tuple[Outcome, str | None]:
     settings = EngineSettings(
-        threads=config.request.threads, throttle_time=config.request.throttle_time,
-        max_rate=config.request.max_rate, timeout=config.request.timeout,
+        threads=config.request.threads,
+        throttle_time=config.request.throttle_time,
+        max_rate=config.request.max_rate,
+        timeout=config.request.timeout,
         policy=RetryPolicy(retries=config.request.retries),
-    )  # fmt: skip
+    )
     interrupted = False
     fatal: AsyncDicomError | None = None
     async with ledger.recording(stats) as recorder:
@@ -151,8 +157,7 @@ async def _execute(config: Config, ledger: Ledger, backend: DicomBackend, pendin
                 nonlocal interrupted
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
-                        log.warning("%s received: stopping after saving what is done",
-                                    signal.Signals(signum).name)  # fmt: skip
+                        log.warning("%s received: stopping after saving what is done", signal.Signals(signum).name)
                         interrupted = True
                         tg.cancel_scope.cancel()
                         with anyio.CancelScope(shield=True):
@@ -192,8 +197,9 @@ def _first(group: BaseExceptionGroup[AsyncDicomError]) -> AsyncDicomError:
     raise group  # pragma: no cover
 
 
-async def _finish(config: Config, plan: Plan, ledger: Ledger, stats: RunStats, outcome: Outcome,
-                  message: str | None, notes: list[str]) -> RunReport:  # fmt: skip
+async def _finish(
+    config: Config, plan: Plan, ledger: Ledger, stats: RunStats, outcome: Outcome, message: str | None, notes: list[str]
+) -> RunReport:
     summary = await ledger.summary()
     counts = summary["requests"]
     library_rows = None
@@ -204,13 +210,25 @@ async def _finish(config: Config, plan: Plan, ledger: Ledger, stats: RunStats, o
         outcome = "interrupted"  # pragma: no cover - defensive: work left without a signal
     snap = stats.snapshot()
     report = RunReport(
-        outcome=outcome, planned=len(plan.requests), duplicates=plan.duplicates,
-        ran=snap.finished, done=counts["done"], failed=counts["failed"], pending=counts["pending"],
-        skipped=snap.skipped, matches=summary["matches"], elapsed=round(snap.elapsed, 3),
-        library_file=str(library) if library else None, ledger_file=str(config.output.ledger_file),
-        library_rows=library_rows, message=message, retries=snap.retries,
-        rejections=snap.rejections, silent=snap.silent, notes=notes,
-    )  # fmt: skip
+        outcome=outcome,
+        planned=len(plan.requests),
+        duplicates=plan.duplicates,
+        ran=snap.finished,
+        done=counts["done"],
+        failed=counts["failed"],
+        pending=counts["pending"],
+        skipped=snap.skipped,
+        matches=summary["matches"],
+        elapsed=round(snap.elapsed, 3),
+        library_file=str(library) if library else None,
+        ledger_file=str(config.output.ledger_file),
+        library_rows=library_rows,
+        message=message,
+        retries=snap.retries,
+        rejections=snap.rejections,
+        silent=snap.silent,
+        notes=notes,
+    )
     if outcome == "complete" and counts["failed"]:
         report.outcome = "failed-requests"
     await ledger.finish_run(report.outcome, {"done": report.done, "failed": report.failed, "pending": report.pending})

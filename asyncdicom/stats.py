@@ -42,8 +42,9 @@ class RunSnapshot:
 class RunStats:
     """Mutable counters, touched only from the event loop thread."""
 
-    def __init__(self, planned: int, skipped: int, concurrency: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self, planned: int, skipped: int, concurrency: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._clock = clock
         self._start = clock()
         self.planned = planned
@@ -55,13 +56,22 @@ class RunStats:
     def snapshot(self) -> RunSnapshot:
         """A frozen copy of the counters."""
         return RunSnapshot(
-            planned=self.planned, skipped=self.skipped, done=self.done, failed=self.failed,
-            in_flight=self.in_flight, matches=self.matches, retries=self.retries,
-            rejections=self.rejections, silent=self.silent, concurrency=self.concurrency,
+            planned=self.planned,
+            skipped=self.skipped,
+            done=self.done,
+            failed=self.failed,
+            in_flight=self.in_flight,
+            matches=self.matches,
+            retries=self.retries,
+            rejections=self.rejections,
+            silent=self.silent,
+            concurrency=self.concurrency,
             elapsed=self._clock() - self._start,
-        )  # fmt: skip
+        )
 
     def __repr__(self) -> str:
         s = self.snapshot()
-        return (f"<RunStats done={s.done} failed={s.failed} in_flight={s.in_flight} "
-                f"remaining={s.remaining} concurrency={s.concurrency}>")  # fmt: skip
+        return (
+            f"<RunStats done={s.done} failed={s.failed} in_flight={s.in_flight} "
+            f"remaining={s.remaining} concurrency={s.concurrency}>"
+        )

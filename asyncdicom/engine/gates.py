@@ -14,9 +14,12 @@ from asyncdicom.engine.limits import TimeWindow, TokenBucket
 class WindowGate:
     """Blocks while the schedule window is closed; always open without a window."""
 
-    def __init__(self, window: TimeWindow | None,
-                 on_wait: Callable[[float], None] | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:  # fmt: skip
+    def __init__(
+        self,
+        window: TimeWindow | None,
+        on_wait: Callable[[float], None] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.window = window
         self._on_wait = on_wait
         self._now = now

@@ -137,4 +137,4 @@ class LatencyTracker:
             ordered = sorted(self._samples)
             index = min(len(ordered) - 1, math.ceil(self.quantile * len(ordered)) - 1)
             self._cached = max(self.floor, self.factor * ordered[index])
-        return min(self.ceiling, self._cached * (2**attempt))
+        return float(min(self.ceiling, self._cached * 2.0**attempt))

@@ -6,10 +6,11 @@ Decisions come from the pure :mod:`asyncdicom.engine.retry` and :mod:`asyncdicom
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import anyio
@@ -56,14 +57,20 @@ class EngineSettings:
     throttle_time: float = 0.0
     max_rate: float = 0.0
     timeout: float = 30.0
-    policy: RetryPolicy = RetryPolicy()
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 class Scheduler:
     """Runs requests through ``threads`` workers until all are settled."""
 
-    def __init__(self, backend: DicomBackend, settings: EngineSettings, sink: ResultSink,
-                 stats: RunStats, gate: WindowGate | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        backend: DicomBackend,
+        settings: EngineSettings,
+        sink: ResultSink,
+        stats: RunStats,
+        gate: WindowGate | None = None,
+    ) -> None:
         self.backend = backend
         self.settings = settings
         self.sink = sink
@@ -78,8 +85,10 @@ class Scheduler:
         self._unreachable = 0
 
     def __repr__(self) -> str:
-        return (f"<Scheduler limit={self.concurrency.limit}/{self.settings.threads} "
-                f"active={len(self._active)} deadline={self.latency.deadline():.2f}s>")  # fmt: skip
+        return (
+            f"<Scheduler limit={self.concurrency.limit}/{self.settings.threads} "
+            f"active={len(self._active)} deadline={self.latency.deadline():.2f}s>"
+        )
 
     async def run(self, requests: Sequence[Request]) -> None:
         """Process every request; raises FatalRunError when the run cannot go on."""
@@ -98,7 +107,7 @@ class Scheduler:
     async def abort_all(self) -> None:
         """Abort every in-flight association (used on Ctrl-C so workers return promptly)."""
         for session in list(self._active):
-            await anyio.to_thread.run_sync(lambda s=session: s.abort(silent=False))
+            await anyio.to_thread.run_sync(functools.partial(session.abort, silent=False))
 
     async def _worker(self, receive: ObjectReceiveStream[Request]) -> None:
         session = self.backend.session()
@@ -151,7 +160,9 @@ class Scheduler:
                 if decision.action is Action.SLOW_DOWN:
                     self.stats.rejections += 1
                     self._set_limit(self.concurrency.on_rejected())
-                    log.warning("PACS busy (%s); holding at most %d associations", decision.reason, self.concurrency.limit)
+                    log.warning(
+                        "PACS busy (%s); holding at most %d associations", decision.reason, self.concurrency.limit
+                    )
                     self._associations.release_on_behalf_of(holder)
                     holding = False
                     await anyio.sleep(decision.delay)
@@ -186,16 +197,24 @@ class Scheduler:
             self._associations.total_tokens = limit
             self.stats.concurrency = limit
 
-    async def _settle(self, request: Request, state: Literal["done", "failed"], attempt: int,
-                      outcome: FindOutcome | None, error: str | None) -> None:  # fmt: skip
+    async def _settle(
+        self,
+        request: Request,
+        state: Literal["done", "failed"],
+        attempt: int,
+        outcome: FindOutcome | None,
+        error: str | None,
+    ) -> None:
         status = outcome.status if outcome else None
         result = RequestResult(
-            state=state, attempts=attempt + 1, status=status,
+            state=state,
+            attempts=attempt + 1,
+            status=status,
             category=status_category(status) if status is not None else "network",
             error=error or (outcome.comment if outcome else None),
             matches=outcome.matches if outcome else (),
             elapsed=outcome.elapsed if outcome else 0.0,
-        )  # fmt: skip
+        )
         await self.sink.record(request, result)
 
     async def _watchdog(self) -> None:
@@ -208,4 +227,4 @@ class Scheduler:
                 if since is not None and now - since > self.latency.deadline(attempt):
                     log.warning("no response for %.1f s; aborting the association and retrying", now - since)
                     self._active.pop(session, None)
-                    await anyio.to_thread.run_sync(lambda s=session: s.abort(silent=True))
+                    await anyio.to_thread.run_sync(functools.partial(session.abort, silent=True))

@@ -12,10 +12,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientStudyOnlyQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -74,8 +75,7 @@ def matches(ds: Dataset, query: Dataset) -> bool:
 class QueryRetrieveSCP:
     """Serve C-ECHO and C-FIND (all three models) over ``datasets`` on a loopback port."""
 
-    def __init__(self, datasets: Sequence[Dataset], ae_title: str = "DEMOPACS",
-                 faults: Faults | None = None) -> None:  # fmt: skip
+    def __init__(self, datasets: Sequence[Dataset], ae_title: str = "DEMOPACS", faults: Faults | None = None) -> None:
         self.datasets = list(datasets)
         self.ae_title = ae_title
         self.faults = faults or Faults()
@@ -91,12 +91,16 @@ class QueryRetrieveSCP:
         ae = AE(ae_title=self.ae_title)
         ae.maximum_associations = self.faults.max_associations or 64
         ae.maximum_pdu_size = 0
-        for context in (Verification, PatientRootQueryRetrieveInformationModelFind,
-                        StudyRootQueryRetrieveInformationModelFind,
-                        PatientStudyOnlyQueryRetrieveInformationModelFind):  # fmt: skip
+        for context in (
+            Verification,
+            PatientRootQueryRetrieveInformationModelFind,
+            StudyRootQueryRetrieveInformationModelFind,
+            PatientStudyOnlyQueryRetrieveInformationModelFind,
+        ):
             ae.add_supported_context(context)
         handlers = [(evt.EVT_C_FIND, self._on_find), (evt.EVT_CONN_OPEN, _on_connect)]
-        server = ae.start_server((host, port), block=False, evt_handlers=handlers)
+        server = ae.start_server((host, port), block=False, evt_handlers=cast(Any, handlers))
+        assert server is not None
         self._server = server
         self.port = int(server.server_address[1])
         return self.port

@@ -6,6 +6,7 @@ Every call here blocks and runs in a worker thread. Exceptions leave this module
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import socket
@@ -14,8 +15,9 @@ import time
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, Association, _config, evt
-from pynetdicom.sop_class import (
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientStudyOnlyQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -43,14 +45,14 @@ FIND_MODELS = {
 
 def set_nodelay(sock: socket.socket | Any) -> None:
     """Turn Nagle's algorithm off: small DIMSE messages otherwise wait for a delayed ACK."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not a TCP socket, or closed: nothing to tune
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):  # not a TCP socket (or already closed): nothing to tune
-        pass
 
 
 def _on_connect(event: evt.Event) -> None:
-    set_nodelay(event.assoc.dul.socket.socket)
+    transport = event.assoc.dul.socket
+    if transport is not None:
+        set_nodelay(transport.socket)
 
 
 def identifier_to_text(ds: Dataset) -> dict[str, str]:
@@ -102,9 +104,12 @@ class PynetdicomBackend:
             _on_connect(event)
 
         assoc = self.ae.associate(
-            pacs.hostname, pacs.port, ae_title=pacs.aet, max_pdu=0,
+            pacs.hostname,
+            pacs.port,
+            ae_title=pacs.aet,
+            max_pdu=0,
             evt_handlers=[(evt.EVT_CONN_OPEN, on_open)],
-        )  # fmt: skip
+        )
         if assoc.is_established:
             # A peer that stalls mid-PDU would otherwise block recv() forever.
             sock = assoc.dul.socket.socket if assoc.dul.socket else None
@@ -114,11 +119,12 @@ class PynetdicomBackend:
         where = f"{pacs.aet}@{pacs.hostname}:{pacs.port}"
         if assoc.is_rejected:
             rsp = assoc.acceptor.primitive
+            assert rsp is not None
             msg = (
                 f"Unable to associate with {where} as the PACS rejected it "
                 f"({rsp.result_str}, {rsp.source_str}: {rsp.reason_str})"
             )
-            raise AssociationRejected(rsp.result, rsp.result_source, rsp.diagnostic, msg)
+            raise AssociationRejected(int(rsp.result or 0), int(rsp.result_source or 0), int(rsp.diagnostic or 0), msg)
         if not connected.is_set():
             msg = f"Unable to connect to {where}; check pacs.hostname and pacs.port, and that the PACS is running"
             raise ConnectionFailed(msg)
@@ -191,9 +197,12 @@ class ScuSession:
                     continue
                 comment = status.get("ErrorComment")
                 return FindOutcome(
-                    status=code, matches=tuple(matches), elapsed=time.monotonic() - start,
-                    comment=str(comment) if comment else None, pending=len(matches),
-                )  # fmt: skip
+                    status=code,
+                    matches=tuple(matches),
+                    elapsed=time.monotonic() - start,
+                    comment=str(comment) if comment else None,
+                    pending=len(matches),
+                )
         finally:
             self.busy_since = None
         self._drop(assoc)

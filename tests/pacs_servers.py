@@ -1,0 +1,147 @@
+"""Real PACS servers for the tests: Orthanc (Debian package) on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+DCMTK = Path("/usr/bin")  # pip packages may shadow dcmtk's tool names on PATH
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dcmtk(tool: str) -> str:
+    path = DCMTK / tool
+    if not path.exists():
+        raise RuntimeError(f"dcmtk's {tool} is not installed; run scripts/test, which installs dcmtk")
+    return str(path)
+
+
+def wait_for_echo(port: int, aet: str, deadline: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the SCP on ``port`` answers a C-ECHO (or fail after ``deadline`` s)."""
+    ae = AE(ae_title="WAITER")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.connection_timeout = 2
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the PACS process exited with {process.returncode}")
+        assoc = ae.associate("127.0.0.1", port, ae_title=aet)
+        if assoc.is_established:
+            status = assoc.send_c_echo()
+            assoc.release()
+            if status and status.Status == 0:
+                return
+        time.sleep(0.1)  # polling readiness of an external process: nothing to wait on
+    raise RuntimeError(f"no C-ECHO answer on port {port} after {deadline} s")
+
+
+class Orthanc:
+    """An Orthanc process with its own storage, config and free ports."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        aet: str = "ORTHANC",
+        modalities: dict[str, tuple[str, int]] | None = None,
+        nodelay: bool = True,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.aet = aet
+        self.dicom_port = free_port()
+        self.http_port = free_port()
+        self.modalities = modalities or {}
+        self.nodelay = nodelay
+        self.extra = extra or {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def config(self) -> dict[str, object]:
+        storage = str(self.folder / "storage")
+        return {
+            "Name": "asyncdicom-test",
+            "StorageDirectory": storage,
+            "IndexDirectory": storage,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "DicomCheckCalledAet": False,
+            "DicomModalities": {name.lower(): [name, host, port] for name, (host, port) in self.modalities.items()},
+            "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowFind": True,
+            "DicomAlwaysAllowStore": True,
+            "DicomAlwaysAllowMove": True,
+            "DicomAlwaysAllowGet": True,
+            "DicomScuTimeout": 10,
+            "MaximumPduLength": 131072,
+            "SynchronousCMove": True,
+            "OverwriteInstances": False,
+            "Plugins": [],
+            "StorageAccessOnFind": "Never",
+            "HttpServerEnabled": True,
+            "LimitFindResults": 0,
+            "LimitFindInstances": 0,
+            **self.extra,
+        }
+
+    def start(self) -> Orthanc:
+        binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+        if not Path(binary).exists():
+            raise RuntimeError("Orthanc is not installed; run scripts/test, which installs it")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config_file = self.folder / "orthanc.json"
+        config_file.write_text(json.dumps(self.config(), indent=2))
+        env = dict(os.environ)
+        if self.nodelay:
+            env["TCP_NODELAY"] = "1"
+        log = (self.folder / "orthanc.log").open("wb")
+        self.process = subprocess.Popen([binary, str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_for_echo(self.dicom_port, self.aet, process=self.process)
+        return self
+
+    def store(self, folder: Path) -> None:
+        """Load every file under ``folder`` with dcmtk storescu."""
+        env = dict(os.environ, TCP_NODELAY="1")
+        subprocess.run(
+            [
+                dcmtk("storescu"),
+                "-aec",
+                self.aet,
+                "-aet",
+                "LOADER",
+                "+sd",
+                "+r",
+                "-q",
+                "127.0.0.1",
+                str(self.dicom_port),
+                str(folder),
+            ],
+            check=True,
+            env=env,
+            timeout=600,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

@@ -1,0 +1,173 @@
+"""Config loading: the ancestor's samples, validation messages with key paths, defaults."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncdicom.config import load_config
+from asyncdicom.errors import ConfigError, ExitCode
+from tests.conftest import SAMPLES, find_config, write_yaml
+
+
+def _sample(tmp_path: Path, name: str) -> Path:
+    """Copy a pydicom-batch sample config and its files, pointing absolute paths at the copies."""
+    if not SAMPLES.is_dir():
+        pytest.skip("../shared/reference/samples is not beside the checkout")
+    for item in SAMPLES.iterdir():
+        (tmp_path / item.name).write_bytes(item.read_bytes())
+    text = (SAMPLES / name).read_text()
+    text = re.sub(r"/home/[^/]+/[^/]+/config/", f"{tmp_path}/", text)
+    text = re.sub(r"/home/[^/]+/[^/]+/data", f"{tmp_path}/data", text)
+    target = tmp_path / name
+    target.write_text(text)
+    return target
+
+
+class TestAncestorSamples:
+    def test_c_find_sample_loads_with_legacy_warnings(self, tmp_path: Path) -> None:
+        """The ancestor's C-FIND sample loads; its ignored output.anonymization_* keys warn where they belong."""
+        config = load_config(_sample(tmp_path, "sample-c-find-config.yml"))
+        assert config.request.type == "c-find"
+        assert config.request.model == "patient"
+        assert config.request.threads == 1
+        assert [s.name for s in config.request.elements][:3] == ["PatientID", "PatientName", "PatientSex"]
+        assert config.output.library_file == tmp_path / "data" / "database-c-find.csv"
+        assert config.output.directory_structure == ("PatientID", "StudyInstanceUID")
+        assert config.warnings == (
+            "output.anonymization_script: ignored, as pydicom-batch also ignored it; "
+            "to use it, move it to anonymization.script",
+            "output.anonymization_lookup_table: ignored, as pydicom-batch also ignored it; "
+            "to use it, move it to anonymization.lookup_table",
+        )
+
+    def test_c_move_sample_loads(self, tmp_path: Path) -> None:
+        """The ancestor's C-MOVE sample loads with schedule, anonymization and output settings."""
+        config = load_config(_sample(tmp_path, "sample-c-move-config.yml"))
+        assert config.request.type == "c-move"
+        assert config.request.threads == 8
+        assert config.schedule.enabled and str(config.schedule.start_time) == "17:13:00"
+        assert config.schedule.timezone == "America/New_York"
+        assert config.anonymization.enabled
+        assert config.anonymization.script == tmp_path / "sample-dicom-anonymizer.script"
+        assert config.output.filename == "InstanceNumber"
+        assert config.output.decompress is True
+        assert config.warnings == ()
+
+
+def _error(tmp_path: Path, document: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_yaml(tmp_path / "c.yml", document))
+    assert info.value.exit_code == ExitCode.USAGE
+    return str(info.value)
+
+
+def _with(section: str, key: str, value: Any) -> dict[str, Any]:
+    doc = find_config(4242)
+    doc[section][key] = value
+    return doc
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        ("doc", "message"),
+        [
+            (_with("pacs", "hostnme", "x"), "pacs.hostnme: unknown key; did you mean 'hostname'?"),
+            (_with("request", "treads", 4), "request.treads: unknown key; did you mean 'threads'?"),
+            (_with("pacs", "port", 70000), "pacs.port: port 70000 is out of range; use 1 to 65535"),
+            (_with("pacs", "port", "4242"), "pacs.port: expected a port number, got a string"),
+            (_with("pacs", "aet", "A" * 17), f"pacs.aet: AE title '{'A' * 17}' has 17 characters; at most 16 are allowed"),
+            (_with("local", "aet", "BAD\\AE"), "local.aet: an AE title cannot contain backslashes or control characters"),
+            (_with("local", "aet", "BAD\x01"), "local.aet: an AE title cannot contain backslashes or control characters"),
+            (_with("pacs", "aet", 1234), "pacs.aet: expected an AE title string, got an integer (quote it in the YAML file)"),
+            (_with("request", "threads", 0), "request.threads: must be at least 1, got 0"),
+            (_with("request", "threads", "four"), "request.threads: expected a whole number, got a string"),
+            (_with("request", "throttle_time", -1), "request.throttle_time: must be 0 or more, got -1"),
+            (_with("request", "type", "c-fetch"), "request.type: 'c-fetch' is not one of c-find, c-move, c-get, c-echo"),
+            (_with("request", "model", "series"), "request.model: 'series' is not one of patient, study, psonly"),
+            (_with("request", "elements", ["PatientID", "Date"]),
+             "request.elements[1]: 'Date' (0040,A121) is a structured-report content item, not a query key; "
+             "did you mean 'StudyDate'?"),
+            (_with("request", "elements", ["PatientID", "PatientID"]),
+             "request.elements[1]: (0010,0020) 'PatientID' is already listed at request.elements[0]"),
+            (_with("request", "elements_batch_file", "missing.csv"), None),
+            (_with("request", "concurrency", 3), "request.concurrency: is 3 but request.threads is 4; give only one of them"),
+            (_with("output", "directory_structure", "PatientID/Nope"), "output.directory_structure: 'Nope' is not a DICOM keyword; use a keyword from PS3.6 or a (gggg,eeee) tag"),
+        ],
+    )
+    def test_messages(self, tmp_path: Path, doc: dict[str, Any], message: str | None) -> None:
+        """Each invalid setting is a one-line error naming its key path."""
+        text = _error(tmp_path, doc)
+        if message is None:
+            assert text.startswith("request.elements_batch_file: file ") and text.endswith(
+                "does not exist; fix the path (relative paths start at the config file's folder)")
+        else:
+            assert text == message
+
+    def test_missing_sections_and_keys(self, tmp_path: Path) -> None:
+        """Missing required sections and keys are named."""
+        doc = find_config(4242)
+        del doc["pacs"]["aet"]
+        assert _error(tmp_path, doc) == "pacs.aet: required key is missing"
+        assert _error(tmp_path, {"request": {"type": "c-echo"}}) == (
+            "pacs: required section is missing; give hostname, port and aet")
+        assert _error(tmp_path, {**find_config(4242), "shedule": {}}) == "shedule: unknown section; did you mean 'schedule'?"
+
+    def test_unquoted_schedule_time(self, tmp_path: Path) -> None:
+        """YAML 1.1 turns 17:13 into 1033; the error says to quote it."""
+        doc = find_config(4242)
+        doc["schedule"] = {"enabled": True, "start_time": 1033, "end_time": "18:00"}
+        assert _error(tmp_path, doc) == (
+            "schedule.start_time: write the time in quotes, as '17:13', so YAML keeps it as text")
+        doc["schedule"] = {"enabled": True, "start_time": "17:00", "end_time": "18:00", "timezone": "Mars/Base"}
+        assert _error(tmp_path, doc) == (
+            "schedule.timezone: unknown time zone 'Mars/Base'; use an IANA name such as America/New_York")
+
+    def test_anonymization_script_must_exist_when_enabled(self, tmp_path: Path) -> None:
+        """An enabled anonymization without a readable script is a config error."""
+        doc = find_config(4242)
+        doc["anonymization"] = {"enabled": True}
+        assert _error(tmp_path, doc) == "anonymization.script: required when anonymization.enabled is true"
+
+    def test_invalid_yaml_names_line(self, tmp_path: Path) -> None:
+        """Broken YAML reports file:line:column."""
+        path = tmp_path / "bad.yml"
+        path.write_text("pacs:\n  hostname: [unclosed\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert str(info.value).startswith(f"{path}:")
+        assert "invalid YAML" in str(info.value)
+
+
+class TestDefaults:
+    def test_relative_paths_and_defaults(self, tmp_path: Path) -> None:
+        """Relative paths resolve against the config's folder; defaults fill the rest."""
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / "batch.csv").write_text("PatientID\n1\n")
+        doc = find_config(4242, batch="batch.csv")
+        doc["output"] = {"directory": "data"}
+        del doc["request"]["threads"]
+        config = load_config(write_yaml(tmp_path / "sub" / "c.yml", doc))
+        assert config.request.elements_batch_file == tmp_path / "sub" / "batch.csv"
+        assert config.output.library_file == tmp_path / "sub" / "data" / "library.csv"
+        assert config.output.ledger_file == tmp_path / "sub" / "data" / ".asyncdicom" / "c.sqlite3"
+        assert config.request.threads == 4
+        assert config.request.timeout == 30.0
+
+    def test_concurrency_alias(self, tmp_path: Path) -> None:
+        """request.concurrency is accepted as another name for request.threads."""
+        doc = find_config(4242)
+        del doc["request"]["threads"]
+        doc["request"]["concurrency"] = 12
+        assert load_config(write_yaml(tmp_path / "c.yml", doc)).request.threads == 12
+
+    def test_example_configs_load(self) -> None:
+        """Every commented example config shipped in config/ loads."""
+        folder = Path(__file__).resolve().parents[1] / "config"
+        examples = sorted(folder.glob("*.yaml"))
+        assert examples, "config/ has no examples"
+        for path in examples:
+            assert load_config(path).request.type in ("c-find", "c-move", "c-get", "c-echo"), path
