@@ -38,7 +38,7 @@ class Throttle:
     """A shared token bucket (``request.max_rate``) in front of every request."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._bucket = TokenBucket(rate=rate, capacity=max(1.0, rate))
+        self._bucket = TokenBucket(rate=rate, capacity=1.0)
         self._clock = clock
 
     async def acquire(self) -> None:

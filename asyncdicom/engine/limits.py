@@ -18,19 +18,17 @@ class TokenBucket:
 
     rate: float
     capacity: float = 1.0
-    _tokens: float = field(default=-1.0, repr=False)
+    _tokens: float | None = field(default=None, repr=False)
     _stamp: float = field(default=0.0, repr=False)
 
     def reserve(self, now: float) -> float:
         """Take one token; the seconds to wait before using it (0 when one was available)."""
         if self.rate <= 0:
             return 0.0
-        if self._tokens < 0:
-            self._tokens, self._stamp = self.capacity, now
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        self._tokens -= 1.0
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        tokens = self.capacity if self._tokens is None else self._tokens
+        tokens = min(self.capacity, tokens + (now - self._stamp) * self.rate) - 1.0
+        self._tokens, self._stamp = tokens, now
+        return 0.0 if tokens >= 0 else -tokens / self.rate
 
 
 @dataclass(frozen=True)

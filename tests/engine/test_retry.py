@@ -1,0 +1,67 @@
+"""Retry decisions: a table of statuses and errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from asyncdicom.engine.retry import Action, RetryPolicy, status_category
+from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, SilentPeer
+
+
+@pytest.mark.parametrize(
+    ("status", "category"),
+    [(0x0000, "success"), (0xFF00, "pending"), (0xFF01, "pending"), (0xFE00, "cancel"), (0xB000, "warning"),
+     (0x0001, "warning"), (0xA700, "failure"), (0xA900, "failure"), (0xC000, "failure"), (0x0122, "failure")],
+)
+def test_categories(status: int, category: str) -> None:
+    """Status codes map to PS3.7 categories."""
+    assert status_category(status) == category
+
+
+class TestStatuses:
+    policy = RetryPolicy(retries=2)
+
+    def test_success_and_warning_are_done(self) -> None:
+        """Success and warning finals settle the request."""
+        assert self.policy.for_status(0x0000, 0).action is Action.DONE
+        assert self.policy.for_status(0xB000, 0).action is Action.DONE
+
+    def test_out_of_resources_retries_then_fails(self) -> None:
+        """0xA700 is retried with growing back-off until the retries are spent."""
+        first, second = self.policy.for_status(0xA700, 0), self.policy.for_status(0xA700, 1)
+        assert (first.action, second.action) == (Action.RETRY, Action.RETRY)
+        assert second.delay > first.delay
+        assert self.policy.for_status(0xA700, 2).action is Action.FAIL
+
+    def test_unable_to_process_fails_at_once(self) -> None:
+        """0xC000 and 0xA900 are not retried."""
+        assert self.policy.for_status(0xC000, 0).reason == "failure status 0xC000"
+        assert self.policy.for_status(0xA900, 0).action is Action.FAIL
+
+
+class TestErrors:
+    policy = RetryPolicy(retries=1, max_unreachable=3)
+
+    def test_transient_rejection_slows_down(self) -> None:
+        """A busy PACS (local limit exceeded) means slow down, not failure."""
+        busy = AssociationRejected(2, 3, 2, "busy")
+        assert self.policy.for_error(busy, 0).action is Action.SLOW_DOWN
+
+    def test_permanent_rejection_is_fatal(self) -> None:
+        """Calling AE title not recognised: nothing will work; stop the run."""
+        unknown = AssociationRejected(1, 1, 3, "calling AE title not recognised")
+        decision = self.policy.for_error(unknown, 0)
+        assert (decision.action, decision.reason) == (Action.FATAL, "calling AE title not recognised")
+
+    def test_unreachable_reconnects_then_is_fatal(self) -> None:
+        """Connection failures back off, and stop the run once they last."""
+        down = ConnectionFailed("down")
+        assert self.policy.for_error(down, 0, unreachable=1).action is Action.RECONNECT
+        assert self.policy.for_error(down, 0, unreachable=3).action is Action.FATAL
+
+    def test_silent_and_aborted_retry_then_fail(self) -> None:
+        """A silent PACS is retried at once; aborts with back-off; both fail after the retries."""
+        silent = self.policy.for_error(SilentPeer("x"), 0)
+        assert (silent.action, silent.delay) == (Action.RETRY, 0.0)
+        assert self.policy.for_error(AssociationAborted("x"), 0).action is Action.RETRY
+        assert self.policy.for_error(AssociationAborted("x"), 1).action is Action.FAIL

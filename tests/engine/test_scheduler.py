@@ -1,0 +1,148 @@
+"""The scheduler with MockBackend: settling, retries, silence, rejections, fatal errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from asyncdicom.elements import parse_element
+from asyncdicom.engine.retry import RetryPolicy
+from asyncdicom.engine.scheduler import EngineSettings, RequestResult, Scheduler
+from asyncdicom.errors import AssociationRejected, FatalRunError
+from asyncdicom.net.base import FindOutcome
+from asyncdicom.net.mock import SILENT, MockBackend
+from asyncdicom.plan import Request
+from asyncdicom.stats import RunStats
+
+pytestmark = pytest.mark.anyio
+
+
+def _requests(n: int) -> list[Request]:
+    return [Request(f"k{i}", i + 2, (parse_element("QueryRetrieveLevel=STUDY"), parse_element(f"PatientID={i}")))
+            for i in range(n)]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.results: dict[str, RequestResult] = {}
+
+    async def record(self, request: Request, result: RequestResult) -> None:
+        assert request.key not in self.results, "a request was settled twice"
+        self.results[request.key] = result
+
+
+def _ok(request: Request) -> FindOutcome:
+    return FindOutcome(status=0, matches=({"PatientID": request.key},), elapsed=0.001, pending=1)
+
+
+def _scheduler(backend: MockBackend, sink: Sink, n: int, **settings: object) -> Scheduler:
+    opts: dict[str, object] = {"threads": 4, "timeout": 30.0, "policy": RetryPolicy(retries=2, base_delay=0.01)}
+    opts.update(settings)
+    return Scheduler(backend, EngineSettings(**opts), sink, RunStats(n, 0, int(opts["threads"])))  # type: ignore[arg-type]
+
+
+async def test_every_request_settled_once() -> None:
+    """Each request is recorded exactly once; each worker had one session, closed at the end."""
+    backend, sink = MockBackend(_ok), Sink()
+    await _scheduler(backend, sink, 50).run(_requests(50))
+    assert len(sink.results) == 50
+    assert {r.state for r in sink.results.values()} == {"done"}
+    assert len(backend.sessions) == 4
+    assert all(s.closed for s in backend.sessions)
+
+
+async def test_failure_status_is_recorded() -> None:
+    """A failure status settles the request as failed with its status and reason."""
+    backend, sink = MockBackend(lambda r: FindOutcome(status=0xC000, comment="bad query")), Sink()
+    await _scheduler(backend, sink, 1).run(_requests(1))
+    result = sink.results["k0"]
+    assert (result.state, result.status, result.category, result.attempts) == ("failed", 0xC000, "failure", 1)
+    assert result.error == "failure status 0xC000"
+
+
+async def test_silent_request_is_aborted_and_retried() -> None:
+    """A request the PACS never answers is aborted at the deadline and retried on a fresh try."""
+    calls: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def handler(request: Request) -> object:
+        with lock:
+            calls[request.key] += 1
+            first = calls[request.key] == 1
+        return SILENT if request.key == "k3" and first else _ok(request)
+
+    backend, sink = MockBackend(handler), Sink()
+    scheduler = _scheduler(backend, sink, 5, timeout=0.3)
+    start = time.monotonic()
+    await scheduler.run(_requests(5))
+    assert time.monotonic() - start < 5
+    assert sink.results["k3"].state == "done"
+    assert sink.results["k3"].attempts == 2
+    assert (scheduler.stats.silent, scheduler.stats.retries) == (1, 1)
+
+
+async def test_silence_deadline_adapts_to_latency() -> None:
+    """After fast responses, a silent request is given up long before the 30 s DIMSE timeout."""
+    count = Counter[str]()
+
+    def handler(request: Request) -> object:
+        count[request.key] += 1
+        return SILENT if request.key == "k80" and count[request.key] == 1 else _ok(request)
+
+    backend, sink = MockBackend(handler), Sink()
+    scheduler = _scheduler(backend, sink, 100, threads=1, timeout=30.0)
+    start = time.monotonic()
+    await scheduler.run(_requests(100))
+    assert time.monotonic() - start < 10
+    assert scheduler.stats.silent == 1
+    assert len(sink.results) == 100
+
+
+async def test_transient_rejections_lower_concurrency() -> None:
+    """A PACS that rejects associations makes the engine hold fewer, and nothing fails."""
+    rejections = iter(range(3))
+
+    def handler(request: Request) -> FindOutcome:
+        if next(rejections, None) is not None:
+            raise AssociationRejected(2, 3, 2, "local limit exceeded")
+        return _ok(request)
+
+    backend, sink = MockBackend(handler), Sink()
+    scheduler = _scheduler(backend, sink, 20)
+    await scheduler.run(_requests(20))
+    assert {r.state for r in sink.results.values()} == {"done"}
+    assert scheduler.stats.rejections == 3
+    assert scheduler.concurrency.limit == 1
+    assert "limit=1/4" in repr(scheduler)
+
+
+async def test_permanent_rejection_stops_the_run() -> None:
+    """A permanent rejection raises FatalRunError with the PACS's reason."""
+    def handler(request: Request) -> FindOutcome:
+        raise AssociationRejected(1, 1, 3, "calling AE title not recognised")
+
+    backend, sink = MockBackend(handler), Sink()
+    with pytest.raises(BaseExceptionGroup) as info:
+        await _scheduler(backend, sink, 5).run(_requests(5))
+    assert info.group_contains(FatalRunError, match="calling AE title not recognised")
+    assert sink.results == {}
+
+
+async def test_throttle_time_pauses_after_each_request() -> None:
+    """throttle_time keeps its pydicom-batch meaning: each worker pauses after each request."""
+    backend, sink = MockBackend(_ok), Sink()
+    start = time.monotonic()
+    await _scheduler(backend, sink, 5, threads=1, throttle_time=0.05).run(_requests(5))
+    assert time.monotonic() - start >= 0.25
+    assert len(sink.results) == 5
+
+
+async def test_max_rate_limits_requests_per_second() -> None:
+    """max_rate spaces requests out across all workers."""
+    backend, sink = MockBackend(_ok), Sink()
+    start = time.monotonic()
+    await _scheduler(backend, sink, 11, threads=4, max_rate=20.0).run(_requests(11))
+    assert time.monotonic() - start >= 0.45
