@@ -64,6 +64,11 @@ def _guard(body: Callable[[], _T]) -> _T:
     except KeyboardInterrupt:
         report.error("interrupted")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except Exception as exc:
+        # No traceback (its frames could hold patient data); -v shows it in the log.
+        log.debug("internal error", exc_info=True)
+        report.error(f"internal error: {type(exc).__name__}: {exc}; please report it (run with -v for details)")
+        raise typer.Exit(int(ExitCode.FATAL)) from None
 
 
 def _load(config_path: Path, csv: Path | None) -> tuple[Config, Plan]:

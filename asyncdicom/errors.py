@@ -10,6 +10,7 @@
     │   ├── ConnectionFailed   # TCP connect refused or timed out
     │   ├── AssociationRejected(result, source, reason)
     │   ├── AssociationAborted
+    │   ├── ServiceNotSupported  # the PACS accepted the association but not the SOP class
     │   └── SilentPeer         # no response within the adaptive deadline
     └── FatalRunError          # the run cannot go on (e.g. permanent rejection); exit 1
 
@@ -99,6 +100,10 @@ class AssociationRejected(NetworkError):
 
 class AssociationAborted(NetworkError):
     """The association was aborted, or a DIMSE response never came."""
+
+
+class ServiceNotSupported(NetworkError):
+    """The PACS does not offer the service (SOP class) the request needs."""
 
 
 class SilentPeer(NetworkError):

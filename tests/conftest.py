@@ -49,6 +49,7 @@ def find_config(port: int, *, aet: str = "ORTHANC", elements: list[str] | None =
 class LoadedOrthanc:
     server: Orthanc
     studies: list[StudySpec]
+    instances: list[Any]
 
     @property
     def port(self) -> int:
@@ -65,10 +66,10 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadedOrthanc]
     folder = tmp_path_factory.mktemp("orthanc")
     server = Orthanc(folder / "pacs").start()
     specs = study_specs(150, studies_per_patient=2, series=2, instances=2)
-    write_files(specs, folder / "data")
+    written = write_files(specs, folder / "data")
     server.store(folder / "data")
     try:
-        yield LoadedOrthanc(server, specs)
+        yield LoadedOrthanc(server, specs, written)
     finally:
         server.stop()
 

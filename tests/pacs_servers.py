@@ -38,6 +38,11 @@ def wait_for_echo(port: int, aet: str, deadline: float = 30.0, process: subproce
     while time.monotonic() < end:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the PACS process exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            time.sleep(0.1)  # polling readiness of an external process: nothing to wait on
+            continue
         assoc = ae.associate("127.0.0.1", port, ae_title=aet)
         if assoc.is_established:
             status = assoc.send_c_echo()
@@ -109,8 +114,8 @@ class Orthanc:
         env = dict(os.environ)
         if self.nodelay:
             env["TCP_NODELAY"] = "1"
-        log = (self.folder / "orthanc.log").open("wb")
-        self.process = subprocess.Popen([binary, str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=env)
+        with (self.folder / "orthanc.log").open("wb") as log:
+            self.process = subprocess.Popen([binary, str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_for_echo(self.dicom_port, self.aet, process=self.process)
         return self
 

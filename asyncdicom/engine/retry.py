@@ -10,6 +10,7 @@ from asyncdicom.errors import (
     AssociationRejected,
     ConnectionFailed,
     NetworkError,
+    ServiceNotSupported,
     SilentPeer,
 )
 
@@ -74,6 +75,8 @@ class RetryPolicy:
         if isinstance(error, AssociationRejected):
             if error.transient:
                 return Decision(Action.SLOW_DOWN, self.backoff(attempt), str(error))
+            return Decision(Action.FATAL, reason=str(error))
+        if isinstance(error, ServiceNotSupported):
             return Decision(Action.FATAL, reason=str(error))
         if isinstance(error, ConnectionFailed):
             if unreachable >= self.max_unreachable:

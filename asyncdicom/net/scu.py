@@ -26,7 +26,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from asyncdicom.config import Config
 from asyncdicom.elements import build_identifier
-from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, SilentPeer
+from asyncdicom.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    ConnectionFailed,
+    ServiceNotSupported,
+    SilentPeer,
+)
 from asyncdicom.net.base import PENDING, FindOutcome
 from asyncdicom.plan import Request
 
@@ -111,6 +117,7 @@ class PynetdicomBackend:
             evt_handlers=[(evt.EVT_CONN_OPEN, on_open)],
         )
         if assoc.is_established:
+            self._check_accepted(assoc)
             # A peer that stalls mid-PDU would otherwise block recv() forever.
             sock = assoc.dul.socket.socket if assoc.dul.socket else None
             if sock is not None:
@@ -130,6 +137,21 @@ class PynetdicomBackend:
             raise ConnectionFailed(msg)
         msg = f"Unable to associate with {where} as the association was aborted during negotiation"
         raise AssociationAborted(msg)
+
+
+    def _check_accepted(self, assoc: Association) -> None:
+        accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
+        needed = self.find_model if self.config.request.type == "c-find" else Verification
+        if needed not in accepted:
+            assoc.release()
+            pacs = self.config.pacs
+            msg = (
+                f"Unable to use {pacs.aet}@{pacs.hostname}:{pacs.port} as it does not accept "
+                f"'{needed.name}' ({needed})"
+            )
+            if self.config.request.type == "c-find":
+                msg += "; try another request.model (patient or study)"
+            raise ServiceNotSupported(msg)
 
 
 class _NoResponse(AssociationAborted):

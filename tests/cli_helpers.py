@@ -1,0 +1,36 @@
+"""Run the asyncdicom CLI in-process (CliRunner) or as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from click.testing import Result
+from typer.testing import CliRunner
+
+from asyncdicom.cli import app
+
+
+def cli(*args: object) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def cli_json(*args: object) -> tuple[Result, dict[str, Any]]:
+    result = cli(*args, "--json")
+    return result, json.loads(result.stdout)
+
+
+def spawn(*args: object, cwd: Path | None = None) -> subprocess.Popen[str]:
+    env = dict(os.environ, NO_COLOR="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "asyncdicom", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def library(path: Path) -> list[dict[str, str]]:
+    import csv
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

@@ -1,0 +1,96 @@
+"""The ledger: schema, lock, plan sync, batched commits, library export."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from asyncdicom.checkpoint import SCHEMA_VERSION, open_ledger
+from asyncdicom.config import load_config
+from asyncdicom.engine.scheduler import RequestResult
+from asyncdicom.errors import CheckpointError
+from asyncdicom.plan import Plan, build_plan
+from asyncdicom.stats import RunStats
+from tests.conftest import find_config, write_yaml
+
+pytestmark = pytest.mark.anyio
+
+
+def _plan(tmp_path: Path, rows: str) -> Plan:
+    (tmp_path / "batch.csv").write_text("PatientID\n" + rows)
+    return build_plan(load_config(write_yaml(tmp_path / "c.yml", find_config(4242, batch="batch.csv"))))
+
+
+async def test_new_ledger_has_current_schema(tmp_path: Path) -> None:
+    """A new ledger is created in WAL mode at the current schema version."""
+    path = tmp_path / "l.sqlite3"
+    async with open_ledger(path):
+        pass
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A ledger written by a newer asyncdicom is refused with a clear message."""
+    path = tmp_path / "l.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(CheckpointError, match="written by a newer asyncdicom"):
+        async with open_ledger(path):
+            pass
+
+
+async def test_second_run_is_locked_out(tmp_path: Path) -> None:
+    """Two runs never share a ledger: the second gets a clear error."""
+    path = tmp_path / "l.sqlite3"
+    async with open_ledger(path):
+        with pytest.raises(CheckpointError, match="another asyncdicom run is using it"):
+            async with open_ledger(path):
+                pass
+    async with open_ledger(path):  # released again
+        pass
+
+
+async def test_sync_resume_restart_and_retry(tmp_path: Path) -> None:
+    """Done requests stay done, failures are retried only when asked, restart forgets all."""
+    plan = _plan(tmp_path, "1\n2\n3\n")
+    path = tmp_path / "l.sqlite3"
+    stats = RunStats(3, 0, 1)
+    async with open_ledger(path) as ledger:
+        first = await ledger.sync_plan(plan, csv_digest="a", restart=False, retry_failed=False)
+        assert (first.new, first.first_run) == (3, True)
+        async with ledger.recording(stats) as rec:
+            await rec.record(plan.requests[0], RequestResult("done", 1, 0, "success", None, ({"PatientID": "1"},)))
+            await rec.record(plan.requests[1], RequestResult("failed", 2, 0xC000, "failure", "failure status 0xC000"))
+        assert (stats.done, stats.failed, stats.matches) == (1, 1, 1)
+        again = await ledger.sync_plan(plan, csv_digest="a", restart=False, retry_failed=False)
+        assert (again.new, again.done, again.failed, again.pending, again.csv_changed) == (0, 1, 1, 1, False)
+        assert [r.key for r in await ledger.pending(plan)] == [plan.requests[2].key]
+        retry = await ledger.sync_plan(plan, csv_digest="a", restart=False, retry_failed=True)
+        assert retry.retried == 1
+        assert len(await ledger.pending(plan)) == 2
+        restart = await ledger.sync_plan(plan, csv_digest="a", restart=True, retry_failed=False)
+        assert (restart.new, restart.done) == (3, 0)
+
+
+async def test_changed_csv_keeps_done_rows_and_drops_removed(tmp_path: Path) -> None:
+    """A changed CSV: unchanged rows stay done, new rows are pending, removed rows leave the library."""
+    old = _plan(tmp_path, "1\n2\n")
+    path = tmp_path / "l.sqlite3"
+    async with open_ledger(path) as ledger:
+        await ledger.sync_plan(old, csv_digest="a", restart=False, retry_failed=False)
+        async with ledger.recording(RunStats(2, 0, 1)) as rec:
+            for request in old.requests:
+                await rec.record(request, RequestResult("done", 1, 0, "success", None, ({"PatientID": "x"},)))
+        new = _plan(tmp_path, "2\n3\n")
+        sync = await ledger.sync_plan(new, csv_digest="b", restart=False, retry_failed=False)
+        assert (sync.csv_changed, sync.new, sync.dropped, sync.done) == (True, 1, 1, 1)
+        rows = await ledger.export_library(tmp_path / "lib.csv", ("PatientID",))
+        assert rows == 1
+    assert (tmp_path / "lib.csv").read_text() == "PatientID,row\nx,2\n"
+    assert not list(tmp_path.glob(".lib.csv*.part"))
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT PatientID, row FROM library").fetchall() == [("x", 2)]
