@@ -60,6 +60,24 @@ class EngineSettings:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
 
+class _Slot:
+    """One worker's claim on the association limiter (held while it keeps an association)."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+        self.held = False
+
+    async def acquire(self) -> None:
+        if not self.held:
+            await self._limiter.acquire_on_behalf_of(self)
+            self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._limiter.release_on_behalf_of(self)
+
+
 class Scheduler:
     """Runs requests through ``threads`` workers until all are settled."""
 
@@ -111,28 +129,24 @@ class Scheduler:
 
     async def _worker(self, receive: ObjectReceiveStream[Request]) -> None:
         session = self.backend.session()
-        holder = object()
-        holding = False
+        slot = _Slot(self._associations)
         try:
             async with receive:
                 async for request in receive:
-                    holding = await self._process(session, request, holder, holding)
+                    await self._process(session, request, slot)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(session.close, limiter=self._threads)
-                if holding:
-                    self._associations.release_on_behalf_of(holder)
+                slot.release()
 
-    async def _process(self, session: DicomSession, request: Request, holder: object, holding: bool) -> bool:
-        """Settle one request; returns whether the worker still holds an association slot."""
+    async def _process(self, session: DicomSession, request: Request, slot: _Slot) -> None:
+        """Settle one request, holding an association slot while talking to the PACS."""
         attempt = 0
         policy = self.settings.policy
         while True:
             await self.gate.wait_open()
             await self.throttle.acquire()
-            if not holding:
-                await self._associations.acquire_on_behalf_of(holder)
-                holding = True
+            await slot.acquire()
             self._active[session] = attempt
             self.stats.in_flight += 1
             error: NetworkError | None = None
@@ -163,8 +177,7 @@ class Scheduler:
                     log.warning(
                         "PACS busy (%s); holding at most %d associations", decision.reason, self.concurrency.limit
                     )
-                    self._associations.release_on_behalf_of(holder)
-                    holding = False
+                    slot.release()
                     await anyio.sleep(decision.delay)
                     continue
                 if decision.action is Action.FATAL:
@@ -184,13 +197,11 @@ class Scheduler:
             break
         if self.settings.throttle_time:
             await anyio.sleep(self.settings.throttle_time)
-        if holding and self._associations.borrowed_tokens > self._associations.total_tokens:
+        if slot.held and self._associations.borrowed_tokens > self._associations.total_tokens:
             # The PACS asked us to hold fewer associations: give this one up.
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(session.close, limiter=self._threads)
-            self._associations.release_on_behalf_of(holder)
-            holding = False
-        return holding
+            slot.release()
 
     def _set_limit(self, limit: int) -> None:
         if self._associations.total_tokens != limit:

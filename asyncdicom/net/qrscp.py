@@ -43,6 +43,7 @@ class Faults:
     abort_every: int = 0  # abort the association on every Nth C-FIND
     status: int | None = None  # answer every C-FIND with this final status, no matches
     max_associations: int = 0  # reject associations beyond this many (0 = no limit)
+    require_calling_aet: tuple[str, ...] = ()  # reject other calling AE titles (permanent rejection)
 
 
 @lru_cache(maxsize=256)
@@ -91,6 +92,7 @@ class QueryRetrieveSCP:
         ae = AE(ae_title=self.ae_title)
         ae.maximum_associations = self.faults.max_associations or 64
         ae.maximum_pdu_size = 0
+        ae.require_calling_aet = list(self.faults.require_calling_aet)
         for context in (
             Verification,
             PatientRootQueryRetrieveInformationModelFind,

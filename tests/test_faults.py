@@ -1,0 +1,140 @@
+"""Faults Orthanc cannot produce on demand, from the built-in pynetdicom Q/R SCP, through the CLI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from asyncdicom.demo import demo_datasets
+from asyncdicom.net.qrscp import Faults, QueryRetrieveSCP
+from tests.cli_helpers import cli, cli_json, library
+from tests.conftest import find_config, write_yaml
+
+pytestmark = pytest.mark.network
+
+DATASETS = demo_datasets(patients=6, studies=2, series=1, instances=1)
+PATIENTS = sorted({str(ds.PatientID) for ds in DATASETS})
+
+
+@pytest.fixture
+def pacs() -> Iterator[QueryRetrieveSCP]:
+    scp = QueryRetrieveSCP(DATASETS, ae_title="FAULTY")
+    scp.start()
+    try:
+        yield scp
+    finally:
+        scp.stop()
+
+
+def _config(tmp_path: Path, pacs: QueryRetrieveSCP, rows: int = 60, **request: object) -> Path:
+    lines = [f"{PATIENTS[i % len(PATIENTS)]},{i}" for i in range(rows)]
+    (tmp_path / "batch.csv").write_text("PatientID,StudyID\n" + "\n".join(lines) + "\n")
+    doc = find_config(pacs.port, aet="FAULTY", batch="batch.csv", elements=["QueryRetrieveLevel=STUDY", "PatientID",
+                      "StudyID", "StudyInstanceUID"], **request)
+    return write_yaml(tmp_path / "c.yml", doc)
+
+
+def test_silent_pacs_is_detected_and_retried(tmp_path: Path, pacs: QueryRetrieveSCP) -> None:
+    """C-FINDs the PACS never answers are aborted at the deadline and retried on a fresh association."""
+    pacs.faults = Faults(silent_every=40)
+    start = time.monotonic()
+    result, summary = cli_json("run", _config(tmp_path, pacs, rows=120, threads=2, timeout=3))
+    assert result.exit_code == 0, result.stderr
+    assert (summary["done"], summary["failed"]) == (120, 0)
+    assert summary["silent"] >= 2
+    assert time.monotonic() - start < 30
+    assert "no response for" in result.stderr
+
+
+def test_aborts_are_retried(tmp_path: Path, pacs: QueryRetrieveSCP) -> None:
+    """Associations aborted by the PACS mid-request are re-opened and the request retried."""
+    pacs.faults = Faults(abort_every=7)
+    result, summary = cli_json("run", _config(tmp_path, pacs, rows=40, threads=3))
+    assert result.exit_code == 0, result.stderr
+    assert (summary["done"], summary["failed"]) == (40, 0)
+    assert pacs.finds >= 45  # every 7th C-FIND was aborted and sent again
+
+
+def test_rejected_associations_mean_slow_down(tmp_path: Path, pacs: QueryRetrieveSCP) -> None:
+    """A PACS that accepts only 2 associations slows 8 threads down; no request fails."""
+    pacs.stop()
+    limited = QueryRetrieveSCP(DATASETS, ae_title="FAULTY", faults=Faults(max_associations=2, delay=0.01))
+    limited.start()
+    try:
+        result, summary = cli_json("run", _config(tmp_path, limited, rows=60, threads=8))
+    finally:
+        limited.stop()
+    assert result.exit_code == 0, result.stderr
+    assert (summary["done"], summary["failed"]) == (60, 0)
+    assert summary["rejections"] >= 1
+    assert "PACS busy" in result.stderr
+
+
+def test_failures_exit_3_then_retry_failed(tmp_path: Path, pacs: QueryRetrieveSCP) -> None:
+    """Failure statuses end the run with exit 3; plain re-runs skip them; --retry-failed runs them again."""
+    pacs.faults = Faults(status=0xC001)
+    config = _config(tmp_path, pacs, rows=10)
+    result, summary = cli_json("run", config)
+    assert result.exit_code == 3
+    assert (summary["outcome"], summary["failed"]) == ("failed-requests", 10)
+    status = cli_json("status", config)[1]
+    assert status["failures"][0] == {"line": 2, "error": "failure status 0xC001"}
+    pacs.faults = Faults()
+    again = cli_json("run", config)
+    assert again[0].exit_code == 3 and again[1]["ran"] == 0
+    assert "10 failed earlier (skipped; --retry-failed runs them again)" in again[0].stderr
+    retried = cli_json("run", config, "--retry-failed")
+    assert retried[0].exit_code == 0
+    assert (retried[1]["ran"], retried[1]["done"], retried[1]["failed"]) == (10, 10, 0)
+
+
+def test_out_of_resources_is_retried_then_fails(tmp_path: Path, pacs: QueryRetrieveSCP) -> None:
+    """0xA700 is retried with back-off, then recorded as failed with its attempts."""
+    pacs.faults = Faults(status=0xA700)
+    config = _config(tmp_path, pacs, rows=1, retries=2)
+    result, summary = cli_json("run", config)
+    assert result.exit_code == 3
+    assert summary["retries"] == 2
+    assert pacs.finds == 3
+
+
+def test_unknown_calling_ae_is_fatal(tmp_path: Path) -> None:
+    """A PACS that does not know our AE title stops the run at once with exit 1; requests stay pending."""
+    scp = QueryRetrieveSCP(DATASETS, ae_title="STRICT", faults=Faults(require_calling_aet=("SOMEONE",)))
+    scp.start()
+    try:
+        config = _config(tmp_path, scp, rows=5)
+        doc = find_config(scp.port, aet="STRICT", batch="batch.csv")
+        config = write_yaml(config, doc)
+        result = cli("run", config)
+    finally:
+        scp.stop()
+    assert result.exit_code == 1
+    assert f"error: Unable to associate with STRICT@127.0.0.1:{scp.port} as the PACS rejected it" in result.stderr
+    assert "Calling AE title not recognised" in result.stderr
+    assert cli_json("status", config)[1]["requests"]["pending"] == 5
+
+
+@pytest.mark.parametrize("level", ["PATIENT", "STUDY"])
+def test_patient_study_only_model(tmp_path: Path, pacs: QueryRetrieveSCP, level: str) -> None:
+    """The Patient/Study Only model works at its two levels against a PACS that offers it."""
+    (tmp_path / "batch.csv").write_text("PatientID\n" + "\n".join(PATIENTS[:3]) + "\n")
+    doc = find_config(pacs.port, aet="FAULTY", model="psonly", batch="batch.csv",
+                      elements=[f"QueryRetrieveLevel={level}", "PatientID", "StudyInstanceUID"])
+    result = cli("run", write_yaml(tmp_path / "c.yml", doc))
+    assert result.exit_code == 0, result.stderr
+    rows = library(tmp_path / "out" / "library.csv")
+    assert len(rows) == (3 if level == "PATIENT" else 6)
+
+
+def test_demo_command(tmp_path: Path) -> None:
+    """'asyncdicom demo' runs against its built-in PACS with no network and writes a library."""
+    result, summary = cli_json("demo", "--directory", tmp_path / "demo")
+    assert result.exit_code == 0, result.stderr
+    assert (summary["done"], summary["library_rows"]) == (6, 12)
+    assert len(library(tmp_path / "demo" / "library.csv")) == 12
+    assert (tmp_path / "demo" / "demo.yaml").is_file()
+    assert cli("check", tmp_path / "demo" / "demo.yaml").exit_code == 0
