@@ -94,7 +94,7 @@ def run(
     logs.setup(verbose, quiet)
 
     def body() -> int:
-        from asyncdicom.net.scu import PynetdicomBackend
+        from asyncdicom.net.scu import ScuBackend
         from asyncdicom.runner import RunOptions, echo
         from asyncdicom.runner import run as run_plan
 
@@ -105,7 +105,7 @@ def run(
                 "use c-find or c-echo"
             )
             return int(ExitCode.USAGE)
-        backend = PynetdicomBackend(cfg)
+        backend = ScuBackend(cfg)
         if cfg.request.type == "c-echo":
             return _echo_result(cfg, anyio.run(echo, backend, backend="asyncio"), json_out)
         options = RunOptions(restart=restart, retry_failed=retry_failed, progress=None if quiet else report.progress)
@@ -140,13 +140,13 @@ def echo(config: ConfigArg, json_out: JsonOpt = False, verbose: VerboseOpt = 0) 
     logs.setup(verbose)
 
     def body() -> int:
-        from asyncdicom.net.scu import PynetdicomBackend
+        from asyncdicom.net.scu import ScuBackend
         from asyncdicom.runner import echo as echo_pacs
 
         cfg = load_config(config)
         for message in cfg.warnings:
             report.warning(message)
-        return _echo_result(cfg, anyio.run(echo_pacs, PynetdicomBackend(cfg), backend="asyncio"), json_out)
+        return _echo_result(cfg, anyio.run(echo_pacs, ScuBackend(cfg), backend="asyncio"), json_out)
 
     raise typer.Exit(_guard(body))
 

@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 
 from asyncdicom.config import load_config
 from asyncdicom.net.qrscp import QueryRetrieveSCP
-from asyncdicom.net.scu import PynetdicomBackend
+from asyncdicom.net.scu import ScuBackend
 from asyncdicom.plan import build_plan
 from asyncdicom.runner import RunOptions, RunReport, run
 
@@ -98,4 +98,4 @@ async def run_demo(directory: Path, progress: Callable[[str], None] | None = Non
             progress(f"demo PACS 'DEMOPACS' listening on 127.0.0.1:{pacs.port} with {len(datasets)} instances")
         config = load_config(config_path)
         plan = build_plan(config)
-        return await run(config, plan, PynetdicomBackend(config), RunOptions(restart=True))
+        return await run(config, plan, ScuBackend(config), RunOptions(restart=True))

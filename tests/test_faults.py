@@ -113,8 +113,9 @@ def test_unknown_calling_ae_is_fatal(tmp_path: Path) -> None:
     finally:
         scp.stop()
     assert result.exit_code == 1
-    assert f"error: Unable to associate with STRICT@127.0.0.1:{scp.port} as the PACS rejected it" in result.stderr
-    assert "Calling AE title not recognised" in result.stderr
+    assert (f"error: Unable to associate with STRICT@127.0.0.1:{scp.port} as the PACS rejected it permanently "
+            "(calling AE title not recognised); the PACS must know our AE title 'ASYNCDICOM' (local.aet)"
+            ) in result.stderr.replace("\n", "")
     assert cli_json("status", config)[1]["requests"]["pending"] == 5
 
 
