@@ -1,11 +1,12 @@
-"""A lean requestor association: pynetdicom's PDU and DIMSE codecs over a plain blocking socket.
+"""A lean requestor association over a plain blocking socket.
 
 pynetdicom runs every association in two polling threads (1 ms sleeps) and pauses its reactor
 around each request; for thousands of small C-FINDs that polling, not the network, sets the
-pace. Here the worker thread that sends a request also reads its responses, straight from
-the socket: no extra threads, no polling. Encoding and decoding stay pynetdicom's
-(:mod:`pynetdicom.pdu`, :mod:`pynetdicom.dimse_messages`), so the bytes on the wire are the
-same as with ``AE.associate``.
+pace, and building DIMSE command sets as pydicom datasets costs more CPU than the query.
+Here the worker thread that sends a request also reads its responses, straight from the
+socket: no extra threads, no polling. Association negotiation uses pynetdicom's PDU classes;
+the hot messages (command sets and PDV items, a fixed handful of group 0000 elements) are
+packed by hand; identifiers are encoded and decoded by pydicom via pynetdicom's dsutils.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from io import BytesIO
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
-from pynetdicom.dimse_messages import C_ECHO_RQ, C_FIND_RQ, DIMSEMessage
-from pynetdicom.dimse_primitives import C_ECHO, C_FIND
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu import (
     A_ABORT_RQ,
@@ -31,13 +30,11 @@ from pynetdicom.pdu import (
     A_ASSOCIATE_RQ,
     A_RELEASE_RP,
     A_RELEASE_RQ,
-    P_DATA_TF,
 )
 from pynetdicom.pdu_primitives import (
     A_ABORT,
     A_ASSOCIATE,
     A_RELEASE,
-    P_DATA,
     ImplementationClassUIDNotification,
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
@@ -48,6 +45,8 @@ from pynetdicom.transport import AddressInformation
 from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, SilentPeer
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+VERIFICATION = "1.2.840.10008.1.1"
+PRIORITY_LOW = 0x0002  # a research batch should not push ahead of clinical work
 VERSION_NAME = "ASYNCDICOM_01"
 _HEADER = struct.Struct(">BxL")
 _REJECT_TEXT = {
@@ -60,10 +59,18 @@ _REJECT_TEXT = {
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """One DIMSE response: its command set and, if sent, its decoded data set."""
+    """One DIMSE response: its status, error comment and, if sent, its decoded data set."""
 
-    command: Dataset
+    status: int
+    comment: str | None
     dataset: Dataset | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    status: int
+    has_dataset: bool
+    comment: str | None
 
 
 class LeanAssociation:
@@ -137,30 +144,22 @@ class LeanAssociation:
     def find(self, model: str, identifier: Dataset, msg_id: int) -> Iterator[Response]:
         """Send a C-FIND and yield every response, the final one last."""
         context_id, syntax = self._context(model)
-        primitive = C_FIND()
-        primitive.MessageID = msg_id
-        primitive.AffectedSOPClassUID = model
-        primitive.Priority = 2
-        primitive.Identifier = BytesIO(_encode(identifier, syntax))
-        message = C_FIND_RQ()
-        message.primitive_to_message(primitive)
-        self._send(message, context_id)
+        command = _command([(0x0002, _ui(model)), (0x0100, _us(0x0020)), (0x0110, _us(msg_id)),
+                            (0x0700, _us(PRIORITY_LOW)), (0x0800, _us(0x0001))])  # fmt: skip
+        self._send(context_id, command, _encode(identifier, syntax))
         while True:
             response = self._receive(syntax)
             yield response
-            if int(response.command.Status) not in (0xFF00, 0xFF01):
+            if response.status not in (0xFF00, 0xFF01):
                 return
 
     def echo(self, msg_id: int) -> int:
         """Send a C-ECHO; returns its status."""
-        context_id, syntax = self._context("1.2.840.10008.1.1")
-        primitive = C_ECHO()
-        primitive.MessageID = msg_id
-        primitive.AffectedSOPClassUID = "1.2.840.10008.1.1"
-        message = C_ECHO_RQ()
-        message.primitive_to_message(primitive)
-        self._send(message, context_id)
-        return int(self._receive(syntax).command.Status)
+        context_id, syntax = self._context(VERIFICATION)
+        command = _command([(0x0002, _ui(VERIFICATION)), (0x0100, _us(0x0030)), (0x0110, _us(msg_id)),
+                            (0x0800, _us(0x0101))])  # fmt: skip
+        self._send(context_id, command, None)
+        return self._receive(syntax).status
 
     def _context(self, abstract_syntax: str) -> tuple[int, UID]:
         try:
@@ -169,36 +168,44 @@ class LeanAssociation:
             msg = f"no presentation context for {abstract_syntax} was accepted"
             raise AssociationAborted(msg) from None
 
-    def _send(self, message: DIMSEMessage, context_id: int) -> None:
-        pdus = b"".join(_p_data_tf(p) for p in message.encode_msg(context_id, self._peer_max_pdu))
+    def _send(self, context_id: int, command: bytes, dataset: bytes | None) -> None:
+        """Send a command set (and data set) as P-DATA-TF PDUs within the peer's maximum length."""
+        chunk = (self._peer_max_pdu - 6) if self._peer_max_pdu > 6 else 1 << 20
+        pdus = [_p_data(context_id, 0x01, command, chunk)]
+        if dataset is not None:
+            pdus.append(_p_data(context_id, 0x00, dataset, chunk))
         try:
-            self._sock.sendall(pdus)
+            self._sock.sendall(b"".join(pdus))
         except OSError:
             self._fail()
 
     def _receive(self, syntax: UID) -> Response:
-        message = DIMSEMessage()
+        """Read PDUs until one whole DIMSE response (command set and its data set) has arrived."""
+        command = bytearray()
+        data = bytearray()
+        parsed: _Command | None = None
         while True:
             try:
                 kind, body = _read_pdu(self._sock)
             except (OSError, AssociationAborted):
                 self._fail()
-            if kind == 0x04:
-                pdu = P_DATA_TF()
-                pdu.decode(body)
-                if message.decode_msg(pdu.to_primitive()):
-                    break
-                continue
-            if kind == 0x05:  # the peer wants to release: answer, then the request is lost
-                with contextlib.suppress(OSError):
-                    self._sock.sendall(_release_rp())
-            self._fail()
-        command = message.command_set
-        data = None
-        if int(command.CommandDataSetType) != 0x0101:
-            raw = message.data_set.getvalue() if message.data_set else b""
-            data = decode(BytesIO(raw), syntax.is_implicit_VR, syntax.is_little_endian) if raw else None
-        return Response(command, data)
+            if kind != 0x04:
+                if kind == 0x05:  # the peer wants to release: answer; the request is lost
+                    with contextlib.suppress(OSError):
+                        self._sock.sendall(_release_rp())
+                self._fail()
+            for control, fragment in _pdvs(body):
+                if control & 0x01:
+                    command += fragment
+                    if control & 0x02:
+                        parsed = _parse_command(bytes(command))
+                        if not parsed.has_dataset:
+                            return Response(parsed.status, parsed.comment, None)
+                else:
+                    data += fragment
+                    if control & 0x02 and parsed is not None:
+                        ds = decode(BytesIO(bytes(data)), syntax.is_implicit_VR, syntax.is_little_endian)
+                        return Response(parsed.status, parsed.comment, ds)
 
     def _fail(self) -> None:
         self.alive = False
@@ -236,6 +243,64 @@ class LeanAssociation:
 # --- PDU helpers ----------------------------------------------------------------------------
 
 
+# --- command sets and PDVs (PS3.7 E, PS3.8 9.3.5): the hot path, coded by hand -------------------
+
+_ELEMENT = struct.Struct("<HHL")
+_US = struct.Struct("<H")
+_PDV = struct.Struct(">LBB")
+
+
+def _ui(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def _us(value: int) -> bytes:
+    return _US.pack(value)
+
+
+def _command(fields: list[tuple[int, bytes]]) -> bytes:
+    """A group 0000 command set, Implicit VR Little Endian, with its group length first."""
+    body = b"".join(_ELEMENT.pack(0, element, len(value)) + value for element, value in fields)
+    return _ELEMENT.pack(0, 0, 4) + struct.pack("<L", len(body)) + body
+
+
+def _parse_command(raw: bytes) -> _Command:
+    status, has_dataset, comment = 0xFFFF, False, None
+    offset = 0
+    while offset + 8 <= len(raw):
+        _, element, length = _ELEMENT.unpack_from(raw, offset)
+        value = raw[offset + 8 : offset + 8 + length]
+        offset += 8 + length
+        if element == 0x0900:
+            status = _US.unpack(value)[0]
+        elif element == 0x0800:
+            has_dataset = _US.unpack(value)[0] != 0x0101
+        elif element == 0x0902:
+            comment = value.decode("ascii", "replace").rstrip(" \0") or None
+    return _Command(status, has_dataset, comment)
+
+
+def _p_data(context_id: int, control: int, data: bytes, chunk: int) -> bytes:
+    """P-DATA-TF PDUs carrying ``data`` in fragments of at most ``chunk`` bytes; the last one flagged."""
+    out = []
+    for start in range(0, max(len(data), 1), chunk):
+        fragment = data[start : start + chunk]
+        last = 0x02 if start + chunk >= len(data) else 0x00
+        item = _PDV.pack(len(fragment) + 2, context_id, control | last) + fragment
+        out.append(_HEADER.pack(0x04, len(item)) + item)
+    return b"".join(out)
+
+
+def _pdvs(pdu: bytes) -> Iterator[tuple[int, bytes]]:
+    """(message control header, fragment) of every PDV item of a P-DATA-TF PDU."""
+    offset = 6
+    while offset + 6 <= len(pdu):
+        length, _, control = _PDV.unpack_from(pdu, offset)
+        yield control, pdu[offset + 6 : offset + 4 + length]
+        offset += 4 + length
+
+
 def _read_exact(sock: socket.socket, size: int) -> bytes:
     buffer = bytearray(size)
     view = memoryview(buffer)
@@ -262,12 +327,6 @@ def _encode(ds: Dataset, syntax: UID) -> bytes:
         msg = "Unable to encode the query identifier"
         raise ValueError(msg)
     return data
-
-
-def _p_data_tf(primitive: P_DATA) -> bytes:
-    pdu = P_DATA_TF()
-    pdu.from_primitive(primitive)
-    return pdu.encode()
 
 
 def _associate_rq(host: str, port: int, called: str, calling: str, abstract_syntaxes: list[str]) -> bytes:

@@ -155,15 +155,13 @@ class ScuSession:
         try:
             for response in assoc.find(self._backend.find_model, identifier, self._message_id()):
                 self.busy_since = time.monotonic()
-                code = int(response.command.Status)
-                if code in PENDING:
+                if response.status in PENDING:
                     if response.dataset is not None:
                         matches.append(identifier_to_text(response.dataset))
                     continue
-                comment = response.command.get("ErrorComment")
                 return FindOutcome(
-                    status=code, matches=tuple(matches), elapsed=time.monotonic() - start,
-                    comment=str(comment) if comment else None, pending=len(matches),
+                    status=response.status, matches=tuple(matches), elapsed=time.monotonic() - start,
+                    comment=response.comment, pending=len(matches),
                 )  # fmt: skip
         except SilentPeer:
             raise
