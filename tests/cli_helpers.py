@@ -26,11 +26,18 @@ def cli_json(*args: object) -> tuple[Result, dict[str, Any]]:
 
 def spawn(*args: object, cwd: Path | None = None) -> subprocess.Popen[str]:
     env = dict(os.environ, NO_COLOR="1", PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "asyncdicom", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "asyncdicom", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def library(path: Path) -> list[dict[str, str]]:
     import csv
+
     with path.open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))

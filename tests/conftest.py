@@ -29,13 +29,24 @@ def write_yaml(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
-def find_config(port: int, *, aet: str = "ORTHANC", elements: list[str] | None = None, batch: str | None = None,
-                model: str = "study", threads: int = 4, library: str = "out/library.csv", **request: Any) -> dict[str, Any]:
+def find_config(
+    port: int,
+    *,
+    aet: str = "ORTHANC",
+    elements: list[str] | None = None,
+    batch: str | None = None,
+    model: str = "study",
+    threads: int = 4,
+    library: str = "out/library.csv",
+    **request: Any,
+) -> dict[str, Any]:
     """A c-find config document; ``request`` adds keys to the request section."""
     req: dict[str, Any] = {"type": "c-find", "model": model, "threads": threads}
     if batch:
         req["elements_batch_file"] = batch
-    req["elements"] = elements if elements is not None else ["QueryRetrieveLevel=STUDY", "PatientID", "StudyInstanceUID"]
+    req["elements"] = (
+        elements if elements is not None else ["QueryRetrieveLevel=STUDY", "PatientID", "StudyInstanceUID"]
+    )
     req.update(request)
     return {
         "pacs": {"hostname": "127.0.0.1", "port": port, "aet": aet},

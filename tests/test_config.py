@@ -79,23 +79,48 @@ class TestValidation:
             (_with("request", "treads", 4), "request.treads: unknown key; did you mean 'threads'?"),
             (_with("pacs", "port", 70000), "pacs.port: port 70000 is out of range; use 1 to 65535"),
             (_with("pacs", "port", "4242"), "pacs.port: expected a port number, got a string"),
-            (_with("pacs", "aet", "A" * 17), f"pacs.aet: AE title '{'A' * 17}' has 17 characters; at most 16 are allowed"),
-            (_with("local", "aet", "BAD\\AE"), "local.aet: an AE title cannot contain backslashes or control characters"),
-            (_with("local", "aet", "BAD\x01"), "local.aet: an AE title cannot contain backslashes or control characters"),
-            (_with("pacs", "aet", 1234), "pacs.aet: expected an AE title string, got an integer (quote it in the YAML file)"),
+            (
+                _with("pacs", "aet", "A" * 17),
+                f"pacs.aet: AE title '{'A' * 17}' has 17 characters; at most 16 are allowed",
+            ),
+            (
+                _with("local", "aet", "BAD\\AE"),
+                "local.aet: an AE title cannot contain backslashes or control characters",
+            ),
+            (
+                _with("local", "aet", "BAD\x01"),
+                "local.aet: an AE title cannot contain backslashes or control characters",
+            ),
+            (
+                _with("pacs", "aet", 1234),
+                "pacs.aet: expected an AE title string, got an integer (quote it in the YAML file)",
+            ),
             (_with("request", "threads", 0), "request.threads: must be at least 1, got 0"),
             (_with("request", "threads", "four"), "request.threads: expected a whole number, got a string"),
             (_with("request", "throttle_time", -1), "request.throttle_time: must be 0 or more, got -1"),
-            (_with("request", "type", "c-fetch"), "request.type: 'c-fetch' is not one of c-find, c-move, c-get, c-echo"),
+            (
+                _with("request", "type", "c-fetch"),
+                "request.type: 'c-fetch' is not one of c-find, c-move, c-get, c-echo",
+            ),
             (_with("request", "model", "series"), "request.model: 'series' is not one of patient, study, psonly"),
-            (_with("request", "elements", ["PatientID", "Date"]),
-             "request.elements[1]: 'Date' (0040,A121) is a structured-report content item, not a query key; "
-             "did you mean 'StudyDate'?"),
-            (_with("request", "elements", ["PatientID", "PatientID"]),
-             "request.elements[1]: (0010,0020) 'PatientID' is already listed at request.elements[0]"),
+            (
+                _with("request", "elements", ["PatientID", "Date"]),
+                "request.elements[1]: 'Date' (0040,A121) is a structured-report content item, not a query key; "
+                "did you mean 'StudyDate'?",
+            ),
+            (
+                _with("request", "elements", ["PatientID", "PatientID"]),
+                "request.elements[1]: (0010,0020) 'PatientID' is already listed at request.elements[0]",
+            ),
             (_with("request", "elements_batch_file", "missing.csv"), None),
-            (_with("request", "concurrency", 3), "request.concurrency: is 3 but request.threads is 4; give only one of them"),
-            (_with("output", "directory_structure", "PatientID/Nope"), "output.directory_structure: 'Nope' is not a DICOM keyword; use a keyword from PS3.6 or a (gggg,eeee) tag"),
+            (
+                _with("request", "concurrency", 3),
+                "request.concurrency: is 3 but request.threads is 4; give only one of them",
+            ),
+            (
+                _with("output", "directory_structure", "PatientID/Nope"),
+                "output.directory_structure: 'Nope' is not a DICOM keyword; use a keyword from PS3.6 or a (gggg,eeee) tag",
+            ),
         ],
     )
     def test_messages(self, tmp_path: Path, doc: dict[str, Any], message: str | None) -> None:
@@ -103,7 +128,8 @@ class TestValidation:
         text = _error(tmp_path, doc)
         if message is None:
             assert text.startswith("request.elements_batch_file: file ") and text.endswith(
-                "does not exist; fix the path (relative paths start at the config file's folder)")
+                "does not exist; fix the path (relative paths start at the config file's folder)"
+            )
         else:
             assert text == message
 
@@ -113,18 +139,24 @@ class TestValidation:
         del doc["pacs"]["aet"]
         assert _error(tmp_path, doc) == "pacs.aet: required key is missing"
         assert _error(tmp_path, {"request": {"type": "c-echo"}}) == (
-            "pacs: required section is missing; give hostname, port and aet")
-        assert _error(tmp_path, {**find_config(4242), "shedule": {}}) == "shedule: unknown section; did you mean 'schedule'?"
+            "pacs: required section is missing; give hostname, port and aet"
+        )
+        assert (
+            _error(tmp_path, {**find_config(4242), "shedule": {}})
+            == "shedule: unknown section; did you mean 'schedule'?"
+        )
 
     def test_unquoted_schedule_time(self, tmp_path: Path) -> None:
         """YAML 1.1 turns 17:13 into 1033; the error says to quote it."""
         doc = find_config(4242)
         doc["schedule"] = {"enabled": True, "start_time": 1033, "end_time": "18:00"}
         assert _error(tmp_path, doc) == (
-            "schedule.start_time: write the time in quotes, as '17:13', so YAML keeps it as text")
+            "schedule.start_time: write the time in quotes, as '17:13', so YAML keeps it as text"
+        )
         doc["schedule"] = {"enabled": True, "start_time": "17:00", "end_time": "18:00", "timezone": "Mars/Base"}
         assert _error(tmp_path, doc) == (
-            "schedule.timezone: unknown time zone 'Mars/Base'; use an IANA name such as America/New_York")
+            "schedule.timezone: unknown time zone 'Mars/Base'; use an IANA name such as America/New_York"
+        )
 
     def test_anonymization_script_must_exist_when_enabled(self, tmp_path: Path) -> None:
         """An enabled anonymization without a readable script is a config error."""

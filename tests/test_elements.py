@@ -16,8 +16,11 @@ class TestParse:
             ("(0008,0020)=20200101-", "StudyDate", "20200101-"),
             ("(0020,000d)", "StudyInstanceUID", None),
             ("QueryRetrieveLevel=SERIES ", "QueryRetrieveLevel", "SERIES"),
-            ("ReferencedStudySequence[0].ReferencedSOPInstanceUID=1.2.3",
-             "ReferencedStudySequence[0].ReferencedSOPInstanceUID", "1.2.3"),
+            (
+                "ReferencedStudySequence[0].ReferencedSOPInstanceUID=1.2.3",
+                "ReferencedStudySequence[0].ReferencedSOPInstanceUID",
+                "1.2.3",
+            ),
             ("PatientName=DOE^J*", "PatientName", "DOE^J*"),
             ("ModalitiesInStudy=CT\\MR", "ModalitiesInStudy", "CT\\MR"),
         ],
@@ -30,19 +33,37 @@ class TestParse:
     @pytest.mark.parametrize(
         ("text", "message"),
         [
-            ("Date", "'Date' (0040,A121) is a structured-report content item, not a query key; did you mean 'StudyDate'?"),
+            (
+                "Date",
+                "'Date' (0040,A121) is a structured-report content item, not a query key; did you mean 'StudyDate'?",
+            ),
             ("PatientNme", "'PatientNme' is not a DICOM keyword; did you mean 'PatientName'?"),
             ("(0009,0010)", "private tag (0009,0010) cannot be used as its VR is not known; use a public element"),
             ("(0008,1234)", "tag (0008,1234) is not in the DICOM dictionary; check the group and element numbers"),
-            ("PatientID[0].StudyDate", "'PatientID[0]' in 'PatientID[0].StudyDate' is not a sequence, so nothing can follow it"),
-            ("QueryRetrieveLevel=series",
-             "(0008,0052) 'QueryRetrieveLevel' must be one of PATIENT, STUDY, SERIES, IMAGE, not 'series'"),
-            ("StudyInstanceUID=1.2..3",
-             "invalid value '1.2..3' for (0020,000D) 'StudyInstanceUID' (VR UI): a UID is digits separated by single dots"),
-            ("StudyTime=251000",
-             "invalid value '251000' for (0008,0030) 'StudyTime' (VR TM): a time must be HHMMSS[.FFFFFF]"),
-            ("Modality=ct", "invalid value 'ct' for (0008,0060) 'Modality' (VR CS): a code string allows only A-Z, 0-9, space and underscore"),
-            ("StudyID=12345678901234567", "invalid value '12345678901234567' for (0020,0010) 'StudyID' (VR SH): longer than the 16 characters allowed for VR SH"),
+            (
+                "PatientID[0].StudyDate",
+                "'PatientID[0]' in 'PatientID[0].StudyDate' is not a sequence, so nothing can follow it",
+            ),
+            (
+                "QueryRetrieveLevel=series",
+                "(0008,0052) 'QueryRetrieveLevel' must be one of PATIENT, STUDY, SERIES, IMAGE, not 'series'",
+            ),
+            (
+                "StudyInstanceUID=1.2..3",
+                "invalid value '1.2..3' for (0020,000D) 'StudyInstanceUID' (VR UI): a UID is digits separated by single dots",
+            ),
+            (
+                "StudyTime=251000",
+                "invalid value '251000' for (0008,0030) 'StudyTime' (VR TM): a time must be HHMMSS[.FFFFFF]",
+            ),
+            (
+                "Modality=ct",
+                "invalid value 'ct' for (0008,0060) 'Modality' (VR CS): a code string allows only A-Z, 0-9, space and underscore",
+            ),
+            (
+                "StudyID=12345678901234567",
+                "invalid value '12345678901234567' for (0020,0010) 'StudyID' (VR SH): longer than the 16 characters allowed for VR SH",
+            ),
         ],
     )
     def test_invalid_forms(self, text: str, message: str) -> None:
@@ -64,10 +85,17 @@ class TestValues:
     @pytest.mark.parametrize(
         ("element", "value"),
         [
-            ("StudyDate", "20200229"), ("StudyDate", "-20200101"), ("StudyDate", "20200101-20201231"),
-            ("StudyTime", "1200-1300"), ("StudyTime", "235959.123456"), ("AcquisitionDateTime", "20200101120000-0500"),
-            ("StudyInstanceUID", "1.2.3\\4.5.6"), ("PatientAge", "045Y"), ("SeriesNumber", "-3"),
-            ("AccessionNumber", "A*"), ("StudyDate", ""),
+            ("StudyDate", "20200229"),
+            ("StudyDate", "-20200101"),
+            ("StudyDate", "20200101-20201231"),
+            ("StudyTime", "1200-1300"),
+            ("StudyTime", "235959.123456"),
+            ("AcquisitionDateTime", "20200101120000-0500"),
+            ("StudyInstanceUID", "1.2.3\\4.5.6"),
+            ("PatientAge", "045Y"),
+            ("SeriesNumber", "-3"),
+            ("AccessionNumber", "A*"),
+            ("StudyDate", ""),
         ],
     )
     def test_accepted(self, element: str, value: str) -> None:
@@ -77,8 +105,14 @@ class TestValues:
 
     @pytest.mark.parametrize(
         ("element", "value"),
-        [("StudyDate", "20210229"), ("StudyDate", "2021-01-01-"), ("StudyInstanceUID", "1.2.a"),
-         ("SeriesNumber", "1.5"), ("PatientAge", "45Y"), ("StudyInstanceUID", "1." * 40 + "1")],
+        [
+            ("StudyDate", "20210229"),
+            ("StudyDate", "2021-01-01-"),
+            ("StudyInstanceUID", "1.2.a"),
+            ("SeriesNumber", "1.5"),
+            ("PatientAge", "45Y"),
+            ("StudyInstanceUID", "1." * 40 + "1"),
+        ],
     )
     def test_rejected(self, element: str, value: str) -> None:
         """Values invalid for their VR raise ElementError."""
@@ -89,9 +123,16 @@ class TestValues:
 class TestIdentifier:
     def test_build_with_sequence_and_return_keys(self) -> None:
         """Identifiers carry values, empty return keys and sequence items."""
-        specs = [parse_element(t) for t in (
-            "QueryRetrieveLevel=STUDY", "PatientID=12", "StudyDate",
-            "ReferencedStudySequence[0].ReferencedSOPInstanceUID=1.2.3", "SeriesNumber=4")]
+        specs = [
+            parse_element(t)
+            for t in (
+                "QueryRetrieveLevel=STUDY",
+                "PatientID=12",
+                "StudyDate",
+                "ReferencedStudySequence[0].ReferencedSOPInstanceUID=1.2.3",
+                "SeriesNumber=4",
+            )
+        ]
         ds = build_identifier(specs)
         assert ds.QueryRetrieveLevel == "STUDY"
         assert ds.PatientID == "12"
@@ -104,4 +145,7 @@ class TestIdentifier:
         common = [parse_element("QueryRetrieveLevel=STUDY"), parse_element("PatientID")]
         merged = merge(common, [parse_element("PatientID=7"), parse_element("StudyDate=20200101")])
         assert [(s.name, s.value) for s in merged] == [
-            ("QueryRetrieveLevel", "STUDY"), ("PatientID", "7"), ("StudyDate", "20200101")]
+            ("QueryRetrieveLevel", "STUDY"),
+            ("PatientID", "7"),
+            ("StudyDate", "20200101"),
+        ]

@@ -32,8 +32,13 @@ def pacs() -> Iterator[QueryRetrieveSCP]:
 def _config(tmp_path: Path, pacs: QueryRetrieveSCP, rows: int = 60, **request: object) -> Path:
     lines = [f"{PATIENTS[i % len(PATIENTS)]},{i}" for i in range(rows)]
     (tmp_path / "batch.csv").write_text("PatientID,StudyID\n" + "\n".join(lines) + "\n")
-    doc = find_config(pacs.port, aet="FAULTY", batch="batch.csv", elements=["QueryRetrieveLevel=STUDY", "PatientID",
-                      "StudyID", "StudyInstanceUID"], **request)
+    doc = find_config(
+        pacs.port,
+        aet="FAULTY",
+        batch="batch.csv",
+        elements=["QueryRetrieveLevel=STUDY", "PatientID", "StudyID", "StudyInstanceUID"],
+        **request,
+    )
     return write_yaml(tmp_path / "c.yml", doc)
 
 
@@ -113,9 +118,10 @@ def test_unknown_calling_ae_is_fatal(tmp_path: Path) -> None:
     finally:
         scp.stop()
     assert result.exit_code == 1
-    assert (f"error: Unable to associate with STRICT@127.0.0.1:{scp.port} as the PACS rejected it permanently "
-            "(calling AE title not recognised); the PACS must know our AE title 'ASYNCDICOM' (local.aet)"
-            ) in result.stderr.replace("\n", "")
+    assert (
+        f"error: Unable to associate with STRICT@127.0.0.1:{scp.port} as the PACS rejected it permanently "
+        "(calling AE title not recognised); the PACS must know our AE title 'ASYNCDICOM' (local.aet)"
+    ) in result.stderr.replace("\n", "")
     assert cli_json("status", config)[1]["requests"]["pending"] == 5
 
 
@@ -123,8 +129,13 @@ def test_unknown_calling_ae_is_fatal(tmp_path: Path) -> None:
 def test_patient_study_only_model(tmp_path: Path, pacs: QueryRetrieveSCP, level: str) -> None:
     """The Patient/Study Only model works at its two levels against a PACS that offers it."""
     (tmp_path / "batch.csv").write_text("PatientID\n" + "\n".join(PATIENTS[:3]) + "\n")
-    doc = find_config(pacs.port, aet="FAULTY", model="psonly", batch="batch.csv",
-                      elements=[f"QueryRetrieveLevel={level}", "PatientID", "StudyInstanceUID"])
+    doc = find_config(
+        pacs.port,
+        aet="FAULTY",
+        model="psonly",
+        batch="batch.csv",
+        elements=[f"QueryRetrieveLevel={level}", "PatientID", "StudyInstanceUID"],
+    )
     result = cli("run", write_yaml(tmp_path / "c.yml", doc))
     assert result.exit_code == 0, result.stderr
     rows = library(tmp_path / "out" / "library.csv")

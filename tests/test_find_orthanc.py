@@ -36,17 +36,22 @@ class TestModelsAndLevels:
             ("study", "IMAGE", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"], 8),
         ],
     )
-    def test_level(self, tmp_path: Path, orthanc: LoadedOrthanc, model: str, level: str, returns: list[str],
-                   per_patient: int) -> None:
+    def test_level(
+        self, tmp_path: Path, orthanc: LoadedOrthanc, model: str, level: str, returns: list[str], per_patient: int
+    ) -> None:
         """Every model and level returns exactly the matching patients, studies, series or images."""
         patients = orthanc.patients[:5]
-        doc = find_config(orthanc.port, model=model, batch=_batch(tmp_path, "PatientID", patients),
-                          elements=[f"QueryRetrieveLevel={level}", "PatientID", *returns])
+        doc = find_config(
+            orthanc.port,
+            model=model,
+            batch=_batch(tmp_path, "PatientID", patients),
+            elements=[f"QueryRetrieveLevel={level}", "PatientID", *returns],
+        )
         result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
         assert result.exit_code == 0, result.stderr
         rows = library(tmp_path / "out" / "library.csv")
         assert len(rows) == 5 * per_patient
-        assert Counter(r["PatientID"] for r in rows) == {p: per_patient for p in patients}
+        assert Counter(r["PatientID"] for r in rows) == dict.fromkeys(patients, per_patient)
         key = returns[-1]
         expected = {str(ds.get(key)) for ds in orthanc.instances if ds.PatientID in patients}
         assert {r[key] for r in rows} == expected
@@ -56,20 +61,30 @@ class TestModelsAndLevels:
 
     def test_unsupported_model_is_fatal(self, tmp_path: Path, orthanc: LoadedOrthanc) -> None:
         """Orthanc does not offer the retired Patient/Study Only model: exit 1, with the fix, nothing failed."""
-        doc = find_config(orthanc.port, model="psonly", batch=_batch(tmp_path, "PatientID", orthanc.patients[:2]),
-                          elements=["QueryRetrieveLevel=PATIENT", "PatientID"])
+        doc = find_config(
+            orthanc.port,
+            model="psonly",
+            batch=_batch(tmp_path, "PatientID", orthanc.patients[:2]),
+            elements=["QueryRetrieveLevel=PATIENT", "PatientID"],
+        )
         config = write_yaml(tmp_path / "c.yml", doc)
         result = cli("run", config)
         assert result.exit_code == 1
-        assert (f"error: Unable to use ORTHANC@127.0.0.1:{orthanc.port} as it does not accept 'Patient/Study Only "
-                "Query/Retrieve Information Model - FIND' (1.2.840.10008.5.1.4.1.2.3.1); try another request.model "
-                "(patient or study)") in result.stderr.replace("\n", "")
+        assert (
+            f"error: Unable to use ORTHANC@127.0.0.1:{orthanc.port} as it does not accept 'Patient/Study Only "
+            "Query/Retrieve Information Model - FIND' (1.2.840.10008.5.1.4.1.2.3.1); try another request.model "
+            "(patient or study)"
+        ) in result.stderr.replace("\n", "")
         assert cli_json("status", config)[1]["requests"] == {"done": 0, "failed": 0, "pending": 2}
 
     def test_non_ascii_names_round_trip(self, tmp_path: Path, orthanc: LoadedOrthanc) -> None:
         """Person names in ISO_IR 192 come back decoded in the library (UTF-8 CSV)."""
-        doc = find_config(orthanc.port, model="patient", batch=_batch(tmp_path, "PatientID", orthanc.patients[:1]),
-                          elements=["QueryRetrieveLevel=PATIENT", "PatientID", "PatientName"])
+        doc = find_config(
+            orthanc.port,
+            model="patient",
+            batch=_batch(tmp_path, "PatientID", orthanc.patients[:1]),
+            elements=["QueryRetrieveLevel=PATIENT", "PatientID", "PatientName"],
+        )
         assert cli("run", write_yaml(tmp_path / "c.yml", doc)).exit_code == 0
         assert library(tmp_path / "out" / "library.csv")[0]["PatientName"] == "Tést^Pätient00000"
 
@@ -83,8 +98,12 @@ def _uid_batch(tmp_path: Path, orthanc: LoadedOrthanc) -> str:
 class TestBatch:
     def test_hundreds_of_rows(self, tmp_path: Path, orthanc: LoadedOrthanc) -> None:
         """A 600-row batch finds each study twice, with the row number of its request."""
-        doc = find_config(orthanc.port, batch=_uid_batch(tmp_path, orthanc), threads=8,
-                          elements=["QueryRetrieveLevel=STUDY", "PatientID", "StudyInstanceUID", "AccessionNumber"])
+        doc = find_config(
+            orthanc.port,
+            batch=_uid_batch(tmp_path, orthanc),
+            threads=8,
+            elements=["QueryRetrieveLevel=STUDY", "PatientID", "StudyInstanceUID", "AccessionNumber"],
+        )
         result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
         assert result.exit_code == 0, result.stderr
         assert (summary["planned"], summary["done"], summary["failed"]) == (600, 600, 0)
@@ -115,8 +134,10 @@ class TestBatch:
         result, summary = cli_json("run", config)
         assert result.exit_code == 0
         assert (summary["ran"], summary["skipped"]) == (5, 5)
-        assert "the batch CSV changed since the last run: 5 new requests; 5 earlier requests are no longer in it" \
+        assert (
+            "the batch CSV changed since the last run: 5 new requests; 5 earlier requests are no longer in it"
             in result.stderr
+        )
         assert {r["PatientID"] for r in library(tmp_path / "out" / "library.csv")} == set(orthanc.patients[5:15])
 
     def test_changed_query_settings_rerun(self, tmp_path: Path, orthanc: LoadedOrthanc) -> None:
@@ -157,6 +178,7 @@ class TestInterrupt:
         assert process.returncode == 130, err
         assert "SIGINT received: stopping after saving what is done" in err
         import json
+
         partial = json.loads(out)
         assert partial["outcome"] == "interrupted" and 20 <= partial["done"] < 600
         partial_rows = library(tmp_path / "out" / "library.csv")
@@ -205,7 +227,8 @@ class TestCommands:
         assert result.exit_code == 1
         assert result.stderr.strip() == (
             f"error: Unable to connect to ORTHANC@127.0.0.1:{port}; check pacs.hostname and pacs.port, "
-            "and that the PACS is running")
+            "and that the PACS is running"
+        )
 
     def test_run_type_c_echo(self, tmp_path: Path, orthanc: LoadedOrthanc) -> None:
         """request.type c-echo makes 'run' do a C-ECHO."""
@@ -215,8 +238,9 @@ class TestCommands:
 
     def test_status_after_run(self, tmp_path: Path, orthanc: LoadedOrthanc) -> None:
         """status summarises the ledger without touching the network."""
-        config = write_yaml(tmp_path / "c.yml", find_config(
-            orthanc.port, batch=_batch(tmp_path, "PatientID", orthanc.patients[:3])))
+        config = write_yaml(
+            tmp_path / "c.yml", find_config(orthanc.port, batch=_batch(tmp_path, "PatientID", orthanc.patients[:3]))
+        )
         assert cli("run", config).exit_code == 0
         result, doc = cli_json("status", config)
         assert result.exit_code == 0
@@ -236,6 +260,7 @@ class TestCommands:
         process = spawn("run", config, "--json")
         out, err = process.communicate(timeout=60)
         import json
+
         assert json.loads(out)["schema"] == 1
         assert "plan: 1 requests" in err
         assert process.returncode == 0
@@ -258,7 +283,8 @@ class TestBadInput:
         assert result.exit_code == 2
         assert result.stderr.replace("\n", "") == (
             f"error: {tmp_path / 'batch.csv'}:3: column 1: invalid value '1.2.3.x' for (0020,000D) "
-            "'StudyInstanceUID' (VR UI): a UID is digits separated by single dots")
+            "'StudyInstanceUID' (VR UI): a UID is digits separated by single dots"
+        )
 
     def test_check_needs_no_network(self, tmp_path: Path) -> None:
         """check validates config and CSV with the PACS unreachable."""
@@ -281,9 +307,26 @@ def test_same_matches_as_dcmtk_findscu(tmp_path: Path, orthanc: LoadedOrthanc) -
     assert cli("run", write_yaml(tmp_path / "c.yml", doc)).exit_code == 0
     ours = {r["StudyInstanceUID"] for r in library(tmp_path / "out" / "library.csv")}
     out = subprocess.run(
-        [dcmtk("findscu"), "-S", "-aec", "ORTHANC", "-k", "QueryRetrieveLevel=STUDY", "-k", f"PatientID={patient}",
-         "-k", "StudyInstanceUID", "127.0.0.1", str(orthanc.port)],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            dcmtk("findscu"),
+            "-S",
+            "-aec",
+            "ORTHANC",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"PatientID={patient}",
+            "-k",
+            "StudyInstanceUID",
+            "127.0.0.1",
+            str(orthanc.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
-    theirs = {line.split("[")[1].split("]")[0].rstrip("\x00") for line in out.stderr.splitlines() if "(0020,000d)" in line}
+    theirs = {
+        line.split("[")[1].split("]")[0].rstrip("\x00") for line in out.stderr.splitlines() if "(0020,000d)" in line
+    }
     assert theirs == ours and len(ours) == 2

@@ -30,8 +30,12 @@ class TestRows:
         plan = _plan(tmp_path, b"PatientID,StudyDate\n1,20200101\n2,\n")
         assert [r.line for r in plan.requests] == [2, 3]
         first = {s.name: s.value for s in plan.requests[0].elements}
-        assert first == {"QueryRetrieveLevel": "STUDY", "PatientID": "1", "StudyInstanceUID": None,
-                         "StudyDate": "20200101"}
+        assert first == {
+            "QueryRetrieveLevel": "STUDY",
+            "PatientID": "1",
+            "StudyInstanceUID": None,
+            "StudyDate": "20200101",
+        }
         assert plan.columns == ("PatientID", "StudyInstanceUID", "StudyDate")
 
     def test_bom_crlf_blank_lines_and_duplicates(self, tmp_path: Path) -> None:
@@ -60,22 +64,33 @@ class TestErrors:
         ("data", "message"),
         [
             (b"PatientID,StudyDate\n1,20200101\n2\n", "batch.csv:3: row has 1 values but the header has 2 columns"),
-            (b"PatientID,StudyDate\n1,20201301\n",
-             "batch.csv:2: column 2: invalid value '<redacted>' for (0008,0020) 'StudyDate' (VR DA): not a calendar date"),
-            (b"StudyInstanceUID\n1.2.3\n1.2.x\n",
-             "batch.csv:3: column 1: invalid value '1.2.x' for (0020,000D) 'StudyInstanceUID' (VR UI): "
-             "a UID is digits separated by single dots"),
+            (
+                b"PatientID,StudyDate\n1,20201301\n",
+                "batch.csv:2: column 2: invalid value '<redacted>' for (0008,0020) 'StudyDate' (VR DA): not a calendar date",
+            ),
+            (
+                b"StudyInstanceUID\n1.2.3\n1.2.x\n",
+                "batch.csv:3: column 1: invalid value '1.2.x' for (0020,000D) 'StudyInstanceUID' (VR UI): "
+                "a UID is digits separated by single dots",
+            ),
             (b"PatientId\n1\n", "batch.csv:1: column 1: 'PatientId' is not a DICOM keyword; did you mean 'PatientID'?"),
-            (b"PatientID,\n1,2\n",
-             "batch.csv:1: column 2 of the header is empty; every column needs a keyword or (gggg,eeee) tag"),
+            (
+                b"PatientID,\n1,2\n",
+                "batch.csv:1: column 2 of the header is empty; every column needs a keyword or (gggg,eeee) tag",
+            ),
             (b"PatientID,(0010,0020)\n1,2\n", "batch.csv:1: column 2 repeats (0010,0020) 'PatientID' of column 1"),
-            (b"PatientID=1\n1\n", "batch.csv:1: column 1 header 'PatientID=1' holds a value; the header names elements only"),
+            (
+                b"PatientID=1\n1\n",
+                "batch.csv:1: column 1 header 'PatientID=1' holds a value; the header names elements only",
+            ),
             (b"", "batch.csv: the CSV is empty; its first line must name the columns"),
             (b"PatientID\n\n", "batch.csv: the CSV has a header but no rows"),
             (b"PatientID\n1\n\xff\xfe\n", "batch.csv:3: unable to read the CSV as it is not UTF-8; save it as UTF-8"),
-            (b"QueryRetrieveLevel\nPATIENT\n",
-             "batch.csv:2: QueryRetrieveLevel PATIENT is not allowed by the study model (request.model); "
-             "use one of STUDY, SERIES, IMAGE"),
+            (
+                b"QueryRetrieveLevel\nPATIENT\n",
+                "batch.csv:2: QueryRetrieveLevel PATIENT is not allowed by the study model (request.model); "
+                "use one of STUDY, SERIES, IMAGE",
+            ),
         ],
     )
     def test_messages(self, tmp_path: Path, data: bytes, message: str) -> None:
@@ -85,8 +100,10 @@ class TestErrors:
     def test_missing_level(self, tmp_path: Path) -> None:
         """A query without QueryRetrieveLevel is rejected before any traffic."""
         message = _plan_error(tmp_path, b"PatientID\n1\n", elements=["PatientID"])
-        assert message == ("batch.csv:2: (0008,0052) 'QueryRetrieveLevel' is not set; "
-                           "add QueryRetrieveLevel=STUDY to request.elements or a column")
+        assert message == (
+            "batch.csv:2: (0008,0052) 'QueryRetrieveLevel' is not set; "
+            "add QueryRetrieveLevel=STUDY to request.elements or a column"
+        )
 
 
 def test_hundred_thousand_rows_plan_in_seconds(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ class Faults:
     status: int | None = None  # answer every C-FIND with this final status, no matches
     max_associations: int = 0  # reject associations beyond this many (0 = no limit)
     require_calling_aet: tuple[str, ...] = ()  # reject other calling AE titles (permanent rejection)
+    max_pdu: int = 0  # our receive limit (0 = unlimited); small values force the peer to fragment
 
 
 @lru_cache(maxsize=256)
@@ -68,7 +69,8 @@ def matches(ds: Dataset, query: Dataset) -> bool:
         if elem.keyword in _NOT_MATCHED or elem.VR == "SQ" or elem.value in (None, ""):
             continue
         actual = ds.get(elem.keyword)
-        if not _element_matches("" if actual is None else str(actual), str(elem.value), elem.VR):
+        wanted = "\\".join(str(v) for v in elem.value) if elem.VM > 1 else str(elem.value)
+        if not _element_matches("" if actual is None else str(actual), wanted, elem.VR):
             return False
     return True
 
@@ -84,6 +86,7 @@ class QueryRetrieveSCP:
         self._count = itertools.count(1)
         self._lock = threading.Lock()
         self._release = threading.Event()
+        self.started = threading.Event()  # set when a C-FIND has reached the handler
         self._server: object | None = None
         self.port = 0
 
@@ -91,7 +94,7 @@ class QueryRetrieveSCP:
         """Start listening (port 0 picks a free one); returns the port."""
         ae = AE(ae_title=self.ae_title)
         ae.maximum_associations = self.faults.max_associations or 64
-        ae.maximum_pdu_size = 0
+        ae.maximum_pdu_size = self.faults.max_pdu
         ae.require_calling_aet = list(self.faults.require_calling_aet)
         for context in (
             Verification,
@@ -128,6 +131,7 @@ class QueryRetrieveSCP:
         with self._lock:
             number = next(self._count)
             self.finds = number
+        self.started.set()
         if faults.delay:
             self._release.wait(faults.delay)
         if faults.silent_every and number % faults.silent_every == 0:

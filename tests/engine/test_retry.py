@@ -10,8 +10,18 @@ from asyncdicom.errors import AssociationAborted, AssociationRejected, Connectio
 
 @pytest.mark.parametrize(
     ("status", "category"),
-    [(0x0000, "success"), (0xFF00, "pending"), (0xFF01, "pending"), (0xFE00, "cancel"), (0xB000, "warning"),
-     (0x0001, "warning"), (0xA700, "failure"), (0xA900, "failure"), (0xC000, "failure"), (0x0122, "failure")],
+    [
+        (0x0000, "success"),
+        (0xFF00, "pending"),
+        (0xFF01, "pending"),
+        (0xFE00, "cancel"),
+        (0xB000, "warning"),
+        (0x0001, "warning"),
+        (0xA700, "failure"),
+        (0xA900, "failure"),
+        (0xC000, "failure"),
+        (0x0122, "failure"),
+    ],
 )
 def test_categories(status: int, category: str) -> None:
     """Status codes map to PS3.7 categories."""

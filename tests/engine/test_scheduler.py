@@ -21,8 +21,10 @@ pytestmark = pytest.mark.anyio
 
 
 def _requests(n: int) -> list[Request]:
-    return [Request(f"k{i}", i + 2, (parse_element("QueryRetrieveLevel=STUDY"), parse_element(f"PatientID={i}")))
-            for i in range(n)]
+    return [
+        Request(f"k{i}", i + 2, (parse_element("QueryRetrieveLevel=STUDY"), parse_element(f"PatientID={i}")))
+        for i in range(n)
+    ]
 
 
 class Sink:
@@ -121,6 +123,7 @@ async def test_transient_rejections_lower_concurrency() -> None:
 
 async def test_permanent_rejection_stops_the_run() -> None:
     """A permanent rejection raises FatalRunError with the PACS's reason."""
+
     def handler(request: Request) -> FindOutcome:
         raise AssociationRejected(1, 1, 3, "calling AE title not recognised")
 
