@@ -78,7 +78,7 @@ class SyncReport:
     pending: int
     dropped: int
     retried: int
-    csv_changed: bool
+    changed: tuple[str, ...]
     first_run: bool
 
 
@@ -149,11 +149,15 @@ class Ledger:
 
     # --- planning -----------------------------------------------------------------------------
 
-    async def sync_plan(self, plan: Plan, *, csv_digest: str | None, restart: bool, retry_failed: bool) -> SyncReport:
-        """Bring the ledger in line with the plan; returns what was already known."""
+    async def sync_plan(self, plan: Plan, *, digests: dict[str, str], restart: bool, retry_failed: bool) -> SyncReport:
+        """Bring the ledger in line with the plan; returns what was already known.
+
+        ``digests`` fingerprint the inputs (CSV, query settings, elements); the report names
+        those that changed since the last run.
+        """
         db = self.db
-        first_run = await self.get_meta("plan_digest") is None
-        previous_csv = await self.get_meta("csv_digest")
+        first_run = await self.get_meta("planned") is None
+        previous = {name: await self.get_meta(f"digest:{name}") for name in digests}
         if restart:
             await db.execute("DELETE FROM matches")
             await db.execute("DELETE FROM requests")
@@ -175,8 +179,9 @@ class Ledger:
             )
             retried = cursor.rowcount
         counts = await self._counts()
-        await self._set_meta("csv_digest", csv_digest or "")
-        await self._set_meta("plan_digest", str(len(plan.requests)))
+        for name, digest in digests.items():
+            await self._set_meta(f"digest:{name}", digest)
+        await self._set_meta("planned", str(len(plan.requests)))
         await db.commit()
         async with db.execute("SELECT COUNT(*) FROM requests WHERE in_plan = 0") as cursor:
             dropped = (await cursor.fetchone() or (0,))[0]
@@ -187,7 +192,9 @@ class Ledger:
             pending=counts.get("pending", 0),
             dropped=dropped,
             retried=retried,
-            csv_changed=not first_run and not restart and previous_csv != (csv_digest or ""),
+            changed=()
+            if first_run or restart
+            else tuple(n for n, d in digests.items() if previous[n] not in (None, d)),
             first_run=first_run or restart,
         )
 

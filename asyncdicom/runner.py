@@ -92,10 +92,11 @@ def window_gate(config: Config) -> WindowGate:
     return WindowGate(window, on_wait=waiting)
 
 
-def _csv_digest(plan: Plan) -> str | None:
-    if plan.source is None:
-        return None
-    return hashlib.sha256(plan.source.read_bytes()).hexdigest()
+def input_digests(config: Config, plan: Plan) -> dict[str, str]:
+    """Fingerprints of the run's inputs, so the next run can say what changed."""
+    csv = hashlib.sha256(plan.source.read_bytes()).hexdigest() if plan.source else ""
+    elements = hashlib.sha256(repr([(s.name, s.value) for s in config.request.elements]).encode()).hexdigest()
+    return {"csv": csv, "query": config.query_fingerprint(), "elements": elements}
 
 
 def describe_sync(plan: Plan, sync: SyncReport) -> list[str]:
@@ -104,9 +105,16 @@ def describe_sync(plan: Plan, sync: SyncReport) -> list[str]:
         f"plan: {len(plan.requests)} requests"
         + (f" ({plan.duplicates} duplicate rows removed)" if plan.duplicates else "")
     ]
-    if sync.csv_changed:
+    if "query" in sync.changed:
         notes.append(
-            f"the batch CSV changed since the last run: {sync.new} new requests; "
+            "the PACS, request type or model changed since the last run: earlier results do not count for this plan"
+        )
+    if "elements" in sync.changed:
+        notes.append("request.elements changed since the last run: requests whose elements changed run again")
+    if sync.changed:
+        what = "the batch CSV" if sync.changed == ("csv",) else "the inputs"
+        notes.append(
+            f"{what} changed since the last run: {sync.new} new requests; "
             f"{sync.dropped} earlier requests are no longer in it and are left out of the library"
         )
     if not sync.first_run:
@@ -123,7 +131,7 @@ async def run(config: Config, plan: Plan, backend: DicomBackend, options: RunOpt
     options = options or RunOptions()
     async with open_ledger(config.output.ledger_file) as ledger:
         sync = await ledger.sync_plan(
-            plan, csv_digest=_csv_digest(plan), restart=options.restart, retry_failed=options.retry_failed
+            plan, digests=input_digests(config, plan), restart=options.restart, retry_failed=options.retry_failed
         )
         notes = describe_sync(plan, sync)
         for note in notes:

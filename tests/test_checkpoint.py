@@ -60,19 +60,19 @@ async def test_sync_resume_restart_and_retry(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite3"
     stats = RunStats(3, 0, 1)
     async with open_ledger(path) as ledger:
-        first = await ledger.sync_plan(plan, csv_digest="a", restart=False, retry_failed=False)
+        first = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=False)
         assert (first.new, first.first_run) == (3, True)
         async with ledger.recording(stats) as rec:
             await rec.record(plan.requests[0], RequestResult("done", 1, 0, "success", None, ({"PatientID": "1"},)))
             await rec.record(plan.requests[1], RequestResult("failed", 2, 0xC000, "failure", "failure status 0xC000"))
         assert (stats.done, stats.failed, stats.matches) == (1, 1, 1)
-        again = await ledger.sync_plan(plan, csv_digest="a", restart=False, retry_failed=False)
-        assert (again.new, again.done, again.failed, again.pending, again.csv_changed) == (0, 1, 1, 1, False)
+        again = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=False)
+        assert (again.new, again.done, again.failed, again.pending, again.changed) == (0, 1, 1, 1, ())
         assert [r.key for r in await ledger.pending(plan)] == [plan.requests[2].key]
-        retry = await ledger.sync_plan(plan, csv_digest="a", restart=False, retry_failed=True)
+        retry = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=True)
         assert retry.retried == 1
         assert len(await ledger.pending(plan)) == 2
-        restart = await ledger.sync_plan(plan, csv_digest="a", restart=True, retry_failed=False)
+        restart = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=True, retry_failed=False)
         assert (restart.new, restart.done) == (3, 0)
 
 
@@ -81,13 +81,13 @@ async def test_changed_csv_keeps_done_rows_and_drops_removed(tmp_path: Path) -> 
     old = _plan(tmp_path, "1\n2\n")
     path = tmp_path / "l.sqlite3"
     async with open_ledger(path) as ledger:
-        await ledger.sync_plan(old, csv_digest="a", restart=False, retry_failed=False)
+        await ledger.sync_plan(old, digests={"csv": "a"}, restart=False, retry_failed=False)
         async with ledger.recording(RunStats(2, 0, 1)) as rec:
             for request in old.requests:
                 await rec.record(request, RequestResult("done", 1, 0, "success", None, ({"PatientID": "x"},)))
         new = _plan(tmp_path, "2\n3\n")
-        sync = await ledger.sync_plan(new, csv_digest="b", restart=False, retry_failed=False)
-        assert (sync.csv_changed, sync.new, sync.dropped, sync.done) == (True, 1, 1, 1)
+        sync = await ledger.sync_plan(new, digests={"csv": "b"}, restart=False, retry_failed=False)
+        assert (sync.changed, sync.new, sync.dropped, sync.done) == (("csv",), 1, 1, 1)
         rows = await ledger.export_library(tmp_path / "lib.csv", ("PatientID",))
         assert rows == 1
     assert (tmp_path / "lib.csv").read_text() == "PatientID,row\nx,2\n"

@@ -148,8 +148,9 @@ class TestBatch:
         doc["request"]["threads"] = 2
         assert cli_json("run", write_yaml(config, doc))[1]["ran"] == 0
         doc["request"]["elements"].append("StudyDate")
-        _, summary = cli_json("run", write_yaml(config, doc))
+        result, summary = cli_json("run", write_yaml(config, doc))
         assert summary["ran"] == 4
+        assert "request.elements changed since the last run: requests whose elements changed run again" in result.stderr
         assert "StudyDate" in library(tmp_path / "out" / "library.csv")[0]
 
 
