@@ -305,9 +305,14 @@ class Ledger:
             "SELECT line, error FROM requests WHERE in_plan = 1 AND state = 'failed' ORDER BY line LIMIT 5"
         ) as cursor:
             errors = [{"line": line, "error": error} for line, error in await cursor.fetchall()]
+        async with self.db.execute(
+            "SELECT COUNT(*) FROM requests WHERE in_plan = 1 AND state = 'done' AND category = 'warning'"
+        ) as cursor:
+            warnings = (await cursor.fetchone() or (0,))[0]
         return {
             "requests": {state: counts.get(state, 0) for state in ("done", "failed", "pending")},
             "matches": matches,
+            "warnings": warnings,
             "last_run": None if last is None else {"started": last[0], "finished": last[1], "outcome": last[2]},
             "failures": errors,
         }

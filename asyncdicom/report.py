@@ -53,6 +53,11 @@ def progress_line(snap: RunSnapshot) -> str:
     return line
 
 
+def progress_interval() -> float:
+    """Seconds between progress lines: often on a terminal, rarely in a log file (cron)."""
+    return 2.0 if _stderr.is_terminal else 30.0
+
+
 def progress(snap: RunSnapshot) -> None:
     """Print the progress line on stderr."""
     info(progress_line(snap))

@@ -96,6 +96,16 @@ def test_failures_exit_3_then_retry_failed(tmp_path: Path, pacs: QueryRetrieveSC
     assert (retried[1]["ran"], retried[1]["done"], retried[1]["failed"]) == (10, 10, 0)
 
 
+def test_warning_status_counts_as_done(tmp_path: Path, pacs: QueryRetrieveSCP) -> None:
+    """A warning final status settles the request as done, and status counts the warnings."""
+    pacs.faults = Faults(status=0xB000)
+    config = _config(tmp_path, pacs, rows=3)
+    result, summary = cli_json("run", config)
+    assert result.exit_code == 0
+    assert summary["done"] == 3
+    assert cli_json("status", config)[1]["warnings"] == 3
+
+
 def test_out_of_resources_is_retried_then_fails(tmp_path: Path, pacs: QueryRetrieveSCP) -> None:
     """0xA700 is retried with back-off, then recorded as failed with its attempts."""
     pacs.faults = Faults(status=0xA700)
