@@ -15,9 +15,10 @@ import contextlib
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from io import BytesIO
+from typing import Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -38,6 +39,7 @@ from pynetdicom.pdu_primitives import (
     ImplementationClassUIDNotification,
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AddressInformation
@@ -59,18 +61,43 @@ _REJECT_TEXT = {
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """One DIMSE response: its status, error comment and, if sent, its decoded data set."""
+    """One DIMSE response: its status, error comment, sub-operation counts and decoded data set."""
 
     status: int
     comment: str | None
     dataset: Dataset | None
+    counts: dict[str, int] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Command:
-    status: int
-    has_dataset: bool
-    comment: str | None
+    field: int = 0
+    status: int = 0xFFFF
+    has_dataset: bool = False
+    comment: str | None = None
+    message_id: int = 0
+    sop_class: str = ""
+    sop_instance: str = ""
+    counts: dict[str, int] | None = None
+
+
+_COUNT_NAMES = {0x1020: "remaining", 0x1021: "completed", 0x1022: "failed", 0x1023: "warning"}
+
+
+class StoreSink(Protocol):
+    """Where a C-STORE sub-operation received over C-GET goes, fragment by fragment."""
+
+    def begin(self, sop_class: str, sop_instance: str, transfer_syntax: str) -> StoreFile:
+        """Open the file that the data set fragments are written to."""
+
+    def end(self, file: StoreFile, ok: bool) -> int:
+        """The data set is complete (``ok``) or broken off; returns the C-STORE status to answer."""
+
+
+class StoreFile(Protocol):
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def discard(self) -> None: ...
 
 
 class LeanAssociation:
@@ -81,6 +108,7 @@ class LeanAssociation:
         self._sock = sock
         self.contexts = contexts  # abstract syntax → (context ID, transfer syntax)
         self._peer_max_pdu = peer_max_pdu or 0
+        self._syntax_of = {context_id: str(syntax) for context_id, syntax in contexts.values()}
         self._where = where
         self._aborted = threading.Event()
         self._silent = False
@@ -90,8 +118,13 @@ class LeanAssociation:
 
     @classmethod
     def open(cls, host: str, port: int, *, called: str, calling: str, abstract_syntaxes: list[str],
-             connect_timeout: float, timeout: float) -> LeanAssociation:  # fmt: skip
-        """Connect, negotiate and return an established association, or raise a NetworkError."""
+             connect_timeout: float, timeout: float,
+             storage: Sequence[tuple[str, Sequence[str]]] = ()) -> LeanAssociation:  # fmt: skip
+        """Connect, negotiate and return an established association, or raise a NetworkError.
+
+        ``storage`` lists (SOP class, transfer syntaxes) we accept C-STOREs for, in the SCP role
+        (C-GET): each becomes a presentation context with a role selection item.
+        """
         where = f"{called}@{host}:{port}"
         try:
             sock = socket.create_connection((host, port), timeout=connect_timeout)
@@ -100,7 +133,7 @@ class LeanAssociation:
             raise ConnectionFailed(msg) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.sendall(_associate_rq(host, port, called, calling, abstract_syntaxes))
+            sock.sendall(_associate_rq(host, port, called, calling, abstract_syntaxes, storage))
             kind, body = _read_pdu(sock)
         except (OSError, AssociationAborted):
             sock.close()
@@ -126,7 +159,7 @@ class LeanAssociation:
         ac = A_ASSOCIATE_AC()
         ac.decode(body)
         primitive = ac.to_primitive()
-        proposed = {2 * i + 1: uid for i, uid in enumerate(abstract_syntaxes)}
+        proposed = {2 * i + 1: uid for i, uid in enumerate([*abstract_syntaxes, *(c for c, _ in storage)])}
         contexts: dict[str, tuple[int, UID]] = {}
         for answer in primitive.presentation_context_definition_results_list:
             context_id = int(answer.context_id or 0)
@@ -143,12 +176,28 @@ class LeanAssociation:
 
     def find(self, model: str, identifier: Dataset, msg_id: int) -> Iterator[Response]:
         """Send a C-FIND and yield every response, the final one last."""
-        context_id, syntax = self._context(model)
         command = _command([(0x0002, _ui(model)), (0x0100, _us(0x0020)), (0x0110, _us(msg_id)),
                             (0x0700, _us(PRIORITY_LOW)), (0x0800, _us(0x0001))])  # fmt: skip
+        return self._request(model, command, identifier, None)
+
+    def move(self, model: str, identifier: Dataset, msg_id: int, destination: str) -> Iterator[Response]:
+        """Send a C-MOVE to ``destination`` and yield every response, the final one last."""
+        command = _command([(0x0002, _ui(model)), (0x0100, _us(0x0021)), (0x0110, _us(msg_id)),
+                            (0x0600, _ae(destination)), (0x0700, _us(PRIORITY_LOW)),
+                            (0x0800, _us(0x0001))])  # fmt: skip
+        return self._request(model, command, identifier, None)
+
+    def get(self, model: str, identifier: Dataset, msg_id: int, sink: StoreSink) -> Iterator[Response]:
+        """Send a C-GET; C-STOREs arriving meanwhile go to ``sink``. Yields every C-GET response."""
+        command = _command([(0x0002, _ui(model)), (0x0100, _us(0x0010)), (0x0110, _us(msg_id)),
+                            (0x0700, _us(PRIORITY_LOW)), (0x0800, _us(0x0001))])  # fmt: skip
+        return self._request(model, command, identifier, sink)
+
+    def _request(self, model: str, command: bytes, identifier: Dataset, sink: StoreSink | None) -> Iterator[Response]:
+        context_id, syntax = self._context(model)
         self._send(context_id, command, _encode(identifier, syntax))
         while True:
-            response = self._receive(syntax)
+            response = self._receive(syntax, sink)
             yield response
             if response.status not in (0xFF00, 0xFF01):
                 return
@@ -159,7 +208,7 @@ class LeanAssociation:
         command = _command([(0x0002, _ui(VERIFICATION)), (0x0100, _us(0x0030)), (0x0110, _us(msg_id)),
                             (0x0800, _us(0x0101))])  # fmt: skip
         self._send(context_id, command, None)
-        return self._receive(syntax).status
+        return self._receive(syntax, None).status
 
     def _context(self, abstract_syntax: str) -> tuple[int, UID]:
         try:
@@ -179,33 +228,68 @@ class LeanAssociation:
         except OSError:
             self._fail()
 
-    def _receive(self, syntax: UID) -> Response:
-        """Read PDUs until one whole DIMSE response (command set and its data set) has arrived."""
+    def _receive(self, syntax: UID, sink: StoreSink | None) -> Response:
+        """Read PDUs until one whole DIMSE response has arrived; serve C-STOREs on the way."""
         command = bytearray()
         data = bytearray()
         parsed: _Command | None = None
-        while True:
-            try:
-                kind, body = _read_pdu(self._sock)
-            except (OSError, AssociationAborted):
-                self._fail()
-            if kind != 0x04:
-                if kind == 0x05:  # the peer wants to release: answer; the request is lost
-                    with contextlib.suppress(OSError):
-                        self._sock.sendall(_release_rp())
-                self._fail()
-            for control, fragment in _pdvs(body):
-                if control & 0x01:
-                    command += fragment
-                    if control & 0x02:
+        store: StoreFile | None = None
+        try:
+            while True:
+                body = self._next_pdu()
+                for context_id, control, fragment in _pdvs(body):
+                    if control & 0x01:
+                        command += fragment
+                        if not control & 0x02:
+                            continue
                         parsed = _parse_command(bytes(command))
-                        if not parsed.has_dataset:
-                            return Response(parsed.status, parsed.comment, None)
-                else:
-                    data += fragment
-                    if control & 0x02 and parsed is not None:
-                        ds = decode(BytesIO(bytes(data)), syntax.is_implicit_VR, syntax.is_little_endian)
-                        return Response(parsed.status, parsed.comment, ds)
+                        command.clear()
+                        if parsed.field == 0x0001:  # C-STORE-RQ: a C-GET sub-operation
+                            store = self._begin_store(parsed, context_id, sink)
+                        elif not parsed.has_dataset:
+                            return Response(parsed.status, parsed.comment, None, parsed.counts)
+                    elif store is not None and parsed is not None:
+                        store.write(fragment)
+                        if control & 0x02:
+                            self._end_store(parsed, context_id, sink, store)
+                            store, parsed = None, None
+                    else:
+                        data += fragment
+                        if control & 0x02 and parsed is not None:
+                            ds = decode(BytesIO(bytes(data)), syntax.is_implicit_VR, syntax.is_little_endian)
+                            return Response(parsed.status, parsed.comment, ds, parsed.counts)
+        except BaseException:
+            if store is not None and sink is not None:
+                sink.end(store, ok=False)
+            raise
+
+    def _next_pdu(self) -> bytes:
+        """The next P-DATA-TF PDU; anything else ends the association."""
+        try:
+            kind, body = _read_pdu(self._sock)
+        except (OSError, AssociationAborted):
+            self._fail()
+        if kind != 0x04:
+            if kind == 0x05:  # the peer wants to release: answer; the request is lost
+                with contextlib.suppress(OSError):
+                    self._sock.sendall(_release_rp())
+            self._fail()
+        return body
+
+    def _begin_store(self, command: _Command, context_id: int, sink: StoreSink | None) -> StoreFile:
+        if sink is None:
+            msg = "the PACS sent a C-STORE on an association that expects none"
+            raise AssociationAborted(msg)
+        syntax = self._syntax_of.get(context_id, "")
+        return sink.begin(command.sop_class, command.sop_instance, syntax)
+
+    def _end_store(self, command: _Command, context_id: int, sink: StoreSink | None, store: StoreFile) -> None:
+        assert sink is not None
+        status = sink.end(store, ok=True)
+        response = _command([(0x0002, _ui(command.sop_class)), (0x0100, _us(0x8001)),
+                             (0x0120, _us(command.message_id)), (0x0800, _us(0x0101)), (0x0900, _us(status)),
+                             (0x1000, _ui(command.sop_instance))])  # fmt: skip
+        self._send(context_id, response, None)
 
     def _fail(self) -> None:
         self.alive = False
@@ -259,26 +343,45 @@ def _us(value: int) -> bytes:
     return _US.pack(value)
 
 
+def _ae(title: str) -> bytes:
+    return title.encode("ascii").ljust(16)
+
+
 def _command(fields: list[tuple[int, bytes]]) -> bytes:
     """A group 0000 command set, Implicit VR Little Endian, with its group length first."""
     body = b"".join(_ELEMENT.pack(0, element, len(value)) + value for element, value in fields)
     return _ELEMENT.pack(0, 0, 4) + struct.pack("<L", len(body)) + body
 
 
+def _text(value: bytes) -> str:
+    return value.decode("ascii", "replace").rstrip(" \0")
+
+
 def _parse_command(raw: bytes) -> _Command:
-    status, has_dataset, comment = 0xFFFF, False, None
+    command = _Command()
     offset = 0
     while offset + 8 <= len(raw):
         _, element, length = _ELEMENT.unpack_from(raw, offset)
         value = raw[offset + 8 : offset + 8 + length]
         offset += 8 + length
         if element == 0x0900:
-            status = _US.unpack(value)[0]
+            command.status = _US.unpack(value)[0]
+        elif element == 0x0100:
+            command.field = _US.unpack(value)[0]
         elif element == 0x0800:
-            has_dataset = _US.unpack(value)[0] != 0x0101
+            command.has_dataset = _US.unpack(value)[0] != 0x0101
         elif element == 0x0902:
-            comment = value.decode("ascii", "replace").rstrip(" \0") or None
-    return _Command(status, has_dataset, comment)
+            command.comment = _text(value) or None
+        elif element == 0x0110:
+            command.message_id = _US.unpack(value)[0]
+        elif element == 0x0002:
+            command.sop_class = _text(value)
+        elif element == 0x1000:
+            command.sop_instance = _text(value)
+        elif element in _COUNT_NAMES and length == 2:
+            command.counts = command.counts or {}
+            command.counts[_COUNT_NAMES[element]] = _US.unpack(value)[0]
+    return command
 
 
 def _p_data(context_id: int, control: int, data: bytes, chunk: int) -> bytes:
@@ -292,12 +395,13 @@ def _p_data(context_id: int, control: int, data: bytes, chunk: int) -> bytes:
     return b"".join(out)
 
 
-def _pdvs(pdu: bytes) -> Iterator[tuple[int, bytes]]:
-    """(message control header, fragment) of every PDV item of a P-DATA-TF PDU."""
+def _pdvs(pdu: bytes) -> Iterator[tuple[int, int, memoryview]]:
+    """(context ID, message control header, fragment) of every PDV item of a P-DATA-TF PDU."""
+    view = memoryview(pdu)
     offset = 6
     while offset + 6 <= len(pdu):
-        length, _, control = _PDV.unpack_from(pdu, offset)
-        yield control, pdu[offset + 6 : offset + 4 + length]
+        length, context_id, control = _PDV.unpack_from(pdu, offset)
+        yield context_id, control, view[offset + 6 : offset + 4 + length]
         offset += 4 + length
 
 
@@ -329,28 +433,41 @@ def _encode(ds: Dataset, syntax: UID) -> bytes:
     return data
 
 
-def _associate_rq(host: str, port: int, called: str, calling: str, abstract_syntaxes: list[str]) -> bytes:
+def _associate_rq(host: str, port: int, called: str, calling: str, abstract_syntaxes: list[str],
+                  storage: Sequence[tuple[str, Sequence[str]]]) -> bytes:  # fmt: skip
     primitive = A_ASSOCIATE()
     primitive.application_context_name = UID(APPLICATION_CONTEXT)
     primitive.calling_ae_title = calling
     primitive.called_ae_title = called
     primitive.calling_presentation_address = AddressInformation("127.0.0.1", 0)
     primitive.called_presentation_address = AddressInformation(host, port)
+    proposals = [(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for uid in abstract_syntaxes]
+    proposals += [(uid, [UID(ts) for ts in syntaxes]) for uid, syntaxes in storage]
+    if len(proposals) > 128:
+        msg = f"Unable to propose {len(proposals)} presentation contexts as an association allows 128"
+        raise ValueError(msg)
     contexts = []
-    for index, uid in enumerate(abstract_syntaxes):
+    for index, (uid, syntaxes) in enumerate(proposals):
         context = PresentationContext()
         context.context_id = 2 * index + 1
         context.abstract_syntax = UID(uid)
-        context.transfer_syntax = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        context.transfer_syntax = list(syntaxes)
         contexts.append(context)
     primitive.presentation_context_definition_list = contexts
+    roles = []
+    for uid in dict.fromkeys(uid for uid, _ in storage):
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = UID(uid)
+        role.scu_role = False
+        role.scp_role = True
+        roles.append(role)
     max_length = MaximumLengthNotification()
     max_length.maximum_length_received = 0
     class_uid = ImplementationClassUIDNotification()
     class_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
     version = ImplementationVersionNameNotification()
     version.implementation_version_name = VERSION_NAME
-    primitive.user_information = [max_length, class_uid, version]
+    primitive.user_information = [max_length, class_uid, *roles, version]
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(primitive)
     return pdu.encode()

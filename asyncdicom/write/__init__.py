@@ -1,0 +1,1 @@
+"""Writing received instances: paths, spool files, the writer pipeline."""

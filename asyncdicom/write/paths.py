@@ -1,0 +1,75 @@
+"""Directory and file names from DICOM attributes: sanitised, bounded, confined (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+
+MAX_COMPONENT_BYTES = 100
+_FORBIDDEN = re.compile(r'[\x00-\x1f\x7f/\\<>:"|?*]')
+_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+def placeholder(keyword: str) -> str:
+    """The visible name used when an attribute is missing or empty."""
+    return f"NO_{keyword}"
+
+
+def sanitize(value: str, keyword: str) -> str:
+    """One safe path component for ``value``: no separators, control or reserved characters,
+    never ``.``/``..``, at most 100 bytes (long values keep a hash suffix so they stay distinct)."""
+    text = unicodedata.normalize("NFC", value).strip()
+    text = _FORBIDDEN.sub("_", text).strip(" .")
+    if not text or set(text) <= {"_"}:
+        return placeholder(keyword)
+    if text.upper().split(".")[0] in _RESERVED:
+        text = "_" + text
+    raw = text.encode("utf-8")
+    if len(raw) > MAX_COMPONENT_BYTES:
+        digest = hashlib.sha256(raw).hexdigest()[:12]
+        text = raw[: MAX_COMPONENT_BYTES - 13].decode("utf-8", "ignore").rstrip(" .") + "_" + digest
+    return text
+
+
+def render(structure: Sequence[str], filename: str, attrs: Mapping[str, str]) -> PurePosixPath:
+    """Relative path ``<structure…>/<filename>.dcm`` from the attribute values."""
+    parts = [sanitize(attrs.get(keyword, ""), keyword) for keyword in structure]
+    parts.append(sanitize(attrs.get(filename, ""), filename) + ".dcm")
+    return PurePosixPath(*parts)
+
+
+def confine(root: Path, relative: PurePosixPath) -> Path:
+    """``root / relative``, refusing anything that would land outside ``root``."""
+    target = (root / relative).resolve()
+    base = root.resolve()
+    if target != base and base not in target.parents:
+        msg = f"Unable to use the path {relative} as it leaves the output directory"
+        raise ValueError(msg)
+    return target
+
+
+def with_suffix_number(path: Path, number: int) -> Path:
+    """``name_<n>.dcm`` beside ``path``: the name given to a different instance that collides."""
+    return path.with_name(f"{path.stem}_{number}{path.suffix}")
+
+
+def collision_warning(structure: Sequence[str], filename: str) -> str | None:
+    """A warning when different instances can render to the same path."""
+    unique = {"SOPInstanceUID", "MediaStorageSOPInstanceUID"}
+    if filename in unique:
+        return None
+    if filename in {"InstanceNumber", "AcquisitionNumber", "SliceLocation", "ImageIndex"}:
+        if "SeriesInstanceUID" not in structure and "SeriesNumber" not in structure:
+            return (
+                f"output.filename {filename} repeats across series, and output.directory_structure has no "
+                "series-level key (SeriesInstanceUID): files of different series will collide and be "
+                "suffixed _1, _2…; add SeriesInstanceUID to the structure"
+            )
+        return None
+    return (
+        f"output.filename {filename} may repeat across instances: colliding files will be suffixed _1, _2…; "
+        "SOPInstanceUID never collides"
+    )
