@@ -29,8 +29,9 @@ from asyncdicom.engine.scheduler import RequestResult
 from asyncdicom.errors import CheckpointError
 from asyncdicom.plan import Plan, Request
 from asyncdicom.stats import RunStats
+from asyncdicom.write.pipeline import InstanceRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BATCH = 500
 
 _MIGRATIONS: dict[int, str] = {
@@ -64,6 +65,45 @@ _MIGRATIONS: dict[int, str] = {
         outcome TEXT,
         counts TEXT
     );
+    """,
+    # 2: retrieval. Requests may be 'partial' and carry sub-operation counts; one row per instance.
+    2: """
+    CREATE TABLE requests_v2 (
+        key TEXT PRIMARY KEY,
+        line INTEGER NOT NULL,
+        elements TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed', 'partial')),
+        in_plan INTEGER NOT NULL DEFAULT 1,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        status INTEGER,
+        category TEXT,
+        error TEXT,
+        matches INTEGER,
+        elapsed REAL,
+        updated REAL,
+        completed INTEGER,
+        failed_ops INTEGER,
+        warning_ops INTEGER,
+        received INTEGER,
+        missing TEXT
+    );
+    INSERT INTO requests_v2 (key, line, elements, state, in_plan, attempts, status, category, error, matches,
+                             elapsed, updated)
+        SELECT key, line, elements, state, in_plan, attempts, status, category, error, matches, elapsed, updated
+        FROM requests;
+    DROP TABLE requests;
+    ALTER TABLE requests_v2 RENAME TO requests;
+    CREATE INDEX requests_state ON requests (in_plan, state);
+    CREATE TABLE instances (
+        sop_uid TEXT PRIMARY KEY,
+        request_key TEXT,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        transfer_syntax TEXT,
+        state TEXT NOT NULL,
+        received REAL NOT NULL
+    );
+    CREATE INDEX instances_request ON instances (request_key);
     """,
 }
 
@@ -134,7 +174,11 @@ class Ledger:
             )
             raise CheckpointError(msg)
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            await self.db.executescript(f"BEGIN; {_MIGRATIONS[target]} PRAGMA user_version = {target}; COMMIT;")
+            # foreign keys off while tables are rebuilt, so no cascade fires
+            await self.db.executescript(
+                f"PRAGMA foreign_keys = OFF; BEGIN; {_MIGRATIONS[target]} PRAGMA user_version = {target}; COMMIT; "
+                "PRAGMA foreign_keys = ON;"
+            )
 
     async def get_meta(self, key: str) -> str | None:
         async with self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
@@ -216,7 +260,7 @@ class Ledger:
 
         On exit (even when cancelled) everything recorded so far is committed first.
         """
-        send, receive = anyio.create_memory_object_stream[tuple[Request, RequestResult]](BATCH * 2)
+        send, receive = anyio.create_memory_object_stream[_Item](BATCH * 2)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._writer, receive, stats)
             try:
@@ -224,10 +268,10 @@ class Ledger:
             finally:
                 send.close()
 
-    async def _writer(self, receive: MemoryObjectReceiveStream[tuple[Request, RequestResult]], stats: RunStats) -> None:
+    async def _writer(self, receive: MemoryObjectReceiveStream[_Item], stats: RunStats) -> None:
         with anyio.CancelScope(shield=True):
             async with receive:
-                batch: list[tuple[Request, RequestResult]] = []
+                batch: list[_Item] = []
                 async for item in receive:
                     batch.append(item)
                     while len(batch) < BATCH:
@@ -236,20 +280,34 @@ class Ledger:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     await self._commit(batch)
-                    for _, result in batch:
+                    for item in batch:
+                        if isinstance(item, InstanceRecord):
+                            continue
+                        result = item[1]
                         if result.state == "done":
                             stats.done += 1
                             stats.matches += len(result.matches)
+                        elif result.state == "partial":
+                            stats.partial += 1
                         else:
                             stats.failed += 1
                     batch = []
 
-    async def _commit(self, batch: Sequence[tuple[Request, RequestResult]]) -> None:
+    async def _commit(self, items: Sequence[_Item]) -> None:
+        """One transaction: instances first (in arrival order), then settled requests."""
         now = time.time()
         db = self.db
+        instances = [item for item in items if isinstance(item, InstanceRecord)]
+        batch = [item for item in items if not isinstance(item, InstanceRecord)]
+        await db.executemany(
+            "INSERT OR IGNORE INTO instances (sop_uid, request_key, path, size, transfer_syntax, state, received) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ((i.sop_uid, i.request_key, i.path, i.size, i.transfer_syntax, i.state, now) for i in instances),
+        )
         await db.executemany(
             "UPDATE requests SET state = ?, attempts = attempts + ?, status = ?, category = ?, "
-            "error = ?, matches = ?, elapsed = ?, updated = ? WHERE key = ?",
+            "error = ?, matches = ?, elapsed = ?, updated = ?, completed = ?, failed_ops = ?, warning_ops = ?, "
+            "received = ?, missing = ? WHERE key = ?",
             (
                 (
                     res.state,
@@ -260,6 +318,8 @@ class Ledger:
                     len(res.matches),
                     res.elapsed,
                     now,
+                    *_counts(res),
+                    json.dumps(list(res.missing)) if res.missing else None,
                     req.key,
                 )
                 for req, res in batch
@@ -310,7 +370,7 @@ class Ledger:
         ) as cursor:
             warnings = (await cursor.fetchone() or (0,))[0]
         return {
-            "requests": {state: counts.get(state, 0) for state in ("done", "failed", "pending")},
+            "requests": {state: counts.get(state, 0) for state in ("done", "failed", "pending", "partial")},
             "matches": matches,
             "warnings": warnings,
             "last_run": None if last is None else {"started": last[0], "finished": last[1], "outcome": last[2]},
@@ -351,15 +411,27 @@ class Ledger:
         await self.db.close()
 
 
+_Item = tuple[Request, RequestResult] | InstanceRecord
+
+
+def _counts(result: RequestResult) -> tuple[int | None, int | None, int | None, int | None]:
+    counts = result.counts or {}
+    return counts.get("completed"), counts.get("failed"), counts.get("warning"), result.received
+
+
 class _Recorder:
     """The writer task's inbox."""
 
-    def __init__(self, send: ObjectSendStream[tuple[Request, RequestResult]]) -> None:
+    def __init__(self, send: ObjectSendStream[_Item]) -> None:
         self._send = send
 
     async def record(self, request: Request, result: RequestResult) -> None:
         """Queue a result; it is committed with the next batch."""
         await self._send.send((request, result))
+
+    async def record_instance(self, record: InstanceRecord) -> None:
+        """Queue a placed instance; committed with the next batch, before later results."""
+        await self._send.send(record)
 
 
 async def write_atomic(path: Path, data: bytes) -> None:

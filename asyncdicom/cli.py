@@ -109,9 +109,11 @@ def run(
         if cfg.request.type == "c-echo":
             return _echo_result(cfg, anyio.run(echo, backend, backend="asyncio"), json_out)
         options = RunOptions(
-            restart=restart, retry_failed=retry_failed, progress=None if quiet else report.progress,
+            restart=restart,
+            retry_failed=retry_failed,
+            progress=None if quiet else report.progress,
             progress_every=report.progress_interval(),
-        )  # fmt: skip
+        )
         result = anyio.run(run_plan, cfg, plan, backend, options, backend="asyncio")
         if not quiet or result.message:
             report.summary(result.to_json())

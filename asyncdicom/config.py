@@ -22,12 +22,15 @@ import yaml
 
 from asyncdicom.elements import ElementError, ElementSpec, parse_element, parse_path
 from asyncdicom.errors import ConfigError
+from asyncdicom.net.storage import COMMON_IMAGES, MAX_CONTEXTS, OTHER_CLASSES, QUERY_CONTEXTS
 
 RequestType = Literal["c-find", "c-move", "c-get", "c-echo"]
 Model = Literal["patient", "study", "psonly"]
 Mode = Literal["faithful", "safe"]
 
 DEFAULT_THREADS = 4
+KNOWN_STORAGE_CLASSES = frozenset(COMMON_IMAGES + OTHER_CLASSES)
+MAX_EXTRA_CLASSES = MAX_CONTEXTS - QUERY_CONTEXTS - len(KNOWN_STORAGE_CLASSES)
 DEFAULT_LOCAL_AET = "ASYNCDICOM"
 DEFAULT_LOCAL_PORT = 11112
 
@@ -47,6 +50,7 @@ class LocalConfig:
 
     port: int = DEFAULT_LOCAL_PORT
     aet: str = DEFAULT_LOCAL_AET
+    allowed_aets: tuple[str, ...] = ()  # calling AE titles our storage SCP accepts; empty = pacs.aet
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +67,7 @@ class RequestConfig:
     timeout: float = 30.0
     connect_timeout: float = 10.0
     retries: int = 3
+    sop_classes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,7 +136,7 @@ _T = TypeVar("_T")
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "pacs": ("hostname", "port", "aet"),
-    "local": ("port", "aet"),
+    "local": ("port", "aet", "allowed_aets"),
     "request": (
         "type",
         "model",
@@ -245,6 +250,23 @@ def _as_ae(value: object, where: str) -> str:
     if _AE_FORBIDDEN.search(title):
         raise ConfigError(where, "an AE title cannot contain backslashes or control characters")
     return title
+
+
+def _ae_list(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(where, f"expected a list of AE titles, got {_typename(value)}")
+    return tuple(_as_ae(item, f"{where}[{index}]") for index, item in enumerate(value))
+
+
+def _uid_list(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(where, f"expected a list of SOP Class UIDs, got {_typename(value)}")
+    uids = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", item.strip()) or len(item) > 64:
+            raise ConfigError(f"{where}[{index}]", "expected a UID such as 1.2.840.10008.5.1.4.1.1.2")
+        uids.append(item.strip())
+    return tuple(uids)
 
 
 def _positive_int(value: object, where: str) -> int:
@@ -415,6 +437,7 @@ def parse_config(raw: object, *, source: Path, batch_file: Path | None = None) -
     local = LocalConfig(
         port=local_s.get("port", _as_port, DEFAULT_LOCAL_PORT),
         aet=local_s.get("aet", _as_ae, DEFAULT_LOCAL_AET),
+        allowed_aets=local_s.get("allowed_aets", _ae_list, ()) or (pacs.aet,),
     )
     request = _request(sections["request"], paths, batch_file)
     schedule = _schedule(sections["schedule"])
@@ -452,6 +475,14 @@ def _request(section: _Section, paths: _Paths, batch_file: Path | None) -> Reque
     elements = section.get("elements", _elements, no_elements)
     if kind != "c-echo" and not elements and batch is None:
         raise ConfigError("request.elements", "required for a query or retrieve: list the elements to send")
+    no_classes: tuple[str, ...] = ()
+    sop_classes = section.get("sop_classes", _uid_list, no_classes)
+    if len(set(sop_classes) - KNOWN_STORAGE_CLASSES) > MAX_EXTRA_CLASSES:
+        raise ConfigError(
+            "request.sop_classes",
+            f"adds more than {MAX_EXTRA_CLASSES} SOP classes, which would not fit in one association's "
+            "128 presentation contexts; list only the classes your studies contain",
+        )
     return RequestConfig(
         type=kind,
         model=cast(Model, section.get("model", _choice("patient", "study", "psonly"), "study")),
@@ -463,6 +494,7 @@ def _request(section: _Section, paths: _Paths, batch_file: Path | None) -> Reque
         timeout=section.get("timeout", _positive_float, 30.0),
         connect_timeout=section.get("connect_timeout", _positive_float, 10.0),
         retries=section.get("retries", _non_negative_int, 3),
+        sop_classes=sop_classes,
     )
 
 

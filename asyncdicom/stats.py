@@ -16,17 +16,20 @@ class RunSnapshot:
     done: int
     failed: int
     in_flight: int
+    partial: int
     matches: int
     retries: int
     rejections: int
     silent: int
     concurrency: int
     elapsed: float
+    instances: int = 0
+    duplicates: int = 0
 
     @property
     def finished(self) -> int:
         """Requests settled in this run."""
-        return self.done + self.failed
+        return self.done + self.failed + self.partial
 
     @property
     def remaining(self) -> int:
@@ -50,7 +53,8 @@ class RunStats:
         self.planned = planned
         self.skipped = skipped
         self.concurrency = concurrency
-        self.done = self.failed = self.in_flight = self.matches = 0
+        self.done = self.failed = self.in_flight = self.matches = self.partial = 0
+        self.instances = self.duplicates = 0
         self.retries = self.rejections = self.silent = 0
 
     def snapshot(self) -> RunSnapshot:
@@ -61,12 +65,15 @@ class RunStats:
             done=self.done,
             failed=self.failed,
             in_flight=self.in_flight,
+            partial=self.partial,
             matches=self.matches,
             retries=self.retries,
             rejections=self.rejections,
             silent=self.silent,
             concurrency=self.concurrency,
             elapsed=self._clock() - self._start,
+            instances=self.instances,
+            duplicates=self.duplicates,
         )
 
     def __repr__(self) -> str:

@@ -75,7 +75,7 @@ class TestModelsAndLevels:
             "Query/Retrieve Information Model - FIND' (1.2.840.10008.5.1.4.1.2.3.1); try another request.model "
             "(patient or study)"
         ) in result.stderr.replace("\n", "")
-        assert cli_json("status", config)[1]["requests"] == {"done": 0, "failed": 0, "pending": 2}
+        assert cli_json("status", config)[1]["requests"] == {"done": 0, "failed": 0, "pending": 2, "partial": 0}
 
     def test_non_ascii_names_round_trip(self, tmp_path: Path, orthanc: LoadedOrthanc) -> None:
         """Person names in ISO_IR 192 come back decoded in the library (UTF-8 CSV)."""
@@ -245,7 +245,7 @@ class TestCommands:
         assert cli("run", config).exit_code == 0
         result, doc = cli_json("status", config)
         assert result.exit_code == 0
-        assert doc["requests"] == {"done": 3, "failed": 0, "pending": 0}
+        assert doc["requests"] == {"done": 3, "failed": 0, "pending": 0, "partial": 0}
         assert doc["matches"] == 6
         assert doc["last_run"]["outcome"] == "complete"
 

@@ -15,6 +15,7 @@ def test_progress_line() -> None:
         skipped=20,
         done=30,
         failed=2,
+        partial=0,
         in_flight=4,
         matches=61,
         retries=3,

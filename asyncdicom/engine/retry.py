@@ -13,6 +13,12 @@ from asyncdicom.errors import (
     ServiceNotSupported,
     SilentPeer,
 )
+from asyncdicom.net.base import RetrieveOutcome
+
+_UNKNOWN_DESTINATION = (
+    "the PACS does not know our AE title as a C-MOVE destination (0xA801); register local.aet with "
+    "this machine's address and local.port on the PACS"
+)
 
 
 class Action(Enum):
@@ -21,6 +27,7 @@ class Action(Enum):
     DONE = "done"
     RETRY = "retry"  # try again after ``delay``; counts as an attempt
     FAIL = "fail"  # record the request as failed
+    PARTIAL = "partial"  # record the request as partly retrieved; the next run asks again
     SLOW_DOWN = "slow-down"  # the PACS is busy: hold fewer associations, wait, try again
     RECONNECT = "reconnect"  # the PACS cannot be reached: wait and try again, stop if it lasts
     FATAL = "fatal"  # nothing will work until the configuration changes: stop the run
@@ -69,6 +76,34 @@ class RetryPolicy:
         if 0xA700 <= status <= 0xA7FF and attempt < self.retries:
             return Decision(Action.RETRY, self.backoff(attempt + 2), f"PACS out of resources (0x{status:04X})")
         return Decision(Action.FAIL, reason=f"{category} status 0x{status:04X}")
+
+    def for_retrieve(self, outcome: RetrieveOutcome, attempt: int) -> Decision:
+        """Decide whether a C-MOVE/C-GET is complete: what the PACS reported completed must have
+        arrived and be durable; counters alone are not trusted (Orthanc may report 0)."""
+        category = status_category(outcome.status)
+        completed = outcome.counts.get("completed", 0)
+        failed = outcome.counts.get("failed", 0) + len(outcome.failed_uids) > 0
+        arrived = len(outcome.received)
+        more = attempt < self.retries
+        if category in ("success", "warning") and not failed and arrived >= completed:
+            return Decision(Action.DONE, reason=category)
+        if outcome.status == 0xA801:
+            return Decision(Action.FATAL, reason=_UNKNOWN_DESTINATION)
+        if category in ("success", "warning"):
+            reason = (
+                f"{len(outcome.failed_uids) or outcome.counts.get('failed', 0)} sub-operations failed"
+                if failed
+                else f"the PACS reported {completed} instances sent but {arrived} arrived"
+            )
+            return Decision(Action.RETRY if more else Action.PARTIAL, self.backoff(attempt), reason)
+        reason = f"{category} status 0x{outcome.status:04X}" + (
+            f" after {arrived} instances arrived" if arrived else ""
+        )
+        if 0xA700 <= outcome.status <= 0xA7FF and more:
+            return Decision(Action.RETRY, self.backoff(attempt + 2), reason)
+        if arrived:
+            return Decision(Action.RETRY if more else Action.PARTIAL, self.backoff(attempt), reason)
+        return Decision(Action.FAIL, reason=reason)
 
     def for_error(self, error: NetworkError, attempt: int, unreachable: int = 0) -> Decision:
         """Decide from a network error; ``unreachable`` counts connection failures in a row."""

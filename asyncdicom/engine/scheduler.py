@@ -10,7 +10,7 @@ import functools
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 import anyio
@@ -20,7 +20,7 @@ from asyncdicom.engine.gates import Throttle, WindowGate
 from asyncdicom.engine.limits import AdaptiveConcurrency, LatencyTracker
 from asyncdicom.engine.retry import Action, RetryPolicy, status_category
 from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer
-from asyncdicom.net.base import DicomBackend, DicomSession, FindOutcome
+from asyncdicom.net.base import DicomBackend, DicomSession, FindOutcome, RetrieveOutcome
 from asyncdicom.plan import Request
 from asyncdicom.stats import RunStats
 
@@ -29,17 +29,31 @@ log = logging.getLogger("asyncdicom.engine")
 WATCH_INTERVAL = 0.1
 
 
+State = Literal["done", "failed", "partial"]
+Outcome = FindOutcome | RetrieveOutcome
+
+
 @dataclass(frozen=True, slots=True)
 class RequestResult:
     """How a request ended in this run."""
 
-    state: Literal["done", "failed"]
+    state: State
     attempts: int
     status: int | None = None
     category: str | None = None
     error: str | None = None
     matches: tuple[dict[str, str], ...] = ()
     elapsed: float = 0.0
+    counts: dict[str, int] | None = None
+    received: int | None = None
+    missing: tuple[str, ...] = ()
+
+
+class Operation(Protocol):
+    """What a worker does with a request on its session (a C-FIND by default)."""
+
+    async def __call__(self, session: DicomSession, request: Request, threads: anyio.CapacityLimiter) -> Outcome:
+        """Run the request; raise a NetworkError or return its outcome."""
 
 
 class ResultSink(Protocol):
@@ -58,6 +72,12 @@ class EngineSettings:
     max_rate: float = 0.0
     timeout: float = 30.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    adaptive_silence: bool = True  # False for retrieves: a big instance may legitimately take long
+
+
+async def _find(session: DicomSession, request: Request, threads: anyio.CapacityLimiter) -> Outcome:
+    """The default operation: one C-FIND in a worker thread."""
+    return await anyio.to_thread.run_sync(session.find, request, limiter=threads)
 
 
 class _Slot:
@@ -88,6 +108,7 @@ class Scheduler:
         sink: ResultSink,
         stats: RunStats,
         gate: WindowGate | None = None,
+        operation: Operation | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
@@ -96,7 +117,10 @@ class Scheduler:
         self.gate = gate or WindowGate(None)
         self.throttle = Throttle(settings.max_rate)
         self.concurrency = AdaptiveConcurrency(settings.threads)
-        self.latency = LatencyTracker(ceiling=settings.timeout)
+        self.latency = LatencyTracker(
+            ceiling=settings.timeout, min_samples=50 if settings.adaptive_silence else 1 << 62
+        )
+        self.operation: Operation = operation or _find
         self._associations = anyio.CapacityLimiter(settings.threads)
         self._threads = anyio.CapacityLimiter(settings.threads + 2)
         self._active: dict[DicomSession, int] = {}
@@ -150,9 +174,9 @@ class Scheduler:
             self._active[session] = attempt
             self.stats.in_flight += 1
             error: NetworkError | None = None
-            outcome: FindOutcome | None = None
+            outcome: Outcome | None = None
             try:
-                outcome = await anyio.to_thread.run_sync(session.find, request, limiter=self._threads)
+                outcome = await self.operation(session, request, self._threads)
             except NetworkError as exc:
                 error = exc
             finally:
@@ -160,7 +184,10 @@ class Scheduler:
                 self._active.pop(session, None)
             if outcome is not None:
                 self._unreachable = 0
-                decision = policy.for_status(outcome.status, attempt)
+                if isinstance(outcome, RetrieveOutcome):
+                    decision = policy.for_retrieve(outcome, attempt)
+                else:
+                    decision = policy.for_status(outcome.status, attempt)
                 if decision.action is Action.DONE:
                     self.latency.add(outcome.elapsed / (outcome.pending + 1))
                     self._set_limit(self.concurrency.on_success())
@@ -193,7 +220,8 @@ class Scheduler:
                 self.stats.retries += 1
                 await anyio.sleep(decision.delay)
                 continue
-            await self._settle(request, "failed", attempt, outcome, decision.reason)
+            state: State = "partial" if decision.action is Action.PARTIAL else "failed"
+            await self._settle(request, state, attempt, outcome, decision.reason)
             break
         if self.settings.throttle_time:
             await anyio.sleep(self.settings.throttle_time)
@@ -209,12 +237,7 @@ class Scheduler:
             self.stats.concurrency = limit
 
     async def _settle(
-        self,
-        request: Request,
-        state: Literal["done", "failed"],
-        attempt: int,
-        outcome: FindOutcome | None,
-        error: str | None,
+        self, request: Request, state: State, attempt: int, outcome: Outcome | None, error: str | None
     ) -> None:
         status = outcome.status if outcome else None
         result = RequestResult(
@@ -223,9 +246,11 @@ class Scheduler:
             status=status,
             category=status_category(status) if status is not None else "network",
             error=error or (outcome.comment if outcome else None),
-            matches=outcome.matches if outcome else (),
+            matches=outcome.matches if isinstance(outcome, FindOutcome) else (),
             elapsed=outcome.elapsed if outcome else 0.0,
         )
+        if isinstance(outcome, RetrieveOutcome):
+            result = replace(result, counts=outcome.counts, received=len(outcome.received), missing=outcome.failed_uids)
         await self.sink.record(request, result)
 
     async def _watchdog(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from asyncdicom.plan import Request
 
@@ -25,6 +25,26 @@ class FindOutcome:
     pending: int = field(default=0)
 
 
+@dataclass(frozen=True, slots=True)
+class RetrieveOutcome:
+    """The result of one C-MOVE or C-GET.
+
+    ``counts`` holds the final (or last seen) completed/failed/warning/remaining sub-operation
+    counts; ``failed_uids`` the Failed SOP Instance UID List; ``received`` the SOP Instance
+    UIDs of this request that are durable at their final paths.
+    """
+
+    status: int
+    counts: dict[str, int] = field(default_factory=dict)
+    failed_uids: tuple[str, ...] = ()
+    elapsed: float = 0.0
+    comment: str | None = None
+    pending: int = 0
+    received: frozenset[str] = frozenset()
+    stored: int = 0
+    duplicates: int = 0
+
+
 class DicomSession(Protocol):
     """One association's worth of work, used by a single worker thread at a time.
 
@@ -37,6 +57,9 @@ class DicomSession(Protocol):
 
     def find(self, request: Request) -> FindOutcome:
         """Send one C-FIND and collect every response (re-associating when needed)."""
+
+    def retrieve(self, request: Request, message_id: int, sink: Any) -> RetrieveOutcome:
+        """Send one C-MOVE (``sink`` None) or C-GET (C-STOREs go to ``sink``) and wait for its end."""
 
     def echo(self) -> int:
         """Send one C-ECHO and return its status."""

@@ -52,11 +52,15 @@ PRIORITY_LOW = 0x0002  # a research batch should not push ahead of clinical work
 VERSION_NAME = "ASYNCDICOM_01"
 _HEADER = struct.Struct(">BxL")
 _REJECT_TEXT = {
-    (1, 1): "no reason given", (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognised", (1, 7): "called AE title not recognised",
-    (2, 1): "no reason given", (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion", (3, 2): "local limit exceeded",
-}  # fmt: skip
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognised",
+    (1, 7): "called AE title not recognised",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +107,9 @@ class StoreFile(Protocol):
 class LeanAssociation:
     """One established association, driven by the calling thread only (``abort`` excepted)."""
 
-    def __init__(self, sock: socket.socket, contexts: dict[str, tuple[int, UID]], peer_max_pdu: int,
-                 where: str) -> None:  # fmt: skip
+    def __init__(
+        self, sock: socket.socket, contexts: dict[str, tuple[int, UID]], peer_max_pdu: int, where: str
+    ) -> None:
         self._sock = sock
         self.contexts = contexts  # abstract syntax → (context ID, transfer syntax)
         self._peer_max_pdu = peer_max_pdu or 0
@@ -117,9 +122,18 @@ class LeanAssociation:
     # --- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, host: str, port: int, *, called: str, calling: str, abstract_syntaxes: list[str],
-             connect_timeout: float, timeout: float,
-             storage: Sequence[tuple[str, Sequence[str]]] = ()) -> LeanAssociation:  # fmt: skip
+    def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        called: str,
+        calling: str,
+        abstract_syntaxes: list[str],
+        connect_timeout: float,
+        timeout: float,
+        storage: Sequence[tuple[str, Sequence[str]]] = (),
+    ) -> LeanAssociation:
         """Connect, negotiate and return an established association, or raise a NetworkError.
 
         ``storage`` lists (SOP class, transfer syntaxes) we accept C-STOREs for, in the SCP role
@@ -176,21 +190,42 @@ class LeanAssociation:
 
     def find(self, model: str, identifier: Dataset, msg_id: int) -> Iterator[Response]:
         """Send a C-FIND and yield every response, the final one last."""
-        command = _command([(0x0002, _ui(model)), (0x0100, _us(0x0020)), (0x0110, _us(msg_id)),
-                            (0x0700, _us(PRIORITY_LOW)), (0x0800, _us(0x0001))])  # fmt: skip
+        command = _command(
+            [
+                (0x0002, _ui(model)),
+                (0x0100, _us(0x0020)),
+                (0x0110, _us(msg_id)),
+                (0x0700, _us(PRIORITY_LOW)),
+                (0x0800, _us(0x0001)),
+            ]
+        )
         return self._request(model, command, identifier, None)
 
     def move(self, model: str, identifier: Dataset, msg_id: int, destination: str) -> Iterator[Response]:
         """Send a C-MOVE to ``destination`` and yield every response, the final one last."""
-        command = _command([(0x0002, _ui(model)), (0x0100, _us(0x0021)), (0x0110, _us(msg_id)),
-                            (0x0600, _ae(destination)), (0x0700, _us(PRIORITY_LOW)),
-                            (0x0800, _us(0x0001))])  # fmt: skip
+        command = _command(
+            [
+                (0x0002, _ui(model)),
+                (0x0100, _us(0x0021)),
+                (0x0110, _us(msg_id)),
+                (0x0600, _ae(destination)),
+                (0x0700, _us(PRIORITY_LOW)),
+                (0x0800, _us(0x0001)),
+            ]
+        )
         return self._request(model, command, identifier, None)
 
     def get(self, model: str, identifier: Dataset, msg_id: int, sink: StoreSink) -> Iterator[Response]:
         """Send a C-GET; C-STOREs arriving meanwhile go to ``sink``. Yields every C-GET response."""
-        command = _command([(0x0002, _ui(model)), (0x0100, _us(0x0010)), (0x0110, _us(msg_id)),
-                            (0x0700, _us(PRIORITY_LOW)), (0x0800, _us(0x0001))])  # fmt: skip
+        command = _command(
+            [
+                (0x0002, _ui(model)),
+                (0x0100, _us(0x0010)),
+                (0x0110, _us(msg_id)),
+                (0x0700, _us(PRIORITY_LOW)),
+                (0x0800, _us(0x0001)),
+            ]
+        )
         return self._request(model, command, identifier, sink)
 
     def _request(self, model: str, command: bytes, identifier: Dataset, sink: StoreSink | None) -> Iterator[Response]:
@@ -205,8 +240,9 @@ class LeanAssociation:
     def echo(self, msg_id: int) -> int:
         """Send a C-ECHO; returns its status."""
         context_id, syntax = self._context(VERIFICATION)
-        command = _command([(0x0002, _ui(VERIFICATION)), (0x0100, _us(0x0030)), (0x0110, _us(msg_id)),
-                            (0x0800, _us(0x0101))])  # fmt: skip
+        command = _command(
+            [(0x0002, _ui(VERIFICATION)), (0x0100, _us(0x0030)), (0x0110, _us(msg_id)), (0x0800, _us(0x0101))]
+        )
         self._send(context_id, command, None)
         return self._receive(syntax, None).status
 
@@ -286,9 +322,16 @@ class LeanAssociation:
     def _end_store(self, command: _Command, context_id: int, sink: StoreSink | None, store: StoreFile) -> None:
         assert sink is not None
         status = sink.end(store, ok=True)
-        response = _command([(0x0002, _ui(command.sop_class)), (0x0100, _us(0x8001)),
-                             (0x0120, _us(command.message_id)), (0x0800, _us(0x0101)), (0x0900, _us(status)),
-                             (0x1000, _ui(command.sop_instance))])  # fmt: skip
+        response = _command(
+            [
+                (0x0002, _ui(command.sop_class)),
+                (0x0100, _us(0x8001)),
+                (0x0120, _us(command.message_id)),
+                (0x0800, _us(0x0101)),
+                (0x0900, _us(status)),
+                (0x1000, _ui(command.sop_instance)),
+            ]
+        )
         self._send(context_id, response, None)
 
     def _fail(self) -> None:
@@ -433,8 +476,14 @@ def _encode(ds: Dataset, syntax: UID) -> bytes:
     return data
 
 
-def _associate_rq(host: str, port: int, called: str, calling: str, abstract_syntaxes: list[str],
-                  storage: Sequence[tuple[str, Sequence[str]]]) -> bytes:  # fmt: skip
+def _associate_rq(
+    host: str,
+    port: int,
+    called: str,
+    calling: str,
+    abstract_syntaxes: list[str],
+    storage: Sequence[tuple[str, Sequence[str]]],
+) -> bytes:
     primitive = A_ASSOCIATE()
     primitive.application_context_name = UID(APPLICATION_CONTEXT)
     primitive.calling_ae_title = calling

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Final
 
 from asyncdicom.errors import AssociationAborted, SilentPeer
-from asyncdicom.net.base import FindOutcome
+from asyncdicom.net.base import FindOutcome, RetrieveOutcome
 from asyncdicom.plan import Request
 
 SILENT: Final = object()
@@ -47,6 +47,11 @@ class MockSession:
             return result
         finally:
             self.busy_since = None
+
+    def retrieve(self, request: Request, message_id: int, sink: object) -> RetrieveOutcome:
+        result = self._backend.handler(request)
+        assert isinstance(result, RetrieveOutcome)
+        return result
 
     def echo(self) -> int:
         return 0

@@ -27,8 +27,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from asyncdicom.config import Config
 from asyncdicom.elements import build_identifier
 from asyncdicom.errors import AssociationAborted, ServiceNotSupported, SilentPeer
-from asyncdicom.net.base import PENDING, FindOutcome
-from asyncdicom.net.lean import LeanAssociation
+from asyncdicom.net.base import PENDING, FindOutcome, RetrieveOutcome
+from asyncdicom.net.lean import LeanAssociation, StoreSink
+from asyncdicom.net.storage import storage_contexts
 from asyncdicom.plan import Request
 
 # The "standard" handlers run on every PDU under the AE-wide lock; identifiers may hold PHI.
@@ -42,6 +43,33 @@ FIND_MODELS = {
     "study": StudyRootQueryRetrieveInformationModelFind,
     "psonly": PatientStudyOnlyQueryRetrieveInformationModelFind,
 }
+MOVE_MODELS = {
+    "patient": "1.2.840.10008.5.1.4.1.2.1.2",
+    "study": "1.2.840.10008.5.1.4.1.2.2.2",
+    "psonly": "1.2.840.10008.5.1.4.1.2.3.2",
+}
+GET_MODELS = {
+    "patient": "1.2.840.10008.5.1.4.1.2.1.3",
+    "study": "1.2.840.10008.5.1.4.1.2.2.3",
+    "psonly": "1.2.840.10008.5.1.4.1.2.3.3",
+}
+# Keys sent in C-MOVE/C-GET identifiers: the unique keys (PS3.4 C.4.2.1.4) and, without a
+# Study Instance UID, the accession number that many PACS also accept.
+RETRIEVE_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber")
+
+
+def retrieve_identifier(request: Request) -> Dataset:
+    """QueryRetrieveLevel and the retrieve keys that have values; nothing else.
+
+    Orthanc, for one, matches a STUDY-level retrieve on AccessionNumber before the UID when
+    both are present, so an accession number is left out when the UID is given.
+    """
+    given = {s.leaf.keyword: s for s in request.elements if len(s.path) == 1 and s.value}
+    specs = [s for s in request.elements if len(s.path) == 1 and s.leaf.keyword == "QueryRetrieveLevel"]
+    for keyword in RETRIEVE_KEYS:
+        if keyword in given and not (keyword == "AccessionNumber" and "StudyInstanceUID" in given):
+            specs.append(given[keyword])
+    return build_identifier(specs)
 
 
 def set_nodelay(sock: socket.socket | Any) -> None:
@@ -75,16 +103,27 @@ def identifier_to_text(ds: Dataset) -> dict[str, str]:
     return out
 
 
+def _failed_uids(dataset: Dataset | None) -> tuple[str, ...]:
+    """(0008,0058) Failed SOP Instance UID List of a final response, as a tuple."""
+    value = dataset.get("FailedSOPInstanceUIDList") if dataset is not None else None
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(str(uid) for uid in value)
+
+
 class ScuBackend:
     """Creates :class:`ScuSession` objects for the configured PACS."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.find_model = UID(FIND_MODELS[config.request.model])
-        self.needed = self.find_model if config.request.type == "c-find" else UID(Verification)
-        self._syntaxes = [str(Verification)]
-        if config.request.type == "c-find":
-            self._syntaxes.append(str(self.find_model))
+        kind, model = config.request.type, config.request.model
+        self.find_model = UID(FIND_MODELS[model])
+        self.model = UID(
+            {"c-find": FIND_MODELS, "c-move": MOVE_MODELS, "c-get": GET_MODELS}.get(kind, FIND_MODELS)[model]
+        )
+        self.needed = self.model if kind != "c-echo" else UID(Verification)
+        self._syntaxes = [str(Verification)] + ([str(self.model)] if kind != "c-echo" else [])
+        self._storage = storage_contexts(config.request.sop_classes) if kind == "c-get" else []
 
     def session(self) -> ScuSession:
         """A new session; it associates lazily on first use."""
@@ -94,9 +133,15 @@ class ScuBackend:
         """Open one association to the configured PACS, or raise a NetworkError."""
         pacs, request = self.config.pacs, self.config.request
         assoc = LeanAssociation.open(
-            pacs.hostname, pacs.port, called=pacs.aet, calling=self.config.local.aet,
-            abstract_syntaxes=self._syntaxes, connect_timeout=request.connect_timeout, timeout=request.timeout,
-        )  # fmt: skip
+            pacs.hostname,
+            pacs.port,
+            called=pacs.aet,
+            calling=self.config.local.aet,
+            abstract_syntaxes=self._syntaxes,
+            connect_timeout=request.connect_timeout,
+            timeout=request.timeout,
+            storage=self._storage,
+        )
         if self.needed not in assoc.contexts:
             assoc.release()
             where = f"{pacs.aet}@{pacs.hostname}:{pacs.port}"
@@ -160,9 +205,12 @@ class ScuSession:
                         matches.append(identifier_to_text(response.dataset))
                     continue
                 return FindOutcome(
-                    status=response.status, matches=tuple(matches), elapsed=time.monotonic() - start,
-                    comment=response.comment, pending=len(matches),
-                )  # fmt: skip
+                    status=response.status,
+                    matches=tuple(matches),
+                    elapsed=time.monotonic() - start,
+                    comment=response.comment,
+                    pending=len(matches),
+                )
         except SilentPeer:
             raise
         except AssociationAborted as exc:
@@ -172,6 +220,56 @@ class ScuSession:
         finally:
             self.busy_since = None
         msg = "the C-FIND ended without a final response"  # pragma: no cover - find() always ends on a final
+        raise AssociationAborted(msg)  # pragma: no cover
+
+    def retrieve(self, request: Request, message_id: int, sink: StoreSink | None) -> RetrieveOutcome:
+        """Send one C-MOVE (to our AE title) or, with a ``sink``, one C-GET; collect its responses."""
+        identifier = retrieve_identifier(request)
+        assoc, reused = self._association()
+        try:
+            return self._retrieve_once(assoc, identifier, message_id, sink)
+        except _NoResponse:
+            if not reused:
+                raise
+        assoc, _ = self._association()
+        return self._retrieve_once(assoc, identifier, message_id, sink)
+
+    def _retrieve_once(
+        self, assoc: LeanAssociation, identifier: Dataset, message_id: int, sink: StoreSink | None
+    ) -> RetrieveOutcome:
+        start = self.busy_since = time.monotonic()
+        model = self._backend.model
+        counts: dict[str, int] = {}
+        pending = 0
+        if sink is None:
+            responses = assoc.move(model, identifier, message_id, self._backend.config.local.aet)
+        else:
+            responses = assoc.get(model, identifier, message_id, sink)
+        try:
+            for response in responses:
+                self.busy_since = time.monotonic()
+                counts = response.counts or counts
+                if response.status in PENDING:
+                    pending += 1
+                    continue
+                failed_uids = _failed_uids(response.dataset)
+                return RetrieveOutcome(
+                    status=response.status,
+                    counts=dict(counts),
+                    failed_uids=failed_uids,
+                    elapsed=time.monotonic() - start,
+                    comment=response.comment,
+                    pending=pending,
+                )
+        except SilentPeer:
+            raise
+        except AssociationAborted as exc:
+            if pending:
+                raise
+            raise _NoResponse(str(exc)) from None
+        finally:
+            self.busy_since = None
+        msg = "the retrieve ended without a final response"  # pragma: no cover
         raise AssociationAborted(msg)  # pragma: no cover
 
     def echo(self) -> int:

@@ -38,15 +38,17 @@ def _element(group_element: int, vr: bytes, value: bytes) -> bytes:
 
 def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str = "") -> bytes:
     """Preamble, ``DICM`` and a File Meta Information group (Explicit VR Little Endian)."""
-    body = b"".join([
-        _element(0x00020001, b"OB", b"\x00\x01"),
-        _element(0x00020002, b"UI", sop_class.encode("ascii")),
-        _element(0x00020003, b"UI", sop_instance.encode("ascii")),
-        _element(0x00020010, b"UI", transfer_syntax.encode("ascii")),
-        _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
-        _element(0x00020013, b"SH", IMPLEMENTATION_VERSION.encode("ascii")),
-        *([_element(0x00020016, b"AE", source_ae.encode("ascii"))] if source_ae else []),
-    ])  # fmt: skip
+    body = b"".join(
+        [
+            _element(0x00020001, b"OB", b"\x00\x01"),
+            _element(0x00020002, b"UI", sop_class.encode("ascii")),
+            _element(0x00020003, b"UI", sop_instance.encode("ascii")),
+            _element(0x00020010, b"UI", transfer_syntax.encode("ascii")),
+            _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
+            _element(0x00020013, b"SH", IMPLEMENTATION_VERSION.encode("ascii")),
+            *([_element(0x00020016, b"AE", source_ae.encode("ascii"))] if source_ae else []),
+        ]
+    )
     return b"\0" * 128 + b"DICM" + _element(0x00020000, b"UL", struct.pack("<L", len(body))) + body
 
 

@@ -1,0 +1,119 @@
+"""Retrieves in flight: message IDs, which request a received instance belongs to, and when
+every instance a request caused is safely on disk.
+
+Mutations happen on the event loop thread; :meth:`Tracker.attribute` is also called from
+storage threads and only reads (under a lock).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import anyio
+
+from asyncdicom.plan import Request
+
+UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def uid_keys(request: Request) -> dict[str, frozenset[str]]:
+    """The UID values a request asks for, by keyword (lists split on backslashes)."""
+    keys: dict[str, frozenset[str]] = {}
+    for spec in request.elements:
+        if len(spec.path) == 1 and spec.leaf.keyword in UID_KEYS and spec.value:
+            keys[spec.leaf.keyword] = frozenset(spec.value.split("\\"))
+    return keys
+
+
+@dataclass(eq=False)
+class Flight:
+    """One C-MOVE or C-GET in progress."""
+
+    request: Request
+    message_id: int
+    keys: dict[str, frozenset[str]]
+    received: set[str] = field(default_factory=set)
+    stored: int = 0
+    duplicates: int = 0
+    pending: int = 0
+    _changed: anyio.Event = field(default_factory=anyio.Event)
+
+    def matches(self, attrs: Mapping[str, str]) -> bool:
+        """Whether an instance with these UIDs answers this request (every given key must agree)."""
+        if not self.keys:
+            return False
+        return all(attrs.get(keyword, "") in values for keyword, values in self.keys.items())
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_idle(self) -> None:
+        """Return once every instance handed over for this request has been placed."""
+        while self.pending:
+            await self._changed.wait()
+
+
+class Tracker:
+    """Allocates message IDs and attributes received instances to flights."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[int, Flight] = {}
+        self._next_id = 0
+        self.refused = 0
+
+    def open(self, request: Request) -> Flight:
+        """Register a retrieve about to be sent, with a message ID unique among those in flight."""
+        with self._lock:
+            for _ in range(65535):
+                self._next_id = self._next_id % 65535 + 1
+                if self._next_id not in self._flights:
+                    break
+            flight = Flight(request, self._next_id, uid_keys(request))
+            self._flights[flight.message_id] = flight
+            return flight
+
+    def close(self, flight: Flight) -> None:
+        """The retrieve is over; instances arriving for it later are refused."""
+        with self._lock:
+            self._flights.pop(flight.message_id, None)
+
+    def attribute(self, message_id: int | None, attrs: Mapping[str, str] | None) -> Flight | None:
+        """The flight a received instance belongs to: by Move Originator Message ID, else by UIDs."""
+        with self._lock:
+            if message_id is not None and message_id in self._flights:
+                return self._flights[message_id]
+            if attrs is not None:
+                found = [flight for flight in self._flights.values() if flight.matches(attrs)]
+                if found:
+                    return found[0]
+        return None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    @staticmethod
+    def handed_over(flight: Flight) -> None:
+        """An instance of ``flight`` entered the writer queue (event loop thread)."""
+        flight.pending += 1
+
+    @staticmethod
+    def placed(flight: Flight, sop_uid: str, duplicate: bool) -> None:
+        """An instance of ``flight`` is durable at its final path (event loop thread)."""
+        flight.pending -= 1
+        flight.received.add(sop_uid)
+        if duplicate:
+            flight.duplicates += 1
+        else:
+            flight.stored += 1
+        flight._notify()
+
+    @staticmethod
+    def lost(flight: Flight) -> None:
+        """An instance of ``flight`` could not be placed (event loop thread)."""
+        flight.pending -= 1
+        flight._notify()

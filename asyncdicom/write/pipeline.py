@@ -1,0 +1,128 @@
+"""The writer pipeline: spooled instances → (post-processing) → final path → ledger.
+
+A bounded queue sits between the receive path and the writers, so a slow disk or CPU slows
+the PACS down instead of growing memory. Header parsing and file moves run in worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from asyncdicom.engine.tracker import Flight, Tracker
+from asyncdicom.write.spool import Header, Placed, place, read_header
+
+log = logging.getLogger("asyncdicom.write")
+
+QUEUE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """A durable spool file waiting to be placed, and the flight it belongs to (if known)."""
+
+    path: Path
+    flight: Flight | None
+    transfer_syntax: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One placed instance, for the ledger."""
+
+    sop_uid: str
+    request_key: str | None
+    path: str
+    size: int
+    transfer_syntax: str
+    state: str
+
+
+class InstanceSink(Protocol):
+    """Where placed instances are recorded (the ledger)."""
+
+    async def record_instance(self, record: InstanceRecord) -> None:
+        """Queue a placed instance for the ledger."""
+
+
+class Pipeline:
+    """Writer tasks draining a bounded queue of spooled instances."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        structure: tuple[str, ...],
+        filename: str,
+        sink: InstanceSink,
+        tracker: Tracker,
+        workers: int = 2,
+    ) -> None:
+        self.root = root.resolve()
+        self.structure = structure
+        self.filename = filename
+        self.sink = sink
+        self.tracker = tracker
+        self.workers = workers
+        self.placed = self.duplicates = self.errors = 0
+        self._send: MemoryObjectSendStream[Spooled]
+        self._receive: MemoryObjectReceiveStream[Spooled]
+        self._send, self._receive = anyio.create_memory_object_stream[Spooled](QUEUE)
+        self._threads = anyio.CapacityLimiter(workers)
+
+    async def enqueue(self, item: Spooled) -> None:
+        """Hand a spool file over; waits while the queue is full (backpressure to the PACS)."""
+        if item.flight is not None:
+            self.tracker.handed_over(item.flight)
+        await self._send.send(item)
+
+    def close(self) -> None:
+        """No more items will come; writers stop once the queue is drained."""
+        self._send.close()
+
+    async def run(self) -> None:
+        """Run the writer tasks until :meth:`close` and the queue is empty."""
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.workers):
+                tg.start_soon(self._writer, self._receive.clone())
+            self._receive.close()
+
+    async def _writer(self, receive: MemoryObjectReceiveStream[Spooled]) -> None:
+        with anyio.CancelScope(shield=True):  # drain even on Ctrl-C: every spool file gets placed
+            async with receive:
+                async for item in receive:
+                    await self._handle(item)
+
+    async def _handle(self, item: Spooled) -> None:
+        try:
+            header, placed = await anyio.to_thread.run_sync(self._place, item.path, limiter=self._threads)
+        except (OSError, ValueError) as exc:
+            self.errors += 1
+            log.error("unable to store a received instance as %s; it stays in the spool", exc)
+            if item.flight is not None:
+                self.tracker.lost(item.flight)
+            return
+        duplicate = placed.state == "duplicate"
+        self.duplicates += duplicate
+        self.placed += not duplicate
+        await self.sink.record_instance(
+            InstanceRecord(
+                sop_uid=header.sop_instance_uid,
+                request_key=item.flight.request.key if item.flight else None,
+                path=str(placed.path.relative_to(self.root)),
+                size=placed.size,
+                transfer_syntax=header.transfer_syntax or item.transfer_syntax,
+                state=placed.state,
+            )
+        )
+        if item.flight is not None:
+            self.tracker.placed(item.flight, header.sop_instance_uid, duplicate)
+
+    def _place(self, path: Path) -> tuple[Header, Placed]:
+        header = read_header(path, (*self.structure, self.filename))
+        return header, place(path, self.root, self.structure, self.filename, header)
