@@ -369,7 +369,10 @@ class Ledger:
             "SELECT COUNT(*) FROM requests WHERE in_plan = 1 AND state = 'done' AND category = 'warning'"
         ) as cursor:
             warnings = (await cursor.fetchone() or (0,))[0]
+        async with self.db.execute("SELECT COUNT(*) FROM instances") as cursor:
+            instances = (await cursor.fetchone() or (0,))[0]
         return {
+            "instances": instances,
             "requests": {state: counts.get(state, 0) for state in ("done", "failed", "pending", "partial")},
             "matches": matches,
             "warnings": warnings,
@@ -393,6 +396,25 @@ class Ledger:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow([*columns, "row"])
         writer.writerows([*(attrs.get(c, "") for c in columns), line] for line, attrs in rows)
+        await write_atomic(path, buffer.getvalue().encode("utf-8"))
+        return len(rows)
+
+    async def export_requests(self, path: Path, columns: Sequence[str]) -> int:
+        """Write one CSV row per request of the plan with its final state (as pydicom-batch did)."""
+        async with self.db.execute(
+            "SELECT line, elements, state, status, completed, failed_ops, warning_ops, received, error "
+            "FROM requests WHERE in_plan = 1 ORDER BY line, key"
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        extra = ["row", "state", "status", "completed", "failed", "warning", "received", "error"]
+        writer.writerow([*columns, *extra])
+        for line, elements, state, status, completed, failed, warning, received, error in rows:
+            values = {name: value or "" for name, value in json.loads(elements)}
+            status_text = f"0x{status:04X}" if status is not None else ""
+            tail = [line, state, status_text, completed, failed, warning, received, error]
+            writer.writerow([*(values.get(c, "") for c in columns), *("" if v is None else v for v in tail)])
         await write_atomic(path, buffer.getvalue().encode("utf-8"))
         return len(rows)
 

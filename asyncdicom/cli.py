@@ -99,12 +99,6 @@ def run(
         from asyncdicom.runner import run as run_plan
 
         cfg, plan = _load(config, csv)
-        if cfg.request.type in ("c-move", "c-get"):
-            report.error(
-                f"request.type: {cfg.request.type} is not available in asyncdicom {__version__} yet; "
-                "use c-find or c-echo"
-            )
-            return int(ExitCode.USAGE)
         backend = ScuBackend(cfg)
         if cfg.request.type == "c-echo":
             return _echo_result(cfg, anyio.run(echo, backend, backend="asyncio"), json_out)

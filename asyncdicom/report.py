@@ -68,16 +68,27 @@ def summary(report: Mapping[str, Any]) -> None:
     table = Table(title=f"asyncdicom run: {report['outcome']}", show_header=False, title_justify="left")
     table.add_column("what")
     table.add_column("value", justify="right")
-    for label, key in (
+    retrieve = bool(report.get("instances"))
+    rows = [
         ("requests planned", "planned"),
         ("done", "done"),
+        *([("partly retrieved", "partial")] if report.get("partial") else []),
         ("failed", "failed"),
         ("still pending", "pending"),
         ("skipped (done earlier)", "skipped"),
-        ("matches", "matches"),
+        *(
+            [
+                ("instances stored in this run", "instances_new"),
+                ("duplicates received", "duplicate_instances"),
+                ("instances in the ledger", "instances"),
+            ]
+            if retrieve
+            else [("matches", "matches")]
+        ),
         ("retries", "retries"),
         ("seconds", "elapsed"),
-    ):
+    ]
+    for label, key in rows:
         table.add_row(label, str(report.get(key, "")))
     _stderr.print(table)
     if report.get("library_file"):

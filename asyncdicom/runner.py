@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import signal
@@ -22,6 +23,7 @@ from asyncdicom.engine.scheduler import EngineSettings, Scheduler
 from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError
 from asyncdicom.net.base import DicomBackend
 from asyncdicom.plan import Plan
+from asyncdicom.retrieve import Retriever
 from asyncdicom.stats import RunSnapshot, RunStats
 
 log = logging.getLogger("asyncdicom")
@@ -62,6 +64,10 @@ class RunReport:
     rejections: int = 0
     silent: int = 0
     notes: list[str] = field(default_factory=list)
+    partial: int = 0
+    instances: int = 0
+    instances_new: int = 0
+    duplicate_instances: int = 0
 
     @property
     def exit_code(self) -> ExitCode:
@@ -154,11 +160,21 @@ async def _execute(
         max_rate=config.request.max_rate,
         timeout=config.request.timeout,
         policy=RetryPolicy(retries=config.request.retries),
+        adaptive_silence=config.request.type == "c-find",
     )
     interrupted = False
     fatal: AsyncDicomError | None = None
-    async with ledger.recording(stats) as recorder:
-        scheduler = Scheduler(backend, settings, recorder, stats, window_gate(config))
+    async with ledger.recording(stats) as recorder, contextlib.AsyncExitStack() as stack:
+        operation = None
+        if config.request.type in ("c-move", "c-get"):
+            try:
+                retriever = await stack.enter_async_context(Retriever(config, recorder, stats).running())
+                operation = retriever.operation
+            except* AsyncDicomError as group:
+                fatal = _first(group)
+        if fatal is not None:
+            return "fatal", str(fatal)
+        scheduler = Scheduler(backend, settings, recorder, stats, window_gate(config), operation)
         async with anyio.create_task_group() as tg:
 
             async def on_signal() -> None:
@@ -194,7 +210,7 @@ async def _execute(
         return "interrupted", None
     if fatal is not None:
         return "fatal", str(fatal)
-    return ("failed-requests" if stats.failed else "complete"), None
+    return ("failed-requests" if stats.failed or stats.partial else "complete"), None
 
 
 def _first(group: BaseExceptionGroup[AsyncDicomError]) -> AsyncDicomError:
@@ -214,6 +230,8 @@ async def _finish(
     library = config.output.library_file
     if config.request.type == "c-find" and library is not None:
         library_rows = await ledger.export_library(library, plan.columns)
+    elif config.request.type in ("c-move", "c-get") and library is not None:
+        library_rows = await ledger.export_requests(library, plan.columns)
     if outcome in ("complete", "failed-requests") and counts["pending"]:
         outcome = "interrupted"  # pragma: no cover - defensive: work left without a signal
     snap = stats.snapshot()
@@ -236,8 +254,12 @@ async def _finish(
         rejections=snap.rejections,
         silent=snap.silent,
         notes=notes,
+        partial=counts["partial"],
+        instances=summary["instances"],
+        instances_new=snap.instances,
+        duplicate_instances=snap.duplicates,
     )
-    if outcome == "complete" and counts["failed"]:
+    if outcome == "complete" and (counts["failed"] or counts["partial"]):
         report.outcome = "failed-requests"
     await ledger.finish_run(report.outcome, {"done": report.done, "failed": report.failed, "pending": report.pending})
     return report

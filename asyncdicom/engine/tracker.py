@@ -15,11 +15,11 @@ import anyio
 
 from asyncdicom.plan import Request
 
-UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+UID_KEYS = ("PatientID", "AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
 def uid_keys(request: Request) -> dict[str, frozenset[str]]:
-    """The UID values a request asks for, by keyword (lists split on backslashes)."""
+    """The key values a request asks for, by keyword (lists split on backslashes)."""
     keys: dict[str, frozenset[str]] = {}
     for spec in request.elements:
         if len(spec.path) == 1 and spec.leaf.keyword in UID_KEYS and spec.value:

@@ -15,6 +15,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.engine.tracker import Flight, Tracker
+from asyncdicom.stats import RunStats
 from asyncdicom.write.spool import Header, Placed, place, read_header
 
 log = logging.getLogger("asyncdicom.write")
@@ -62,6 +63,7 @@ class Pipeline:
         sink: InstanceSink,
         tracker: Tracker,
         workers: int = 2,
+        stats: RunStats | None = None,
     ) -> None:
         self.root = root.resolve()
         self.structure = structure
@@ -69,6 +71,7 @@ class Pipeline:
         self.sink = sink
         self.tracker = tracker
         self.workers = workers
+        self.stats = stats
         self.placed = self.duplicates = self.errors = 0
         self._send: MemoryObjectSendStream[Spooled]
         self._receive: MemoryObjectReceiveStream[Spooled]
@@ -110,6 +113,9 @@ class Pipeline:
         duplicate = placed.state == "duplicate"
         self.duplicates += duplicate
         self.placed += not duplicate
+        if self.stats is not None:
+            self.stats.instances += not duplicate
+            self.stats.duplicates += duplicate
         await self.sink.record_instance(
             InstanceRecord(
                 sop_uid=header.sop_instance_uid,

@@ -1,0 +1,160 @@
+"""Retrieval wiring: the C-MOVE/C-GET operation, the storage SCP's hand-off, the C-GET sink.
+
+Received instances go: bytes → durable spool file → (attributed to a flight) → writer
+pipeline → final path → ledger. A request's retrieve returns only once every instance it
+caused is at its final path, so "done" always means "on disk".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from asyncdicom.config import Config
+from asyncdicom.engine.tracker import Flight, Tracker
+from asyncdicom.errors import FatalRunError
+from asyncdicom.net.base import DicomSession, RetrieveOutcome
+from asyncdicom.net.scp import STATUS_NOT_REQUESTED, STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, Received, StorageSCP
+from asyncdicom.plan import Request
+from asyncdicom.stats import RunStats
+from asyncdicom.write.pipeline import InstanceSink, Pipeline, Spooled
+from asyncdicom.write.spool import SpoolWriter, file_meta, read_header, sweep
+
+log = logging.getLogger("asyncdicom.retrieve")
+
+MATCH_KEYS = ("PatientID", "AccessionNumber")
+
+
+def spool_dir(config: Config) -> Path:
+    """Where received bytes wait: on the output volume, so the final move is a rename."""
+    assert config.output.directory is not None
+    return config.output.directory / ".asyncdicom" / "spool"
+
+
+class GetSink:
+    """C-STOREs of one C-GET, written to spool files as the fragments arrive (worker thread)."""
+
+    def __init__(self, retriever: Retriever, flight: Flight, source_ae: str) -> None:
+        self._retriever = retriever
+        self._flight = flight
+        self._source = source_ae
+        self._syntaxes: dict[int, str] = {}
+
+    def begin(self, sop_class: str, sop_instance: str, transfer_syntax: str) -> SpoolWriter:
+        writer = SpoolWriter(self._retriever.spool, file_meta(sop_class, sop_instance, transfer_syntax, self._source))
+        self._syntaxes[id(writer)] = transfer_syntax
+        return writer
+
+    def end(self, file: SpoolWriter, ok: bool) -> int:
+        syntax = self._syntaxes.pop(id(file), "")
+        if not ok:
+            file.discard()
+            return STATUS_OUT_OF_RESOURCES
+        try:
+            path = file.commit()
+        except OSError as exc:
+            file.discard()
+            log.error("unable to keep a received instance as %s", exc.strerror)
+            return STATUS_OUT_OF_RESOURCES
+        anyio.from_thread.run(self._retriever.pipeline.enqueue, Spooled(path, self._flight, syntax))
+        return STATUS_SUCCESS
+
+
+class Retriever:
+    """Everything a C-MOVE/C-GET run needs besides the scheduler."""
+
+    def __init__(self, config: Config, sink: InstanceSink, stats: RunStats) -> None:
+        assert config.output.directory is not None
+        self.config = config
+        self.get = config.request.type == "c-get"
+        self.spool = spool_dir(config)
+        self.tracker = Tracker()
+        self.stats = stats
+        self.pipeline = Pipeline(
+            root=config.output.directory,
+            structure=config.output.directory_structure,
+            filename=config.output.filename,
+            sink=sink,
+            tracker=self.tracker,
+            stats=stats,
+        )
+        self.scp: StorageSCP | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+
+    async def operation(
+        self, session: DicomSession, request: Request, threads: anyio.CapacityLimiter
+    ) -> RetrieveOutcome:
+        """One C-MOVE or C-GET, returning once all it delivered is at its final path."""
+        flight = self.tracker.open(request)
+        try:
+            sink = GetSink(self, flight, self.config.pacs.aet) if self.get else None
+            outcome: RetrieveOutcome = await anyio.to_thread.run_sync(
+                session.retrieve, request, flight.message_id, sink, limiter=threads
+            )
+            await flight.wait_idle()
+            return replace(
+                outcome, received=frozenset(flight.received), stored=flight.stored, duplicates=flight.duplicates
+            )
+        finally:
+            self.tracker.close(flight)
+
+    def on_received(self, received: Received) -> int:
+        """Storage SCP thread: attribute a durable spool file and hand it to the writers."""
+        flight = self.tracker.attribute(received.move_message_id, None)
+        if flight is None:
+            try:
+                attrs = read_header(received.path, MATCH_KEYS).attrs
+            except ValueError:
+                attrs = {}
+            flight = self.tracker.attribute(None, attrs)
+        if flight is None:
+            received.path.unlink(missing_ok=True)
+            self.tracker.refused += 1
+            log.warning("refused instance %s: it belongs to no request in flight", received.sop_instance)
+            return STATUS_NOT_REQUESTED
+        # RuntimeError: the run is over; the file is durable in the spool and the next run places it
+        with contextlib.suppress(RuntimeError):
+            item = Spooled(received.path, flight, received.transfer_syntax)
+            anyio.from_thread.run(self.pipeline.enqueue, item, token=self._token)
+        return STATUS_SUCCESS
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Retriever]:
+        """Writers, spool leftovers and (for C-MOVE) the storage SCP, stopped cleanly on exit."""
+        self._token = anyio.lowlevel.current_token()
+        leftovers = await anyio.to_thread.run_sync(sweep, self.spool)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.pipeline.run)
+            try:
+                if leftovers:
+                    log.info("placing %d instances left in the spool by an earlier run", len(leftovers))
+                for path in leftovers:
+                    await self.pipeline.enqueue(Spooled(path, None))
+                if not self.get:
+                    local = self.config.local
+                    self.scp = StorageSCP(
+                        ae_title=local.aet,
+                        port=local.port,
+                        allowed_aets=local.allowed_aets,
+                        max_associations=2 * self.config.request.threads + 2,
+                        spool=self.spool,
+                        on_received=self.on_received,
+                    )
+                    try:
+                        await anyio.to_thread.run_sync(self.scp.start)
+                    except OSError as exc:
+                        raise FatalRunError(str(exc)) from None
+                yield self
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if self.scp is not None:
+                        await anyio.to_thread.run_sync(self.scp.stop)
+                    self.pipeline.close()
