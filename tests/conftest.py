@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.factory import StudySpec, study_specs, write_files
-from tests.pacs_servers import Orthanc
+from tests.factory import StudySpec, study_specs, write_files, write_hostile
+from tests.pacs_servers import Orthanc, free_port
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SAMPLES = SHARED / "reference" / "samples"
@@ -61,6 +61,8 @@ class LoadedOrthanc:
     server: Orthanc
     studies: list[StudySpec]
     instances: list[Any]
+    scp_port: int
+    hostile: list[Any]
 
     @property
     def port(self) -> int:
@@ -75,12 +77,14 @@ class LoadedOrthanc:
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadedOrthanc]:
     """Orthanc with 150 patients x 2 studies x 2 series x 2 instances (1200 instances)."""
     folder = tmp_path_factory.mktemp("orthanc")
-    server = Orthanc(folder / "pacs").start()
+    scp_port = free_port()
+    server = Orthanc(folder / "pacs", modalities={"ASYNCDICOM": ("127.0.0.1", scp_port)}).start()
     specs = study_specs(150, studies_per_patient=2, series=2, instances=2)
     written = write_files(specs, folder / "data")
+    hostile = write_hostile(folder / "data")
     server.store(folder / "data")
     try:
-        yield LoadedOrthanc(server, specs, written)
+        yield LoadedOrthanc(server, specs, written, scp_port, hostile)
     finally:
         server.stop()
 

@@ -98,3 +98,27 @@ def write_files(specs: list[StudySpec], folder: Path) -> list[Dataset]:
             ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
             written.append(ds)
     return written
+
+
+HOSTILE_PATIENT = "../HOSTILE/x"
+
+
+def write_hostile(folder: Path) -> list[Dataset]:
+    """One study whose attribute values try to escape the output tree through paths."""
+    spec = StudySpec(
+        patient_id=HOSTILE_PATIENT,
+        patient_name="Evil^Path",
+        study_uid=generate_uid(),
+        accession="EVIL",
+        study_date="20200101",
+        modality="CT",
+        series=1,
+        instances=3,
+    )
+    written = []
+    for ds in instances(spec):
+        ds.StudyDescription = ".."
+        ds.SeriesDescription = "a/b\\c:d*"
+        ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+        written.append(ds)
+    return written

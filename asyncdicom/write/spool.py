@@ -19,6 +19,7 @@ from typing import BinaryIO
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from asyncdicom.write.paths import confine, render, with_suffix_number
 
@@ -126,7 +127,8 @@ def read_header(path: Path, keywords: Iterable[str]) -> Header:
         value = ds.get(keyword)
         if value is None:
             continue
-        attrs[keyword] = "\\".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+        multiple = isinstance(value, MultiValue | list | tuple)
+        attrs[keyword] = "\\".join(str(v) for v in value) if multiple else str(value)
     meta = getattr(ds, "file_meta", None)
     return Header(attrs, str(getattr(meta, "TransferSyntaxUID", "")))
 
