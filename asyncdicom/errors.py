@@ -69,7 +69,12 @@ class FatalRunError(AsyncDicomError):
 
 
 class NetworkError(AsyncDicomError):
-    """A network-level problem talking to the PACS."""
+    """A network-level problem talking to the PACS.
+
+    ``received`` counts the instances a retrieve had delivered (and stored) before it broke.
+    """
+
+    received: int = 0
 
 
 class ConnectionFailed(NetworkError):

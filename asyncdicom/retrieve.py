@@ -20,7 +20,7 @@ import anyio.lowlevel
 
 from asyncdicom.config import Config
 from asyncdicom.engine.tracker import Flight, Tracker
-from asyncdicom.errors import FatalRunError
+from asyncdicom.errors import FatalRunError, NetworkError
 from asyncdicom.net.base import DicomSession, RetrieveOutcome
 from asyncdicom.net.scp import STATUS_NOT_REQUESTED, STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, Received, StorageSCP
 from asyncdicom.plan import Request
@@ -96,9 +96,14 @@ class Retriever:
         flight = self.tracker.open(request)
         try:
             sink = GetSink(self, flight, self.config.pacs.aet) if self.get else None
-            outcome: RetrieveOutcome = await anyio.to_thread.run_sync(
-                session.retrieve, request, flight.message_id, sink, limiter=threads
-            )
+            try:
+                outcome: RetrieveOutcome = await anyio.to_thread.run_sync(
+                    session.retrieve, request, flight.message_id, sink, limiter=threads
+                )
+            except NetworkError as exc:
+                await flight.wait_idle()
+                exc.received = len(flight.received)
+                raise
             await flight.wait_idle()
             return replace(
                 outcome, received=frozenset(flight.received), stored=flight.stored, duplicates=flight.duplicates

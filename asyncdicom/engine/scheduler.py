@@ -220,8 +220,9 @@ class Scheduler:
                 self.stats.retries += 1
                 await anyio.sleep(decision.delay)
                 continue
-            state: State = "partial" if decision.action is Action.PARTIAL else "failed"
-            await self._settle(request, state, attempt, outcome, decision.reason)
+            partly = decision.action is Action.PARTIAL or (error is not None and error.received > 0)
+            state: State = "partial" if partly else "failed"
+            await self._settle(request, state, attempt, outcome, decision.reason, error)
             break
         if self.settings.throttle_time:
             await anyio.sleep(self.settings.throttle_time)
@@ -237,7 +238,13 @@ class Scheduler:
             self.stats.concurrency = limit
 
     async def _settle(
-        self, request: Request, state: State, attempt: int, outcome: Outcome | None, error: str | None
+        self,
+        request: Request,
+        state: State,
+        attempt: int,
+        outcome: Outcome | None,
+        error: str | None,
+        exception: NetworkError | None = None,
     ) -> None:
         status = outcome.status if outcome else None
         result = RequestResult(
@@ -249,6 +256,8 @@ class Scheduler:
             matches=outcome.matches if isinstance(outcome, FindOutcome) else (),
             elapsed=outcome.elapsed if outcome else 0.0,
         )
+        if exception is not None and exception.received:
+            result = replace(result, received=exception.received)
         if isinstance(outcome, RetrieveOutcome):
             result = replace(result, counts=outcome.counts, received=len(outcome.received), missing=outcome.failed_uids)
         await self.sink.record(request, result)
