@@ -150,3 +150,57 @@ class Orthanc:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+class Dcmqrscp:
+    """dcmtk's dcmqrscp with its own config, storage and free port (files registered by dcmqridx)."""
+
+    def __init__(self, folder: Path, *, aet: str = "QRSCP", peers: dict[str, tuple[str, int]] | None = None) -> None:
+        self.folder = folder
+        self.aet = aet
+        self.port = free_port()
+        self.peers = peers or {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def storage(self) -> Path:
+        return self.folder / "db"
+
+    def start(self) -> Dcmqrscp:
+        self.storage.mkdir(parents=True, exist_ok=True)
+        hosts = "\n".join(f"{name.lower()} = ({name}, {host}, {port})" for name, (host, port) in self.peers.items())
+        config = self.folder / "dcmqrscp.cfg"
+        config.write_text(
+            f"NetworkTCPPort = {self.port}\nMaxPDUSize = 131072\nMaxAssociations = 32\n"
+            f"HostTable BEGIN\n{hosts}\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+            f"AETable BEGIN\n{self.aet} {self.storage} RW (200, 1024mb) ANY\nAETable END\n"
+        )
+        env = dict(os.environ, TCP_NODELAY="1")
+        with (self.folder / "dcmqrscp.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [dcmtk("dcmqrscp"), "-c", str(config), str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        wait_for_echo(self.port, self.aet, process=self.process)
+        return self
+
+    def register(self, files: list[Path]) -> None:
+        """Copy files into the storage folder and index them (no network)."""
+        targets = []
+        for file in files:
+            target = self.storage / file.name
+            shutil.copyfile(file, target)
+            targets.append(str(target))
+        subprocess.run([dcmtk("dcmqridx"), str(self.storage), *targets], check=True, timeout=300)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

@@ -18,7 +18,7 @@ from anyio.abc import ObjectReceiveStream
 
 from asyncdicom.engine.gates import Throttle, WindowGate
 from asyncdicom.engine.limits import AdaptiveConcurrency, LatencyTracker
-from asyncdicom.engine.retry import Action, RetryPolicy, status_category
+from asyncdicom.engine.retry import Action, Decision, RetryPolicy, status_category
 from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer
 from asyncdicom.net.base import DicomBackend, DicomSession, FindOutcome, RetrieveOutcome
 from asyncdicom.plan import Request
@@ -166,7 +166,6 @@ class Scheduler:
     async def _process(self, session: DicomSession, request: Request, slot: _Slot) -> None:
         """Settle one request, holding an association slot while talking to the PACS."""
         attempt = 0
-        policy = self.settings.policy
         while True:
             await self.gate.wait_open()
             await self.throttle.acquire()
@@ -182,39 +181,23 @@ class Scheduler:
             finally:
                 self.stats.in_flight -= 1
                 self._active.pop(session, None)
-            if outcome is not None:
-                self._unreachable = 0
-                if isinstance(outcome, RetrieveOutcome):
-                    decision = policy.for_retrieve(outcome, attempt)
-                else:
-                    decision = policy.for_status(outcome.status, attempt)
-                if decision.action is Action.DONE:
-                    self.latency.add(outcome.elapsed / (outcome.pending + 1))
-                    self._set_limit(self.concurrency.on_success())
-                    await self._settle(request, "done", attempt, outcome, None)
-                    break
-            else:
-                assert error is not None
-                if isinstance(error, ConnectionFailed):
-                    self._unreachable += 1
-                decision = policy.for_error(error, attempt, self._unreachable)
-                if decision.action is Action.SLOW_DOWN:
-                    self.stats.rejections += 1
-                    self._set_limit(self.concurrency.on_rejected())
-                    log.warning(
-                        "PACS busy (%s); holding at most %d associations", decision.reason, self.concurrency.limit
-                    )
-                    slot.release()
-                    await anyio.sleep(decision.delay)
-                    continue
-                if decision.action is Action.FATAL:
-                    raise FatalRunError(decision.reason)
-                if decision.action is Action.RECONNECT:
-                    log.warning("%s; trying again in %.1f s", decision.reason, decision.delay)
-                    await anyio.sleep(decision.delay)
-                    continue
-                if isinstance(error, SilentPeer):
-                    self.stats.silent += 1
+            decision = self._decide(outcome, error, attempt)
+            if decision.action is Action.DONE:
+                assert outcome is not None
+                self.latency.add(outcome.elapsed / (outcome.pending + 1))
+                self._set_limit(self.concurrency.on_success())
+                await self._settle(request, "done", attempt, outcome, None)
+                break
+            if decision.action is Action.FATAL:
+                raise FatalRunError(decision.reason)
+            if decision.action is Action.SLOW_DOWN:
+                slot.release()
+                await anyio.sleep(decision.delay)
+                continue
+            if decision.action is Action.RECONNECT:
+                log.warning("%s; trying again in %.1f s", decision.reason, decision.delay)
+                await anyio.sleep(decision.delay)
+                continue
             if decision.action is Action.RETRY:
                 attempt += 1
                 self.stats.retries += 1
@@ -231,6 +214,26 @@ class Scheduler:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(session.close, limiter=self._threads)
             slot.release()
+
+    def _decide(self, outcome: Outcome | None, error: NetworkError | None, attempt: int) -> Decision:
+        """The policy's decision for one attempt, keeping the counters it depends on."""
+        policy = self.settings.policy
+        if outcome is not None:
+            self._unreachable = 0
+            if isinstance(outcome, RetrieveOutcome):
+                return policy.for_retrieve(outcome, attempt)
+            return policy.for_status(outcome.status, attempt)
+        assert error is not None
+        if isinstance(error, ConnectionFailed):
+            self._unreachable += 1
+        decision = policy.for_error(error, attempt, self._unreachable)
+        if decision.action is Action.SLOW_DOWN:
+            self.stats.rejections += 1
+            self._set_limit(self.concurrency.on_rejected())
+            log.warning("PACS busy (%s); holding at most %d associations", decision.reason, self.concurrency.limit)
+        elif isinstance(error, SilentPeer):
+            self.stats.silent += 1
+        return decision
 
     def _set_limit(self, limit: int) -> None:
         if self._associations.total_tokens != limit:
