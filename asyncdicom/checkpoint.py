@@ -101,7 +101,8 @@ _MIGRATIONS: dict[int, str] = {
         size INTEGER NOT NULL,
         transfer_syntax TEXT,
         state TEXT NOT NULL,
-        received REAL NOT NULL
+        received REAL NOT NULL,
+        warning TEXT
     );
     CREATE INDEX instances_request ON instances (request_key);
     """,
@@ -300,9 +301,9 @@ class Ledger:
         instances = [item for item in items if isinstance(item, InstanceRecord)]
         batch = [item for item in items if not isinstance(item, InstanceRecord)]
         await db.executemany(
-            "INSERT OR IGNORE INTO instances (sop_uid, request_key, path, size, transfer_syntax, state, received) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ((i.sop_uid, i.request_key, i.path, i.size, i.transfer_syntax, i.state, now) for i in instances),
+            "INSERT OR IGNORE INTO instances (sop_uid, request_key, path, size, transfer_syntax, state, received, "
+            "warning) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ((i.sop_uid, i.request_key, i.path, i.size, i.transfer_syntax, i.state, now, i.warning) for i in instances),
         )
         await db.executemany(
             "UPDATE requests SET state = ?, attempts = attempts + ?, status = ?, category = ?, "

@@ -85,6 +85,7 @@ class Retriever:
             sink=sink,
             tracker=self.tracker,
             stats=stats,
+            decompress=config.output.decompress,
         )
         self.scp: StorageSCP | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None

@@ -21,7 +21,10 @@ def cli(*args: object) -> Result:
 
 def cli_json(*args: object) -> tuple[Result, dict[str, Any]]:
     result = cli(*args, "--json")
-    return result, json.loads(result.stdout)
+    try:
+        return result, json.loads(result.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(f"no JSON on stdout (exit {result.exit_code}): {result.stderr[-3000:]}") from None
 
 
 def spawn(*args: object, cwd: Path | None = None) -> subprocess.Popen[str]:

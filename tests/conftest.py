@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.factory import StudySpec, study_specs, write_files, write_hostile
+from tests.factory import StudySpec, study_specs, write_compressed, write_files, write_hostile
 from tests.pacs_servers import Orthanc, free_port
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -63,6 +63,7 @@ class LoadedOrthanc:
     instances: list[Any]
     scp_port: int
     hostile: list[Any]
+    compressed: list[Any]
 
     @property
     def port(self) -> int:
@@ -83,8 +84,10 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadedOrthanc]
     written = write_files(specs, folder / "data")
     hostile = write_hostile(folder / "data")
     server.store(folder / "data")
+    compressed = write_compressed(folder / "compressed")
+    server.upload(sorted((folder / "compressed").iterdir()))
     try:
-        yield LoadedOrthanc(server, specs, written, scp_port, hostile)
+        yield LoadedOrthanc(server, specs, written, scp_port, hostile, compressed)
     finally:
         server.stop()
 

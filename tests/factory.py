@@ -122,3 +122,38 @@ def write_hostile(folder: Path) -> list[Dataset]:
         ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
         written.append(ds)
     return written
+
+
+COMPRESSED_FILES = [
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "JPGExtended.dcm",
+    "SC_rgb_jpeg_gdcm.dcm",
+    "MR_small_jp2klossless.dcm",
+    "JPEG2000.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "JPEGLSNearLossless_08.dcm",
+    "MR_small_RLE.dcm",
+    "JPEG-lossy.dcm",  # no installed decoder reads it: kept as received, with a warning
+]
+
+
+def write_compressed(folder: Path) -> list[Dataset]:
+    """pydicom's bundled compressed files as one study of patient COMPRESSED, each with fresh UIDs."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    study = generate_uid()
+    written = []
+    for number, name in enumerate(COMPRESSED_FILES, start=1):
+        ds = dcmread(get_testdata_file(name, download=False))
+        ds.PatientID = "COMPRESSED"
+        ds.PatientName = "Compressed^Files"
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = number
+        path = folder / f"{number:02d}-{name}"
+        ds.save_as(path, enforce_file_format=True)
+        written.append(ds)
+    return written

@@ -141,6 +141,20 @@ class Orthanc:
             timeout=600,
         )
 
+    def upload(self, files: list[Path]) -> None:
+        """Store files through Orthanc's REST API, exactly as they are (no transcoding)."""
+        import urllib.request
+
+        for file in files:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{self.http_port}/instances",
+                data=file.read_bytes(),
+                method="POST",
+                headers={"Content-Type": "application/dicom"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

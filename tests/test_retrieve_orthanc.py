@@ -168,3 +168,39 @@ def test_unknown_move_destination_fails_the_requests(tmp_path: Path, orthanc: Lo
     assert result.exit_code == 3
     assert summary["failed"] == len(rows)
     assert cli_json("status", tmp_path / "c.yml")[1]["failures"][0]["error"] == "failure status 0xC000"
+
+
+@pytest.mark.parametrize("kind", ["c-move", "c-get"])
+@pytest.mark.parametrize("decompress", [False, True])
+def test_compressed_syntaxes(tmp_path: Path, orthanc: LoadedOrthanc, kind: str, decompress: bool) -> None:
+    """Compressed instances arrive in their stored transfer syntax; with output.decompress they are
+    written as Explicit VR Little Endian, except one no decoder reads, kept as received with a warning."""
+    rows = [{"StudyInstanceUID": str(orthanc.compressed[0].StudyInstanceUID)}]
+    doc = retrieve_config(orthanc, kind, rows, "STUDY", structure="StudyInstanceUID", decompress=decompress)
+    summary = run(tmp_path, doc, rows)
+    assert summary["done"] == 1
+    files = stored(tmp_path)
+    originals = {str(ds.SOPInstanceUID): ds for ds in orthanc.compressed}
+    assert set(files) == set(originals)
+    undecodable = {uid for uid, ds in originals.items() if ds.InstanceNumber == len(originals)}
+    for uid, path in files.items():
+        syntax = dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        original = originals[uid].file_meta.TransferSyntaxUID
+        if decompress and uid not in undecodable:
+            assert syntax == "1.2.840.10008.1.2.1", (uid, original.name)
+        elif not decompress:
+            # C-GET proposes one context per (common image class, compressed syntax); JPEG-LS near-lossless
+            # is not among them, so Orthanc sends that one transcoded
+            near_lossless = original == "1.2.840.10008.1.2.4.81"
+            expected = "1.2.840.10008.1.2.1" if kind == "c-get" and near_lossless else original
+            assert syntax == expected, (kind, original.name, syntax.name)
+    ledger = tmp_path / "out" / ".asyncdicom" / "c.sqlite3"
+    import sqlite3
+
+    with sqlite3.connect(ledger) as db:
+        warnings = dict(db.execute("SELECT sop_uid, warning FROM instances WHERE warning IS NOT NULL").fetchall())
+    if decompress:
+        assert set(warnings) == undecodable
+        assert next(iter(warnings.values())).startswith("kept as received (JPEG Extended (Process 2 and 4))")
+    else:
+        assert warnings == {}

@@ -108,12 +108,18 @@ class LeanAssociation:
     """One established association, driven by the calling thread only (``abort`` excepted)."""
 
     def __init__(
-        self, sock: socket.socket, contexts: dict[str, tuple[int, UID]], peer_max_pdu: int, where: str
+        self,
+        sock: socket.socket,
+        contexts: dict[str, tuple[int, UID]],
+        peer_max_pdu: int,
+        where: str,
+        syntax_of: dict[int, str] | None = None,
     ) -> None:
         self._sock = sock
         self.contexts = contexts  # abstract syntax → (context ID, transfer syntax)
         self._peer_max_pdu = peer_max_pdu or 0
-        self._syntax_of = {context_id: str(syntax) for context_id, syntax in contexts.values()}
+        # every accepted context, including several per SOP class (one per compressed syntax)
+        self._syntax_of = syntax_of or {context_id: str(syntax) for context_id, syntax in contexts.values()}
         self._where = where
         self._aborted = threading.Event()
         self._silent = False
@@ -175,16 +181,18 @@ class LeanAssociation:
         primitive = ac.to_primitive()
         proposed = {2 * i + 1: uid for i, uid in enumerate([*abstract_syntaxes, *(c for c, _ in storage)])}
         contexts: dict[str, tuple[int, UID]] = {}
+        syntax_of: dict[int, str] = {}
         for answer in primitive.presentation_context_definition_results_list:
             context_id = int(answer.context_id or 0)
             if answer.result == 0 and context_id in proposed and answer.transfer_syntax:
-                contexts[proposed[context_id]] = (context_id, UID(answer.transfer_syntax[0]))
+                syntax_of[context_id] = str(answer.transfer_syntax[0])
+                contexts.setdefault(proposed[context_id], (context_id, UID(answer.transfer_syntax[0])))
         peer_max = 0
         for item in primitive.user_information:
             if isinstance(item, MaximumLengthNotification):
                 peer_max = int(item.maximum_length_received or 0)
         sock.settimeout(timeout)
-        return cls(sock, contexts, peer_max, where)
+        return cls(sock, contexts, peer_max, where, syntax_of)
 
     # --- requests -----------------------------------------------------------------------------
 

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Protocol
 
 import anyio
+import anyio.to_process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.engine.tracker import Flight, Tracker
 from asyncdicom.stats import RunStats
 from asyncdicom.write.spool import Header, Placed, place, read_header
+from asyncdicom.write.transforms import decompress_file
 
 log = logging.getLogger("asyncdicom.write")
 
@@ -42,6 +44,7 @@ class InstanceRecord:
     size: int
     transfer_syntax: str
     state: str
+    warning: str | None = None
 
 
 class InstanceSink(Protocol):
@@ -64,6 +67,7 @@ class Pipeline:
         tracker: Tracker,
         workers: int = 2,
         stats: RunStats | None = None,
+        decompress: bool = False,
     ) -> None:
         self.root = root.resolve()
         self.structure = structure
@@ -72,6 +76,7 @@ class Pipeline:
         self.tracker = tracker
         self.workers = workers
         self.stats = stats
+        self.decompress = decompress
         self.placed = self.duplicates = self.errors = 0
         self._send: MemoryObjectSendStream[Spooled]
         self._receive: MemoryObjectReceiveStream[Spooled]
@@ -102,8 +107,18 @@ class Pipeline:
                     await self._handle(item)
 
     async def _handle(self, item: Spooled) -> None:
+        path, warning = item.path, None
+        if self.decompress:
+            # CPU-bound decoding runs in worker processes: in this process it would stall the receive path
+            try:
+                transformed = await anyio.to_process.run_sync(decompress_file, path, limiter=self._threads)
+                path, warning = transformed.path, transformed.warning
+            except Exception as exc:  # a crashed worker process must not lose the instance
+                warning = f"kept as received: decompression failed as {type(exc).__name__}"
+            if warning:
+                log.warning("instance in %s: %s", path.name, warning)
         try:
-            header, placed = await anyio.to_thread.run_sync(self._place, item.path, limiter=self._threads)
+            header, placed = await anyio.to_thread.run_sync(self._place, path, limiter=self._threads)
         except (OSError, ValueError) as exc:
             self.errors += 1
             log.error("unable to store a received instance as %s; it stays in the spool", exc)
@@ -124,6 +139,7 @@ class Pipeline:
                 size=placed.size,
                 transfer_syntax=header.transfer_syntax or item.transfer_syntax,
                 state=placed.state,
+                warning=warning,
             )
         )
         if item.flight is not None:

@@ -1,0 +1,78 @@
+"""Decompression of every compressed transfer syntax among pydicom's bundled test files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRLittleEndian
+
+from asyncdicom.write.transforms import decompress_file
+
+BUNDLED = [
+    "SC_rgb_jpeg_dcmtk.dcm",  # JPEG Baseline
+    "JPGExtended.dcm",  # JPEG Extended (12-bit)
+    "SC_rgb_jpeg_gdcm.dcm",  # JPEG Lossless SV1
+    "MR_small_jp2klossless.dcm",  # JPEG 2000 Lossless
+    "JPEG2000.dcm",  # JPEG 2000
+    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS Lossless
+    "JPEGLSNearLossless_08.dcm",  # JPEG-LS Near-Lossless
+    "MR_small_RLE.dcm",  # RLE Lossless
+    "image_dfl.dcm",  # Deflated Explicit VR Little Endian
+]
+
+
+def _copy(name: str, folder: Path) -> Path:
+    target = folder / "spooled.dcm"
+    shutil.copyfile(get_testdata_file(name, download=False), target)
+    return target
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_every_bundled_syntax_decompresses(tmp_path: Path, name: str) -> None:
+    """Each compressed syntax becomes Explicit VR Little Endian with the same pixels and SOP Instance UID."""
+    source = _copy(name, tmp_path)
+    original = dcmread(source)
+    result = decompress_file(source)
+    assert result.warning is None
+    out = dcmread(result.path)
+    assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert out.SOPInstanceUID == original.SOPInstanceUID
+    assert not source.exists()
+    assert not list(tmp_path.glob("*.part"))
+    if "PixelData" in original:
+        assert np.array_equal(out.pixel_array, original.pixel_array)
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"])
+def test_lossless_syntaxes_give_the_uncompressed_pixels(tmp_path: Path, name: str) -> None:
+    """Lossless encodings of MR_small decode to exactly MR_small's pixels."""
+    out = dcmread(decompress_file(_copy(name, tmp_path)).path)
+    reference = dcmread(get_testdata_file("MR_small.dcm", download=False))
+    assert np.array_equal(out.pixel_array, reference.pixel_array)
+
+
+def test_uncompressed_is_left_alone(tmp_path: Path) -> None:
+    """An uncompressed file is placed as received: no rewrite."""
+    source = _copy("CT_small.dcm", tmp_path)
+    before = source.read_bytes()
+    result = decompress_file(source)
+    assert (result.path, result.warning) == (source, None)
+    assert source.read_bytes() == before
+
+
+def test_undecodable_instance_is_kept_with_a_warning(tmp_path: Path) -> None:
+    """Pixel data no installed decoder can read (pydicom's JPEG-lossy.dcm) is kept exactly as
+    received, with a warning naming the syntax."""
+    source = _copy("JPEG-lossy.dcm", tmp_path)
+    raw = source.read_bytes()
+    result = decompress_file(source)
+    assert result.path == source
+    assert result.warning is not None
+    assert result.warning.startswith("kept as received (JPEG Extended (Process 2 and 4)): unable to decompress as")
+    assert source.read_bytes() == raw
+    assert not list(tmp_path.glob("*.part"))
