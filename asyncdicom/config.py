@@ -23,6 +23,7 @@ import yaml
 from asyncdicom.elements import ElementError, ElementSpec, parse_element, parse_path
 from asyncdicom.errors import ConfigError
 from asyncdicom.net.storage import COMMON_IMAGES, MAX_CONTEXTS, OTHER_CLASSES, QUERY_CONTEXTS
+from asyncdicom.write.paths import collision_warning
 
 RequestType = Literal["c-find", "c-move", "c-get", "c-echo"]
 Model = Literal["patient", "study", "psonly"]
@@ -443,6 +444,10 @@ def parse_config(raw: object, *, source: Path, batch_file: Path | None = None) -
     schedule = _schedule(sections["schedule"])
     anonymization = _anonymization(sections["anonymization"], paths)
     output = _output(sections["output"], paths, request, source)
+    if request.type in ("c-move", "c-get"):
+        collision = collision_warning(output.directory_structure, output.filename)
+        if collision:
+            warnings.append(collision)
     return Config(
         source=source,
         pacs=pacs,

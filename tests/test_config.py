@@ -55,7 +55,11 @@ class TestAncestorSamples:
         assert config.anonymization.script == tmp_path / "sample-dicom-anonymizer.script"
         assert config.output.filename == "InstanceNumber"
         assert config.output.decompress is True
-        assert config.warnings == ()
+        assert config.warnings == (
+            "output.filename InstanceNumber repeats across series, and output.directory_structure has no "
+            "series-level key (SeriesInstanceUID): files of different series will collide and be suffixed _1, _2…; "
+            "add SeriesInstanceUID to the structure",
+        )
 
 
 def _error(tmp_path: Path, document: dict[str, Any]) -> str:

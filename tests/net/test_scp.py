@@ -1,0 +1,89 @@
+"""The storage SCP with dcmtk storescu as the peer: allow-list, durable spool files, refusals."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from asyncdicom.net.scp import Received, StorageSCP
+from tests.pacs_servers import dcmtk
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture
+def received(tmp_path: Path) -> Iterator[tuple[StorageSCP, list[Received]]]:
+    got: list[Received] = []
+
+    def on_received(item: Received) -> int:
+        got.append(item)
+        return 0x0000 if item.sop_instance != "1.2.3.refuse" else 0xC000
+
+    scp = StorageSCP(
+        ae_title="ASYNCDICOM",
+        port=0,
+        allowed_aets=["ORTHANC"],
+        max_associations=4,
+        spool=tmp_path / "spool",
+        on_received=on_received,
+        host="127.0.0.1",
+    )
+    scp.start()
+    yield scp, got
+    scp.stop()
+
+
+def _storescu(port: int, calling: str, *files: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [dcmtk("storescu"), "-aet", calling, "-aec", "ASYNCDICOM", "127.0.0.1", str(port), *files],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_allowed_peer_stores_durable_identical_bytes(received: tuple[StorageSCP, list[Received]]) -> None:
+    """A C-STORE from the allowed AE lands in the spool with the same data set, fully described."""
+    scp, got = received
+    source = get_testdata_file("CT_small.dcm", download=False)
+    result = _storescu(scp.port, "ORTHANC", source)
+    assert result.returncode == 0, result.stderr
+    assert len(got) == 1
+    item = got[0]
+    original = dcmread(source)
+    assert (item.sop_instance, item.calling_ae, item.move_message_id) == (original.SOPInstanceUID, "ORTHANC", None)
+    assert item.path.parent == scp.spool and item.path.suffix == ".dcm"
+    assert item.size == item.path.stat().st_size
+    assert dcmread(item.path).PixelData == original.PixelData
+    assert not list(scp.spool.glob("tmp*"))
+
+
+def test_other_calling_ae_is_rejected(received: tuple[StorageSCP, list[Received]]) -> None:
+    """An association from an AE title not on the allow-list is rejected; nothing is stored."""
+    scp, got = received
+    result = _storescu(scp.port, "INTRUDER", get_testdata_file("CT_small.dcm", download=False))
+    assert result.returncode != 0
+    assert "Association Rejected" in result.stderr
+    assert got == []
+    assert list(scp.spool.glob("*.dcm")) == []
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path, received: tuple[StorageSCP, list[Received]]) -> None:
+    """A second SCP on a busy port says which setting to change."""
+    scp, _ = received
+    other = StorageSCP(
+        ae_title="X",
+        port=scp.port,
+        allowed_aets=["ORTHANC"],
+        max_associations=1,
+        spool=tmp_path / "other",
+        on_received=lambda item: 0,
+        host="127.0.0.1",
+    )
+    with pytest.raises(OSError, match=rf"Unable to listen on port {scp.port} \(local.port\)"):
+        other.start()
