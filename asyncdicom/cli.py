@@ -216,21 +216,24 @@ def demo(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Start a built-in PACS with generated studies and run a C-FIND batch against it."""
+    """Start a built-in PACS with generated studies; C-FIND them, then C-GET what was found."""
     logs.setup(0, quiet)
 
     def body() -> int:
-        from asyncdicom.demo import run_demo
+        from asyncdicom.demo import run_demo, tree_preview
 
-        result = anyio.run(run_demo, directory.resolve(), report.info, backend="asyncio")
-        report.summary(result.to_json())
+        root = directory.resolve()
+        found, retrieved = anyio.run(run_demo, root, report.info, backend="asyncio")
+        report.summary(found.to_json())
+        report.summary(retrieved.to_json())
+        report.info("retrieved tree:")
+        for line in tree_preview(root / "images"):
+            report.info(f"  {line}")
         if json_out:
-            report.emit_json(result.to_json())
+            report.emit_json({"schema": 1, "command": "demo", "find": found.to_json(), "retrieve": retrieved.to_json()})
         else:
-            report.info(
-                f"demo config: {directory.resolve() / 'demo.yaml'}; try: asyncdicom status {directory / 'demo.yaml'}"
-            )
-        return int(result.exit_code)
+            report.info(f"demo configs: {root / 'demo.yaml'} and {root / 'demo-retrieve.yaml'}")
+        return max(int(found.exit_code), int(retrieved.exit_code))
 
     raise typer.Exit(_guard(body))
 

@@ -12,6 +12,7 @@ from asyncdicom.demo import demo_datasets
 from asyncdicom.net.qrscp import Faults, QueryRetrieveSCP
 from tests.cli_helpers import cli, cli_json, library
 from tests.conftest import find_config, write_yaml
+from tests.pacs_servers import free_port
 
 pytestmark = pytest.mark.network
 
@@ -153,10 +154,41 @@ def test_patient_study_only_model(tmp_path: Path, pacs: QueryRetrieveSCP, level:
 
 
 def test_demo_command(tmp_path: Path) -> None:
-    """'asyncdicom demo' runs against its built-in PACS with no network and writes a library."""
+    """'asyncdicom demo' runs a C-FIND and a C-GET against its built-in PACS, with no network, and
+    leaves a library and a file tree."""
     result, summary = cli_json("demo", "--directory", tmp_path / "demo")
     assert result.exit_code == 0, result.stderr
-    assert (summary["done"], summary["library_rows"]) == (6, 12)
+    assert (summary["find"]["done"], summary["find"]["library_rows"]) == (6, 12)
+    assert (summary["retrieve"]["done"], summary["retrieve"]["instances_new"]) == (12, 72)
     assert len(library(tmp_path / "demo" / "library.csv")) == 12
-    assert (tmp_path / "demo" / "demo.yaml").is_file()
-    assert cli("check", tmp_path / "demo" / "demo.yaml").exit_code == 0
+    files = [p for p in (tmp_path / "demo" / "images").rglob("*.dcm") if ".asyncdicom" not in p.parts]
+    assert len(files) == 72
+    assert "retrieved tree:" in result.stderr
+    assert cli("check", tmp_path / "demo" / "demo-retrieve.yaml").exit_code == 0
+
+
+def test_demo_pacs_serves_c_move(tmp_path: Path) -> None:
+    """The built-in PACS also answers C-MOVE to a known destination (and 0xA801 to others)."""
+    datasets = demo_datasets(patients=2, studies=1, series=1, instances=2)
+    scp_port = free_port()
+    scp = QueryRetrieveSCP(datasets, ae_title="MOVER", destinations={"ASYNCDICOM": ("127.0.0.1", scp_port)})
+    scp.start()
+    try:
+        (tmp_path / "batch.csv").write_text(
+            "StudyInstanceUID\n" + "\n".join(sorted({str(ds.StudyInstanceUID) for ds in datasets})) + "\n"
+        )
+        doc = {
+            "pacs": {"hostname": "127.0.0.1", "port": scp.port, "aet": "MOVER"},
+            "local": {"port": scp_port, "aet": "ASYNCDICOM"},
+            "request": {
+                "type": "c-move",
+                "elements_batch_file": "batch.csv",
+                "elements": ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
+            },
+            "output": {"directory": "out"},
+        }
+        result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
+    finally:
+        scp.stop()
+    assert result.exit_code == 0, result.stderr
+    assert (summary["done"], summary["instances_new"]) == (2, 4)

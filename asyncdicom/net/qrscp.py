@@ -18,8 +18,14 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
     PatientStudyOnlyQueryRetrieveInformationModelFind,
+    PatientStudyOnlyQueryRetrieveInformationModelGet,
+    PatientStudyOnlyQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
@@ -78,10 +84,17 @@ def matches(ds: Dataset, query: Dataset) -> bool:
 class QueryRetrieveSCP:
     """Serve C-ECHO and C-FIND (all three models) over ``datasets`` on a loopback port."""
 
-    def __init__(self, datasets: Sequence[Dataset], ae_title: str = "DEMOPACS", faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        datasets: Sequence[Dataset],
+        ae_title: str = "DEMOPACS",
+        faults: Faults | None = None,
+        destinations: dict[str, tuple[str, int]] | None = None,
+    ) -> None:
         self.datasets = list(datasets)
         self.ae_title = ae_title
         self.faults = faults or Faults()
+        self.destinations = dict(destinations or {})  # C-MOVE destination AE title → (host, port)
         self.finds = 0
         self._count = itertools.count(1)
         self._lock = threading.Lock()
@@ -101,9 +114,26 @@ class QueryRetrieveSCP:
             PatientRootQueryRetrieveInformationModelFind,
             StudyRootQueryRetrieveInformationModelFind,
             PatientStudyOnlyQueryRetrieveInformationModelFind,
+            PatientRootQueryRetrieveInformationModelMove,
+            StudyRootQueryRetrieveInformationModelMove,
+            PatientStudyOnlyQueryRetrieveInformationModelMove,
         ):
             ae.add_supported_context(context)
-        handlers = [(evt.EVT_C_FIND, self._on_find), (evt.EVT_CONN_OPEN, _on_connect)]
+        for context in (
+            PatientRootQueryRetrieveInformationModelGet,
+            StudyRootQueryRetrieveInformationModelGet,
+            PatientStudyOnlyQueryRetrieveInformationModelGet,
+        ):
+            ae.add_supported_context(context, scp_role=True, scu_role=True)
+        for sop_class in sorted({str(ds.SOPClassUID) for ds in self.datasets if "SOPClassUID" in ds}):
+            ae.add_requested_context(sop_class)  # C-MOVE sub-associations
+            ae.add_supported_context(sop_class, scp_role=True, scu_role=True)  # C-GET role selection
+        handlers = [
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_C_GET, self._on_get),
+            (evt.EVT_C_MOVE, self._on_move),
+            (evt.EVT_CONN_OPEN, _on_connect),
+        ]
         server = ae.start_server((host, port), block=False, evt_handlers=cast(Any, handlers))
         assert server is not None
         self._server = server
@@ -157,6 +187,33 @@ class QueryRetrieveSCP:
             seen.add(unique)
             yield 0xFF00, self._response(ds, query, level)
         yield 0x0000, None
+
+    def _selected(self, query: Dataset) -> list[Dataset]:
+        """The stored instances a C-GET or C-MOVE identifier asks for."""
+        return [ds for ds in self.datasets if matches(ds, query)]
+
+    def _on_get(self, event: evt.Event) -> Iterator[int | tuple[int, Dataset | None]]:
+        selected = self._selected(event.identifier)
+        yield len(selected)
+        for ds in selected:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield 0xFF00, ds
+
+    def _on_move(self, event: evt.Event) -> Iterator[object]:
+        destination = self.destinations.get(str(event.move_destination).strip())
+        if destination is None:
+            yield None, None  # unknown destination: pynetdicom answers 0xA801
+            return
+        selected = self._selected(event.identifier)
+        yield destination[0], destination[1]
+        yield len(selected)
+        for ds in selected:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield 0xFF00, ds
 
     def _response(self, ds: Dataset, query: Dataset, level: str) -> Dataset:
         out = Dataset()
