@@ -13,29 +13,22 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import struct
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Protocol
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu import (
-    A_ABORT_RQ,
     A_ASSOCIATE_AC,
     A_ASSOCIATE_RJ,
     A_ASSOCIATE_RQ,
-    A_RELEASE_RP,
-    A_RELEASE_RQ,
 )
 from pynetdicom.pdu_primitives import (
-    A_ABORT,
     A_ASSOCIATE,
-    A_RELEASE,
     ImplementationClassUIDNotification,
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
@@ -45,12 +38,27 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AddressInformation
 
 from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, SilentPeer
+from asyncdicom.net.dimse import (
+    Command,
+    StoreFile,
+    StoreSink,
+    abort_rq,
+    ae,
+    p_data,
+    pack_command,
+    parse_command,
+    pdvs,
+    read_pdu,
+    release_rp,
+    release_rq,
+    ui,
+    us,
+)
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 VERIFICATION = "1.2.840.10008.1.1"
 PRIORITY_LOW = 0x0002  # a research batch should not push ahead of clinical work
 VERSION_NAME = "ASYNCDICOM_01"
-_HEADER = struct.Struct(">BxL")
 _REJECT_TEXT = {
     (1, 1): "no reason given",
     (1, 2): "application context name not supported",
@@ -71,37 +79,6 @@ class Response:
     comment: str | None
     dataset: Dataset | None
     counts: dict[str, int] | None = None
-
-
-@dataclass(slots=True)
-class _Command:
-    field: int = 0
-    status: int = 0xFFFF
-    has_dataset: bool = False
-    comment: str | None = None
-    message_id: int = 0
-    sop_class: str = ""
-    sop_instance: str = ""
-    counts: dict[str, int] | None = None
-
-
-_COUNT_NAMES = {0x1020: "remaining", 0x1021: "completed", 0x1022: "failed", 0x1023: "warning"}
-
-
-class StoreSink(Protocol):
-    """Where a C-STORE sub-operation received over C-GET goes, fragment by fragment."""
-
-    def begin(self, sop_class: str, sop_instance: str, transfer_syntax: str) -> StoreFile:
-        """Open the file that the data set fragments are written to."""
-
-    def end(self, file: StoreFile, ok: bool) -> int:
-        """The data set is complete (``ok``) or broken off; returns the C-STORE status to answer."""
-
-
-class StoreFile(Protocol):
-    def write(self, data: bytes | memoryview) -> None: ...
-
-    def discard(self) -> None: ...
 
 
 class LeanAssociation:
@@ -154,7 +131,7 @@ class LeanAssociation:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.sendall(_associate_rq(host, port, called, calling, abstract_syntaxes, storage))
-            kind, body = _read_pdu(sock)
+            kind, body = read_pdu(sock)
         except (OSError, AssociationAborted):
             sock.close()
             msg = f"Unable to associate with {where} as the connection was closed during negotiation"
@@ -198,43 +175,43 @@ class LeanAssociation:
 
     def find(self, model: str, identifier: Dataset, msg_id: int) -> Iterator[Response]:
         """Send a C-FIND and yield every response, the final one last."""
-        command = _command(
+        request = pack_command(
             [
-                (0x0002, _ui(model)),
-                (0x0100, _us(0x0020)),
-                (0x0110, _us(msg_id)),
-                (0x0700, _us(PRIORITY_LOW)),
-                (0x0800, _us(0x0001)),
+                (0x0002, ui(model)),
+                (0x0100, us(0x0020)),
+                (0x0110, us(msg_id)),
+                (0x0700, us(PRIORITY_LOW)),
+                (0x0800, us(0x0001)),
             ]
         )
-        return self._request(model, command, identifier, None)
+        return self._request(model, request, identifier, None)
 
     def move(self, model: str, identifier: Dataset, msg_id: int, destination: str) -> Iterator[Response]:
         """Send a C-MOVE to ``destination`` and yield every response, the final one last."""
-        command = _command(
+        request = pack_command(
             [
-                (0x0002, _ui(model)),
-                (0x0100, _us(0x0021)),
-                (0x0110, _us(msg_id)),
-                (0x0600, _ae(destination)),
-                (0x0700, _us(PRIORITY_LOW)),
-                (0x0800, _us(0x0001)),
+                (0x0002, ui(model)),
+                (0x0100, us(0x0021)),
+                (0x0110, us(msg_id)),
+                (0x0600, ae(destination)),
+                (0x0700, us(PRIORITY_LOW)),
+                (0x0800, us(0x0001)),
             ]
         )
-        return self._request(model, command, identifier, None)
+        return self._request(model, request, identifier, None)
 
     def get(self, model: str, identifier: Dataset, msg_id: int, sink: StoreSink) -> Iterator[Response]:
         """Send a C-GET; C-STOREs arriving meanwhile go to ``sink``. Yields every C-GET response."""
-        command = _command(
+        request = pack_command(
             [
-                (0x0002, _ui(model)),
-                (0x0100, _us(0x0010)),
-                (0x0110, _us(msg_id)),
-                (0x0700, _us(PRIORITY_LOW)),
-                (0x0800, _us(0x0001)),
+                (0x0002, ui(model)),
+                (0x0100, us(0x0010)),
+                (0x0110, us(msg_id)),
+                (0x0700, us(PRIORITY_LOW)),
+                (0x0800, us(0x0001)),
             ]
         )
-        return self._request(model, command, identifier, sink)
+        return self._request(model, request, identifier, sink)
 
     def _request(self, model: str, command: bytes, identifier: Dataset, sink: StoreSink | None) -> Iterator[Response]:
         context_id, syntax = self._context(model)
@@ -248,10 +225,10 @@ class LeanAssociation:
     def echo(self, msg_id: int) -> int:
         """Send a C-ECHO; returns its status."""
         context_id, syntax = self._context(VERIFICATION)
-        command = _command(
-            [(0x0002, _ui(VERIFICATION)), (0x0100, _us(0x0030)), (0x0110, _us(msg_id)), (0x0800, _us(0x0101))]
+        request = pack_command(
+            [(0x0002, ui(VERIFICATION)), (0x0100, us(0x0030)), (0x0110, us(msg_id)), (0x0800, us(0x0101))]
         )
-        self._send(context_id, command, None)
+        self._send(context_id, request, None)
         return self._receive(syntax, None).status
 
     def _context(self, abstract_syntax: str) -> tuple[int, UID]:
@@ -264,9 +241,9 @@ class LeanAssociation:
     def _send(self, context_id: int, command: bytes, dataset: bytes | None) -> None:
         """Send a command set (and data set) as P-DATA-TF PDUs within the peer's maximum length."""
         chunk = (self._peer_max_pdu - 6) if self._peer_max_pdu > 6 else 1 << 20
-        pdus = [_p_data(context_id, 0x01, command, chunk)]
+        pdus = [p_data(context_id, 0x01, command, chunk)]
         if dataset is not None:
-            pdus.append(_p_data(context_id, 0x00, dataset, chunk))
+            pdus.append(p_data(context_id, 0x00, dataset, chunk))
         try:
             self._sock.sendall(b"".join(pdus))
         except OSError:
@@ -276,17 +253,17 @@ class LeanAssociation:
         """Read PDUs until one whole DIMSE response has arrived; serve C-STOREs on the way."""
         command = bytearray()
         data = bytearray()
-        parsed: _Command | None = None
+        parsed: Command | None = None
         store: StoreFile | None = None
         try:
             while True:
                 body = self._next_pdu()
-                for context_id, control, fragment in _pdvs(body):
+                for context_id, control, fragment in pdvs(body):
                     if control & 0x01:
                         command += fragment
                         if not control & 0x02:
                             continue
-                        parsed = _parse_command(bytes(command))
+                        parsed = parse_command(bytes(command))
                         command.clear()
                         if parsed.field == 0x0001:  # C-STORE-RQ: a C-GET sub-operation
                             store = self._begin_store(parsed, context_id, sink)
@@ -310,34 +287,34 @@ class LeanAssociation:
     def _next_pdu(self) -> bytes:
         """The next P-DATA-TF PDU; anything else ends the association."""
         try:
-            kind, body = _read_pdu(self._sock)
+            kind, body = read_pdu(self._sock)
         except (OSError, AssociationAborted):
             self._fail()
         if kind != 0x04:
             if kind == 0x05:  # the peer wants to release: answer; the request is lost
                 with contextlib.suppress(OSError):
-                    self._sock.sendall(_release_rp())
+                    self._sock.sendall(release_rp())
             self._fail()
         return body
 
-    def _begin_store(self, command: _Command, context_id: int, sink: StoreSink | None) -> StoreFile:
+    def _begin_store(self, command: Command, context_id: int, sink: StoreSink | None) -> StoreFile:
         if sink is None:
             msg = "the PACS sent a C-STORE on an association that expects none"
             raise AssociationAborted(msg)
         syntax = self._syntax_of.get(context_id, "")
         return sink.begin(command.sop_class, command.sop_instance, syntax)
 
-    def _end_store(self, command: _Command, context_id: int, sink: StoreSink | None, store: StoreFile) -> None:
+    def _end_store(self, command: Command, context_id: int, sink: StoreSink | None, store: StoreFile) -> None:
         assert sink is not None
         status = sink.end(store, ok=True)
-        response = _command(
+        response = pack_command(
             [
-                (0x0002, _ui(command.sop_class)),
-                (0x0100, _us(0x8001)),
-                (0x0120, _us(command.message_id)),
-                (0x0800, _us(0x0101)),
-                (0x0900, _us(status)),
-                (0x1000, _ui(command.sop_instance)),
+                (0x0002, ui(command.sop_class)),
+                (0x0100, us(0x8001)),
+                (0x0120, us(command.message_id)),
+                (0x0800, us(0x0101)),
+                (0x0900, us(status)),
+                (0x1000, ui(command.sop_instance)),
             ]
         )
         self._send(context_id, response, None)
@@ -359,7 +336,7 @@ class LeanAssociation:
         self._silent = silent
         self.alive = False
         with contextlib.suppress(OSError):
-            self._sock.sendall(_abort_rq())
+            self._sock.sendall(abort_rq())
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
 
@@ -369,111 +346,13 @@ class LeanAssociation:
             self.alive = False
             with contextlib.suppress(OSError, AssociationAborted):
                 self._sock.settimeout(5)
-                self._sock.sendall(_release_rq())
-                _read_pdu(self._sock)
+                self._sock.sendall(release_rq())
+                read_pdu(self._sock)
         with contextlib.suppress(OSError):
             self._sock.close()
 
 
 # --- PDU helpers ----------------------------------------------------------------------------
-
-
-# --- command sets and PDVs (PS3.7 E, PS3.8 9.3.5): the hot path, coded by hand -------------------
-
-_ELEMENT = struct.Struct("<HHL")
-_US = struct.Struct("<H")
-_PDV = struct.Struct(">LBB")
-
-
-def _ui(uid: str) -> bytes:
-    raw = uid.encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
-
-
-def _us(value: int) -> bytes:
-    return _US.pack(value)
-
-
-def _ae(title: str) -> bytes:
-    return title.encode("ascii").ljust(16)
-
-
-def _command(fields: list[tuple[int, bytes]]) -> bytes:
-    """A group 0000 command set, Implicit VR Little Endian, with its group length first."""
-    body = b"".join(_ELEMENT.pack(0, element, len(value)) + value for element, value in fields)
-    return _ELEMENT.pack(0, 0, 4) + struct.pack("<L", len(body)) + body
-
-
-def _text(value: bytes) -> str:
-    return value.decode("ascii", "replace").rstrip(" \0")
-
-
-def _parse_command(raw: bytes) -> _Command:
-    command = _Command()
-    offset = 0
-    while offset + 8 <= len(raw):
-        _, element, length = _ELEMENT.unpack_from(raw, offset)
-        value = raw[offset + 8 : offset + 8 + length]
-        offset += 8 + length
-        if element == 0x0900:
-            command.status = _US.unpack(value)[0]
-        elif element == 0x0100:
-            command.field = _US.unpack(value)[0]
-        elif element == 0x0800:
-            command.has_dataset = _US.unpack(value)[0] != 0x0101
-        elif element == 0x0902:
-            command.comment = _text(value) or None
-        elif element == 0x0110:
-            command.message_id = _US.unpack(value)[0]
-        elif element == 0x0002:
-            command.sop_class = _text(value)
-        elif element == 0x1000:
-            command.sop_instance = _text(value)
-        elif element in _COUNT_NAMES and length == 2:
-            command.counts = command.counts or {}
-            command.counts[_COUNT_NAMES[element]] = _US.unpack(value)[0]
-    return command
-
-
-def _p_data(context_id: int, control: int, data: bytes, chunk: int) -> bytes:
-    """P-DATA-TF PDUs carrying ``data`` in fragments of at most ``chunk`` bytes; the last one flagged."""
-    out = []
-    for start in range(0, max(len(data), 1), chunk):
-        fragment = data[start : start + chunk]
-        last = 0x02 if start + chunk >= len(data) else 0x00
-        item = _PDV.pack(len(fragment) + 2, context_id, control | last) + fragment
-        out.append(_HEADER.pack(0x04, len(item)) + item)
-    return b"".join(out)
-
-
-def _pdvs(pdu: bytes) -> Iterator[tuple[int, int, memoryview]]:
-    """(context ID, message control header, fragment) of every PDV item of a P-DATA-TF PDU."""
-    view = memoryview(pdu)
-    offset = 6
-    while offset + 6 <= len(pdu):
-        length, context_id, control = _PDV.unpack_from(pdu, offset)
-        yield context_id, control, view[offset + 6 : offset + 4 + length]
-        offset += 4 + length
-
-
-def _read_exact(sock: socket.socket, size: int) -> bytes:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:], size - got)
-        if n == 0:
-            msg = "connection closed"
-            raise AssociationAborted(msg)
-        got += n
-    return bytes(buffer)
-
-
-def _read_pdu(sock: socket.socket) -> tuple[int, bytes]:
-    """One whole PDU: its type and all its bytes (header included, as pynetdicom decodes them)."""
-    header = _read_exact(sock, 6)
-    kind, length = _HEADER.unpack(header)
-    return kind, header + _read_exact(sock, length)
 
 
 def _encode(ds: Dataset, syntax: UID) -> bytes:
@@ -526,27 +405,5 @@ def _associate_rq(
     version.implementation_version_name = VERSION_NAME
     primitive.user_information = [max_length, class_uid, *roles, version]
     pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return pdu.encode()
-
-
-def _release_rq() -> bytes:
-    pdu = A_RELEASE_RQ()
-    pdu.from_primitive(A_RELEASE())
-    return pdu.encode()
-
-
-def _release_rp() -> bytes:
-    primitive = A_RELEASE()
-    primitive.result = "affirmative"
-    pdu = A_RELEASE_RP()
-    pdu.from_primitive(primitive)
-    return pdu.encode()
-
-
-def _abort_rq() -> bytes:
-    primitive = A_ABORT()
-    primitive.abort_source = 0
-    pdu = A_ABORT_RQ()
     pdu.from_primitive(primitive)
     return pdu.encode()

@@ -28,7 +28,8 @@ from asyncdicom.config import Config
 from asyncdicom.elements import build_identifier
 from asyncdicom.errors import AssociationAborted, ServiceNotSupported, SilentPeer
 from asyncdicom.net.base import PENDING, FindOutcome, RetrieveOutcome
-from asyncdicom.net.lean import LeanAssociation, StoreSink
+from asyncdicom.net.dimse import StoreSink
+from asyncdicom.net.lean import LeanAssociation
 from asyncdicom.net.storage import storage_contexts
 from asyncdicom.plan import Request
 

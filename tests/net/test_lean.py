@@ -118,6 +118,6 @@ def test_peer_abort_is_reported(scp: QueryRetrieveSCP) -> None:
 
 def test_rejected_context_is_absent(scp: QueryRetrieveSCP) -> None:
     """Abstract syntaxes the peer does not accept are missing from the negotiated contexts."""
-    assoc = _open(scp.port, [VERIFICATION, "1.2.840.10008.5.1.4.1.2.2.2"])  # Study Root MOVE: not offered
+    assoc = _open(scp.port, [VERIFICATION, "1.2.840.10008.5.1.4.31"])  # Modality Worklist FIND: not offered
     assert set(assoc.contexts) == {VERIFICATION}
     assoc.release()

@@ -1,0 +1,172 @@
+"""DIMSE and PDU pieces on the hot path, coded by hand (PS3.7 Annex E, PS3.8 9.3).
+
+Command sets are a fixed handful of group 0000 elements in Implicit VR Little Endian, and
+P-DATA-TF PDUs are a list of PDV items: packing and parsing them directly costs a fraction of
+building pydicom datasets for them. Association negotiation stays with pynetdicom's PDU classes.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from pynetdicom.pdu import A_ABORT_RQ, A_RELEASE_RP, A_RELEASE_RQ
+from pynetdicom.pdu_primitives import A_ABORT, A_RELEASE
+
+from asyncdicom.errors import AssociationAborted
+
+HEADER = struct.Struct(">BxL")
+
+
+@dataclass(slots=True)
+class Command:
+    field: int = 0
+    status: int = 0xFFFF
+    has_dataset: bool = False
+    comment: str | None = None
+    message_id: int = 0
+    sop_class: str = ""
+    sop_instance: str = ""
+    counts: dict[str, int] | None = None
+
+
+COUNT_NAMES = {0x1020: "remaining", 0x1021: "completed", 0x1022: "failed", 0x1023: "warning"}
+
+
+class StoreSink(Protocol):
+    """Where a C-STORE sub-operation received over C-GET goes, fragment by fragment."""
+
+    def begin(self, sop_class: str, sop_instance: str, transfer_syntax: str) -> StoreFile:
+        """Open the file that the data set fragments are written to."""
+
+    def end(self, file: StoreFile, ok: bool) -> int:
+        """The data set is complete (``ok``) or broken off; returns the C-STORE status to answer."""
+
+
+class StoreFile(Protocol):
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+# --- command sets and PDVs (PS3.7 E, PS3.8 9.3.5): the hot path, coded by hand -------------------
+
+ELEMENT = struct.Struct("<HHL")
+US = struct.Struct("<H")
+PDV = struct.Struct(">LBB")
+
+
+def ui(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def us(value: int) -> bytes:
+    return US.pack(value)
+
+
+def ae(title: str) -> bytes:
+    return title.encode("ascii").ljust(16)
+
+
+def pack_command(fields: list[tuple[int, bytes]]) -> bytes:
+    """A group 0000 command set, Implicit VR Little Endian, with its group length first."""
+    body = b"".join(ELEMENT.pack(0, element, len(value)) + value for element, value in fields)
+    return ELEMENT.pack(0, 0, 4) + struct.pack("<L", len(body)) + body
+
+
+def text(value: bytes) -> str:
+    return value.decode("ascii", "replace").rstrip(" \0")
+
+
+def parse_command(raw: bytes) -> Command:
+    command = Command()
+    offset = 0
+    while offset + 8 <= len(raw):
+        _, element, length = ELEMENT.unpack_from(raw, offset)
+        value = raw[offset + 8 : offset + 8 + length]
+        offset += 8 + length
+        if element == 0x0900:
+            command.status = US.unpack(value)[0]
+        elif element == 0x0100:
+            command.field = US.unpack(value)[0]
+        elif element == 0x0800:
+            command.has_dataset = US.unpack(value)[0] != 0x0101
+        elif element == 0x0902:
+            command.comment = text(value) or None
+        elif element == 0x0110:
+            command.message_id = US.unpack(value)[0]
+        elif element == 0x0002:
+            command.sop_class = text(value)
+        elif element == 0x1000:
+            command.sop_instance = text(value)
+        elif element in COUNT_NAMES and length == 2:
+            command.counts = command.counts or {}
+            command.counts[COUNT_NAMES[element]] = US.unpack(value)[0]
+    return command
+
+
+def p_data(context_id: int, control: int, data: bytes, chunk: int) -> bytes:
+    """P-DATA-TF PDUs carrying ``data`` in fragments of at most ``chunk`` bytes; the last one flagged."""
+    out = []
+    for start in range(0, max(len(data), 1), chunk):
+        fragment = data[start : start + chunk]
+        last = 0x02 if start + chunk >= len(data) else 0x00
+        item = PDV.pack(len(fragment) + 2, context_id, control | last) + fragment
+        out.append(HEADER.pack(0x04, len(item)) + item)
+    return b"".join(out)
+
+
+def pdvs(pdu: bytes) -> Iterator[tuple[int, int, memoryview]]:
+    """(context ID, message control header, fragment) of every PDV item of a P-DATA-TF PDU."""
+    view = memoryview(pdu)
+    offset = 6
+    while offset + 6 <= len(pdu):
+        length, context_id, control = PDV.unpack_from(pdu, offset)
+        yield context_id, control, view[offset + 6 : offset + 4 + length]
+        offset += 4 + length
+
+
+def read_exact(sock: socket.socket, size: int) -> bytes:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:], size - got)
+        if n == 0:
+            msg = "connection closed"
+            raise AssociationAborted(msg)
+        got += n
+    return bytes(buffer)
+
+
+def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
+    """One whole PDU: its type and all its bytes (header included, as pynetdicom decodes them)."""
+    header = read_exact(sock, 6)
+    kind, length = HEADER.unpack(header)
+    return kind, header + read_exact(sock, length)
+
+
+def release_rq() -> bytes:
+    pdu = A_RELEASE_RQ()
+    pdu.from_primitive(A_RELEASE())
+    return pdu.encode()
+
+
+def release_rp() -> bytes:
+    primitive = A_RELEASE()
+    primitive.result = "affirmative"
+    pdu = A_RELEASE_RP()
+    pdu.from_primitive(primitive)
+    return pdu.encode()
+
+
+def abort_rq() -> bytes:
+    primitive = A_ABORT()
+    primitive.abort_source = 0
+    pdu = A_ABORT_RQ()
+    pdu.from_primitive(primitive)
+    return pdu.encode()
