@@ -31,6 +31,7 @@ class Command:
     sop_class: str = ""
     sop_instance: str = ""
     counts: dict[str, int] | None = None
+    move_message_id: int | None = None
 
 
 COUNT_NAMES = {0x1020: "remaining", 0x1021: "completed", 0x1022: "failed", 0x1023: "warning"}
@@ -101,6 +102,8 @@ def parse_command(raw: bytes) -> Command:
             command.message_id = US.unpack(value)[0]
         elif element == 0x0002:
             command.sop_class = text(value)
+        elif element == 0x1031 and length == 2:
+            command.move_message_id = US.unpack(value)[0]
         elif element == 0x1000:
             command.sop_instance = text(value)
         elif element in COUNT_NAMES and length == 2:
