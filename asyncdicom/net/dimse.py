@@ -123,7 +123,7 @@ def p_data(context_id: int, control: int, data: bytes, chunk: int) -> bytes:
     return b"".join(out)
 
 
-def pdvs(pdu: bytes) -> Iterator[tuple[int, int, memoryview]]:
+def pdvs(pdu: bytes | bytearray) -> Iterator[tuple[int, int, memoryview]]:
     """(context ID, message control header, fragment) of every PDV item of a P-DATA-TF PDU."""
     view = memoryview(pdu)
     offset = 6
@@ -133,24 +133,25 @@ def pdvs(pdu: bytes) -> Iterator[tuple[int, int, memoryview]]:
         offset += 4 + length
 
 
-def read_exact(sock: socket.socket, size: int) -> bytes:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
+def _fill(sock: socket.socket, view: memoryview) -> None:
+    got, size = 0, len(view)
     while got < size:
         n = sock.recv_into(view[got:], size - got)
         if n == 0:
             msg = "connection closed"
             raise AssociationAborted(msg)
         got += n
-    return bytes(buffer)
 
 
-def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
-    """One whole PDU: its type and all its bytes (header included, as pynetdicom decodes them)."""
-    header = read_exact(sock, 6)
+def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
+    """One whole PDU: its type and all its bytes (header included, as pynetdicom decodes them),
+    read into one buffer without further copies."""
+    header = bytearray(6)
+    _fill(sock, memoryview(header))
     kind, length = HEADER.unpack(header)
-    return kind, header + read_exact(sock, length)
+    pdu = header + bytearray(length)
+    _fill(sock, memoryview(pdu)[6:])
+    return kind, pdu
 
 
 def release_rq() -> bytes:

@@ -12,6 +12,7 @@ packed by hand; identifiers are encoded and decoded by pydicom via pynetdicom's 
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -130,7 +131,8 @@ class LeanAssociation:
             raise ConnectionFailed(msg) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.sendall(_associate_rq(host, port, called, calling, abstract_syntaxes, storage))
+            frozen_storage = tuple((uid, tuple(syntaxes)) for uid, syntaxes in storage)
+            sock.sendall(_associate_rq(host, port, called, calling, tuple(abstract_syntaxes), frozen_storage))
             kind, body = read_pdu(sock)
         except (OSError, AssociationAborted):
             sock.close()
@@ -139,7 +141,7 @@ class LeanAssociation:
         if kind == 0x03:
             sock.close()
             rj = A_ASSOCIATE_RJ()
-            rj.decode(body)
+            rj.decode(bytes(body))
             result, source, reason = int(rj.result or 0), int(rj.source or 0), int(rj.reason_diagnostic or 0)
             text = _REJECT_TEXT.get((source, reason), f"source {source}, reason {reason}")
             kind_text = "permanently" if result == 1 else "for now"
@@ -154,7 +156,7 @@ class LeanAssociation:
             msg = f"Unable to associate with {where} as the PACS answered with PDU type 0x{kind:02X}"
             raise AssociationAborted(msg)
         ac = A_ASSOCIATE_AC()
-        ac.decode(body)
+        ac.decode(bytes(body))
         primitive = ac.to_primitive()
         proposed = {2 * i + 1: uid for i, uid in enumerate([*abstract_syntaxes, *(c for c, _ in storage)])}
         contexts: dict[str, tuple[int, UID]] = {}
@@ -284,7 +286,7 @@ class LeanAssociation:
                 sink.end(store, ok=False)
             raise
 
-    def _next_pdu(self) -> bytes:
+    def _next_pdu(self) -> bytearray:
         """The next P-DATA-TF PDU; anything else ends the association."""
         try:
             kind, body = read_pdu(self._sock)
@@ -363,12 +365,13 @@ def _encode(ds: Dataset, syntax: UID) -> bytes:
     return data
 
 
+@functools.lru_cache(maxsize=8)
 def _associate_rq(
     host: str,
     port: int,
     called: str,
     calling: str,
-    abstract_syntaxes: list[str],
+    abstract_syntaxes: Sequence[str],
     storage: Sequence[tuple[str, Sequence[str]]],
 ) -> bytes:
     primitive = A_ASSOCIATE()

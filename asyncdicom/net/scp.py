@@ -171,7 +171,7 @@ class _Association:
             self.sock.sendall(abort_rq())
             return
         rq = A_ASSOCIATE_RQ()
-        rq.decode(pdu)
+        rq.decode(bytes(pdu))
         request = rq.to_primitive()
         self.calling = str(request.calling_ae_title).strip()
         if busy:

@@ -1,8 +1,8 @@
-"""Spool files: received bytes on the output volume, made durable before the PACS hears "success".
+"""Spool files: received bytes on the output volume, before they get their final name.
 
-A spool file is written as ``<uuid>.part``, fsynced, then renamed to ``<uuid>.dcm`` inside
-``<output>/.asyncdicom/spool``. Only a few header elements are parsed afterwards (never the
-pixel data). :func:`place` moves it atomically to its final path.
+A spool file is written as ``<uuid>.part`` and renamed to ``<uuid>.dcm`` inside
+``<output>/.asyncdicom/spool`` once complete. Only a few header elements are parsed afterwards
+(never the pixel data). :func:`place` fsyncs it and links it atomically to its final path.
 """
 
 from __future__ import annotations
@@ -78,9 +78,11 @@ class SpoolWriter:
         self.size += len(data)
 
     def commit(self) -> Path:
-        """fsync, rename ``.part`` → ``.dcm``; the bytes now survive a crash."""
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        """Close and rename ``.part`` → ``.dcm``: the file is complete and survives the process.
+
+        It is not fsynced here, so the PACS is not kept waiting for the disk: :func:`place`
+        fsyncs it before it counts, and a request is only marked done once its files are placed.
+        """
         self._handle.close()
         os.replace(self.part, self.final)
         return self.final
@@ -90,15 +92,6 @@ class SpoolWriter:
             self._handle.close()
         with contextlib.suppress(FileNotFoundError):
             self.part.unlink()
-
-
-def adopt(spool: Path, received: Path) -> Path:
-    """Make an existing file (pynetdicom's chunked receive file) a durable spool file."""
-    final = spool / f"{uuid.uuid4().hex}.dcm"
-    with received.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(received, final)
-    return final
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +146,9 @@ def place(spooled: Path, root: Path, structure: tuple[str, ...], filename: str, 
     """Move a spool file to its rendered path atomically, never overwriting another instance."""
     target = confine(root, render(structure, filename, header.attrs))
     target.parent.mkdir(parents=True, exist_ok=True)
-    size = spooled.stat().st_size
+    with spooled.open("rb") as handle:  # durable before it has a name in the output tree
+        os.fsync(handle.fileno())
+        size = os.fstat(handle.fileno()).st_size
     sop_uid = header.sop_instance_uid
     candidate, number = target, 0
     while True:
@@ -177,6 +172,4 @@ def sweep(spool: Path) -> list[Path]:
     spool.mkdir(parents=True, exist_ok=True)
     for part in spool.glob("*.part"):
         part.unlink(missing_ok=True)
-    for orphan in spool.glob("tmp*.dcm"):  # pynetdicom chunked-receive files of a crashed run
-        orphan.unlink(missing_ok=True)
     return sorted(spool.glob("*.dcm"), key=lambda p: p.stat().st_mtime)

