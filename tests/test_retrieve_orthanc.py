@@ -204,3 +204,57 @@ def test_compressed_syntaxes(tmp_path: Path, orthanc: LoadedOrthanc, kind: str, 
         assert next(iter(warnings.values())).startswith("kept as received (JPEG Extended (Process 2 and 4))")
     else:
         assert warnings == {}
+
+
+def test_large_instance_keeps_memory_flat(tmp_path: Path, orthanc: LoadedOrthanc) -> None:
+    """A 256 MB multi-frame instance is retrieved by C-GET and C-MOVE with a peak RSS far below its size."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    from tests.factory import StudySpec, make_instance
+
+    spec = StudySpec("LARGE", "Large^Instance", generate_uid(), "LARGE", "20240101", "CT", 1, 1)
+    ds = make_instance(spec, generate_uid(), 1, 1)
+    frames, size = 512, 512  # 256 MiB of pixel data
+    ds.NumberOfFrames = frames
+    ds.Rows = ds.Columns = size
+    ds.PixelData = np.zeros((frames, size, size), dtype=np.uint16).tobytes()
+    big = tmp_path / "large.dcm"
+    ds.save_as(big, enforce_file_format=True)
+    del ds
+    orthanc.server.upload([big])
+    megabytes = big.stat().st_size / 2**20
+    big.unlink()
+    rows = [{"StudyInstanceUID": spec.study_uid}]
+    for kind in ("c-get", "c-move"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        write_batch(folder, rows)
+        write_yaml(folder / "c.yml", retrieve_config(orthanc, kind, rows, "STUDY", structure="StudyInstanceUID"))
+        stats = folder / "time.txt"
+        result = subprocess.run(
+            [
+                "/usr/bin/time",
+                "-o",
+                str(stats),
+                "-f",
+                "%M",
+                sys.executable,
+                "-m",
+                "asyncdicom",
+                "run",
+                str(folder / "c.yml"),
+                "-q",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        peak_mb = int(stats.read_text().split()[-1]) / 1024
+        files = [p for p in (folder / "out").rglob("*.dcm") if ".asyncdicom" not in p.parts]
+        assert len(files) == 1 and files[0].stat().st_size > 256 * 2**20
+        assert peak_mb < 150, f"{kind}: peak RSS {peak_mb:.0f} MB for a {megabytes:.0f} MB instance"
