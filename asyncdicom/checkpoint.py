@@ -27,7 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from asyncdicom.engine.scheduler import RequestResult
 from asyncdicom.errors import CheckpointError
-from asyncdicom.plan import Plan, Request
+from asyncdicom.plan import Plan, Request, narrow
 from asyncdicom.stats import RunStats
 from asyncdicom.write.pipeline import InstanceRecord
 
@@ -248,10 +248,22 @@ class Ledger:
             return {str(state): int(n) for state, n in await cursor.fetchall()}
 
     async def pending(self, plan: Plan) -> list[Request]:
-        """Requests of the plan still to run, in CSV order."""
-        async with self.db.execute("SELECT key FROM requests WHERE in_plan = 1 AND state = 'pending'") as cursor:
-            keys = {str(row[0]) for row in await cursor.fetchall()}
-        return [request for request in plan.requests if request.key in keys]
+        """Requests of the plan still to run, in CSV order.
+
+        A partly retrieved request whose missing instances are known asks for those alone.
+        """
+        async with self.db.execute(
+            "SELECT key, state, missing FROM requests WHERE in_plan = 1 AND state IN ('pending', 'partial')"
+        ) as cursor:
+            rows = {str(key): (state, missing) for key, state, missing in await cursor.fetchall()}
+        out = []
+        for request in plan.requests:
+            if request.key not in rows:
+                continue
+            state, missing = rows[request.key]
+            narrowed = narrow(request, json.loads(missing)) if state == "partial" and missing else None
+            out.append(narrowed or request)
+        return out
 
     # --- recording ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import csv
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +54,24 @@ class Plan:
     rows: int
     duplicates: int
     blank_lines: int
+
+
+def narrow(request: Request, missing: Sequence[str]) -> Request | None:
+    """The same request (same key) asking only for the ``missing`` SOP Instances, at IMAGE level.
+
+    Only possible when the request names its series: an IMAGE-level retrieve needs the Study and
+    Series Instance UIDs (PS3.4 C.4.2.1.4), and a list of UIDs alone does not say which series.
+    """
+    given = {s.leaf.keyword: s for s in request.elements if len(s.path) == 1 and s.value}
+    if not missing or "StudyInstanceUID" not in given or "SeriesInstanceUID" not in given:
+        return None
+    if "\\" in (given["SeriesInstanceUID"].value or ""):
+        return None
+    kept = [given[k] for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID") if k in given]
+    level = parse_path("QueryRetrieveLevel")
+    sop = parse_path("SOPInstanceUID")
+    elements = (ElementSpec(level, "IMAGE"), *kept, ElementSpec(sop, "\\".join(missing)))
+    return Request(request.key, request.line, elements)
 
 
 def request_key(fingerprint: str, elements: tuple[ElementSpec, ...]) -> str:

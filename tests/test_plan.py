@@ -114,3 +114,30 @@ def test_hundred_thousand_rows_plan_in_seconds(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - start
     assert len(plan.requests) == 100_000
     assert elapsed < 15, f"planning 100k rows took {elapsed:.1f} s"
+
+
+def test_narrow_asks_only_for_missing_instances() -> None:
+    """A request naming its series narrows to an IMAGE-level request for the missing UIDs, same key."""
+    from asyncdicom.elements import parse_element
+    from asyncdicom.plan import Request, narrow
+
+    series = Request(
+        "k",
+        3,
+        tuple(
+            parse_element(t)
+            for t in ("QueryRetrieveLevel=SERIES", "StudyInstanceUID=1.2", "SeriesInstanceUID=1.2.3", "StudyDate")
+        ),
+    )
+    narrowed = narrow(series, ["1.2.3.4", "1.2.3.5"])
+    assert narrowed is not None
+    assert (narrowed.key, narrowed.line, narrowed.level) == ("k", 3, "IMAGE")
+    assert {s.name: s.value for s in narrowed.elements} == {
+        "QueryRetrieveLevel": "IMAGE",
+        "StudyInstanceUID": "1.2",
+        "SeriesInstanceUID": "1.2.3",
+        "SOPInstanceUID": "1.2.3.4\\1.2.3.5",
+    }
+    study = Request("s", 2, tuple(parse_element(t) for t in ("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.2")))
+    assert narrow(study, ["1.2.3.4"]) is None  # the series of a missing instance is unknown
+    assert narrow(series, []) is None

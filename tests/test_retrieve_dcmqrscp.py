@@ -82,3 +82,44 @@ def test_unknown_destination_is_fatal(tmp_path: Path, qr: Qr) -> None:
         "this machine's address and local.port on the PACS"
     )
     assert summary["pending"] == 1
+
+
+def test_missing_instance_is_partial_then_only_it_is_asked_again(tmp_path: Path) -> None:
+    """An instance the PACS cannot send leaves the request partial, with that UID in the ledger; the
+    next run asks for that instance alone (IMAGE level) and completes the request."""
+    scp_port = free_port()
+    server = Dcmqrscp(tmp_path / "pacs", peers={"ASYNCDICOM": ("localhost", scp_port)})
+    written = write_files(study_specs(1, studies_per_patient=1, series=1, instances=4, prefix="M"), tmp_path / "data")
+    server.folder.mkdir(parents=True)
+    server.storage.mkdir()
+    server.register(sorted((tmp_path / "data").iterdir()))
+    lost = written[2]
+    stored_file = server.storage / f"{lost.SOPInstanceUID}.dcm"
+    hidden = tmp_path / "hidden.dcm"
+    stored_file.rename(hidden)
+    server.start()
+    try:
+        qr = Qr(server, written, scp_port)
+        rows = [{"StudyInstanceUID": str(lost.StudyInstanceUID), "SeriesInstanceUID": str(lost.SeriesInstanceUID)}]
+        config = _config(tmp_path, qr, "c-get", rows, "SERIES")
+        result, summary = cli_json("run", config)
+        assert result.exit_code == 3
+        assert (summary["partial"], summary["instances_new"]) == (1, 3)
+        status = cli_json("status", config)[1]
+        assert status["requests"]["partial"] == 1
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "out" / ".asyncdicom" / "c.sqlite3") as db:
+            assert db.execute("SELECT missing FROM requests").fetchone()[0] == f'["{lost.SOPInstanceUID}"]'
+        hidden.rename(stored_file)
+        result, summary = cli_json("run", config)
+        assert result.exit_code == 0, result.stderr
+        assert (summary["done"], summary["partial"], summary["instances_new"], summary["duplicate_instances"]) == (
+            1,
+            0,
+            1,
+            0,
+        )
+        assert set(stored(tmp_path)) == {str(ds.SOPInstanceUID) for ds in written}
+    finally:
+        server.stop()

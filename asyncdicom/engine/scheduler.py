@@ -21,7 +21,7 @@ from asyncdicom.engine.limits import AdaptiveConcurrency, LatencyTracker
 from asyncdicom.engine.retry import Action, Decision, RetryPolicy, status_category
 from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer
 from asyncdicom.net.base import DicomBackend, DicomSession, FindOutcome, RetrieveOutcome
-from asyncdicom.plan import Request
+from asyncdicom.plan import Request, narrow
 from asyncdicom.stats import RunStats
 
 log = logging.getLogger("asyncdicom.engine")
@@ -166,6 +166,7 @@ class Scheduler:
     async def _process(self, session: DicomSession, request: Request, slot: _Slot) -> None:
         """Settle one request, holding an association slot while talking to the PACS."""
         attempt = 0
+        received: set[str] = set()  # instances of this request stored by any attempt so far
         while True:
             await self.gate.wait_open()
             await self.throttle.acquire()
@@ -181,6 +182,8 @@ class Scheduler:
             finally:
                 self.stats.in_flight -= 1
                 self._active.pop(session, None)
+            if isinstance(outcome, RetrieveOutcome):
+                received |= outcome.received
             decision = self._decide(outcome, error, attempt)
             if decision.action is Action.DONE:
                 assert outcome is not None
@@ -201,11 +204,13 @@ class Scheduler:
             if decision.action is Action.RETRY:
                 attempt += 1
                 self.stats.retries += 1
+                if isinstance(outcome, RetrieveOutcome) and outcome.failed_uids:
+                    request = narrow(request, outcome.failed_uids) or request
                 await anyio.sleep(decision.delay)
                 continue
-            partly = decision.action is Action.PARTIAL or (error is not None and error.received > 0)
+            partly = decision.action is Action.PARTIAL or bool(received) or (error is not None and error.received > 0)
             state: State = "partial" if partly else "failed"
-            await self._settle(request, state, attempt, outcome, decision.reason, error)
+            await self._settle(request, state, attempt, outcome, decision.reason, error, len(received))
             break
         if self.settings.throttle_time:
             await anyio.sleep(self.settings.throttle_time)
@@ -248,6 +253,7 @@ class Scheduler:
         outcome: Outcome | None,
         error: str | None,
         exception: NetworkError | None = None,
+        received: int = 0,
     ) -> None:
         status = outcome.status if outcome else None
         result = RequestResult(
@@ -262,7 +268,8 @@ class Scheduler:
         if exception is not None and exception.received:
             result = replace(result, received=exception.received)
         if isinstance(outcome, RetrieveOutcome):
-            result = replace(result, counts=outcome.counts, received=len(outcome.received), missing=outcome.failed_uids)
+            total = max(received, len(outcome.received))
+            result = replace(result, counts=outcome.counts, received=total, missing=outcome.failed_uids)
         await self.sink.record(request, result)
 
     async def _watchdog(self) -> None:
