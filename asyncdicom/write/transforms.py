@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -28,13 +29,13 @@ def decompress_file(source: Path) -> Transformed:
     """Rewrite ``source`` (a spool file) as Explicit VR Little Endian if its pixel data is
     compressed or its data set deflated; the SOP Instance UID is kept."""
     try:
-        ds = dcmread(source)
-        syntax = ds.file_meta.TransferSyntaxUID
+        syntax = read_file_meta_info(source).TransferSyntaxUID  # the meta alone: cheap for the common case
     except Exception as exc:  # any reader failure: keep the file as it came
         return Transformed(source, f"kept as received: unable to read it as {type(exc).__name__}")
     if not (syntax.is_compressed or syntax.is_deflated):
         return Transformed(source)
     try:
+        ds = dcmread(source)
         if syntax.is_compressed:
             ds.decompress(generate_instance_uid=False)  # pydicom 3.0 would otherwise replace the UID
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
