@@ -7,7 +7,6 @@ caused is at its final path, so "done" always means "on disk".
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,8 +63,7 @@ class GetSink:
             file.discard()
             log.error("unable to keep a received instance as %s", exc.strerror)
             return STATUS_OUT_OF_RESOURCES
-        anyio.from_thread.run(self._retriever.pipeline.enqueue, Spooled(path, self._flight, syntax))
-        return STATUS_SUCCESS
+        return self._retriever.hand_over(Spooled(path, self._flight, syntax), None)
 
 
 class Retriever:
@@ -126,10 +124,25 @@ class Retriever:
             self.tracker.refused += 1
             log.warning("refused instance %s: it belongs to no request in flight", received.sop_instance)
             return STATUS_NOT_REQUESTED
-        # RuntimeError: the run is over; the file is durable in the spool and the next run places it
-        with contextlib.suppress(RuntimeError):
-            item = Spooled(received.path, flight, received.transfer_syntax)
-            anyio.from_thread.run(self.pipeline.enqueue, item, token=self._token)
+        return self.hand_over(Spooled(received.path, flight, received.transfer_syntax), self._token)
+
+    def hand_over(self, item: Spooled, token: anyio.lowlevel.EventLoopToken | None) -> int:
+        """Receive thread: place the instance here when nothing heavy is configured, else queue it
+        for the writers; returns the C-STORE status."""
+        pipeline = self.pipeline
+        try:
+            if pipeline.direct:
+                try:
+                    header, placed = pipeline.place_now(item.path)
+                except (OSError, ValueError) as exc:
+                    log.error("unable to store a received instance as %s", exc)
+                    item.path.unlink(missing_ok=True)
+                    return STATUS_OUT_OF_RESOURCES
+                anyio.from_thread.run(pipeline.placed_directly, item, header, placed, token=token)
+            else:
+                anyio.from_thread.run(pipeline.enqueue, item, token=token)
+        except RuntimeError:
+            pass  # the run is over: the file stays in the spool (or its place) and the next run records it
         return STATUS_SUCCESS
 
     @asynccontextmanager

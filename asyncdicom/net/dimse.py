@@ -149,7 +149,8 @@ def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
     header = bytearray(6)
     _fill(sock, memoryview(header))
     kind, length = HEADER.unpack(header)
-    pdu = header + bytearray(length)
+    pdu = bytearray(6 + length)
+    pdu[:6] = header
     _fill(sock, memoryview(pdu)[6:])
     return kind, pdu
 

@@ -125,6 +125,15 @@ class Pipeline:
             if item.flight is not None:
                 self.tracker.lost(item.flight)
             return
+        await self._record(item, header, placed, warning)
+
+    async def placed_directly(self, item: Spooled, header: Header, placed: Placed) -> None:
+        """Record an instance a receive thread placed itself (see :meth:`place_now`)."""
+        if item.flight is not None:
+            self.tracker.handed_over(item.flight)
+        await self._record(item, header, placed, None)
+
+    async def _record(self, item: Spooled, header: Header, placed: Placed, warning: str | None) -> None:
         duplicate = placed.state == "duplicate"
         self.duplicates += duplicate
         self.placed += not duplicate
@@ -144,6 +153,16 @@ class Pipeline:
         )
         if item.flight is not None:
             self.tracker.placed(item.flight, header.sop_instance_uid, duplicate)
+
+    @property
+    def direct(self) -> bool:
+        """Whether receive threads may place instances themselves (no CPU-heavy step configured)."""
+        return not self.decompress
+
+    def place_now(self, path: Path) -> tuple[Header, Placed]:
+        """Header parse and atomic placement, in the calling (receive) thread: cheap I/O, and it
+        saves three thread hops per instance. Raises OSError or ValueError."""
+        return self._place(path)
 
     def _place(self, path: Path) -> tuple[Header, Placed]:
         header = read_header(path, (*self.structure, self.filename))
