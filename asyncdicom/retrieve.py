@@ -54,14 +54,8 @@ class GetSink:
 
     def end(self, file: SpoolWriter, ok: bool) -> int:
         syntax = self._syntaxes.pop(id(file), "")
-        if not ok:
-            file.discard()
-            return STATUS_OUT_OF_RESOURCES
-        try:
-            path = file.commit()
-        except OSError as exc:
-            file.discard()
-            log.error("unable to keep a received instance as %s", exc.strerror)
+        path = file.finish(ok)
+        if path is None:
             return STATUS_OUT_OF_RESOURCES
         return self._retriever.hand_over(Spooled(path, self._flight, syntax), None)
 

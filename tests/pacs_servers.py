@@ -29,6 +29,17 @@ def dcmtk(tool: str) -> str:
     return str(path)
 
 
+def terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server process politely, then firmly."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def wait_for_echo(port: int, aet: str, deadline: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
     """Block until the SCP on ``port`` answers a C-ECHO (or fail after ``deadline`` s)."""
     ae = AE(ae_title="WAITER")
@@ -156,13 +167,7 @@ class Orthanc:
                 response.read()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self.process = None
 
 
@@ -210,11 +215,5 @@ class Dcmqrscp:
         subprocess.run([dcmtk("dcmqridx"), str(self.storage), *targets], check=True, timeout=300)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self.process = None

@@ -11,14 +11,34 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.pdu import A_ABORT_RQ, A_RELEASE_RP, A_RELEASE_RQ
-from pynetdicom.pdu_primitives import A_ABORT, A_RELEASE
+from pynetdicom.pdu_primitives import (
+    A_ABORT,
+    A_RELEASE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+)
 
 from asyncdicom.errors import AssociationAborted
 
 HEADER = struct.Struct(">BxL")
+VERSION_NAME = "ASYNCDICOM_01"
+
+
+def user_information(*extra: Any) -> list[Any]:
+    """Our A-ASSOCIATE user information: unlimited receive length, implementation class and
+    version, and any ``extra`` items (role selection) in between, as PS3.7 D.3.3 orders them."""
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = 0
+    class_uid = ImplementationClassUIDNotification()
+    class_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = VERSION_NAME
+    return [max_length, class_uid, *extra, version]
 
 
 @dataclass(slots=True)

@@ -21,7 +21,6 @@ from io import BytesIO
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu import (
     A_ASSOCIATE_AC,
@@ -30,8 +29,6 @@ from pynetdicom.pdu import (
 )
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    ImplementationVersionNameNotification,
     MaximumLengthNotification,
     SCP_SCU_RoleSelectionNegotiation,
 )
@@ -54,12 +51,12 @@ from asyncdicom.net.dimse import (
     release_rq,
     ui,
     us,
+    user_information,
 )
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 VERIFICATION = "1.2.840.10008.1.1"
 PRIORITY_LOW = 0x0002  # a research batch should not push ahead of clinical work
-VERSION_NAME = "ASYNCDICOM_01"
 _REJECT_TEXT = {
     (1, 1): "no reason given",
     (1, 2): "application context name not supported",
@@ -400,13 +397,7 @@ def _associate_rq(
         role.scu_role = False
         role.scp_role = True
         roles.append(role)
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = 0
-    class_uid = ImplementationClassUIDNotification()
-    class_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
-    version = ImplementationVersionNameNotification()
-    version.implementation_version_name = VERSION_NAME
-    primitive.user_information = [max_length, class_uid, *roles, version]
+    primitive.user_information = user_information(*roles)
     pdu = A_ASSOCIATE_RQ()
     pdu.from_primitive(primitive)
     return pdu.encode()

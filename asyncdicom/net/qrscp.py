@@ -192,8 +192,9 @@ class QueryRetrieveSCP:
         """The stored instances a C-GET or C-MOVE identifier asks for."""
         return [ds for ds in self.datasets if matches(ds, query)]
 
-    def _on_get(self, event: evt.Event) -> Iterator[int | tuple[int, Dataset | None]]:
-        selected = self._selected(event.identifier)
+    @staticmethod
+    def _sub_operations(event: evt.Event, selected: list[Dataset]) -> Iterator[int | tuple[int, Dataset | None]]:
+        """The count, then one (status, dataset) per instance; stops at a C-CANCEL."""
         yield len(selected)
         for ds in selected:
             if event.is_cancelled:
@@ -201,19 +202,16 @@ class QueryRetrieveSCP:
                 return
             yield 0xFF00, ds
 
+    def _on_get(self, event: evt.Event) -> Iterator[int | tuple[int, Dataset | None]]:
+        yield from self._sub_operations(event, self._selected(event.identifier))
+
     def _on_move(self, event: evt.Event) -> Iterator[object]:
         destination = self.destinations.get(str(event.move_destination).strip())
         if destination is None:
             yield None, None  # unknown destination: pynetdicom answers 0xA801
             return
-        selected = self._selected(event.identifier)
         yield destination[0], destination[1]
-        yield len(selected)
-        for ds in selected:
-            if event.is_cancelled:
-                yield 0xFE00, None
-                return
-            yield 0xFF00, ds
+        yield from self._sub_operations(event, self._selected(event.identifier))
 
     def _response(self, ds: Dataset, query: Dataset, level: str) -> Dataset:
         out = Dataset()

@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.uid import UID
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    ImplementationVersionNameNotification,
     MaximumLengthNotification,
 )
 from pynetdicom.presentation import PresentationContext
@@ -40,6 +37,7 @@ from asyncdicom.net.dimse import (
     release_rp,
     ui,
     us,
+    user_information,
 )
 from asyncdicom.write.spool import SpoolWriter, file_meta
 
@@ -218,13 +216,7 @@ class _Association:
         primitive.result = 0x00
         primitive.result_source = 0x01
         primitive.presentation_context_definition_results_list = results
-        max_length = MaximumLengthNotification()
-        max_length.maximum_length_received = 0
-        class_uid = ImplementationClassUIDNotification()
-        class_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
-        version = ImplementationVersionNameNotification()
-        version.implementation_version_name = "ASYNCDICOM_01"
-        primitive.user_information = [max_length, class_uid, version]
+        primitive.user_information = user_information()
         pdu = A_ASSOCIATE_AC()
         pdu.from_primitive(primitive)
         self.sock.sendall(pdu.encode())
@@ -267,11 +259,8 @@ class _Association:
         return SpoolWriter(self.server.spool, file_meta(command.sop_class, command.sop_instance, syntax, self.calling))
 
     def _end(self, command: Command, context_id: int, store: SpoolWriter) -> int:
-        try:
-            path = store.commit()
-        except OSError as exc:
-            store.discard()
-            log.error("unable to keep a received instance as %s", exc.strerror)
+        path = store.finish(ok=True)
+        if path is None:
             return STATUS_OUT_OF_RESOURCES
         received = Received(
             path=path,

@@ -8,6 +8,7 @@ A spool file is written as ``<uuid>.part`` and renamed to ``<uuid>.dcm`` inside
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import struct
 import uuid
@@ -22,6 +23,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from asyncdicom.write.paths import confine, render, with_suffix_number
+
+log = logging.getLogger("asyncdicom.write")
 
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1.48.1"  # under pydicom's root, for asyncdicom
 IMPLEMENTATION_VERSION = "ASYNCDICOM_01"
@@ -86,6 +89,16 @@ class SpoolWriter:
         self._handle.close()
         os.replace(self.part, self.final)
         return self.final
+
+    def finish(self, ok: bool) -> Path | None:
+        """:meth:`commit` a complete file (None if that fails), or :meth:`discard` a broken one."""
+        if ok:
+            try:
+                return self.commit()
+            except OSError as exc:
+                log.error("unable to keep a received instance as %s", exc.strerror)
+        self.discard()
+        return None
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):
