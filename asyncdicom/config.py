@@ -150,6 +150,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "timeout",
         "connect_timeout",
         "retries",
+        "sop_classes",
     ),
     "schedule": ("enabled", "start_time", "end_time", "timezone"),
     "anonymization": ("enabled", "script", "lookup_table", "mode", "quarantine_directory"),

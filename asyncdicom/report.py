@@ -43,6 +43,8 @@ def progress_line(snap: RunSnapshot) -> str:
         f"{snap.finished}/{total} requests ({snap.done} done, {snap.failed} failed), "
         f"{snap.matches} matches, {snap.rate:.1f} req/s, {snap.in_flight} in flight"
     )
+    if snap.instances or snap.duplicates:
+        line += f", {snap.instances} instances stored"
     extras = [
         f"{n} {label}"
         for n, label in ((snap.retries, "retries"), (snap.rejections, "rejections"), (snap.silent, "silent aborts"))

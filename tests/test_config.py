@@ -162,6 +162,19 @@ class TestValidation:
             "schedule.timezone: unknown time zone 'Mars/Base'; use an IANA name such as America/New_York"
         )
 
+    def test_retrieve_settings(self, tmp_path: Path) -> None:
+        """C-GET SOP classes must be UIDs and fit the 128 presentation contexts; allowed AEs default to pacs.aet."""
+        doc = find_config(4242)
+        doc["request"].update(type="c-get", sop_classes=["1.2.3.x"])
+        doc["output"] = {"directory": "out"}
+        assert _error(tmp_path, doc) == "request.sop_classes[0]: expected a UID such as 1.2.840.10008.5.1.4.1.1.2"
+        doc["request"]["sop_classes"] = [f"1.2.840.99.{i}" for i in range(80)]
+        assert _error(tmp_path, doc).startswith("request.sop_classes: adds more than 76 SOP classes")
+        doc["request"]["sop_classes"] = ["1.2.840.10008.5.1.4.1.1.88.71"]
+        config = load_config(write_yaml(tmp_path / "c.yml", doc))
+        assert config.local.allowed_aets == ("ORTHANC",)
+        assert config.request.sop_classes == ("1.2.840.10008.5.1.4.1.1.88.71",)
+
     def test_anonymization_script_must_exist_when_enabled(self, tmp_path: Path) -> None:
         """An enabled anonymization without a readable script is a config error."""
         doc = find_config(4242)

@@ -6,8 +6,10 @@ demand (delays, silence, aborts, failure statuses, association limits).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -29,7 +31,19 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from asyncdicom.net.scu import _on_connect
+# The "standard" handlers run on every PDU under the AE-wide lock; identifiers may hold PHI.
+_config.LOG_HANDLER_LEVEL = "none"
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+
+
+def _on_connect(event: evt.Event) -> None:
+    """Turn Nagle's algorithm off on accepted sockets."""
+    transport = event.assoc.dul.socket
+    if transport is not None and transport.socket is not None:
+        with contextlib.suppress(OSError):
+            transport.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
 
 LEVEL_KEYS = {
     "PATIENT": "PatientID",

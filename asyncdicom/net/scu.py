@@ -6,17 +6,12 @@ Every call here blocks and runs in a worker thread. Exceptions leave this module
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import logging
-import socket
 import threading
 import time
-from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom import _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientStudyOnlyQueryRetrieveInformationModelFind,
@@ -32,12 +27,6 @@ from asyncdicom.net.dimse import StoreSink
 from asyncdicom.net.lean import LeanAssociation
 from asyncdicom.net.storage import storage_contexts
 from asyncdicom.plan import Request
-
-# The "standard" handlers run on every PDU under the AE-wide lock; identifiers may hold PHI.
-_config.LOG_HANDLER_LEVEL = "none"
-_config.LOG_REQUEST_IDENTIFIERS = False
-_config.LOG_RESPONSE_IDENTIFIERS = False
-logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 
 FIND_MODELS = {
     "patient": PatientRootQueryRetrieveInformationModelFind,
@@ -71,18 +60,6 @@ def retrieve_identifier(request: Request) -> Dataset:
         if keyword in given and not (keyword == "AccessionNumber" and "StudyInstanceUID" in given):
             specs.append(given[keyword])
     return build_identifier(specs)
-
-
-def set_nodelay(sock: socket.socket | Any) -> None:
-    """Turn Nagle's algorithm off: small DIMSE messages otherwise wait for a delayed ACK."""
-    with contextlib.suppress(OSError, AttributeError):  # not a TCP socket, or closed: nothing to tune
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _on_connect(event: evt.Event) -> None:
-    transport = event.assoc.dul.socket
-    if transport is not None:
-        set_nodelay(transport.socket)
 
 
 def identifier_to_text(ds: Dataset) -> dict[str, str]:
