@@ -94,3 +94,25 @@ async def test_changed_csv_keeps_done_rows_and_drops_removed(tmp_path: Path) -> 
     assert not list(tmp_path.glob(".lib.csv*.part"))
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT PatientID, row FROM library").fetchall() == [("x", 2)]
+
+
+async def test_migration_from_schema_1_keeps_everything(tmp_path: Path) -> None:
+    """A ledger written at schema 1 (the first release) is migrated to the current schema in place:
+    requests and matches survive, the new columns and the instances table appear."""
+    from asyncdicom.checkpoint import _MIGRATIONS
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(_MIGRATIONS[1] + "PRAGMA user_version = 1;")
+        db.execute("INSERT INTO requests (key, line, elements, state, matches) VALUES ('k', 2, '[]', 'done', 1)")
+        db.execute("INSERT INTO matches (request_key, idx, attrs) VALUES ('k', 0, '{\"PatientID\": \"1\"}')")
+    async with open_ledger(path) as ledger:
+        summary = await ledger.summary()
+    assert summary["requests"]["done"] == 1
+    assert summary["matches"] == 1
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+        assert {"completed", "failed_ops", "warning_ops", "received", "missing"} <= columns
+        assert db.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0
+        db.execute("UPDATE requests SET state = 'partial'")  # the widened CHECK constraint
