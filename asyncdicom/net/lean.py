@@ -23,13 +23,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu import (
-    A_ASSOCIATE_AC,
     A_ASSOCIATE_RJ,
     A_ASSOCIATE_RQ,
 )
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
-    MaximumLengthNotification,
     SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import PresentationContext
@@ -44,6 +42,7 @@ from asyncdicom.net.dimse import (
     ae,
     p_data,
     pack_command,
+    parse_associate_ac,
     parse_command,
     pdvs,
     read_pdu,
@@ -152,21 +151,14 @@ class LeanAssociation:
             sock.close()
             msg = f"Unable to associate with {where} as the PACS answered with PDU type 0x{kind:02X}"
             raise AssociationAborted(msg)
-        ac = A_ASSOCIATE_AC()
-        ac.decode(bytes(body))
-        primitive = ac.to_primitive()
+        answers, peer_max = parse_associate_ac(body)
         proposed = {2 * i + 1: uid for i, uid in enumerate([*abstract_syntaxes, *(c for c, _ in storage)])}
         contexts: dict[str, tuple[int, UID]] = {}
         syntax_of: dict[int, str] = {}
-        for answer in primitive.presentation_context_definition_results_list:
-            context_id = int(answer.context_id or 0)
-            if answer.result == 0 and context_id in proposed and answer.transfer_syntax:
-                syntax_of[context_id] = str(answer.transfer_syntax[0])
-                contexts.setdefault(proposed[context_id], (context_id, UID(answer.transfer_syntax[0])))
-        peer_max = 0
-        for item in primitive.user_information:
-            if isinstance(item, MaximumLengthNotification):
-                peer_max = int(item.maximum_length_received or 0)
+        for context_id, result, syntax in answers:
+            if result == 0 and context_id in proposed and syntax:
+                syntax_of[context_id] = syntax
+                contexts.setdefault(proposed[context_id], (context_id, UID(syntax)))
         sock.settimeout(timeout)
         return cls(sock, contexts, peer_max, where, syntax_of)
 
