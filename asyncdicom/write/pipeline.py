@@ -7,6 +7,7 @@ the PACS down instead of growing memory. Header parsing and file moves run in wo
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -77,6 +78,7 @@ class Pipeline:
         self.workers = workers
         self.stats = stats
         self.decompress = decompress
+        self.cpu_in_threads = os.environ.get("ASYNCDICOM_CPU_POOL") == "threads"
         self.placed = self.duplicates = self.errors = 0
         self._send: MemoryObjectSendStream[Spooled]
         self._receive: MemoryObjectReceiveStream[Spooled]
@@ -111,7 +113,10 @@ class Pipeline:
         if self.decompress:
             # CPU-bound decoding runs in worker processes: in this process it would stall the receive path
             try:
-                transformed = await anyio.to_process.run_sync(decompress_file, path, limiter=self._threads)
+                if self.cpu_in_threads:  # for measurements only: see scripts/bench_retrieve --decompress
+                    transformed = await anyio.to_thread.run_sync(decompress_file, path, limiter=self._threads)
+                else:
+                    transformed = await anyio.to_process.run_sync(decompress_file, path, limiter=self._threads)
                 path, warning = transformed.path, transformed.warning
             except Exception as exc:  # a crashed worker process must not lose the instance
                 warning = f"kept as received: decompression failed as {type(exc).__name__}"
