@@ -22,6 +22,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
+from asyncdicom.write.header import scan_header
 from asyncdicom.write.paths import confine, render, with_suffix_number
 
 log = logging.getLogger("asyncdicom.write")
@@ -122,6 +123,14 @@ class Header:
 def read_header(path: Path, keywords: Iterable[str]) -> Header:
     """Parse only ``keywords`` (and the routing UIDs) from ``path``; stops before pixel data."""
     wanted = sorted({*ROUTING, *keywords})
+    scanned = scan_header(path, wanted)
+    if scanned is not None:
+        return Header(*scanned)
+    return read_header_with_pydicom(path, wanted)
+
+
+def read_header_with_pydicom(path: Path, wanted: Iterable[str]) -> Header:
+    """The reference reader (pydicom), used when the lean scan cannot handle a file."""
     tags = [tag for tag in (tag_for_keyword(k) for k in wanted) if tag is not None]
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=tags)

@@ -1,0 +1,136 @@
+"""A lean reader for the few top-level attributes that routing and paths need.
+
+It walks the raw elements of a Part 10 file (Little Endian, explicit or implicit VR), skipping
+values it does not want, and stops at the pixel data or once every wanted tag is behind it.
+Anything unusual (big endian, deflated, a header larger than the first 64 KiB, malformed
+lengths) returns ``None`` and the caller falls back to pydicom, which stays the reference:
+the tests compare both on many files.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydicom.charset import decode_bytes
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.valuerep import VR
+
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT", b"SV", b"UV"}
+_KNOWN_VRS = frozenset(vr.value.encode() for vr in VR if len(vr.value) == 2)
+_TEXT_VRS = {"LO", "LT", "PN", "SH", "ST", "UC", "UT"}
+_EMPTY_IS_NONE = {"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD"}  # pydicom gives None for these when empty
+_NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
+_UNDEFINED = 0xFFFFFFFF
+_PIXEL_DATA = 0x7FE00010
+_HEAD = 64 << 10  # headers are a few KiB; a longer one goes to pydicom
+_TAG = struct.Struct("<HH")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<L")
+
+
+class _Unusual(Exception):
+    """The file needs the full parser."""
+
+
+def _element(buf: bytes, offset: int, explicit: bool) -> tuple[int, str, int, int]:
+    """(tag, VR or '', value length, value offset) of the element at ``offset``."""
+    if offset + 8 > len(buf):
+        raise _Unusual
+    group, element = _TAG.unpack_from(buf, offset)
+    tag = group << 16 | element
+    if group == 0xFFFE or not explicit:
+        return tag, "", _U32.unpack_from(buf, offset + 4)[0], offset + 8
+    vr = buf[offset + 4 : offset + 6]
+    if vr not in _KNOWN_VRS:  # e.g. implicit VR data under an explicit transfer syntax: pydicom copes
+        raise _Unusual
+    if vr in _LONG_VRS:
+        if offset + 12 > len(buf):
+            raise _Unusual
+        return tag, vr.decode("ascii"), _U32.unpack_from(buf, offset + 8)[0], offset + 12
+    return tag, vr.decode("ascii", "replace"), _U16.unpack_from(buf, offset + 6)[0], offset + 8
+
+
+def _skip_undefined(buf: bytes, offset: int, explicit: bool) -> int:
+    """Offset just past an undefined-length value (sequence items or fragments) starting at ``offset``."""
+    while True:
+        tag, _, length, value = _element(buf, offset, False)
+        if tag == 0xFFFEE0DD:  # sequence delimiter
+            return value
+        if tag != 0xFFFEE000:
+            raise _Unusual
+        if length != _UNDEFINED:
+            offset = value + length
+            continue
+        offset = value  # an item of undefined length: elements up to the item delimiter
+        while True:
+            tag, _, length, value = _element(buf, offset, explicit)
+            if tag == 0xFFFEE00D:
+                offset = value
+                break
+            offset = _skip_undefined(buf, value, explicit) if length == _UNDEFINED else value + length
+
+
+def _decode(raw: bytes, vr: str, encodings: list[str]) -> str:
+    if vr in _NUMBERS:
+        code = _NUMBERS[vr]
+        size = struct.calcsize(code)
+        values = struct.unpack(f"<{len(raw) // size}{code}", raw[: len(raw) // size * size])
+        return "\\".join(str(v) for v in values)
+    text = decode_bytes(raw, encodings, set()) if vr in _TEXT_VRS else raw.decode("ascii", "replace")
+    return text.rstrip(" \0")
+
+
+def scan_header(path: Path, keywords: Iterable[str]) -> tuple[dict[str, str], str] | None:
+    """Attributes for ``keywords`` (present ones only) and the transfer syntax, or None."""
+    wanted = {tag: keyword for keyword in keywords if (tag := tag_for_keyword(keyword)) is not None}
+    with path.open("rb") as handle:
+        buf = handle.read(_HEAD)
+    try:
+        return _scan(buf, wanted)
+    except (_Unusual, struct.error, UnicodeDecodeError, LookupError, ValueError):
+        return None
+
+
+def _scan(buf: bytes, wanted: dict[int, str]) -> tuple[dict[str, str], str] | None:
+    if buf[128:132] != b"DICM":
+        return None
+    tag, _, length, value = _element(buf, 132, True)
+    if tag != 0x00020000:
+        return None
+    end_meta = value + _U32.unpack_from(buf, value)[0]
+    offset, syntax = value + length, ""
+    while offset < end_meta:
+        tag, _, length, value = _element(buf, offset, True)
+        if tag == 0x00020010:
+            syntax = buf[value : value + length].decode("ascii").rstrip(" \0")
+        offset = value + length
+    if syntax in ("", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"):
+        return None  # big endian or deflated: let pydicom do it
+    explicit = syntax != "1.2.840.10008.1.2"
+    last = max(wanted, default=0)
+    encodings = ["iso8859"]
+    attrs: dict[str, str] = {}
+    while offset < len(buf):
+        tag, vr, length, value = _element(buf, offset, explicit)
+        if tag >= _PIXEL_DATA or tag > last:
+            return attrs, syntax
+        if length == _UNDEFINED:
+            offset = _skip_undefined(buf, value, explicit)
+            continue
+        if value + length > len(buf):
+            raise _Unusual
+        if tag == 0x00080005:
+            raw_sets = buf[value : value + length].decode("ascii").strip(" \0").split("\\")
+            from pydicom.charset import convert_encodings
+
+            encodings = convert_encodings([s.strip() for s in raw_sets] or ["ISO_IR 6"])
+        if tag in wanted:
+            vr = vr or dictionary_VR(tag)
+            if vr in ("SQ", "OB", "OW", "UN", "AT"):
+                raise _Unusual
+            if length or vr not in _EMPTY_IS_NONE:
+                attrs[wanted[tag]] = _decode(buf[value : value + length], vr, encodings)
+        offset = value + length
+    raise _Unusual
