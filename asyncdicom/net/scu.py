@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -130,6 +132,9 @@ class ScuBackend:
         return assoc
 
 
+_T = TypeVar("_T")
+
+
 class _NoResponse(AssociationAborted):
     """The association died before the PACS sent any response to the request."""
 
@@ -163,14 +168,19 @@ class ScuSession:
         dies before any response, the request is sent once more on a fresh one.
         """
         identifier = build_identifier(request.elements)
+        return self._on_live_association(lambda assoc: self._find_once(assoc, identifier))
+
+    def _on_live_association(self, send: Callable[[LeanAssociation], _T]) -> _T:
+        """Run ``send`` on the kept association; once more on a fresh one if a reused association
+        died before the PACS answered anything."""
         assoc, reused = self._association()
         try:
-            return self._find_once(assoc, identifier)
+            return send(assoc)
         except _NoResponse:
             if not reused:
                 raise
         assoc, _ = self._association()
-        return self._find_once(assoc, identifier)
+        return send(assoc)
 
     def _find_once(self, assoc: LeanAssociation, identifier: Dataset) -> FindOutcome:
         start = self.busy_since = time.monotonic()
@@ -203,14 +213,7 @@ class ScuSession:
     def retrieve(self, request: Request, message_id: int, sink: StoreSink | None) -> RetrieveOutcome:
         """Send one C-MOVE (to our AE title) or, with a ``sink``, one C-GET; collect its responses."""
         identifier = retrieve_identifier(request)
-        assoc, reused = self._association()
-        try:
-            return self._retrieve_once(assoc, identifier, message_id, sink)
-        except _NoResponse:
-            if not reused:
-                raise
-        assoc, _ = self._association()
-        return self._retrieve_once(assoc, identifier, message_id, sink)
+        return self._on_live_association(lambda assoc: self._retrieve_once(assoc, identifier, message_id, sink))
 
     def _retrieve_once(
         self, assoc: LeanAssociation, identifier: Dataset, message_id: int, sink: StoreSink | None
