@@ -92,10 +92,6 @@ class Tracker:
                     return found[0]
         return None
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._flights)
-
     @staticmethod
     def handed_over(flight: Flight) -> None:
         """An instance of ``flight`` entered the writer queue (event loop thread)."""

@@ -79,7 +79,6 @@ class Pipeline:
         self.stats = stats
         self.decompress = decompress
         self.cpu_in_threads = os.environ.get("ASYNCDICOM_CPU_POOL") == "threads"
-        self.placed = self.duplicates = self.errors = 0
         self._send: MemoryObjectSendStream[Spooled]
         self._receive: MemoryObjectReceiveStream[Spooled]
         self._send, self._receive = anyio.create_memory_object_stream[Spooled](QUEUE)
@@ -125,7 +124,6 @@ class Pipeline:
         try:
             header, placed = await anyio.to_thread.run_sync(self._place, path, limiter=self._threads)
         except (OSError, ValueError) as exc:
-            self.errors += 1
             log.error("unable to store a received instance as %s; it stays in the spool", exc)
             if item.flight is not None:
                 self.tracker.lost(item.flight)
@@ -140,8 +138,6 @@ class Pipeline:
 
     async def _record(self, item: Spooled, header: Header, placed: Placed, warning: str | None) -> None:
         duplicate = placed.state == "duplicate"
-        self.duplicates += duplicate
-        self.placed += not duplicate
         if self.stats is not None:
             self.stats.instances += not duplicate
             self.stats.duplicates += duplicate
