@@ -7,10 +7,12 @@ caused is at its final path, so "done" always means "on disk".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -21,6 +23,7 @@ from asyncdicom.config import Config
 from asyncdicom.engine.tracker import Flight, Tracker
 from asyncdicom.errors import FatalRunError, NetworkError
 from asyncdicom.net.base import DicomSession, RetrieveOutcome
+from asyncdicom.net.dimse import Reply, StoreFile
 from asyncdicom.net.scp import STATUS_NOT_REQUESTED, STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, Received, StorageSCP
 from asyncdicom.plan import Request
 from asyncdicom.stats import RunStats
@@ -45,19 +48,17 @@ class GetSink:
         self._retriever = retriever
         self._flight = flight
         self._source = source_ae
-        self._syntaxes: dict[int, str] = {}
 
     def begin(self, sop_class: str, sop_instance: str, transfer_syntax: str) -> SpoolWriter:
-        writer = SpoolWriter(self._retriever.spool, file_meta(sop_class, sop_instance, transfer_syntax, self._source))
-        self._syntaxes[id(writer)] = transfer_syntax
-        return writer
+        meta = file_meta(sop_class, sop_instance, transfer_syntax, self._source)
+        return SpoolWriter(self._retriever.spool, meta, transfer_syntax)
 
-    def end(self, file: SpoolWriter, ok: bool) -> int:
-        syntax = self._syntaxes.pop(id(file), "")
-        path = file.finish(ok)
-        if path is None:
-            return STATUS_OUT_OF_RESOURCES
-        return self._retriever.hand_over(Spooled(path, self._flight, syntax), None)
+    def end(self, file: StoreFile, ok: bool) -> Reply:
+        assert isinstance(file, SpoolWriter)
+        if not ok:
+            file.discard()
+            return STATUS_OUT_OF_RESOURCES, None
+        return self._retriever.hand_over(file, self._flight)
 
 
 class Retriever:
@@ -94,50 +95,46 @@ class Retriever:
                     session.retrieve, request, flight.message_id, sink, limiter=threads
                 )
             except NetworkError as exc:
-                await flight.wait_idle()
+                await self.pipeline.settle(flight)
                 exc.received = len(flight.received)
                 raise
-            await flight.wait_idle()
+            await self.pipeline.settle(flight)
             return replace(
                 outcome, received=frozenset(flight.received), stored=flight.stored, duplicates=flight.duplicates
             )
         finally:
             self.tracker.close(flight)
 
-    def on_received(self, received: Received) -> int:
-        """Storage SCP thread: attribute a durable spool file and hand it to the writers."""
+    def on_received(self, received: Received) -> Reply:
+        """Storage SCP thread: attribute a received instance and hand it to the writers."""
+        file = received.file
         flight = self.tracker.attribute(received.move_message_id, None)
         if flight is None:
             try:
-                attrs = read_header(received.path, MATCH_KEYS).attrs
+                attrs = read_header(file.part, MATCH_KEYS, file.head).attrs
             except ValueError:
                 attrs = {}
             flight = self.tracker.attribute(None, attrs)
         if flight is None:
-            received.path.unlink(missing_ok=True)
+            file.discard()
             self.tracker.refused += 1
             log.warning("refused instance %s: it belongs to no request in flight", received.sop_instance)
-            return STATUS_NOT_REQUESTED
-        return self.hand_over(Spooled(received.path, flight, received.transfer_syntax), self._token)
+            return STATUS_NOT_REQUESTED, None
+        return self.hand_over(file, flight)
 
-    def hand_over(self, item: Spooled, token: anyio.lowlevel.EventLoopToken | None) -> int:
-        """Receive thread: place the instance here when nothing heavy is configured, else queue it
-        for the writers; returns the C-STORE status."""
+    def hand_over(self, file: SpoolWriter, flight: Flight) -> Reply:
+        """Receive thread, before answering the C-STORE: the status, and the placement to do once
+        answered when nothing heavy is configured; otherwise queue the file for the writers."""
         pipeline = self.pipeline
-        try:
-            if pipeline.direct:
-                try:
-                    header, placed = pipeline.place_now(item.path)
-                except (OSError, ValueError) as exc:
-                    log.error("unable to store a received instance as %s", exc)
-                    item.path.unlink(missing_ok=True)
-                    return STATUS_OUT_OF_RESOURCES
-                anyio.from_thread.run(pipeline.placed_directly, item, header, placed, token=token)
-            else:
-                anyio.from_thread.run(pipeline.enqueue, item, token=token)
-        except RuntimeError:
-            pass  # the run is over: the file stays in the spool (or its place) and the next run records it
-        return STATUS_SUCCESS
+        if pipeline.direct:
+            self.tracker.handed_over(flight)
+            return STATUS_SUCCESS, partial(pipeline.place_in_thread, file, flight)
+        path = file.finish(ok=True)
+        if path is None:
+            return STATUS_OUT_OF_RESOURCES, None
+        with contextlib.suppress(RuntimeError):  # the run is over: the file stays in the spool for the next run
+            anyio.from_thread.run(pipeline.enqueue, Spooled(path, flight, file.transfer_syntax), token=self._token)
+        return STATUS_SUCCESS, None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Retriever]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import anyio
@@ -17,6 +16,7 @@ from asyncdicom.plan import Request
 from asyncdicom.retrieve import Retriever
 from asyncdicom.stats import RunStats
 from asyncdicom.write.pipeline import InstanceRecord
+from asyncdicom.write.spool import SpoolWriter
 from tests.conftest import write_yaml
 
 pytestmark = pytest.mark.anyio
@@ -42,13 +42,21 @@ def _retriever(tmp_path: Path, sink: Sink) -> Retriever:
 
 
 def _received(retriever: Retriever, message_id: int | None) -> Received:
+    """What the storage SCP hands over: a complete spool file, still open."""
     retriever.spool.mkdir(parents=True, exist_ok=True)
-    path = retriever.spool / "0123456789abcdef0123456789abcdef.dcm"
-    shutil.copyfile(CT, path)
-    ds = dcmread(path, stop_before_pixels=True)
-    return Received(
-        path, ds.SOPClassUID, ds.SOPInstanceUID, "1.2.840.10008.1.2.1", "ORTHANC", message_id, path.stat().st_size
-    )
+    ds = dcmread(CT, stop_before_pixels=True)
+    syntax = "1.2.840.10008.1.2.1"
+    writer = SpoolWriter(retriever.spool, transfer_syntax=syntax)
+    writer.write(Path(CT).read_bytes())
+    return Received(writer, ds.SOPClassUID, ds.SOPInstanceUID, syntax, "ORTHANC", message_id)
+
+
+def _answer(retriever: Retriever, item: Received) -> int:
+    """The SCP thread: status, answer, then the follow-up."""
+    status, then = retriever.on_received(item)
+    if then is not None:
+        then()
+    return status
 
 
 def _request(study_uid: str) -> Request:
@@ -64,8 +72,8 @@ async def test_instances_are_attributed_and_placed(tmp_path: Path, by_message_id
     async with retriever.running():
         flight = retriever.tracker.open(_request(study if not by_message_id else "9.9.9"))
         item = _received(retriever, flight.message_id if by_message_id else None)
-        status = await anyio.to_thread.run_sync(retriever.on_received, item)
-        await flight.wait_idle()
+        status = await anyio.to_thread.run_sync(_answer, retriever, item)
+        await retriever.pipeline.settle(flight)
         retriever.tracker.close(flight)
     assert status == 0x0000
     assert flight.received == {item.sop_instance}
@@ -80,9 +88,9 @@ async def test_instances_of_no_request_are_refused(tmp_path: Path) -> None:
     async with retriever.running():
         flight = retriever.tracker.open(_request("9.9.9"))
         item = _received(retriever, None)
-        status = await anyio.to_thread.run_sync(retriever.on_received, item)
+        status = await anyio.to_thread.run_sync(_answer, retriever, item)
         retriever.tracker.close(flight)
     assert status == 0xC000
-    assert not item.path.exists()
+    assert list(retriever.spool.iterdir()) == []
     assert sink.records == []
     assert retriever.tracker.refused == 1

@@ -1,8 +1,8 @@
 """Retrieves in flight: message IDs, which request a received instance belongs to, and when
 every instance a request caused is safely on disk.
 
-Mutations happen on the event loop thread; :meth:`Tracker.attribute` is also called from
-storage threads and only reads (under a lock).
+Flights are opened and closed on the event loop thread; receive threads attribute instances
+and count them handed over, so those and the counters are under a lock.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Flight:
     stored: int = 0
     duplicates: int = 0
     pending: int = 0
+    waiting: bool = False  # the retrieve is over and its task waits for the last instances
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
     def matches(self, attrs: Mapping[str, str]) -> bool:
@@ -92,15 +93,15 @@ class Tracker:
                     return found[0]
         return None
 
-    @staticmethod
-    def handed_over(flight: Flight) -> None:
-        """An instance of ``flight`` entered the writer queue (event loop thread)."""
-        flight.pending += 1
+    def handed_over(self, flight: Flight) -> None:
+        """An instance of ``flight`` was received and is on its way to its final path (any thread)."""
+        with self._lock:
+            flight.pending += 1
 
-    @staticmethod
-    def placed(flight: Flight, sop_uid: str, duplicate: bool) -> None:
+    def placed(self, flight: Flight, sop_uid: str, duplicate: bool) -> None:
         """An instance of ``flight`` is durable at its final path (event loop thread)."""
-        flight.pending -= 1
+        with self._lock:
+            flight.pending -= 1
         flight.received.add(sop_uid)
         if duplicate:
             flight.duplicates += 1
@@ -108,8 +109,8 @@ class Tracker:
             flight.stored += 1
         flight._notify()
 
-    @staticmethod
-    def lost(flight: Flight) -> None:
+    def lost(self, flight: Flight) -> None:
         """An instance of ``flight`` could not be placed (event loop thread)."""
-        flight.pending -= 1
+        with self._lock:
+            flight.pending -= 1
         flight._notify()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,14 +57,19 @@ class Command:
 COUNT_NAMES = {0x1020: "remaining", 0x1021: "completed", 0x1022: "failed", 0x1023: "warning"}
 
 
+Reply = tuple[int, Callable[[], None] | None]
+"""A C-STORE status, and work to run after the response is sent (so the peer is not kept waiting)."""
+
+
 class StoreSink(Protocol):
     """Where a C-STORE sub-operation received over C-GET goes, fragment by fragment."""
 
     def begin(self, sop_class: str, sop_instance: str, transfer_syntax: str) -> StoreFile:
         """Open the file that the data set fragments are written to."""
 
-    def end(self, file: StoreFile, ok: bool) -> int:
-        """The data set is complete (``ok``) or broken off; returns the C-STORE status to answer."""
+    def end(self, file: StoreFile, ok: bool) -> Reply:
+        """The data set is complete (``ok``) or broken off: the C-STORE status to answer, and what
+        to do once it is answered (or the answer failed)."""
 
 
 class StoreFile(Protocol):

@@ -297,7 +297,7 @@ class LeanAssociation:
 
     def _end_store(self, command: Command, context_id: int, sink: StoreSink | None, store: StoreFile) -> None:
         assert sink is not None
-        status = sink.end(store, ok=True)
+        status, then = sink.end(store, ok=True)
         response = pack_command(
             [
                 (0x0002, ui(command.sop_class)),
@@ -308,7 +308,11 @@ class LeanAssociation:
                 (0x1000, ui(command.sop_instance)),
             ]
         )
-        self._send(context_id, response, None)
+        try:
+            self._send(context_id, response, None)
+        finally:
+            if then is not None:
+                then()
 
     def _fail(self) -> None:
         self.alive = False

@@ -28,6 +28,7 @@ from pynetdicom.presentation import PresentationContext
 from asyncdicom.errors import AssociationAborted
 from asyncdicom.net.dimse import (
     Command,
+    Reply,
     abort_rq,
     p_data,
     pack_command,
@@ -52,19 +53,20 @@ APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A C-STORE made durable in the spool, with what identifies its origin."""
+    """A complete C-STORE data set in a spool file (still open: the receiver decides how to keep
+    it), with what identifies its origin."""
 
-    path: Path
+    file: SpoolWriter
     sop_class: str
     sop_instance: str
     transfer_syntax: str
     calling_ae: str
     move_message_id: int | None
-    size: int
 
 
 class StorageSCP:
-    """Accepts C-STOREs from the allowed AE titles; ``on_received`` returns the status to answer."""
+    """Accepts C-STOREs from the allowed AE titles; ``on_received`` returns the status to answer
+    and what to do once it is answered."""
 
     def __init__(
         self,
@@ -74,7 +76,7 @@ class StorageSCP:
         allowed_aets: Sequence[str],
         max_associations: int,
         spool: Path,
-        on_received: Callable[[Received], int],
+        on_received: Callable[[Received], Reply],
         host: str = "",
         timeout: float = 120.0,
     ) -> None:
@@ -90,6 +92,7 @@ class StorageSCP:
         self._accept_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._active: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
 
     def start(self) -> int:
@@ -125,6 +128,10 @@ class StorageSCP:
                 sock.shutdown(socket.SHUT_RDWR)
         if self._accept_thread is not None:
             self._accept_thread.join(5)
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:  # each finishes placing what it has answered
+            thread.join(30)
 
     def _accept(self) -> None:
         assert self._listener is not None
@@ -135,7 +142,10 @@ class StorageSCP:
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(self.timeout)
-            threading.Thread(target=self._serve, args=(sock,), name="asyncdicom-scp-assoc", daemon=True).start()
+            thread = threading.Thread(target=self._serve, args=(sock,), name="asyncdicom-scp-assoc", daemon=True)
+            with self._lock:
+                self._threads.add(thread)
+            thread.start()
 
     def _serve(self, sock: socket.socket) -> None:
         with self._lock:
@@ -149,6 +159,7 @@ class StorageSCP:
         finally:
             with self._lock:
                 self._active.discard(sock)
+                self._threads.discard(threading.current_thread())
             with contextlib.suppress(OSError):
                 sock.close()
 
@@ -247,29 +258,30 @@ class _Association:
                     elif store is not None and command is not None:
                         store.write(fragment)
                         if control & 0x02:
-                            status = self._end(command, context_id, store)
+                            status, then = self._end(command, context_id, store)
                             store = None
-                            self._answer(context_id, command, 0x8001, status)
+                            try:
+                                self._answer(context_id, command, 0x8001, status)
+                            finally:
+                                if then is not None:
+                                    then()
         finally:
             if store is not None:
                 store.discard()
 
     def _begin(self, command: Command, context_id: int) -> SpoolWriter:
         syntax = self.syntax_of.get(context_id, "1.2.840.10008.1.2")
-        return SpoolWriter(self.server.spool, file_meta(command.sop_class, command.sop_instance, syntax, self.calling))
+        meta = file_meta(command.sop_class, command.sop_instance, syntax, self.calling)
+        return SpoolWriter(self.server.spool, meta, syntax)
 
-    def _end(self, command: Command, context_id: int, store: SpoolWriter) -> int:
-        path = store.finish(ok=True)
-        if path is None:
-            return STATUS_OUT_OF_RESOURCES
+    def _end(self, command: Command, context_id: int, store: SpoolWriter) -> Reply:
         received = Received(
-            path=path,
+            file=store,
             sop_class=command.sop_class,
             sop_instance=command.sop_instance,
-            transfer_syntax=self.syntax_of.get(context_id, ""),
+            transfer_syntax=store.transfer_syntax,
             calling_ae=self.calling,
             move_message_id=command.move_message_id,
-            size=store.size,
         )
         return self.server.on_received(received)
 

@@ -24,7 +24,7 @@ _EMPTY_IS_NONE = {"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD"}  # pydicom giv
 _NUMBERS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d"}
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
-_HEAD = 64 << 10  # headers are a few KiB; a longer one goes to pydicom
+HEAD = 64 << 10  # headers are a few KiB; a longer one goes to pydicom
 _TAG = struct.Struct("<HH")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<L")
@@ -84,11 +84,15 @@ def _decode(raw: bytes, vr: str, encodings: list[str]) -> str:
 
 def scan_header(path: Path, keywords: Iterable[str]) -> tuple[dict[str, str], str] | None:
     """Attributes for ``keywords`` (present ones only) and the transfer syntax, or None."""
-    wanted = {tag: keyword for keyword in keywords if (tag := tag_for_keyword(keyword)) is not None}
     with path.open("rb") as handle:
-        buf = handle.read(_HEAD)
+        return scan_buffer(handle.read(HEAD), keywords)
+
+
+def scan_buffer(buf: bytes | bytearray, keywords: Iterable[str]) -> tuple[dict[str, str], str] | None:
+    """:func:`scan_header` of a file's first bytes (None when they do not hold the whole header)."""
+    wanted = {tag: keyword for keyword in keywords if (tag := tag_for_keyword(keyword)) is not None}
     try:
-        return _scan(buf, wanted)
+        return _scan(bytes(buf), wanted)
     except (_Unusual, struct.error, UnicodeDecodeError, LookupError, ValueError):
         return None
 

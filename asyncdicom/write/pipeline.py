@@ -1,29 +1,42 @@
 """The writer pipeline: spooled instances → (post-processing) → final path → ledger.
 
-A bounded queue sits between the receive path and the writers, so a slow disk or CPU slows
-the PACS down instead of growing memory. Header parsing and file moves run in worker threads.
+Two routes:
+
+* **direct** (nothing CPU-heavy configured): the receiving thread fsyncs and places the file
+  itself once it has answered the C-STORE, and drops a note in an outbox; the event loop drains
+  the outbox in batches (one wake-up per burst, not one hop per instance) into the ledger;
+* **queued** (decompression): a bounded queue sits between the receive path and the writers, so
+  a slow disk or CPU slows the PACS down instead of growing memory; CPU-heavy work runs in worker
+  processes, header parsing and file moves in worker threads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.engine.tracker import Flight, Tracker
 from asyncdicom.stats import RunStats
-from asyncdicom.write.spool import Header, Placed, place, read_header
+from asyncdicom.write.place import Placed, Placer
+from asyncdicom.write.spool import Header, SpoolWriter, read_header
 from asyncdicom.write.transforms import decompress_file
 
 log = logging.getLogger("asyncdicom.write")
 
 QUEUE = 64
+OUTBOX = 64  # placed instances noted before the loop is woken to record them
+DRAIN_EVERY = 0.5  # seconds: how stale the ledger and the live figures may get
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +69,8 @@ class InstanceSink(Protocol):
 
 
 class Pipeline:
-    """Writer tasks draining a bounded queue of spooled instances."""
+    """Writer tasks draining a bounded queue of spooled instances, and the outbox of instances
+    that receive threads placed themselves."""
 
     def __init__(
         self,
@@ -70,9 +84,8 @@ class Pipeline:
         stats: RunStats | None = None,
         decompress: bool = False,
     ) -> None:
-        self.root = root.resolve()
-        self.structure = structure
-        self.filename = filename
+        self.placer = Placer(root, structure, filename)
+        self.root = self.placer.root
         self.sink = sink
         self.tracker = tracker
         self.workers = workers
@@ -83,6 +96,17 @@ class Pipeline:
         self._receive: MemoryObjectReceiveStream[Spooled]
         self._send, self._receive = anyio.create_memory_object_stream[Spooled](QUEUE)
         self._threads = anyio.CapacityLimiter(workers)
+        self._outbox: list[tuple[Spooled, Header | None, Placed | None]] = []
+        self._outbox_lock = threading.Lock()
+        self._woken = False
+        self._wakeup = anyio.Event()
+        self._closed = False
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+
+    @property
+    def direct(self) -> bool:
+        """Whether receive threads place instances themselves (no CPU-heavy step configured)."""
+        return not self.decompress
 
     async def enqueue(self, item: Spooled) -> None:
         """Hand a spool file over; waits while the queue is full (backpressure to the PACS)."""
@@ -91,15 +115,81 @@ class Pipeline:
         await self._send.send(item)
 
     def close(self) -> None:
-        """No more items will come; writers stop once the queue is drained."""
+        """No more items will come; writers stop once the queue and the outbox are drained."""
         self._send.close()
+        self._closed = True
+        self._wakeup.set()
 
     async def run(self) -> None:
-        """Run the writer tasks until :meth:`close` and the queue is empty."""
+        """Run the writer tasks and the outbox drain until :meth:`close` and everything is recorded."""
+        self._token = anyio.lowlevel.current_token()
         async with anyio.create_task_group() as tg:
+            tg.start_soon(self._drain)
             for _ in range(self.workers):
                 tg.start_soon(self._writer, self._receive.clone())
             self._receive.close()
+
+    # --- direct route: receive threads ------------------------------------------------------------
+
+    def place_in_thread(self, file: SpoolWriter, flight: Flight) -> None:
+        """Receive thread, after answering the C-STORE: fsync, header from the bytes kept in
+        memory, atomic placement, and a note for the ledger. The flight must have been told with
+        :meth:`Tracker.handed_over` before answering."""
+        item = Spooled(file.part, flight, file.transfer_syntax)
+        try:
+            part = file.seal()
+            header = read_header(part, self.placer.keywords, file.head)
+            placed = self.placer.place(part, header, synced=True)
+        except (OSError, ValueError) as exc:
+            log.error("unable to store a received instance as %s", exc)
+            file.discard()
+            self._post(item, None, None)
+            return
+        self._post(item, header, placed)
+
+    def _post(self, item: Spooled, header: Header | None, placed: Placed | None) -> None:
+        """Leave a note for the loop; wake it only when the outbox is full or someone waits for
+        this flight (the drain task also looks every :data:`DRAIN_EVERY` seconds)."""
+        with self._outbox_lock:
+            self._outbox.append((item, header, placed))
+            urgent = len(self._outbox) >= OUTBOX or (item.flight is not None and item.flight.waiting)
+            wake = urgent and not self._woken
+            self._woken = self._woken or wake
+        if wake:
+            # RuntimeError: the run is over (not while its retrieves run); the next run meets it as a duplicate
+            with contextlib.suppress(RuntimeError):
+                anyio.from_thread.run_sync(self._wakeup.set, token=self._token)
+
+    async def settle(self, flight: Flight) -> None:
+        """Return once every instance handed over for ``flight`` is placed and recorded."""
+        with self._outbox_lock:
+            flight.waiting = True
+        await self._record_outbox()
+        await flight.wait_idle()
+
+    async def _record_outbox(self) -> None:
+        with self._outbox_lock:
+            batch, self._outbox, self._woken = self._outbox, [], False
+        for item, header, placed in batch:
+            if header is None or placed is None:
+                if item.flight is not None:
+                    self.tracker.lost(item.flight)
+            else:
+                await self._record(item, header, placed, None)
+
+    async def _drain(self) -> None:
+        with anyio.CancelScope(shield=True):  # drain even on Ctrl-C: every placed file gets recorded
+            while True:
+                with anyio.move_on_after(DRAIN_EVERY):
+                    await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                await self._record_outbox()
+                if self._closed:
+                    with self._outbox_lock:
+                        if not self._outbox:
+                            return
+
+    # --- queued route: writer tasks ---------------------------------------------------------------
 
     async def _writer(self, receive: MemoryObjectReceiveStream[Spooled]) -> None:
         with anyio.CancelScope(shield=True):  # drain even on Ctrl-C: every spool file gets placed
@@ -130,11 +220,9 @@ class Pipeline:
             return
         await self._record(item, header, placed, warning)
 
-    async def placed_directly(self, item: Spooled, header: Header, placed: Placed) -> None:
-        """Record an instance a receive thread placed itself (see :meth:`place_now`)."""
-        if item.flight is not None:
-            self.tracker.handed_over(item.flight)
-        await self._record(item, header, placed, None)
+    def _place(self, path: Path) -> tuple[Header, Placed]:
+        header = read_header(path, self.placer.keywords)
+        return header, self.placer.place(path, header)
 
     async def _record(self, item: Spooled, header: Header, placed: Placed, warning: str | None) -> None:
         duplicate = placed.state == "duplicate"
@@ -154,17 +242,3 @@ class Pipeline:
         )
         if item.flight is not None:
             self.tracker.placed(item.flight, header.sop_instance_uid, duplicate)
-
-    @property
-    def direct(self) -> bool:
-        """Whether receive threads may place instances themselves (no CPU-heavy step configured)."""
-        return not self.decompress
-
-    def place_now(self, path: Path) -> tuple[Header, Placed]:
-        """Header parse and atomic placement, in the calling (receive) thread: cheap I/O, and it
-        saves three thread hops per instance. Raises OSError or ValueError."""
-        return self._place(path)
-
-    def _place(self, path: Path) -> tuple[Header, Placed]:
-        header = read_header(path, (*self.structure, self.filename))
-        return header, place(path, self.root, self.structure, self.filename, header)

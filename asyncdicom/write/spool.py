@@ -1,8 +1,10 @@
 """Spool files: received bytes on the output volume, before they get their final name.
 
 A spool file is written as ``<uuid>.part`` and renamed to ``<uuid>.dcm`` inside
-``<output>/.asyncdicom/spool`` once complete. Only a few header elements are parsed afterwards
-(never the pixel data). :func:`place` fsyncs it and links it atomically to its final path.
+``<output>/.asyncdicom/spool`` once complete (or, when the receiving thread places it at once,
+fsynced as ``.part`` and linked from there). Only a few header elements are parsed (never the
+pixel data), from the first bytes kept in memory as they pass. :mod:`asyncdicom.write.place`
+links it atomically to its final path.
 """
 
 from __future__ import annotations
@@ -15,15 +17,13 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
-from asyncdicom.write.header import scan_header
-from asyncdicom.write.paths import confine, render, with_suffix_number
+from asyncdicom.write.header import HEAD, scan_buffer, scan_header
 
 log = logging.getLogger("asyncdicom.write")
 
@@ -67,19 +67,39 @@ def fsync_dir(path: Path) -> None:
 
 
 class SpoolWriter:
-    """One spool file being written; :meth:`commit` makes it durable and returns its path."""
+    """One spool file being written: :meth:`seal` (fsync) to place it at once, or :meth:`commit`
+    (complete, named ``.dcm``, not yet fsynced) to leave it for the writers."""
 
-    def __init__(self, spool: Path, head: bytes = b"") -> None:
+    def __init__(self, spool: Path, head: bytes = b"", transfer_syntax: str = "") -> None:
         self.final = spool / f"{uuid.uuid4().hex}.dcm"
         self.part = self.final.with_suffix(".part")
-        self._handle: BinaryIO = self.part.open("wb")
+        self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.size = 0
+        self.transfer_syntax = transfer_syntax
+        self.head = bytearray()  # the first bytes, where the header is: parsed without reading back
         if head:
             self.write(head)
 
     def write(self, data: bytes | memoryview) -> None:
-        self._handle.write(data)
+        view = memoryview(data)
+        if len(self.head) < HEAD:
+            self.head += view[: HEAD - len(self.head)]
+        while view:
+            view = view[os.write(self._fd, view) :]
         self.size += len(data)
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def seal(self) -> Path:
+        """fsync and close: the ``.part`` file is complete and durable, ready to be placed now."""
+        try:
+            os.fsync(self._fd)
+        finally:
+            self._close()
+        return self.part
 
     def commit(self) -> Path:
         """Close and rename ``.part`` → ``.dcm``: the file is complete and survives the process.
@@ -87,7 +107,7 @@ class SpoolWriter:
         It is not fsynced here, so the PACS is not kept waiting for the disk: :func:`place`
         fsyncs it before it counts, and a request is only marked done once its files are placed.
         """
-        self._handle.close()
+        self._close()
         os.replace(self.part, self.final)
         return self.final
 
@@ -103,7 +123,7 @@ class SpoolWriter:
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):
-            self._handle.close()
+            self._close()
         with contextlib.suppress(FileNotFoundError):
             self.part.unlink()
 
@@ -120,10 +140,11 @@ class Header:
         return self.attrs.get("SOPInstanceUID", "")
 
 
-def read_header(path: Path, keywords: Iterable[str]) -> Header:
-    """Parse only ``keywords`` (and the routing UIDs) from ``path``; stops before pixel data."""
+def read_header(path: Path, keywords: Iterable[str], head: bytes | bytearray | None = None) -> Header:
+    """Parse only ``keywords`` (and the routing UIDs) from ``path``, or from ``head`` (its first
+    bytes) when given; stops before pixel data. Raises ValueError."""
     wanted = sorted({*ROUTING, *keywords})
-    scanned = scan_header(path, wanted)
+    scanned = scan_buffer(head, wanted) if head is not None else scan_header(path, wanted)
     if scanned is not None:
         return Header(*scanned)
     return read_header_with_pydicom(path, wanted)
@@ -146,47 +167,6 @@ def read_header_with_pydicom(path: Path, wanted: Iterable[str]) -> Header:
         attrs[keyword] = "\\".join(str(v) for v in value) if multiple else str(value)
     meta = getattr(ds, "file_meta", None)
     return Header(attrs, str(getattr(meta, "TransferSyntaxUID", "")))
-
-
-@dataclass(frozen=True, slots=True)
-class Placed:
-    """Where an instance ended: ``stored``, ``duplicate`` (same instance already there) or ``renamed``."""
-
-    path: Path
-    state: str
-    size: int
-
-
-def _same_instance(path: Path, sop_uid: str) -> bool:
-    try:
-        return read_header(path, ()).sop_instance_uid == sop_uid
-    except ValueError:
-        return False
-
-
-def place(spooled: Path, root: Path, structure: tuple[str, ...], filename: str, header: Header) -> Placed:
-    """Move a spool file to its rendered path atomically, never overwriting another instance."""
-    target = confine(root, render(structure, filename, header.attrs))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with spooled.open("rb") as handle:  # durable before it has a name in the output tree
-        os.fsync(handle.fileno())
-        size = os.fstat(handle.fileno()).st_size
-    sop_uid = header.sop_instance_uid
-    candidate, number = target, 0
-    while True:
-        try:
-            # link() fails if the name exists: no window in which another writer's file is replaced
-            os.link(spooled, candidate)
-        except FileExistsError:
-            if _same_instance(candidate, sop_uid):
-                spooled.unlink()
-                return Placed(candidate, "duplicate", size)
-            number += 1
-            candidate = with_suffix_number(target, number)
-            continue
-        spooled.unlink()
-        fsync_dir(candidate.parent)
-        return Placed(candidate, "stored" if number == 0 else "renamed", size)
 
 
 def sweep(spool: Path) -> list[Path]:

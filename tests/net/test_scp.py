@@ -10,6 +10,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from asyncdicom.net.dimse import Reply
 from asyncdicom.net.scp import Received, StorageSCP
 from tests.pacs_servers import dcmtk
 
@@ -20,9 +21,10 @@ pytestmark = pytest.mark.network
 def received(tmp_path: Path) -> Iterator[tuple[StorageSCP, list[Received]]]:
     got: list[Received] = []
 
-    def on_received(item: Received) -> int:
+    def on_received(item: Received) -> Reply:
         got.append(item)
-        return 0x0000 if item.sop_instance != "1.2.3.refuse" else 0xC000
+        item.file.commit()
+        return 0x0000, None
 
     scp = StorageSCP(
         ae_title="ASYNCDICOM",
@@ -57,10 +59,39 @@ def test_allowed_peer_stores_durable_identical_bytes(received: tuple[StorageSCP,
     item = got[0]
     original = dcmread(source)
     assert (item.sop_instance, item.calling_ae, item.move_message_id) == (original.SOPInstanceUID, "ORTHANC", None)
-    assert item.path.parent == scp.spool and item.path.suffix == ".dcm"
-    assert item.size == item.path.stat().st_size
-    assert dcmread(item.path).PixelData == original.PixelData
-    assert not list(scp.spool.glob("tmp*"))
+    path = item.file.final
+    assert path.parent == scp.spool and path.suffix == ".dcm"
+    assert item.file.size == path.stat().st_size
+    assert dcmread(path).PixelData == original.PixelData
+    assert item.transfer_syntax == original.file_meta.TransferSyntaxUID
+    assert not list(scp.spool.glob("*.part"))
+
+
+def test_follow_up_runs_after_the_answer_even_when_refused(tmp_path: Path) -> None:
+    """The receiver's follow-up runs once the C-STORE is answered; a refusal reaches the peer."""
+    calls: list[str] = []
+
+    def on_received(item: Received) -> Reply:
+        item.file.discard()
+        return 0xC000, lambda: calls.append(item.sop_instance)
+
+    scp = StorageSCP(
+        ae_title="ASYNCDICOM",
+        port=0,
+        allowed_aets=["ORTHANC"],
+        max_associations=2,
+        spool=tmp_path / "spool",
+        on_received=on_received,
+        host="127.0.0.1",
+    )
+    scp.start()
+    try:
+        result = _storescu(scp.port, "ORTHANC", "-v", get_testdata_file("CT_small.dcm", download=False))
+    finally:
+        scp.stop()  # joins the association threads: their follow-ups have run
+    assert "Received Store Response (Error: CannotUnderstand)" in result.stderr, result.stderr  # 0xC000
+    assert calls == [str(dcmread(get_testdata_file("CT_small.dcm", download=False)).SOPInstanceUID)]
+    assert list((tmp_path / "spool").iterdir()) == []
 
 
 def test_other_calling_ae_is_rejected(received: tuple[StorageSCP, list[Received]]) -> None:
@@ -82,7 +113,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, received: tuple[StorageSCP
         allowed_aets=["ORTHANC"],
         max_associations=1,
         spool=tmp_path / "other",
-        on_received=lambda item: 0,
+        on_received=lambda item: (0, None),
         host="127.0.0.1",
     )
     with pytest.raises(OSError, match=rf"Unable to listen on port {scp.port} \(local.port\)"):

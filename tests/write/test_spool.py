@@ -9,7 +9,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.filewriter import dcmwrite
 
-from asyncdicom.write.spool import SpoolWriter, file_meta, place, read_header, sweep
+from asyncdicom.write.place import place
+from asyncdicom.write.spool import SpoolWriter, file_meta, read_header, sweep
 
 
 def _spool_copy(spool: Path, source: Path) -> Path:
