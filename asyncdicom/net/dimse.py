@@ -200,35 +200,3 @@ def abort_rq() -> bytes:
     pdu = A_ABORT_RQ()
     pdu.from_primitive(primitive)
     return pdu.encode()
-
-
-_ITEM = struct.Struct(">BxH")
-
-
-def parse_associate_ac(pdu: bytes | bytearray) -> tuple[list[tuple[int, int, str]], int]:
-    """(context ID, result, transfer syntax) of each presentation context and the peer's maximum
-    PDU length, from an A-ASSOCIATE-AC PDU (PS3.8 9.3.3). Read by hand: decoding it with
-    pynetdicom validates every UID with regular expressions, which cost more than the rest of
-    the negotiation with 120 contexts."""
-    results: list[tuple[int, int, str]] = []
-    max_pdu = 0
-    offset = 74  # header (6), version (2), reserved (2), AE titles (32), reserved (32)
-    while offset + 4 <= len(pdu):
-        kind, length = _ITEM.unpack_from(pdu, offset)
-        body = offset + 4
-        if kind == 0x21 and length >= 4:
-            context_id, result = pdu[body], pdu[body + 2]
-            syntax = ""
-            if length >= 8 and pdu[body + 4] == 0x40:
-                (size,) = struct.unpack_from(">H", pdu, body + 6)
-                syntax = bytes(pdu[body + 8 : body + 8 + size]).decode("ascii", "replace").rstrip("\0 ")
-            results.append((context_id, result, syntax))
-        elif kind == 0x50:
-            sub = body
-            while sub + 4 <= body + length:
-                sub_kind, sub_length = _ITEM.unpack_from(pdu, sub)
-                if sub_kind == 0x51 and sub_length == 4:
-                    (max_pdu,) = struct.unpack_from(">L", pdu, sub + 4)
-                sub += 4 + sub_length
-        offset = body + length
-    return results, max_pdu

@@ -34,6 +34,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import AddressInformation
 
 from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, SilentPeer
+from asyncdicom.net.acse import parse_associate_ac
 from asyncdicom.net.dimse import (
     Command,
     StoreFile,
@@ -42,7 +43,6 @@ from asyncdicom.net.dimse import (
     ae,
     p_data,
     pack_command,
-    parse_associate_ac,
     parse_command,
     pdvs,
     read_pdu,

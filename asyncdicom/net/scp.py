@@ -2,7 +2,7 @@
 
 One thread per association reads PDUs from a blocking socket and streams each data set's
 fragments into a spool file (flat memory, whatever the instance size); nothing is decoded.
-Negotiation uses pynetdicom's PDU classes; command sets and PDVs are :mod:`asyncdicom.net.dimse`.
+Negotiation PDUs are :mod:`asyncdicom.net.acse`; command sets and PDVs are :mod:`asyncdicom.net.dimse`.
 pynetdicom's own server would cost two polling threads per association and a file flush per
 fragment, which made C-MOVE three times slower than C-GET.
 """
@@ -17,15 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.uid import UID
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    MaximumLengthNotification,
-)
-from pynetdicom.presentation import PresentationContext
-
 from asyncdicom.errors import AssociationAborted
+from asyncdicom.net.acse import (
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    AssociateRequest,
+    associate_ac,
+    associate_rj,
+    parse_associate_rq,
+)
 from asyncdicom.net.dimse import (
     Command,
     Reply,
@@ -38,7 +37,6 @@ from asyncdicom.net.dimse import (
     release_rp,
     ui,
     us,
-    user_information,
 )
 from asyncdicom.write.spool import SpoolWriter, file_meta
 
@@ -48,7 +46,6 @@ STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_NOT_REQUESTED = 0xC000
 VERIFICATION = "1.2.840.10008.1.1"
-APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,58 +176,33 @@ class _Association:
         if kind != 0x01:
             self.sock.sendall(abort_rq())
             return
-        rq = A_ASSOCIATE_RQ()
-        rq.decode(bytes(pdu))
-        request = rq.to_primitive()
-        self.calling = str(request.calling_ae_title).strip()
+        try:
+            request = parse_associate_rq(pdu)
+        except ValueError:
+            self.sock.sendall(abort_rq())
+            return
+        self.calling = request.calling_ae
         if busy:
-            self._reject(2, 3, 2)  # transient, provider (presentation), local limit exceeded
+            self.sock.sendall(associate_rj(2, 3, 2))  # transient, provider (presentation), local limit exceeded
             return
         if self.server.allowed_aets and self.calling not in self.server.allowed_aets:
             log.warning("refused an association from AE title %r: not in local.allowed_aets", self.calling)
-            self._reject(1, 1, 3)  # permanent, service user, calling AE title not recognised
+            self.sock.sendall(associate_rj(1, 1, 3))  # permanent, service user, calling AE title not recognised
             return
         self._accept(request)
         self._serve()
 
-    def _reject(self, result: int, source: int, reason: int) -> None:
-        primitive = A_ASSOCIATE()
-        primitive.result = result
-        primitive.result_source = source
-        primitive.diagnostic = reason
-        pdu = A_ASSOCIATE_RJ()
-        pdu.from_primitive(primitive)
-        self.sock.sendall(pdu.encode())
-
-    def _accept(self, request: A_ASSOCIATE) -> None:
+    def _accept(self, request: AssociateRequest) -> None:
         results = []
-        for proposed in request.presentation_context_definition_list:
-            context = PresentationContext()
-            context.context_id = proposed.context_id
-            context.abstract_syntax = proposed.abstract_syntax
-            if proposed.transfer_syntax:
+        for context_id, _, syntaxes in request.contexts:
+            if syntaxes:
                 # every abstract and transfer syntax is accepted: the bytes are stored as they come
-                context.transfer_syntax = [proposed.transfer_syntax[0]]
-                context.result = 0x00
-                self.syntax_of[int(proposed.context_id or 0)] = str(proposed.transfer_syntax[0])
+                results.append((context_id, 0x00, syntaxes[0]))
+                self.syntax_of[context_id] = syntaxes[0]
             else:
-                context.transfer_syntax = [UID("1.2.840.10008.1.2")]
-                context.result = 0x04
-            results.append(context)
-        for item in request.user_information:
-            if isinstance(item, MaximumLengthNotification):
-                self.peer_max = int(item.maximum_length_received or 0)
-        primitive = A_ASSOCIATE()
-        primitive.application_context_name = UID(APPLICATION_CONTEXT)
-        primitive.calling_ae_title = request.calling_ae_title
-        primitive.called_ae_title = request.called_ae_title
-        primitive.result = 0x00
-        primitive.result_source = 0x01
-        primitive.presentation_context_definition_results_list = results
-        primitive.user_information = user_information()
-        pdu = A_ASSOCIATE_AC()
-        pdu.from_primitive(primitive)
-        self.sock.sendall(pdu.encode())
+                results.append((context_id, 0x04, IMPLICIT_VR_LITTLE_ENDIAN))
+        self.peer_max = request.max_pdu
+        self.sock.sendall(associate_ac(request, results))
 
     def _serve(self) -> None:
         """Read PDUs until the peer releases or aborts; answer every C-STORE and C-ECHO."""

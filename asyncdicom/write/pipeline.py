@@ -28,7 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from asyncdicom.engine.tracker import Flight, Tracker
 from asyncdicom.stats import RunStats
-from asyncdicom.write.place import Placed, Placer
+from asyncdicom.write.place import Placed, Placer, sync_dirs
 from asyncdicom.write.spool import Header, SpoolWriter, read_header
 from asyncdicom.write.transforms import decompress_file
 
@@ -139,7 +139,7 @@ class Pipeline:
         try:
             part = file.seal()
             header = read_header(part, self.placer.keywords, file.head)
-            placed = self.placer.place(part, header, synced=True)
+            placed = self.placer.place(part, header, synced=True, sync_dir=False)
         except (OSError, ValueError) as exc:
             log.error("unable to store a received instance as %s", exc)
             file.discard()
@@ -170,6 +170,13 @@ class Pipeline:
     async def _record_outbox(self) -> None:
         with self._outbox_lock:
             batch, self._outbox, self._woken = self._outbox, [], False
+        directories = {placed.path.parent for _, _, placed in batch if placed is not None}
+        if directories:  # the batch's links become durable: one fsync per directory, not per file
+            try:
+                await anyio.to_thread.run_sync(sync_dirs, directories, limiter=self._threads)
+            except OSError as exc:
+                log.error("unable to make new files durable as %s", exc)
+                batch = [(item, None, None) for item, _, _ in batch]
         for item, header, placed in batch:
             if header is None or placed is None:
                 if item.flight is not None:

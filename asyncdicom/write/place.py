@@ -3,14 +3,15 @@ overwriting another instance.
 
 A :class:`Placer` is shared by the receive threads. It remembers the directories it has made
 and checked (resolved inside the output directory), so the per-instance work is one
-``link``, one ``unlink`` and one directory ``fsync``.
+``link`` and one ``unlink``, and one directory ``fsync`` (shared by a batch of files when the
+caller asks for it with :func:`sync_dirs`).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -56,16 +57,21 @@ class Placer:
         if known is not None:
             return known
         directory = confine(self.root, relative) if relative.parts else self.root
+        made = [parent for parent in (directory, *directory.parents) if not parent.exists()]
         directory.mkdir(parents=True, exist_ok=True)
+        for new in made:  # a new directory's entry in its parent must be durable too
+            fsync_dir(new.parent)
         with self._lock:
             self._dirs[relative] = directory
         return directory
 
-    def place(self, spooled: Path, header: Header, *, synced: bool = False) -> Placed:
+    def place(self, spooled: Path, header: Header, *, synced: bool = False, sync_dir: bool = True) -> Placed:
         """Link ``spooled`` to its rendered path and remove it from the spool.
 
         ``synced`` says the caller already fsynced the file; otherwise it is fsynced here, so a
-        file never has a name in the output tree before its bytes are on disk.
+        file never has a name in the output tree before its bytes are on disk. Without
+        ``sync_dir`` the caller must :func:`sync_dirs` the new path's directory before counting
+        the instance as stored (so one fsync serves many files).
         """
         relative = render(self.structure, self.filename, header.attrs)
         if not synced:
@@ -100,8 +106,15 @@ class Placer:
                 candidate = with_suffix_number(target, number) if number else target
                 continue
             os.unlink(spooled)
-            fsync_dir(directory)
+            if sync_dir:
+                fsync_dir(directory)
             return Placed(candidate, "stored" if number == 0 else "renamed", size)
+
+
+def sync_dirs(directories: Iterable[Path]) -> None:
+    """fsync each directory once: makes the links :meth:`Placer.place` made there durable."""
+    for directory in directories:
+        fsync_dir(directory)
 
 
 def place(spooled: Path, root: Path, structure: Sequence[str], filename: str, header: Header) -> Placed:

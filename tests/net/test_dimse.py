@@ -2,44 +2,10 @@
 
 from __future__ import annotations
 
-from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
-from pynetdicom.pdu import A_ASSOCIATE_AC
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-from pynetdicom.presentation import PresentationContext
 
-from asyncdicom.net.dimse import pack_command, parse_associate_ac, parse_command, ui, us
-
-
-def test_associate_ac_parsed_like_pynetdicom() -> None:
-    """Context results, transfer syntaxes and the maximum PDU length match pynetdicom's encoding."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = UID("1.2.840.10008.3.1.1.1")
-    primitive.calling_ae_title = "A"
-    primitive.called_ae_title = "B"
-    primitive.result = 0
-    primitive.result_source = 1
-    contexts = []
-    for context_id, result, syntax in (
-        (1, 0, "1.2.840.10008.1.2.1"),
-        (3, 3, "1.2.840.10008.1.2"),
-        (5, 0, "1.2.840.10008.1.2.4.90"),
-    ):
-        context = PresentationContext()
-        context.context_id = context_id
-        context.result = result
-        context.transfer_syntax = [UID(syntax)]
-        contexts.append(context)
-    primitive.presentation_context_definition_results_list = contexts
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = 16384
-    primitive.user_information = [max_length]
-    pdu = A_ASSOCIATE_AC()
-    pdu.from_primitive(primitive)
-    results, max_pdu = parse_associate_ac(pdu.encode())
-    assert results == [(1, 0, "1.2.840.10008.1.2.1"), (3, 3, "1.2.840.10008.1.2"), (5, 0, "1.2.840.10008.1.2.4.90")]
-    assert max_pdu == 16384
+from asyncdicom.net.dimse import pack_command, parse_command, ui, us
 
 
 def test_packed_command_decodes_with_pydicom() -> None:
