@@ -3,20 +3,20 @@
 pynetdicom's PDU classes validate every UID with regular expressions when they decode or
 encode; a storage association from a PACS proposes a hundred or more presentation contexts,
 which made negotiation cost more CPU than the instances it carried. These functions handle the
-same bytes directly. The requestor's A-ASSOCIATE-RQ is still built with pynetdicom (once per
-association, see :mod:`asyncdicom.net.lean`).
+same bytes directly, for the requestor (:mod:`asyncdicom.net.lean`) and the acceptor
+(:mod:`asyncdicom.net.scp`); the tests check them against pynetdicom's encoders and decoders.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 
-from asyncdicom.net.dimse import VERSION_NAME
-
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+VERSION_NAME = "ASYNCDICOM_01"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 _ITEM = struct.Struct(">BxH")
 _PDU = struct.Struct(">BxL")
@@ -86,18 +86,46 @@ def _uid(value: str) -> bytes:
     return value.encode("ascii")  # no padding inside PDU items (PS3.8 9.3.2.2)
 
 
-def our_user_information() -> bytes:
-    """User information item: unlimited receive length, implementation class UID and version."""
+def our_user_information(scp_roles: Sequence[str] = ()) -> bytes:
+    """User information item: unlimited receive length, implementation class UID, SCP role
+    selection for ``scp_roles`` (SOP classes we store over C-GET) and version (PS3.7 D.3.3)."""
+    roles = b"".join(
+        _item(0x54, struct.pack(">H", len(uid)) + _uid(uid) + b"\x00\x01") for uid in dict.fromkeys(scp_roles)
+    )
     return _item(
         0x50,
         _item(0x51, struct.pack(">L", 0))
         + _item(0x52, _uid(PYNETDICOM_IMPLEMENTATION_UID))
+        + roles
         + _item(0x55, VERSION_NAME.encode("ascii")),
     )
 
 
 def _ae(title: str) -> bytes:
     return title.encode("ascii", "replace")[:16].ljust(16, b" ")
+
+
+def associate_rq(
+    called: str, calling: str, proposals: Sequence[tuple[str, Sequence[str]]], scp_roles: Sequence[str]
+) -> bytes:
+    """An A-ASSOCIATE-RQ proposing (abstract syntax, transfer syntaxes) as contexts 1, 3, 5…"""
+    if len(proposals) > 128:
+        msg = f"Unable to propose {len(proposals)} presentation contexts as an association allows 128"
+        raise ValueError(msg)
+    items = [_item(0x10, _uid(APPLICATION_CONTEXT))]
+    for index, (abstract, syntaxes) in enumerate(proposals):
+        subs = _item(0x30, _uid(abstract)) + b"".join(_item(0x40, _uid(syntax)) for syntax in syntaxes)
+        items.append(_item(0x20, bytes((2 * index + 1, 0, 0, 0)) + subs))
+    items.append(our_user_information(scp_roles))
+    body = b"\x00\x01\x00\x00" + _ae(called) + _ae(calling) + bytes(32) + b"".join(items)
+    return _PDU.pack(0x01, len(body)) + body
+
+
+def parse_associate_rj(pdu: bytes | bytearray) -> tuple[int, int, int]:
+    """(result, source, reason) of an A-ASSOCIATE-RJ."""
+    if len(pdu) < 10:
+        return 0, 0, 0
+    return pdu[7], pdu[8], pdu[9]
 
 
 def associate_ac(request: AssociateRequest, results: list[tuple[int, int, str]]) -> bytes:

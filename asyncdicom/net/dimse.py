@@ -2,7 +2,7 @@
 
 Command sets are a fixed handful of group 0000 elements in Implicit VR Little Endian, and
 P-DATA-TF PDUs are a list of PDV items: packing and parsing them directly costs a fraction of
-building pydicom datasets for them. Association negotiation stays with pynetdicom's PDU classes.
+building pydicom datasets for them. Association negotiation is :mod:`asyncdicom.net.acse`.
 """
 
 from __future__ import annotations
@@ -11,34 +11,11 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
-from pynetdicom.pdu import A_ABORT_RQ, A_RELEASE_RP, A_RELEASE_RQ
-from pynetdicom.pdu_primitives import (
-    A_ABORT,
-    A_RELEASE,
-    ImplementationClassUIDNotification,
-    ImplementationVersionNameNotification,
-    MaximumLengthNotification,
-)
+from typing import Protocol
 
 from asyncdicom.errors import AssociationAborted
 
 HEADER = struct.Struct(">BxL")
-VERSION_NAME = "ASYNCDICOM_01"
-
-
-def user_information(*extra: Any) -> list[Any]:
-    """Our A-ASSOCIATE user information: unlimited receive length, implementation class and
-    version, and any ``extra`` items (role selection) in between, as PS3.7 D.3.3 orders them."""
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = 0
-    class_uid = ImplementationClassUIDNotification()
-    class_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
-    version = ImplementationVersionNameNotification()
-    version.implementation_version_name = VERSION_NAME
-    return [max_length, class_uid, *extra, version]
 
 
 @dataclass(slots=True)
@@ -181,22 +158,15 @@ def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
 
 
 def release_rq() -> bytes:
-    pdu = A_RELEASE_RQ()
-    pdu.from_primitive(A_RELEASE())
-    return pdu.encode()
+    """A-RELEASE-RQ (PS3.8 9.3.6)."""
+    return HEADER.pack(0x05, 4) + bytes(4)
 
 
 def release_rp() -> bytes:
-    primitive = A_RELEASE()
-    primitive.result = "affirmative"
-    pdu = A_RELEASE_RP()
-    pdu.from_primitive(primitive)
-    return pdu.encode()
+    """A-RELEASE-RP (PS3.8 9.3.7)."""
+    return HEADER.pack(0x06, 4) + bytes(4)
 
 
 def abort_rq() -> bytes:
-    primitive = A_ABORT()
-    primitive.abort_source = 0
-    pdu = A_ABORT_RQ()
-    pdu.from_primitive(primitive)
-    return pdu.encode()
+    """A-ABORT from the service user, no reason given (PS3.8 9.3.8)."""
+    return HEADER.pack(0x07, 4) + bytes(4)

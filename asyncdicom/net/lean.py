@@ -22,19 +22,9 @@ from io import BytesIO
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
-from pynetdicom.pdu import (
-    A_ASSOCIATE_RJ,
-    A_ASSOCIATE_RQ,
-)
-from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    SCP_SCU_RoleSelectionNegotiation,
-)
-from pynetdicom.presentation import PresentationContext
-from pynetdicom.transport import AddressInformation
 
 from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, SilentPeer
-from asyncdicom.net.acse import parse_associate_ac
+from asyncdicom.net.acse import associate_rq, parse_associate_ac, parse_associate_rj
 from asyncdicom.net.dimse import (
     Command,
     StoreFile,
@@ -50,10 +40,8 @@ from asyncdicom.net.dimse import (
     release_rq,
     ui,
     us,
-    user_information,
 )
 
-APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 VERIFICATION = "1.2.840.10008.1.1"
 PRIORITY_LOW = 0x0002  # a research batch should not push ahead of clinical work
 _REJECT_TEXT = {
@@ -128,7 +116,7 @@ class LeanAssociation:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             frozen_storage = tuple((uid, tuple(syntaxes)) for uid, syntaxes in storage)
-            sock.sendall(_associate_rq(host, port, called, calling, tuple(abstract_syntaxes), frozen_storage))
+            sock.sendall(_associate_rq(called, calling, tuple(abstract_syntaxes), frozen_storage))
             kind, body = read_pdu(sock)
         except (OSError, AssociationAborted):
             sock.close()
@@ -136,9 +124,7 @@ class LeanAssociation:
             raise AssociationAborted(msg) from None
         if kind == 0x03:
             sock.close()
-            rj = A_ASSOCIATE_RJ()
-            rj.decode(bytes(body))
-            result, source, reason = int(rj.result or 0), int(rj.source or 0), int(rj.reason_diagnostic or 0)
+            result, source, reason = parse_associate_rj(body)
             text = _REJECT_TEXT.get((source, reason), f"source {source}, reason {reason}")
             kind_text = "permanently" if result == 1 else "for now"
             msg = f"Unable to associate with {where} as the PACS rejected it {kind_text} ({text})"
@@ -360,40 +346,11 @@ def _encode(ds: Dataset, syntax: UID) -> bytes:
 
 @functools.lru_cache(maxsize=8)
 def _associate_rq(
-    host: str,
-    port: int,
     called: str,
     calling: str,
-    abstract_syntaxes: Sequence[str],
-    storage: Sequence[tuple[str, Sequence[str]]],
+    abstract_syntaxes: tuple[str, ...],
+    storage: tuple[tuple[str, tuple[str, ...]], ...],
 ) -> bytes:
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = UID(APPLICATION_CONTEXT)
-    primitive.calling_ae_title = calling
-    primitive.called_ae_title = called
-    primitive.calling_presentation_address = AddressInformation("127.0.0.1", 0)
-    primitive.called_presentation_address = AddressInformation(host, port)
-    proposals = [(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for uid in abstract_syntaxes]
-    proposals += [(uid, [UID(ts) for ts in syntaxes]) for uid, syntaxes in storage]
-    if len(proposals) > 128:
-        msg = f"Unable to propose {len(proposals)} presentation contexts as an association allows 128"
-        raise ValueError(msg)
-    contexts = []
-    for index, (uid, syntaxes) in enumerate(proposals):
-        context = PresentationContext()
-        context.context_id = 2 * index + 1
-        context.abstract_syntax = UID(uid)
-        context.transfer_syntax = list(syntaxes)
-        contexts.append(context)
-    primitive.presentation_context_definition_list = contexts
-    roles = []
-    for uid in dict.fromkeys(uid for uid, _ in storage):
-        role = SCP_SCU_RoleSelectionNegotiation()
-        role.sop_class_uid = UID(uid)
-        role.scu_role = False
-        role.scp_role = True
-        roles.append(role)
-    primitive.user_information = user_information(*roles)
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return pdu.encode()
+    plain = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+    proposals = [(uid, plain) for uid in abstract_syntaxes] + list(storage)
+    return associate_rq(called, calling, proposals, [uid for uid, _ in storage])

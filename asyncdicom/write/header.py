@@ -9,11 +9,12 @@ the tests compare both on many files.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydicom.charset import decode_bytes
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.valuerep import VR
 
@@ -34,25 +35,25 @@ class _Unusual(Exception):
     """The file needs the full parser."""
 
 
-def _element(buf: bytes, offset: int, explicit: bool) -> tuple[int, str, int, int]:
-    """(tag, VR or '', value length, value offset) of the element at ``offset``."""
+def _element(buf: bytes | bytearray, offset: int, explicit: bool) -> tuple[int, bytes, int, int]:
+    """(tag, VR or b'', value length, value offset) of the element at ``offset``."""
     if offset + 8 > len(buf):
         raise _Unusual
     group, element = _TAG.unpack_from(buf, offset)
     tag = group << 16 | element
     if group == 0xFFFE or not explicit:
-        return tag, "", _U32.unpack_from(buf, offset + 4)[0], offset + 8
-    vr = buf[offset + 4 : offset + 6]
+        return tag, b"", _U32.unpack_from(buf, offset + 4)[0], offset + 8
+    vr = bytes(buf[offset + 4 : offset + 6])
     if vr not in _KNOWN_VRS:  # e.g. implicit VR data under an explicit transfer syntax: pydicom copes
         raise _Unusual
     if vr in _LONG_VRS:
         if offset + 12 > len(buf):
             raise _Unusual
-        return tag, vr.decode("ascii"), _U32.unpack_from(buf, offset + 8)[0], offset + 12
-    return tag, vr.decode("ascii", "replace"), _U16.unpack_from(buf, offset + 6)[0], offset + 8
+        return tag, vr, _U32.unpack_from(buf, offset + 8)[0], offset + 12
+    return tag, vr, _U16.unpack_from(buf, offset + 6)[0], offset + 8
 
 
-def _skip_undefined(buf: bytes, offset: int, explicit: bool) -> int:
+def _skip_undefined(buf: bytes | bytearray, offset: int, explicit: bool) -> int:
     """Offset just past an undefined-length value (sequence items or fragments) starting at ``offset``."""
     while True:
         tag, _, length, value = _element(buf, offset, False)
@@ -90,14 +91,25 @@ def scan_header(path: Path, keywords: Iterable[str]) -> tuple[dict[str, str], st
 
 def scan_buffer(buf: bytes | bytearray, keywords: Iterable[str]) -> tuple[dict[str, str], str] | None:
     """:func:`scan_header` of a file's first bytes (None when they do not hold the whole header)."""
-    wanted = {tag: keyword for keyword in keywords if (tag := tag_for_keyword(keyword)) is not None}
     try:
-        return _scan(bytes(buf), wanted)
+        return _scan(buf, _tags(tuple(keywords)))
     except (_Unusual, struct.error, UnicodeDecodeError, LookupError, ValueError):
         return None
 
 
-def _scan(buf: bytes, wanted: dict[int, str]) -> tuple[dict[str, str], str] | None:
+@functools.lru_cache(maxsize=16)
+def _tags(keywords: tuple[str, ...]) -> dict[int, str]:
+    return {tag: keyword for keyword in keywords if (tag := tag_for_keyword(keyword)) is not None}
+
+
+@functools.lru_cache(maxsize=64)
+def _encodings(raw: bytes) -> list[str]:
+    """Python codecs for a Specific Character Set value (as pydicom maps them)."""
+    terms = [term.strip() for term in raw.decode("ascii").strip(" \0").split("\\")]
+    return convert_encodings(terms or ["ISO_IR 6"])
+
+
+def _scan(buf: bytes | bytearray, wanted: dict[int, str]) -> tuple[dict[str, str], str] | None:
     if buf[128:132] != b"DICM":
         return None
     tag, _, length, value = _element(buf, 132, True)
@@ -126,15 +138,12 @@ def _scan(buf: bytes, wanted: dict[int, str]) -> tuple[dict[str, str], str] | No
         if value + length > len(buf):
             raise _Unusual
         if tag == 0x00080005:
-            raw_sets = buf[value : value + length].decode("ascii").strip(" \0").split("\\")
-            from pydicom.charset import convert_encodings
-
-            encodings = convert_encodings([s.strip() for s in raw_sets] or ["ISO_IR 6"])
+            encodings = list(_encodings(bytes(buf[value : value + length])))
         if tag in wanted:
-            vr = vr or dictionary_VR(tag)
-            if vr in ("SQ", "OB", "OW", "UN", "AT"):
+            name = vr.decode("ascii") if vr else dictionary_VR(tag)
+            if name in ("SQ", "OB", "OW", "UN", "AT"):
                 raise _Unusual
-            if length or vr not in _EMPTY_IS_NONE:
-                attrs[wanted[tag]] = _decode(buf[value : value + length], vr, encodings)
+            if length or name not in _EMPTY_IS_NONE:
+                attrs[wanted[tag]] = _decode(bytes(buf[value : value + length]), name, encodings)
         offset = value + length
     raise _Unusual

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydicom.uid import UID
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ, A_RELEASE_RP, A_RELEASE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
 from pynetdicom.presentation import PresentationContext, build_context
 
 from asyncdicom.net.acse import (
+    VERSION_NAME,
     AssociateRequest,
     associate_ac,
     associate_rj,
+    associate_rq,
     parse_associate_ac,
+    parse_associate_rj,
     parse_associate_rq,
 )
-from asyncdicom.net.dimse import user_information
+from asyncdicom.net.dimse import abort_rq, release_rp, release_rq
 
 SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.90"]
 
@@ -96,19 +106,66 @@ def test_associate_rj_decodes_with_pynetdicom() -> None:
     pdu = A_ASSOCIATE_RJ()
     pdu.decode(associate_rj(1, 1, 3))
     assert (pdu.result, pdu.source, pdu.reason_diagnostic) == (1, 1, 3)
+    assert parse_associate_rj(associate_rj(2, 3, 2)) == (2, 3, 2)
 
 
-def test_user_information_matches_the_requestors() -> None:
-    """The acceptor announces the same implementation as the requestor's pynetdicom-built items."""
+def _pynetdicom_user_information(*roles: str) -> list[object]:
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = 0
+    class_uid = ImplementationClassUIDNotification()
+    class_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = VERSION_NAME
+    selections = []
+    for uid in roles:
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = UID(uid)
+        role.scu_role, role.scp_role = False, True
+        selections.append(role)
+    return [max_length, class_uid, *selections, version]
+
+
+def test_associate_ac_is_byte_identical_to_pynetdicoms() -> None:
     primitive = _primitive("B", "A")
-    primitive.user_information = user_information()
+    primitive.user_information = _pynetdicom_user_information()
     primitive.result = 0
     primitive.result_source = 1
     primitive.presentation_context_definition_results_list = []
     pdu = A_ASSOCIATE_AC()
     pdu.from_primitive(primitive)
-    ours = associate_ac(AssociateRequest("B", "A", [], 0), [])
-    assert ours == pdu.encode()
+    assert associate_ac(AssociateRequest("B", "A", [], 0), []) == pdu.encode()
+
+
+def test_associate_rq_is_byte_identical_to_pynetdicoms() -> None:
+    """Contexts 1, 3, 5…, SCP role selection for the storage classes, our user information."""
+    proposals = [("1.2.840.10008.5.1.4.1.2.2.3", SYNTAXES[:2]), ("1.2.840.10008.5.1.4.1.1.2", SYNTAXES)]
+    raw = associate_rq("ORTHANC", "ASYNCDICOM", proposals, ["1.2.840.10008.5.1.4.1.1.2"])
+    primitive = _primitive("ORTHANC", "ASYNCDICOM")
+    contexts = []
+    for index, (abstract, syntaxes) in enumerate(proposals):
+        context = build_context(abstract, syntaxes)
+        context.context_id = 2 * index + 1
+        contexts.append(context)
+    primitive.presentation_context_definition_list = contexts
+    primitive.user_information = _pynetdicom_user_information("1.2.840.10008.5.1.4.1.1.2")
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    assert raw == pdu.encode()
+    assert parse_associate_rq(raw).contexts == [(1, proposals[0][0], SYNTAXES[:2]), (3, proposals[1][0], SYNTAXES)]
+
+
+def test_more_than_128_contexts_are_refused() -> None:
+    with pytest.raises(ValueError, match="Unable to propose 129 presentation contexts"):
+        associate_rq("B", "A", [("1.2.3", SYNTAXES)] * 129, [])
+
+
+def test_release_and_abort_decode_with_pynetdicom() -> None:
+    A_RELEASE_RQ().decode(release_rq())
+    A_RELEASE_RP().decode(release_rp())
+    abort = A_ABORT_RQ()
+    abort.decode(abort_rq())
+    assert (abort.source, abort.reason_diagnostic) == (0, 0)
+    assert [raw[0] for raw in (release_rq(), release_rp(), abort_rq())] == [0x05, 0x06, 0x07]
 
 
 @given(st.binary(max_size=400))
