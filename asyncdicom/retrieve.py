@@ -111,7 +111,7 @@ class Retriever:
         flight = self.tracker.attribute(received.move_message_id, None)
         if flight is None:
             try:
-                attrs = read_header(file.part, MATCH_KEYS, file.head).attrs
+                attrs = read_header(file.part_name, MATCH_KEYS, file.head).attrs
             except ValueError:
                 attrs = {}
             flight = self.tracker.attribute(None, attrs)

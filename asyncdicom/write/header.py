@@ -83,9 +83,9 @@ def _decode(raw: bytes, vr: str, encodings: list[str]) -> str:
     return text.rstrip(" \0")
 
 
-def scan_header(path: Path, keywords: Iterable[str]) -> tuple[dict[str, str], str] | None:
+def scan_header(path: str | Path, keywords: Iterable[str]) -> tuple[dict[str, str], str] | None:
     """Attributes for ``keywords`` (present ones only) and the transfer syntax, or None."""
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         return scan_buffer(handle.read(HEAD), keywords)
 
 
@@ -128,14 +128,15 @@ def _scan(buf: bytes | bytearray, wanted: dict[int, str]) -> tuple[dict[str, str
     last = max(wanted, default=0)
     encodings = ["iso8859"]
     attrs: dict[str, str] = {}
-    while offset < len(buf):
+    size = len(buf)
+    while offset < size:
         tag, vr, length, value = _element(buf, offset, explicit)
         if tag >= _PIXEL_DATA or tag > last:
             return attrs, syntax
         if length == _UNDEFINED:
             offset = _skip_undefined(buf, value, explicit)
             continue
-        if value + length > len(buf):
+        if value + length > size:
             raise _Unusual
         if tag == 0x00080005:
             encodings = list(_encodings(bytes(buf[value : value + length])))

@@ -34,11 +34,17 @@ def sanitize(value: str, keyword: str) -> str:
     return text
 
 
+def render_parts(structure: Sequence[str], filename: str, attrs: Mapping[str, str]) -> tuple[str, ...]:
+    """The components of ``<structure…>/<filename>.dcm`` from the attribute values."""
+    return (
+        *(sanitize(attrs.get(keyword, ""), keyword) for keyword in structure),
+        sanitize(attrs.get(filename, ""), filename) + ".dcm",
+    )
+
+
 def render(structure: Sequence[str], filename: str, attrs: Mapping[str, str]) -> PurePosixPath:
     """Relative path ``<structure…>/<filename>.dcm`` from the attribute values."""
-    parts = [sanitize(attrs.get(keyword, ""), keyword) for keyword in structure]
-    parts.append(sanitize(attrs.get(filename, ""), filename) + ".dcm")
-    return PurePosixPath(*parts)
+    return PurePosixPath(*render_parts(structure, filename, attrs))
 
 
 def confine(root: Path, relative: PurePosixPath) -> Path:
@@ -49,11 +55,6 @@ def confine(root: Path, relative: PurePosixPath) -> Path:
         msg = f"Unable to use the path {relative} as it leaves the output directory"
         raise ValueError(msg)
     return target
-
-
-def with_suffix_number(path: Path, number: int) -> Path:
-    """``name_<n>.dcm`` beside ``path``: the name given to a different instance that collides."""
-    return path.with_name(f"{path.stem}_{number}{path.suffix}")
 
 
 def collision_warning(structure: Sequence[str], filename: str) -> str | None:

@@ -49,6 +49,16 @@ class Spooled:
 
 
 @dataclass(frozen=True, slots=True)
+class Noted:
+    """An instance a receive thread placed (or failed to: no header and placement)."""
+
+    flight: Flight
+    transfer_syntax: str
+    header: Header | None
+    placed: Placed | None
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceRecord:
     """One placed instance, for the ledger."""
 
@@ -96,7 +106,7 @@ class Pipeline:
         self._receive: MemoryObjectReceiveStream[Spooled]
         self._send, self._receive = anyio.create_memory_object_stream[Spooled](QUEUE)
         self._threads = anyio.CapacityLimiter(workers)
-        self._outbox: list[tuple[Spooled, Header | None, Placed | None]] = []
+        self._outbox: list[Noted] = []
         self._outbox_lock = threading.Lock()
         self._woken = False
         self._wakeup = anyio.Event()
@@ -135,7 +145,6 @@ class Pipeline:
         """Receive thread, after answering the C-STORE: fsync, header from the bytes kept in
         memory, atomic placement, and a note for the ledger. The flight must have been told with
         :meth:`Tracker.handed_over` before answering."""
-        item = Spooled(file.part, flight, file.transfer_syntax)
         try:
             part = file.seal()
             header = read_header(part, self.placer.keywords, file.head)
@@ -143,16 +152,16 @@ class Pipeline:
         except (OSError, ValueError) as exc:
             log.error("unable to store a received instance as %s", exc)
             file.discard()
-            self._post(item, None, None)
+            self._post(Noted(flight, file.transfer_syntax, None, None))
             return
-        self._post(item, header, placed)
+        self._post(Noted(flight, file.transfer_syntax, header, placed))
 
-    def _post(self, item: Spooled, header: Header | None, placed: Placed | None) -> None:
+    def _post(self, noted: Noted) -> None:
         """Leave a note for the loop; wake it only when the outbox is full or someone waits for
         this flight (the drain task also looks every :data:`DRAIN_EVERY` seconds)."""
         with self._outbox_lock:
-            self._outbox.append((item, header, placed))
-            urgent = len(self._outbox) >= OUTBOX or (item.flight is not None and item.flight.waiting)
+            self._outbox.append(noted)
+            urgent = len(self._outbox) >= OUTBOX or noted.flight.waiting
             wake = urgent and not self._woken
             self._woken = self._woken or wake
         if wake:
@@ -170,19 +179,18 @@ class Pipeline:
     async def _record_outbox(self) -> None:
         with self._outbox_lock:
             batch, self._outbox, self._woken = self._outbox, [], False
-        directories = {placed.path.parent for _, _, placed in batch if placed is not None}
+        directories = {noted.placed.directory for noted in batch if noted.placed is not None}
         if directories:  # the batch's links become durable: one fsync per directory, not per file
             try:
                 await anyio.to_thread.run_sync(sync_dirs, directories, limiter=self._threads)
             except OSError as exc:
                 log.error("unable to make new files durable as %s", exc)
-                batch = [(item, None, None) for item, _, _ in batch]
-        for item, header, placed in batch:
-            if header is None or placed is None:
-                if item.flight is not None:
-                    self.tracker.lost(item.flight)
+                batch = [Noted(noted.flight, noted.transfer_syntax, None, None) for noted in batch]
+        for noted in batch:
+            if noted.header is None or noted.placed is None:
+                self.tracker.lost(noted.flight)
             else:
-                await self._record(item, header, placed, None)
+                await self._record(noted.flight, noted.transfer_syntax, noted.header, noted.placed, None)
 
     async def _drain(self) -> None:
         with anyio.CancelScope(shield=True):  # drain even on Ctrl-C: every placed file gets recorded
@@ -225,13 +233,15 @@ class Pipeline:
             if item.flight is not None:
                 self.tracker.lost(item.flight)
             return
-        await self._record(item, header, placed, warning)
+        await self._record(item.flight, item.transfer_syntax, header, placed, warning)
 
     def _place(self, path: Path) -> tuple[Header, Placed]:
         header = read_header(path, self.placer.keywords)
         return header, self.placer.place(path, header)
 
-    async def _record(self, item: Spooled, header: Header, placed: Placed, warning: str | None) -> None:
+    async def _record(
+        self, flight: Flight | None, transfer_syntax: str, header: Header, placed: Placed, warning: str | None
+    ) -> None:
         duplicate = placed.state == "duplicate"
         if self.stats is not None:
             self.stats.instances += not duplicate
@@ -239,13 +249,13 @@ class Pipeline:
         await self.sink.record_instance(
             InstanceRecord(
                 sop_uid=header.sop_instance_uid,
-                request_key=item.flight.request.key if item.flight else None,
-                path=str(placed.path.relative_to(self.root)),
+                request_key=flight.request.key if flight else None,
+                path=placed.relative,
                 size=placed.size,
-                transfer_syntax=header.transfer_syntax or item.transfer_syntax,
+                transfer_syntax=header.transfer_syntax or transfer_syntax,
                 state=placed.state,
                 warning=warning,
             )
         )
-        if item.flight is not None:
-            self.tracker.placed(item.flight, header.sop_instance_uid, duplicate)
+        if flight is not None:
+            self.tracker.placed(flight, header.sop_instance_uid, duplicate)

@@ -15,34 +15,47 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from asyncdicom.write.paths import confine, render, with_suffix_number
+from asyncdicom.write.paths import confine, render_parts
 from asyncdicom.write.spool import Header, fsync_dir, read_header
 
 
 @dataclass(frozen=True, slots=True)
 class Placed:
-    """Where an instance ended: ``stored``, ``duplicate`` (same instance already there) or ``renamed``."""
+    """Where an instance ended: ``stored``, ``duplicate`` (same instance already there) or
+    ``renamed``; ``relative`` is its path under the output directory."""
 
-    path: Path
+    directory: str
+    name: str
+    relative: str
     state: str
     size: int
 
+    @property
+    def path(self) -> Path:
+        return Path(self.directory, self.name)
 
-def _same_instance(path: Path, sop_uid: str) -> bool:
+
+def _same_instance(path: str, sop_uid: str) -> bool:
     try:
         return read_header(path, ()).sop_instance_uid == sop_uid
     except ValueError:
         return False
 
 
+def _numbered(name: str, number: int) -> str:
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}_{number}{dot}{suffix}" if dot else f"{name}_{number}"
+
+
 class Placer:
-    """Renders paths from headers and links spool files there (thread-safe)."""
+    """Renders paths from headers and links spool files there (thread-safe). Plain strings on
+    this path: pathlib's parsing cost more than the system calls."""
 
     def __init__(self, root: Path, structure: Sequence[str], filename: str) -> None:
         self.root = root.resolve()
         self.structure = tuple(structure)
         self.filename = filename
-        self._dirs: dict[PurePosixPath, Path] = {}
+        self._dirs: dict[tuple[str, ...], str] = {}
         self._lock = threading.Lock()
 
     @property
@@ -50,22 +63,26 @@ class Placer:
         """The attributes paths are rendered from."""
         return (*self.structure, self.filename)
 
-    def _directory(self, relative: PurePosixPath) -> Path:
-        """The confined, existing directory for ``relative`` (made and checked once per run)."""
+    def _directory(self, parts: tuple[str, ...]) -> str:
+        """The confined, existing directory for ``parts`` (made and checked once per run)."""
         with self._lock:
-            known = self._dirs.get(relative)
+            known = self._dirs.get(parts)
         if known is not None:
             return known
-        directory = confine(self.root, relative) if relative.parts else self.root
+        directory = confine(self.root, PurePosixPath(*parts)) if parts else self.root
         made = [parent for parent in (directory, *directory.parents) if not parent.exists()]
         directory.mkdir(parents=True, exist_ok=True)
         for new in made:  # a new directory's entry in its parent must be durable too
             fsync_dir(new.parent)
         with self._lock:
-            self._dirs[relative] = directory
-        return directory
+            self._dirs[parts] = str(directory)
+        return str(directory)
 
-    def place(self, spooled: Path, header: Header, *, synced: bool = False, sync_dir: bool = True) -> Placed:
+    def forget(self, parts: tuple[str, ...]) -> None:
+        with self._lock:
+            self._dirs.pop(parts, None)
+
+    def place(self, spooled: str | Path, header: Header, *, synced: bool = False, sync_dir: bool = True) -> Placed:
         """Link ``spooled`` to its rendered path and remove it from the spool.
 
         ``synced`` says the caller already fsynced the file; otherwise it is fsynced here, so a
@@ -73,7 +90,8 @@ class Placer:
         ``sync_dir`` the caller must :func:`sync_dirs` the new path's directory before counting
         the instance as stored (so one fsync serves many files).
         """
-        relative = render(self.structure, self.filename, header.attrs)
+        parts = render_parts(self.structure, self.filename, header.attrs)
+        folders, name = parts[:-1], parts[-1]
         if not synced:
             fd = os.open(spooled, os.O_RDONLY)
             try:
@@ -81,42 +99,40 @@ class Placer:
             finally:
                 os.close(fd)
         size = os.stat(spooled).st_size
-        directory = self._directory(relative.parent)
-        target = directory / relative.name
+        directory = self._directory(folders)
         sop_uid = header.sop_instance_uid
-        candidate, number, remade = target, 0, False
+        candidate, number, remade = name, 0, False
         while True:
+            target = f"{directory}/{candidate}"
             try:
                 # link() fails if the name exists: no window in which another writer's file is replaced
-                os.link(spooled, candidate)
+                os.link(spooled, target)
             except FileExistsError:
-                if _same_instance(candidate, sop_uid):
+                if _same_instance(target, sop_uid):
                     os.unlink(spooled)
-                    return Placed(candidate, "duplicate", size)
+                    return Placed(directory, candidate, "/".join((*folders, candidate)), "duplicate", size)
                 number += 1
-                candidate = with_suffix_number(target, number)
+                candidate = _numbered(name, number)
                 continue
             except FileNotFoundError:
                 if remade:
                     raise
-                with self._lock:  # the directory went away during the run: make it again
-                    self._dirs.pop(relative.parent, None)
-                directory, remade = self._directory(relative.parent), True
-                target = directory / relative.name
-                candidate = with_suffix_number(target, number) if number else target
+                self.forget(folders)  # the directory went away during the run: make it again
+                directory, remade = self._directory(folders), True
                 continue
             os.unlink(spooled)
             if sync_dir:
                 fsync_dir(directory)
-            return Placed(candidate, "stored" if number == 0 else "renamed", size)
+            state = "stored" if number == 0 else "renamed"
+            return Placed(directory, candidate, "/".join((*folders, candidate)), state, size)
 
 
-def sync_dirs(directories: Iterable[Path]) -> None:
+def sync_dirs(directories: Iterable[str | Path]) -> None:
     """fsync each directory once: makes the links :meth:`Placer.place` made there durable."""
     for directory in directories:
         fsync_dir(directory)
 
 
-def place(spooled: Path, root: Path, structure: Sequence[str], filename: str, header: Header) -> Placed:
+def place(spooled: str | Path, root: Path, structure: Sequence[str], filename: str, header: Header) -> Placed:
     """One-off :meth:`Placer.place` (fsyncs ``spooled`` first)."""
     return Placer(root, structure, filename).place(spooled, header)

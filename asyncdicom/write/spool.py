@@ -57,7 +57,7 @@ def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae
     return b"\0" * 128 + b"DICM" + _element(0x00020000, b"UL", struct.pack("<L", len(body))) + body
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     """Make a rename in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -71,14 +71,24 @@ class SpoolWriter:
     (complete, named ``.dcm``, not yet fsynced) to leave it for the writers."""
 
     def __init__(self, spool: Path, head: bytes = b"", transfer_syntax: str = "") -> None:
-        self.final = spool / f"{uuid.uuid4().hex}.dcm"
-        self.part = self.final.with_suffix(".part")
-        self._fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._stem = os.path.join(spool, uuid.uuid4().hex)  # strings: pathlib costs more than the open
+        self.part_name = self._stem + ".part"
+        self._fd = os.open(self.part_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.size = 0
         self.transfer_syntax = transfer_syntax
         self.head = bytearray()  # the first bytes, where the header is: parsed without reading back
         if head:
             self.write(head)
+
+    @property
+    def part(self) -> Path:
+        """The file while it is being written (and when sealed)."""
+        return Path(self.part_name)
+
+    @property
+    def final(self) -> Path:
+        """The file once committed."""
+        return Path(self._stem + ".dcm")
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -93,13 +103,13 @@ class SpoolWriter:
         if fd >= 0:
             os.close(fd)
 
-    def seal(self) -> Path:
+    def seal(self) -> str:
         """fsync and close: the ``.part`` file is complete and durable, ready to be placed now."""
         try:
             os.fsync(self._fd)
         finally:
             self._close()
-        return self.part
+        return self.part_name
 
     def commit(self) -> Path:
         """Close and rename ``.part`` → ``.dcm``: the file is complete and survives the process.
@@ -108,8 +118,9 @@ class SpoolWriter:
         fsyncs it before it counts, and a request is only marked done once its files are placed.
         """
         self._close()
-        os.replace(self.part, self.final)
-        return self.final
+        final = self.final
+        os.replace(self.part_name, final)
+        return final
 
     def finish(self, ok: bool) -> Path | None:
         """:meth:`commit` a complete file (None if that fails), or :meth:`discard` a broken one."""
@@ -125,7 +136,7 @@ class SpoolWriter:
         with contextlib.suppress(OSError):
             self._close()
         with contextlib.suppress(FileNotFoundError):
-            self.part.unlink()
+            os.unlink(self.part_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +151,7 @@ class Header:
         return self.attrs.get("SOPInstanceUID", "")
 
 
-def read_header(path: Path, keywords: Iterable[str], head: bytes | bytearray | None = None) -> Header:
+def read_header(path: str | Path, keywords: Iterable[str], head: bytes | bytearray | None = None) -> Header:
     """Parse only ``keywords`` (and the routing UIDs) from ``path``, or from ``head`` (its first
     bytes) when given; stops before pixel data. Raises ValueError."""
     wanted = sorted({*ROUTING, *keywords})
@@ -150,13 +161,13 @@ def read_header(path: Path, keywords: Iterable[str], head: bytes | bytearray | N
     return read_header_with_pydicom(path, wanted)
 
 
-def read_header_with_pydicom(path: Path, wanted: Iterable[str]) -> Header:
+def read_header_with_pydicom(path: str | Path, wanted: Iterable[str]) -> Header:
     """The reference reader (pydicom), used when the lean scan cannot handle a file."""
     tags = [tag for tag in (tag_for_keyword(k) for k in wanted) if tag is not None]
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=tags)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        msg = f"Unable to read the header of {path.name} as {exc}"
+        msg = f"Unable to read the header of {os.path.basename(path)} as {exc}"
         raise ValueError(msg) from None
     attrs: dict[str, str] = {}
     for keyword in wanted:
