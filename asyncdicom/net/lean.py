@@ -40,6 +40,7 @@ from asyncdicom.net.dimse import (
     release_rq,
     ui,
     us,
+    use_kernel_timeouts,
 )
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -145,7 +146,7 @@ class LeanAssociation:
             if result == 0 and context_id in proposed and syntax:
                 syntax_of[context_id] = syntax
                 contexts.setdefault(proposed[context_id], (context_id, UID(syntax)))
-        sock.settimeout(timeout)
+        use_kernel_timeouts(sock, timeout)
         return cls(sock, contexts, peer_max, where, syntax_of)
 
     # --- requests -----------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from asyncdicom.net.dimse import (
     release_rp,
     ui,
     us,
+    use_kernel_timeouts,
 )
 from asyncdicom.write.spool import SpoolWriter, file_meta
 
@@ -138,7 +139,7 @@ class StorageSCP:
             except OSError:
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(self.timeout)
+            use_kernel_timeouts(sock, self.timeout)
             thread = threading.Thread(target=self._serve, args=(sock,), name="asyncdicom-scp-assoc", daemon=True)
             with self._lock:
                 self._threads.add(thread)

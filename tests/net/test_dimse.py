@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
+import pytest
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
 
-from asyncdicom.net.dimse import pack_command, parse_command, ui, us
+from asyncdicom.net.dimse import pack_command, parse_command, read_pdu, ui, us, use_kernel_timeouts
 
 
 def test_packed_command_decodes_with_pydicom() -> None:
@@ -46,3 +51,27 @@ def test_store_request_fields_are_parsed() -> None:
     parsed = parse_command(raw)
     assert (parsed.field, parsed.message_id, parsed.move_message_id) == (0x0001, 9, 4242)
     assert (parsed.sop_class, parsed.sop_instance) == ("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4")
+
+
+def test_kernel_timeouts_read_whole_pdus_and_give_up_on_silence() -> None:
+    """A blocking socket with SO_RCVTIMEO reads a PDU sent in pieces, and raises OSError (as a
+    Python timeout would) when the peer stays silent."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        use_kernel_timeouts(ours, 0.3)
+        assert ours.gettimeout() is None  # blocking: the kernel keeps the time
+        pdu = b"\x04\x00" + (70000).to_bytes(4, "big") + bytes(range(256)) * 273 + bytes(70000 - 256 * 273)
+
+        def send_in_pieces() -> None:
+            for start in range(0, len(pdu), 4096):
+                theirs.sendall(pdu[start : start + 4096])
+
+        sender = threading.Thread(target=send_in_pieces)
+        sender.start()
+        kind, body = read_pdu(ours)
+        sender.join()
+        assert (kind, bytes(body)) == (0x04, pdu)
+        start = time.monotonic()
+        with pytest.raises(OSError):
+            read_pdu(ours)
+        assert 0.2 < time.monotonic() - start < 5
