@@ -22,8 +22,7 @@ from typing import IO, Any
 import aiofiles
 import aiosqlite
 import anyio
-from anyio.abc import ObjectSendStream
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.engine.scheduler import RequestResult
 from asyncdicom.errors import CheckpointError
@@ -457,7 +456,7 @@ def _counts(result: RequestResult) -> tuple[int | None, int | None, int | None, 
 class _Recorder:
     """The writer task's inbox."""
 
-    def __init__(self, send: ObjectSendStream[_Item]) -> None:
+    def __init__(self, send: MemoryObjectSendStream[_Item]) -> None:
         self._send = send
 
     async def record(self, request: Request, result: RequestResult) -> None:
@@ -466,7 +465,10 @@ class _Recorder:
 
     async def record_instance(self, record: InstanceRecord) -> None:
         """Queue a placed instance; committed with the next batch, before later results."""
-        await self._send.send(record)
+        try:
+            self._send.send_nowait(record)  # thousands per minute: no trip round the loop unless full
+        except anyio.WouldBlock:
+            await self._send.send(record)
 
 
 async def write_atomic(path: Path, data: bytes) -> None:

@@ -102,15 +102,19 @@ class Tracker:
         """An instance of ``flight`` is durable at its final path (event loop thread)."""
         with self._lock:
             flight.pending -= 1
+            idle = flight.pending == 0
         flight.received.add(sop_uid)
         if duplicate:
             flight.duplicates += 1
         else:
             flight.stored += 1
-        flight._notify()
+        if idle:  # only wait_idle listens, and only for zero
+            flight._notify()
 
     def lost(self, flight: Flight) -> None:
         """An instance of ``flight`` could not be placed (event loop thread)."""
         with self._lock:
             flight.pending -= 1
-        flight._notify()
+            idle = flight.pending == 0
+        if idle:
+            flight._notify()

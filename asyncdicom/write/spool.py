@@ -10,6 +10,7 @@ links it atomically to its final path.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import struct
@@ -29,6 +30,8 @@ log = logging.getLogger("asyncdicom.write")
 
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1.48.1"  # under pydicom's root, for asyncdicom
 IMPLEMENTATION_VERSION = "ASYNCDICOM_01"
+_RUN = uuid.uuid4().hex[:16]  # spool names: this process's prefix and a counter (O_EXCL guards the rest)
+_NUMBERS = itertools.count()
 ROUTING = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
@@ -71,7 +74,7 @@ class SpoolWriter:
     (complete, named ``.dcm``, not yet fsynced) to leave it for the writers."""
 
     def __init__(self, spool: Path, head: bytes = b"", transfer_syntax: str = "") -> None:
-        self._stem = os.path.join(spool, uuid.uuid4().hex)  # strings: pathlib costs more than the open
+        self._stem = os.path.join(spool, f"{_RUN}{next(_NUMBERS):08d}")  # strings: pathlib costs more than the open
         self.part_name = self._stem + ".part"
         self._fd = os.open(self.part_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.size = 0
