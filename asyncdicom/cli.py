@@ -17,7 +17,7 @@ import typer
 
 from asyncdicom import __version__, logs, report
 from asyncdicom.config import Config, describe, load_config
-from asyncdicom.errors import AsyncDicomError, ExitCode
+from asyncdicom.errors import AsyncDicomError, ConfigError, ExitCode
 from asyncdicom.plan import Plan, build_plan
 
 app = typer.Typer(
@@ -206,6 +206,58 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
         return int(ExitCode.OK)
 
     raise typer.Exit(_guard(body))
+
+
+@app.command()
+def anonymize(
+    source: Annotated[Path, typer.Argument(metavar="INPUT", help="A DICOM file, or a folder tree.")],
+    target: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The file, or folder, to write.")],
+    script: Annotated[Path, typer.Option("--script", help="CTP DicomAnonymizer script.")],
+    lookup_table: Annotated[Path | None, typer.Option("--lookup-table", help="CTP lookup table (.properties).")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="NAME=VALUE, overriding the script's <p>.")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="faithful (as DAT) or safe.")] = "faithful",
+    quiet: QuietOpt = False,
+) -> None:
+    """Anonymize INPUT into OUTPUT with a CTP script; exit 3 when a file was quarantined or skipped."""
+
+    def body() -> int:
+        from asyncdicom.anonymize import batch
+        from asyncdicom.anonymize.files import Anonymizer
+        from asyncdicom.anonymize.lookup import LookupTable, LookupTableError
+        from asyncdicom.anonymize.script import ScriptError, load
+
+        if mode not in ("faithful", "safe"):
+            where = "--mode"
+            msg = f"unknown mode {mode!r}; use faithful or safe"
+            raise ConfigError(where, msg)
+        params: dict[str, str] = {}
+        for item in param or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                where = "--param"
+                msg = f"{item!r} is not NAME=VALUE"
+                raise ConfigError(where, msg)
+            params[name] = value
+        try:
+            loaded = load(script)
+            table = LookupTable.load(lookup_table) if lookup_table is not None else LookupTable.empty()
+        except (ScriptError, LookupTableError) as exc:
+            where, msg = "", str(exc)
+            raise ConfigError(where, msg) from None
+        if not source.exists():
+            where = "INPUT"
+            msg = f"{source} does not exist"
+            raise ConfigError(where, msg)
+        summary = batch.run(Anonymizer(loaded, table, params, mode), source, target)
+        if not quiet:
+            report.info(f"anonymized {summary.ok}, skipped {summary.skipped}, quarantined {summary.quarantined}")
+            for reason, count in summary.reasons.most_common():
+                report.info(f"  {count} × {reason}")
+        return int(ExitCode.FAILED_REQUESTS) if summary.skipped or summary.quarantined else 0
+
+    code = _guard(body)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -1,0 +1,142 @@
+"""Per-file state of an anonymization: the IN and OUT datasets (and items being processed),
+the rule table resolved against this file, parameters, lookup table, and element lookup."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+
+from asyncdicom.anonymize import dictionary, values
+from asyncdicom.anonymize.java import trim
+from asyncdicom.anonymize.lookup import LookupTable
+from asyncdicom.anonymize.script import Script
+
+_PRIVATE = re.compile(r"([0-9a-fA-F]{1,4}),?\[([^\]]*)\],?([0-9a-fA-F]{1,2})?")
+
+
+class Quarantine(Exception):
+    """The file must not be written: the reason says why (no patient data in it)."""
+
+
+class Skip(Exception):
+    """``@skip()``: the file is deliberately not written."""
+
+
+@dataclass(slots=True)
+class Context:
+    script: Script
+    lookup: LookupTable
+    root_in: Dataset
+    root_out: Dataset
+    meta: Dataset
+    encodings: list[str]
+    implicit: bool
+    little: bool
+    mode: str = "faithful"
+    params: dict[str, str] = field(default_factory=dict)
+    table: dict[int, str] = field(default_factory=dict)
+    private_names: dict[str, int] = field(default_factory=dict)
+    stack: list[tuple[Dataset, Dataset]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.stack = [(self.root_in, self.root_out)]
+        for rule in self.script.rules.values():
+            tag = self.tag_of(rule.spec, self.root_in)
+            if tag == 0:
+                continue
+            self.table[tag] = rule.script
+            if tag >> 16 & 1 and trim(rule.name):
+                self.private_names[trim(rule.name).lower()] = tag
+
+    @property
+    def current_in(self) -> Dataset:
+        return self.stack[-1][0]
+
+    @property
+    def current_out(self) -> Dataset:
+        return self.stack[-1][1]
+
+    @property
+    def at_root(self) -> bool:
+        return len(self.stack) == 1
+
+    def param(self, text: str | None) -> str | None:
+        """A parameter position: ``@NAME``/``$NAME`` is the parameter's value (None if undefined)."""
+        if text is not None and text[:1] in ("@", "$"):
+            return self.params.get(text[1:])
+        return text
+
+    # --- element names --------------------------------------------------------------------------
+
+    def tag_of(self, name: str, ds: Dataset) -> int:
+        """CTP's getElementTag: standard names and hex, registered private names, then the
+        ``gggg[Creator]ee`` block form resolved in ``ds``; 0 when nothing matches."""
+        name = trim(name)
+        if len(name) >= 2 and (name[0], name[-1]) in (("[", "]"), ("(", ")")):
+            name = trim(name[1:-1])
+        tag = dictionary.standard_tag(name)
+        if tag:
+            return tag
+        tag = self.private_names.get(name.lower(), 0)
+        if tag:
+            return tag
+        return self._private_block(name, ds)
+
+    @staticmethod
+    def _private_block(name: str, ds: Dataset) -> int:
+        if len(name) >= 2 and (name[0], name[-1]) in (("[", "]"), ("(", ")")):
+            name = trim(name[1:-1])
+        match = _PRIVATE.fullmatch(name)
+        if not match:
+            return 0
+        group = int(match.group(1), 16)
+        if not group & 1:
+            return 0
+        block = trim(match.group(2))
+        element = int(match.group(3), 16) if match.group(3) else 0
+        for index in range(1, 256):
+            elem = values.element(ds, (group << 16) | index)
+            if elem is None:
+                continue
+            owner = values.contents(ds, (group << 16) | index, ["latin_1"])
+            if owner is not None and owner == block:
+                return (group << 16) | (index << 8) | element
+        return 0
+
+    def resolve(self, name: str, this: int) -> tuple[Dataset, int] | None:
+        """The dataset and tag an element reference (``this``, names, ``root:``, ``A::B``) reads."""
+        name = trim(name)
+        ds = self.current_in
+        if name.startswith("root:"):
+            ds, name = self.root_in, name[len("root:") :]
+        parts = name.split("::")
+        for part in parts[:-1]:
+            tag = this if trim(part) == "this" else self.tag_of(part, ds)
+            elem = values.element(ds, tag) if tag else None
+            if elem is None:
+                return None
+            sequence = ds[tag].value
+            if values.vr_of(ds[tag], ds) != "SQ" or not sequence:
+                return None
+            ds = sequence[0]
+        last = trim(parts[-1])
+        tag = this if last == "this" else self.tag_of(last, ds)
+        return (ds, tag) if tag else None
+
+    def contents(self, name: str, this: int) -> str | None:
+        """The value string of the element ``name`` refers to (None when it is missing)."""
+        found = self.resolve(name, this)
+        if found is None:
+            return None
+        ds, tag = found
+        if tag >> 16 < 0x0008:
+            return values.contents(self.meta, tag, self.encodings, True)
+        return values.contents(ds, tag, self.encodings, self.little)
+
+    def has(self, tag: int) -> bool:
+        """Whether ``tag`` is present in the current IN dataset."""
+        if tag >> 16 < 0x0008:
+            return tag in self.meta
+        return tag in self.current_in

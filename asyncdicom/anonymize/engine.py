@@ -1,0 +1,247 @@
+"""The processing algorithm (§5): insertion for absent rules, then every element of the input
+in tag order through the decision table, recursing into sequence items on ``@process()``."""
+
+from __future__ import annotations
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from asyncdicom.anonymize import dictionary, values
+from asyncdicom.anonymize.context import Context
+from asyncdicom.anonymize.evaluate import evaluate
+from asyncdicom.anonymize.java import split, trim
+
+DEIDENTIFICATION_CODES = 0x00120064
+_ALWAYS_KEPT = {0x00080016, 0x00080018, 0x0020000D}
+_CODE_MEANINGS = {
+    "113100": "Basic Application Confidentiality Profile",
+    "113101": "Clean Pixel Data Option",
+    "113102": "Clean Recognizable Visual Features Option",
+    "113103": "Clean Graphics Option",
+    "113104": "Clean Structured Content Option",
+    "113105": "Clean Descriptors Option",
+    "113106": "Retain Longitudinal Temporal Information Full Dates Option",
+    "113107": "Retain Longitudinal Temporal Information Modified Dates Option",
+    "113108": "Retain Patient Characteristics Option",
+    "113109": "Retain Device Identity Option",
+    "113110": "Retain UIDs",
+    "113111": "Retain Safe Private Option",
+    "113112": "Retain Institution Identity Option",
+}
+
+
+def anonymize(ctx: Context) -> None:
+    """Run both phases on the root datasets. Raises Quarantine or Skip."""
+    insert(ctx)
+    process(ctx)
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+
+def store(ctx: Context, tag: int, vr: str, value: str) -> bool:
+    """Store ``value`` in the current OUT dataset as dcm4che would; False (original kept) when
+    it refuses the value."""
+    out = ctx.current_out
+    if tag >> 16 & 1:
+        return _store_private(ctx, tag, value)
+    if value == "":
+        if vr == "SQ":
+            if tag not in out:
+                out[tag] = _empty_sequence(tag)
+            return True
+        values.put(out, tag, vr, b"", ctx.implicit, ctx.little)
+        return True
+    try:
+        data = values.encode(value, vr, ctx.encodings, ctx.little)
+    except values.WriteError:
+        return False
+    values.put(out, tag, vr, data, ctx.implicit, ctx.little)
+    return True
+
+
+def _store_private(ctx: Context, tag: int, value: str) -> bool:
+    out = ctx.current_out
+    if tag & 0xFFFF < 0x100:
+        return _put_text(ctx, tag, "LO", value)
+    creator = values.creator_of(out, tag) or values.creator_of(ctx.current_in, tag)
+    if creator:
+        entry = dictionary.private_entry(tag, creator)
+        if entry and entry[0]:
+            try:
+                if value == "":
+                    data = b""
+                elif entry[0] in ("US", "SS", "UL", "SL", "FL", "FD", "AT"):
+                    data = (
+                        values.encode(value.replace("\\", "\0"), entry[0], ctx.encodings, ctx.little)
+                        if "\\" not in value
+                        else _fail()
+                    )
+                else:
+                    data = values.encode(value, entry[0], ctx.encodings, ctx.little)
+                values.put(out, tag, entry[0], data, ctx.implicit, ctx.little)
+                return True
+            except values.WriteError:
+                pass
+    return _put_text(ctx, tag, "LO" if len(value) <= 64 else "LT", value)
+
+
+def _fail() -> bytes:
+    msg = "a single number was expected"
+    raise values.WriteError(msg)
+
+
+def _put_text(ctx: Context, tag: int, vr: str, value: str) -> bool:
+    try:
+        data = values.encode(value, vr, ctx.encodings, ctx.little) if value else b""
+    except values.WriteError:
+        return False
+    values.put(ctx.current_out, tag, vr, data, ctx.implicit, ctx.little)
+    return True
+
+
+def _empty_sequence(tag: int) -> DataElement:
+    return DataElement(tag, "SQ", Sequence())
+
+
+# --- phase 1 --------------------------------------------------------------------------------------
+
+
+def insert(ctx: Context) -> None:
+    for tag, rule in sorted(ctx.table.items()):
+        if tag in ctx.root_out:
+            continue
+        script = trim(rule)
+        vr = dictionary.dictionary_vr(tag) or "SH"
+        if script.startswith("@always()") and vr != "SQ":
+            value = evaluate(ctx, script, tag)
+            if value in ("@keep()", "@remove()"):
+                continue
+            if value.startswith("@blank(") or value == "@empty()":
+                value = ""
+            store(ctx, tag, vr, value)
+        elif script.startswith("@always()@require()") and vr == "SQ":
+            ctx.root_out[tag] = _empty_sequence(tag)
+        elif tag == DEIDENTIFICATION_CODES:
+            _deidentification_codes(ctx, script, tag)
+
+
+# --- phase 2 --------------------------------------------------------------------------------------
+
+
+def _safe(ctx: Context, tag: int) -> bool:
+    creator = values.creator_of(ctx.current_in, tag)
+    if creator is None:
+        return False
+    entry = dictionary.private_entry(tag, creator)
+    return entry is not None and entry[1] == "K"
+
+
+def process(ctx: Context) -> None:
+    """Phase 2 on the current (IN, OUT) pair."""
+    script = ctx.script
+    source = ctx.current_in
+    for tag in sorted(int(t) for t in source.keys()):  # noqa: SIM118 - iterating converts elements
+        if tag >= 0x7FE00010 and ctx.at_root:
+            break
+        group = tag >> 16
+        private = bool(group & 1)
+        overlay = (group & 0xFF00) == 0x6000
+        curve = (group & 0xFF00) == 0x5000
+        creator_element = private and (tag & 0xFF00) == 0
+        rule = ctx.table.get(tag)
+        keep = (
+            group in script.keep_groups
+            or (creator_element and script.keep_safe_private)
+            or (private and not creator_element and script.keep_safe_private and _safe(ctx, tag))
+            or tag in _ALWAYS_KEPT
+            or group in (0x0002, 0x0028, 0x7FE0)
+            or (overlay and not script.rol and not (private and script.rpg))
+            or (curve and not script.rc and not (private and script.rpg))
+        )
+        if (
+            (script.rpg and private and rule is None and not keep)
+            or (script.rue and rule is None and not keep)
+            or (script.rol and overlay)
+        ):
+            _remove(ctx, tag)
+        elif rule is not None:
+            if tag == DEIDENTIFICATION_CODES:
+                _deidentification_codes(ctx, rule, tag)
+            else:
+                _apply(ctx, tag, trim(evaluate(ctx, rule, tag)))
+
+
+def _remove(ctx: Context, tag: int) -> None:
+    if tag in ctx.current_out:
+        del ctx.current_out[tag]
+
+
+def _apply(ctx: Context, tag: int, value: str) -> None:
+    if "@remove()" in value:
+        _remove(ctx, tag)
+    elif value == "@keep()":
+        return
+    else:
+        elem = values.element(ctx.current_in, tag)
+        vr = values.vr_of(elem, ctx.current_in) if elem is not None else (dictionary.dictionary_vr(tag) or "SH")
+        if value.startswith("@blank("):
+            digits = "".join(
+                c for c in value[len("@blank(") : value.find(")") if ")" in value else None] if c.isdigit()
+            )
+            value = " " * min(int(digits or "0"), 55)
+        elif value == "@empty()":
+            value = ""
+        store(ctx, tag, vr, value)
+
+
+def process_items(ctx: Context, tag: int) -> None:
+    """``@process()``: phase 2 on each item pair of sequence ``tag``."""
+    source, target = values.element(ctx.current_in, tag), values.element(ctx.current_out, tag)
+    if source is None or target is None or values.vr_of(source, ctx.current_in) != "SQ":
+        return
+    items_in, items_out = ctx.current_in[tag].value, ctx.current_out[tag].value
+    for item_in, item_out in zip(items_in, items_out, strict=False):
+        ctx.stack.append((item_in, item_out))
+        try:
+            process(ctx)
+        finally:
+            ctx.stack.pop()
+
+
+def _deidentification_codes(ctx: Context, rule: str, tag: int) -> None:
+    script = trim(rule)
+    if script == "" or script == "@keep()":
+        return
+    if script == "@remove()":
+        _remove(ctx, tag)
+        return
+    value = trim(evaluate(ctx, script, tag))
+    out = ctx.current_out
+    if tag not in out:
+        out[tag] = _empty_sequence(tag)
+    for code in value.split("/"):
+        code = trim(code)
+        if code.lower() == "reset":
+            out[tag] = _empty_sequence(tag)
+            continue
+        item = Dataset()
+        meaning = _CODE_MEANINGS.get(code)
+        for item_tag, item_vr, text in (
+            (0x00080100, "SH", code),
+            (0x00080102, "SH", "DCM" if meaning else "UNKNOWN"),
+            (0x00080104, "LO", meaning or "UNKNOWN"),
+        ):
+            values.put(
+                item,
+                item_tag,
+                item_vr,
+                values.encode(text, item_vr, ctx.encodings) if text else b"",
+                ctx.implicit,
+                ctx.little,
+            )
+        out[tag].value.append(item)
+
+
+__all__ = ["anonymize", "process_items", "split", "store"]

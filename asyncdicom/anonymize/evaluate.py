@@ -1,0 +1,531 @@
+"""Evaluating a rule's script to a string (§6) and the script functions (§7)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+
+from asyncdicom.anonymize import dates, hashing, values
+from asyncdicom.anonymize.calls import Call, NoParenthesis, parse_call
+from asyncdicom.anonymize.context import Context, Quarantine, Skip
+from asyncdicom.anonymize.java import (
+    lower,
+    parse_float,
+    parse_int,
+    regex,
+    replacement,
+    round_half_up,
+    split,
+    trim,
+    upper,
+    utf16_len,
+    utf16_slice,
+)
+from asyncdicom.anonymize.lookup import LookupError_
+
+Clock = Callable[[], dt.datetime]
+_WHITE = re.compile(r"[ \t\n\x0b\f\r]")
+
+
+def evaluate(ctx: Context, script: str, this: int) -> str:
+    """The string a script evaluates to for element ``this``. Raises Quarantine or Skip."""
+    out: list[str] = []
+    i, escape = 0, False
+    while i < len(script):
+        char = script[i]
+        i += 1
+        if escape:
+            out.append(char)
+            escape = False
+        elif char == "\\":
+            escape = True
+        elif char == "@":
+            try:
+                call = parse_call(script[i:])
+            except NoParenthesis:
+                msg = "a script has an @ with no function call after it"
+                raise Quarantine(msg) from None
+            if call.length == -1:
+                break
+            i += call.length
+            out.append(_dispatch(ctx, call, this))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _dispatch(ctx: Context, call: Call, this: int) -> str:
+    function = FUNCTIONS.get(call.name)
+    if function is None:
+        return "@" + call.text()
+    return function(ctx, call, this)
+
+
+def _contents(ctx: Context, call: Call, index: int, this: int) -> str | None:
+    return ctx.contents(call.arg(index), this)
+
+
+def _required(call: Call) -> None:
+    if not call.args:
+        msg = f"@{call.name}() needs an element name"
+        raise Quarantine(msg)
+
+
+# --- functions ----------------------------------------------------------------------------------
+
+
+def fn_contents(ctx: Context, call: Call, this: int) -> str:
+    _required(call)
+    value = _contents(ctx, call, 0, this) or ""
+    if len(call.args) == 1:
+        return value
+    if len(call.args) > 3:
+        return ""
+    try:
+        pattern = regex(call.arg(1))
+        return pattern.sub(replacement(call.arg(2)) if len(call.args) == 3 else "", value)
+    except (re.error, IndexError) as exc:
+        msg = f"@contents() has an invalid regular expression ({exc})"
+        raise Quarantine(msg) from None
+
+
+def fn_value(ctx: Context, call: Call, this: int) -> str:
+    _required(call)
+    value = _contents(ctx, call, 0, this) or ""
+    return value if value else call.arg(1)
+
+
+def fn_truncate(ctx: Context, call: Call, this: int) -> str:
+    _required(call)
+    value = _contents(ctx, call, 0, this) or ""
+    if len(call.args) < 2:
+        return value
+    try:
+        n = parse_int(trim(call.args[1]))
+    except ValueError:
+        return value
+    if n >= 0:
+        return utf16_slice(value, 0, min(n, utf16_len(value)))
+    value = trim(value)
+    length = utf16_len(value)
+    return utf16_slice(value, max(0, length + n))
+
+
+def fn_date(ctx: Context, call: Call, this: int) -> str:
+    now = CLOCK()
+    sep = call.arg(0)
+    return f"{now.year:04d}{sep}{now.month:02d}{sep}{now.day:02d}"
+
+
+def fn_time(ctx: Context, call: Call, this: int) -> str:
+    now = CLOCK()
+    sep = call.arg(0)
+    return f"{now.hour:02d}{sep}{now.minute:02d}{sep}{now.second:02d}"
+
+
+def _hash_error(call: Call) -> str:
+    return "(" + ",".join(call.args) + ")"
+
+
+def fn_hash(ctx: Context, call: Call, this: int) -> str:
+    value = _contents(ctx, call, 0, this)
+    if value is None:
+        return "@remove()"
+    maxlen = 0
+    if len(call.args) > 1:
+        text = ctx.param(call.arg(1))
+        if text is None:
+            return _hash_error(call)
+        try:
+            maxlen = parse_int(text)
+        except ValueError:
+            maxlen = 0
+    return hashing.hash_text(value, maxlen)
+
+
+def fn_hashname(ctx: Context, call: Call, this: int) -> str:
+    if len(call.args) < 2:
+        return _hash_error(call)
+    value = _contents(ctx, call, 0, this) or ""
+    try:
+        length = parse_int(ctx.param(call.arg(1)))
+    except ValueError:
+        length = 4
+    words = split(value, "^")
+    if len(call.args) > 2:
+        try:
+            count = parse_int(ctx.param(call.arg(2)))
+        except ValueError:
+            count = 0
+        if count > 0:
+            words = words[:count]
+    name = upper(re.sub(r"[ \t\n\x0b\f\r,'^.]", "", "".join(words)))
+    return hashing.hash_text(name, length)
+
+
+def fn_hashptid(ctx: Context, call: Call, this: int) -> str:
+    if len(call.args) < 2:
+        return _hash_error(call)
+    site = trim(ctx.param(call.arg(0)) or "")
+    value = trim(_contents(ctx, call, 1, this) or "")
+    maxlen = 0
+    if len(call.args) > 2:
+        text = ctx.param(call.arg(2))
+        if text is None:
+            return _hash_error(call)
+        try:
+            maxlen = parse_int(text)
+        except ValueError:
+            maxlen = 0
+    return hashing.hash_text(f"[{site}]{value}", maxlen)
+
+
+def fn_hashuid(ctx: Context, call: Call, this: int) -> str:
+    if len(call.args) < 2:
+        return _hash_error(call)
+    prefix = ctx.param(call.arg(0))
+    if prefix is None:
+        return _hash_error(call)
+    uid = _contents(ctx, call, 1, this)
+    if uid is None:
+        return "@remove()"
+    if not prefix.endswith("."):
+        prefix += "."
+    if len(call.args) > 2:
+        other = ctx.tag_of(call.arg(2), ctx.current_in)
+        if other and other in ctx.table:
+            uid += evaluate(ctx, ctx.table[other], other)
+    return hashing.hash_uid(prefix, uid)
+
+
+def _shift(call: Call, value: str, days: int) -> str:
+    return "\\".join(dates.increment(part, days) for part in value.split("\\"))
+
+
+def fn_hashdate(ctx: Context, call: Call, this: int) -> str:
+    value = _contents(ctx, call, 0, this)
+    if value is None:
+        return "@remove()"
+    if len(value) < 8:
+        return "@empty()"
+    key = _contents(ctx, call, 1, this)
+    if key is None:
+        return "@remove()"
+    digits = hashing.usmd5(key)
+    try:
+        days = -(int(digits[-4:]) % 3650)
+        return _shift(call, value, days)
+    except (ValueError, IndexError, OverflowError):
+        return "@empty()"
+
+
+def fn_incrementdate(ctx: Context, call: Call, this: int) -> str:
+    value = _contents(ctx, call, 0, this)
+    if value is None:
+        return "@remove()"
+    if len(value) < 8:
+        return "@empty()"
+    try:
+        days = parse_int(ctx.param(call.arg(1)), 64)
+        return _shift(call, value, days)
+    except (ValueError, IndexError, OverflowError):
+        return "@empty()"
+
+
+def _field(text: str | None) -> int:
+    text = trim(text) if text is not None else None
+    if text is None:
+        msg = "undefined parameter"
+        raise ValueError(msg)
+    if text in ("*", ""):
+        return -1
+    try:
+        return parse_int(text)
+    except ValueError:
+        return -1
+
+
+def fn_modifydate(ctx: Context, call: Call, this: int) -> str:
+    value = _contents(ctx, call, 0, this)
+    if value is None:
+        return "@remove()"
+    if len(value) < 8:
+        return "@empty()"
+    try:
+        year, month, day = (_field(ctx.param(call.arg(i))) for i in (1, 2, 3))
+        return "\\".join(dates.modify(part, year, month, day) for part in value.split("\\"))
+    except (ValueError, IndexError, OverflowError):
+        return "@empty()"
+
+
+def _lookup(ctx: Context, key_type: str | None, key: str | None) -> str:
+    return ctx.lookup.lookup(key_type, key)
+
+
+def fn_lookup(ctx: Context, call: Call, this: int) -> str:
+    if len(call.args) < 2:
+        msg = "@lookup() needs an element and a key type"
+        raise Quarantine(msg)
+    parts = [(ctx.contents(name, this) or "") for name in call.arg(0).split("|")]
+    key = "|".join(parts).replace("\\", "")
+    try:
+        return _lookup(ctx, call.arg(1), key)
+    except LookupError_ as exc:
+        action = trim(call.arg(2)) if len(call.args) > 2 else ""
+        if action == "keep":
+            return "@keep()"
+        if action == "remove":
+            return "@remove()"
+        if action == "empty":
+            return "@empty()"
+        if action == "default" and len(call.args) > 3:
+            return trim(call.arg(3))
+        if action == "ignore" and len(call.args) > 3:
+            try:
+                if regex(trim(call.arg(3))).fullmatch(key):
+                    return key
+            except re.error:
+                pass
+        msg = f"@lookup() failed: {exc}"
+        raise Quarantine(msg) from None
+
+
+def fn_dateinterval(ctx: Context, call: Call, this: int) -> str:
+    if len(call.args) < 3:
+        msg = "@dateinterval() needs three arguments"
+        raise Quarantine(msg)
+    try:
+        found = ctx.resolve("root:" + call.arg(2), this) if not call.arg(2).startswith("root:") else None
+        key = ctx.contents("root:" + call.arg(2), this) if found is not None else None
+        base_text = trim(_lookup(ctx, call.arg(1), key))
+        month_text, day_text, year_text = base_text.split("/")[:3]
+        base = dates.lenient(parse_int(_digits_prefix(year_text)), parse_int(month_text), parse_int(day_text))
+        value = (_contents(ctx, call, 0, this) or "")[:8]
+        date = dates.lenient(parse_int(value[0:4]), parse_int(value[4:6]), parse_int(value[6:8]))
+        days = (date - base).days
+        if len(call.args) < 4:
+            return str(days)
+        origin = ctx.param(call.arg(3)) or ""
+        return dates.increment(origin, days)
+    except (LookupError_, ValueError, IndexError, OverflowError) as exc:
+        msg = f"@dateinterval() failed ({type(exc).__name__})"
+        raise Quarantine(msg) from None
+
+
+def _digits_prefix(text: str) -> str:
+    match = re.match(r"[+-]?[0-9]+", trim(text))
+    return match.group(0) if match else text
+
+
+def fn_if(ctx: Context, call: Call, this: int) -> str:
+    true, false = ([*call.clauses, "", ""])[:2]
+    return evaluate(ctx, true if _condition(ctx, call, this) else false, this)
+
+
+def _condition(ctx: Context, call: Call, this: int) -> bool:
+    if len(call.args) < 2:
+        return False
+    name = call.arg(0)
+    condition = call.args[1]
+    if condition == "exists":
+        tag = this if trim(name) in ("", "this") else ctx.tag_of(name, ctx.current_in)
+        return tag != 0 and ctx.has(tag)
+    element = ctx.contents(name, this) if trim(name) != "" else None
+    if condition == "isblank":
+        return element is None or trim(element) == ""
+    if element is None or len(call.args) < 3:
+        return False
+    value = call.arg(2)
+    if value.startswith("@"):
+        value = ctx.param(value) or value
+    if condition == "equals":
+        return lower(element) == lower(value)
+    if condition == "contains":
+        return lower(value) in lower(element)
+    if condition == "matches":
+        try:
+            return regex(trim(value)).fullmatch(element) is not None
+        except re.error as exc:
+            msg = f"@if(…,matches,…) has an invalid regular expression ({exc})"
+            raise Quarantine(msg) from None
+    if condition == "greaterthan":
+        return _number(element) > _number(value)
+    return False
+
+
+def _number(text: str) -> int:
+    digits = re.sub(r"[^0-9]", "", text)
+    try:
+        return parse_int(digits, 64) if digits else 0
+    except ValueError:
+        return 0
+
+
+def fn_select(ctx: Context, call: Call, this: int) -> str:
+    root, item = ([*call.clauses, "", ""])[:2]
+    return evaluate(ctx, root if ctx.at_root else item, this)
+
+
+def fn_append(ctx: Context, call: Call, this: int) -> str:
+    value = evaluate(ctx, ([*call.clauses, ""])[0], this)
+    existing = values.element(ctx.current_in, this)
+    current = ctx.contents("this", this)
+    if existing is None or current is None or current == "":
+        return value
+    return current + "\\" + value
+
+
+def fn_always(ctx: Context, call: Call, this: int) -> str:
+    return ""
+
+
+def fn_case(convert: Callable[[str], str]) -> Callable[[Context, Call, int], str]:
+    def function(ctx: Context, call: Call, this: int) -> str:
+        _required(call)
+        return convert(_contents(ctx, call, 0, this) or "")
+
+    return function
+
+
+def fn_initials(ctx: Context, call: Call, this: int) -> str:
+    _required(call)
+    text = trim(re.sub(r"\s+", " ", (_contents(ctx, call, 0, this) or "").replace("^", " ").replace(",", " ")))
+    if not text:
+        return "X"
+    letters = [word[0] for word in text.split(" ") if word]
+    initials = upper("".join(letters[1:] + letters[:1]))
+    if len(call.args) > 1:
+        try:
+            offset = parse_int(trim(call.arg(1)))
+        except ValueError:
+            offset = 0
+        initials = "".join(_caesar(c, offset) for c in initials)
+    return initials
+
+
+def _caesar(char: str, offset: int) -> str:
+    for start, size in (("a", 26), ("A", 26), ("0", 10)):
+        base = ord(start)
+        if base <= ord(char) < base + size:
+            return chr(base + (ord(char) - base + offset) % size)
+    return char
+
+
+def fn_integer(ctx: Context, call: Call, this: int) -> str:
+    msg = "@integer() needs CTP's integer table, which DAT does not have"
+    raise Quarantine(msg)
+
+
+def fn_param(ctx: Context, call: Call, this: int) -> str:
+    _required(call)
+    value = ctx.param(call.arg(0))
+    return "null" if value is None else value
+
+
+def fn_quarantine(ctx: Context, call: Call, this: int) -> str:
+    msg = "the script called @quarantine()"
+    raise Quarantine(msg)
+
+
+def fn_skip(ctx: Context, call: Call, this: int) -> str:
+    msg = "the script called @skip()"
+    raise Skip(msg)
+
+
+def fn_require(ctx: Context, call: Call, this: int) -> str:
+    if ctx.has(this):
+        return "@keep()"
+    if not call.args:
+        return ""
+    tag = ctx.tag_of(call.arg(0), ctx.current_in) if trim(call.arg(0)) not in ("", "this") else this
+    value = ctx.contents(call.arg(0), this) if tag and ctx.has(tag) else call.arg(1)
+    value = value or ""
+    if trim(value) == "" and value != "":
+        return f"@blank({len(value)})"
+    return value
+
+
+def fn_round(ctx: Context, call: Call, this: int) -> str:
+    try:
+        text = trim(_contents(ctx, call, 0, this) or "")
+        size_text = ctx.param(call.arg(1))
+        if size_text is None:
+            return _hash_error(call)
+        size = parse_int(trim(size_text))
+        if not text:
+            return ""
+        number = parse_float(re.sub(r"[^0-9]", "", text))
+        result = str(round_half_up(number / size) * size) + re.sub(r"[0-9]", "", text)
+        return "0" + result if len(result) % 2 else result
+    except (ValueError, ZeroDivisionError):
+        return _hash_error(call)
+
+
+def fn_process(ctx: Context, call: Call, this: int) -> str:
+    from asyncdicom.anonymize.engine import process_items
+
+    process_items(ctx, this)
+    return "@keep()"
+
+
+def fn_call(ctx: Context, call: Call, this: int) -> str:
+    msg = "@call() plugins are not supported"
+    raise Quarantine(msg)
+
+
+def fn_pathelement(ctx: Context, call: Call, this: int) -> str:
+    _required(call)
+    value = _contents(ctx, call, 0, this) or ""
+    parts = split(value, "/")
+    try:
+        index = parse_int(trim(call.arg(1)))
+    except ValueError:
+        return value
+    if index < 0:
+        index += len(parts)
+    return parts[index] if 0 <= index < len(parts) else value
+
+
+def fn_crypt(ctx: Context, call: Call, this: int) -> str:
+    return _hash_error(call)  # Blowfish is not available here; DAT on JDK 16+ cannot run it either
+
+
+def CLOCK() -> dt.datetime:
+    return dt.datetime.now()
+
+
+FUNCTIONS: dict[str, Callable[[Context, Call, int], str]] = {
+    "contents": fn_contents,
+    "value": fn_value,
+    "truncate": fn_truncate,
+    "date": fn_date,
+    "time": fn_time,
+    "dateinterval": fn_dateinterval,
+    "decrypt": fn_crypt,
+    "encrypt": fn_crypt,
+    "hash": fn_hash,
+    "hashname": fn_hashname,
+    "hashptid": fn_hashptid,
+    "hashuid": fn_hashuid,
+    "if": fn_if,
+    "select": fn_select,
+    "append": fn_append,
+    "always": fn_always,
+    "hashdate": fn_hashdate,
+    "incrementdate": fn_incrementdate,
+    "lowercase": fn_case(lower),
+    "uppercase": fn_case(upper),
+    "modifydate": fn_modifydate,
+    "initials": fn_initials,
+    "lookup": fn_lookup,
+    "integer": fn_integer,
+    "param": fn_param,
+    "quarantine": fn_quarantine,
+    "require": fn_require,
+    "round": fn_round,
+    "skip": fn_skip,
+    "process": fn_process,
+    "call": fn_call,
+    "pathelement": fn_pathelement,
+}
