@@ -3,12 +3,13 @@ in tag order through the decision table, recursing into sequence items on ``@pro
 
 from __future__ import annotations
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from asyncdicom.anonymize import dictionary, values
-from asyncdicom.anonymize.context import Context
+from asyncdicom.anonymize.context import Context, Quarantine
 from asyncdicom.anonymize.evaluate import evaluate
 from asyncdicom.anonymize.java import split, trim
 
@@ -164,6 +165,7 @@ def process(ctx: Context) -> None:
             (script.rpg and private and rule is None and not keep)
             or (script.rue and rule is None and not keep)
             or (script.rol and overlay)
+            or (ctx.mode == "safe" and script.rc and curve)  # DAT's remove.curves does nothing on its own
         ):
             _remove(ctx, tag)
         elif rule is not None:
@@ -193,7 +195,14 @@ def _apply(ctx: Context, tag: int, value: str) -> None:
             value = " " * min(int(digits or "0"), 55)
         elif value == "@empty()":
             value = ""
-        store(ctx, tag, vr, value)
+        if not store(ctx, tag, vr, value) and ctx.mode == "safe":
+            msg = f"the replacement for {describe(tag)} cannot be written as {vr}, so DAT would keep the original value"
+            raise Quarantine(msg)
+
+
+def describe(tag: int) -> str:
+    """``(gggg,eeee) Keyword`` for messages (never a value)."""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword_for_tag(tag) or 'private'}"
 
 
 def process_items(ctx: Context, tag: int) -> None:

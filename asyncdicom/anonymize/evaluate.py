@@ -124,7 +124,12 @@ def fn_time(ctx: Context, call: Call, this: int) -> str:
     return f"{now.hour:02d}{sep}{now.minute:02d}{sep}{now.second:02d}"
 
 
-def _hash_error(call: Call) -> str:
+def _hash_error(ctx: Context, call: Call) -> str:
+    """DAT stores the argument text when a hash function fails (e.g. an undefined parameter);
+    ``safe`` mode quarantines instead."""
+    if ctx.mode == "safe":
+        msg = f"@{call.name}() failed (an undefined parameter or a bad argument), which DAT would store as text"
+        raise Quarantine(msg)
     return "(" + ",".join(call.args) + ")"
 
 
@@ -136,7 +141,7 @@ def fn_hash(ctx: Context, call: Call, this: int) -> str:
     if len(call.args) > 1:
         text = ctx.param(call.arg(1))
         if text is None:
-            return _hash_error(call)
+            return _hash_error(ctx, call)
         try:
             maxlen = parse_int(text)
         except ValueError:
@@ -146,7 +151,7 @@ def fn_hash(ctx: Context, call: Call, this: int) -> str:
 
 def fn_hashname(ctx: Context, call: Call, this: int) -> str:
     if len(call.args) < 2:
-        return _hash_error(call)
+        return _hash_error(ctx, call)
     value = _contents(ctx, call, 0, this) or ""
     try:
         length = parse_int(ctx.param(call.arg(1)))
@@ -166,14 +171,14 @@ def fn_hashname(ctx: Context, call: Call, this: int) -> str:
 
 def fn_hashptid(ctx: Context, call: Call, this: int) -> str:
     if len(call.args) < 2:
-        return _hash_error(call)
+        return _hash_error(ctx, call)
     site = trim(ctx.param(call.arg(0)) or "")
     value = trim(_contents(ctx, call, 1, this) or "")
     maxlen = 0
     if len(call.args) > 2:
         text = ctx.param(call.arg(2))
         if text is None:
-            return _hash_error(call)
+            return _hash_error(ctx, call)
         try:
             maxlen = parse_int(text)
         except ValueError:
@@ -183,10 +188,10 @@ def fn_hashptid(ctx: Context, call: Call, this: int) -> str:
 
 def fn_hashuid(ctx: Context, call: Call, this: int) -> str:
     if len(call.args) < 2:
-        return _hash_error(call)
+        return _hash_error(ctx, call)
     prefix = ctx.param(call.arg(0))
     if prefix is None:
-        return _hash_error(call)
+        return _hash_error(ctx, call)
     uid = _contents(ctx, call, 1, this)
     if uid is None:
         return "@remove()"
@@ -420,6 +425,9 @@ def fn_integer(ctx: Context, call: Call, this: int) -> str:
 def fn_param(ctx: Context, call: Call, this: int) -> str:
     _required(call)
     value = ctx.param(call.arg(0))
+    if value is None and ctx.mode == "safe":
+        msg = f"@param({call.arg(0)}) names an undefined parameter, which DAT would store as null"
+        raise Quarantine(msg)
     return "null" if value is None else value
 
 
@@ -451,7 +459,7 @@ def fn_round(ctx: Context, call: Call, this: int) -> str:
         text = trim(_contents(ctx, call, 0, this) or "")
         size_text = ctx.param(call.arg(1))
         if size_text is None:
-            return _hash_error(call)
+            return _hash_error(ctx, call)
         size = parse_int(trim(size_text))
         if not text:
             return ""
@@ -459,7 +467,7 @@ def fn_round(ctx: Context, call: Call, this: int) -> str:
         result = str(round_half_up(number / size) * size) + re.sub(r"[0-9]", "", text)
         return "0" + result if len(result) % 2 else result
     except (ValueError, ZeroDivisionError):
-        return _hash_error(call)
+        return _hash_error(ctx, call)
 
 
 def fn_process(ctx: Context, call: Call, this: int) -> str:
@@ -488,7 +496,7 @@ def fn_pathelement(ctx: Context, call: Call, this: int) -> str:
 
 
 def fn_crypt(ctx: Context, call: Call, this: int) -> str:
-    return _hash_error(call)  # Blowfish is not available here; DAT on JDK 16+ cannot run it either
+    return _hash_error(ctx, call)  # Blowfish is not available here; DAT on JDK 16+ cannot run it either
 
 
 def CLOCK() -> dt.datetime:

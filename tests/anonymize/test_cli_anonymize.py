@@ -1,0 +1,75 @@
+"""`asyncdicom anonymize`: files and folder trees, exit codes, summaries, bad scripts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from tests.cli_helpers import cli
+
+VECTORS = Path(__file__).resolve().parents[1] / "data" / "ctp-vectors"
+SAMPLE = VECTORS / "scripts" / "sample.script"
+LOOKUP = VECTORS / "scripts" / "sample_lookup.properties"
+
+
+def test_folder_tree_is_mirrored_and_quarantines_are_summarised(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    (source / "a" / "b").mkdir(parents=True)
+    shutil.copy(VECTORS / "inputs" / "syn_ct_phi.dcm", source / "a" / "ct.dcm")
+    shutil.copy(VECTORS / "inputs" / "syn_mr_latin1.dcm", source / "a" / "b" / "mr.dcm")
+    shutil.copy(VECTORS / "inputs" / "MR_small.dcm", source / "mr_small.dcm")  # PatientID 4MR1: not in the table
+    result = cli(
+        "anonymize", "--script", str(SAMPLE), "--lookup-table", str(LOOKUP), str(source), str(tmp_path / "out")
+    )
+    assert result.exit_code == 3, result.output
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.dcm"))
+    assert written == ["a/b/mr.dcm", "a/ct.dcm"]
+    assert "anonymized 2, skipped 0, quarantined 1" in result.output
+    assert "quarantine: @lookup() failed" in result.output
+    assert "4MR1" not in result.output  # no patient data in the summary
+    ct = dcmread(tmp_path / "out" / "a" / "ct.dcm")
+    assert ct.PatientID != dcmread(source / "a" / "ct.dcm").PatientID
+
+
+def test_single_file_ok_exits_zero(tmp_path: Path) -> None:
+    target = tmp_path / "o.dcm"
+    result = cli(
+        "anonymize",
+        "--script",
+        str(VECTORS / "scripts" / "f02_hash.script"),
+        "--param",
+        "UIDROOT=1.2.3",
+        str(VECTORS / "inputs" / "syn_ct_phi.dcm"),
+        str(target),
+    )
+    assert result.exit_code == 0, result.output
+    assert dcmread(target).SOPInstanceUID.startswith("1.2.3.")
+
+
+def test_bad_script_and_table_are_usage_errors_with_lines(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.script"
+    bad.write_text("<script>\n <e en='T' t='00100010'>@remove()</e\n</script>\n")
+    result = cli("anonymize", "--script", str(bad), str(VECTORS / "inputs" / "MR_small.dcm"), str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert "bad.script:3 as its XML is malformed" in result.output.replace("\n", " ")
+    table = tmp_path / "t.properties"
+    table.write_text("ptid/1 = \\u00zz\n")
+    result = cli("anonymize", "--script", str(SAMPLE), "--lookup-table", str(table), str(bad), str(tmp_path / "o"))
+    assert result.exit_code == 2 and "t.properties:1" in result.output
+    result = cli("anonymize", "--script", str(SAMPLE), "--mode", "strict", str(bad), str(tmp_path / "o"))
+    assert result.exit_code == 2 and "--mode" in result.output
+
+
+def test_files_dat_drops_silently_are_handled(tmp_path: Path) -> None:
+    """DAT writes nothing and says nothing for these (spec §15.5): here they are anonymized."""
+    for name in ("nested_priv_SQ.dcm", "no_meta.dcm"):
+        source = Path(get_testdata_file(name, download=False))
+        target = tmp_path / name
+        result = cli(
+            "anonymize", "--script", str(VECTORS / "scripts" / "dicom-anonymizer.script"), str(source), str(target)
+        )
+        assert result.exit_code == 0, (name, result.output)
+        assert dcmread(target).file_meta.TransferSyntaxUID
