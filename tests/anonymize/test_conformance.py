@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 VECTORS = Path(__file__).resolve().parents[1] / "data" / "ctp-vectors"
 
 
+@pytest.mark.timeout(900)
 def test_all_vectors_pass() -> None:
     command = (
         f"{shlex.quote(sys.executable)} -m asyncdicom anonymize -q --script {{script}} {{lut_opt}} {{input}} {{output}}"
