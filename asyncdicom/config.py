@@ -524,13 +524,33 @@ def _anonymization(section: _Section, paths: _Paths) -> AnonymizationConfig:
     script = section.get("script", check_file, None)
     if enabled and script is None:
         raise ConfigError("anonymization.script", "required when anonymization.enabled is true")
+    lookup_table = section.get("lookup_table", check_file, None)
+    if enabled:
+        _check_anonymizer(script, lookup_table)
     return AnonymizationConfig(
         enabled=enabled,
         script=script,
-        lookup_table=section.get("lookup_table", check_file, None),
+        lookup_table=lookup_table,
         mode=cast(Mode, section.get("mode", _choice("faithful", "safe"), "faithful")),
         quarantine_directory=section.get("quarantine_directory", paths.path, None),
     )
+
+
+def _check_anonymizer(script: Path | None, lookup_table: Path | None) -> None:
+    """Load the script and lookup table once at start-up: an error there is a config error."""
+    from asyncdicom.anonymize.lookup import LookupTable, LookupTableError
+    from asyncdicom.anonymize.script import ScriptError, load
+
+    try:
+        if script is not None:
+            load(script)
+    except ScriptError as exc:
+        raise ConfigError("anonymization.script", str(exc)) from None
+    try:
+        if lookup_table is not None:
+            LookupTable.load(lookup_table)
+    except LookupTableError as exc:
+        raise ConfigError("anonymization.lookup_table", str(exc)) from None
 
 
 def _output(section: _Section, paths: _Paths, request: RequestConfig, source: Path) -> OutputConfig:

@@ -82,6 +82,7 @@ def summary(report: Mapping[str, Any]) -> None:
             [
                 ("instances stored in this run", "instances_new"),
                 ("duplicates received", "duplicate_instances"),
+                *([("quarantined or skipped", "quarantined_instances")] if report.get("quarantined_instances") else []),
                 ("instances in the ledger", "instances"),
             ]
             if retrieve

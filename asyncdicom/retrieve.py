@@ -27,7 +27,7 @@ from asyncdicom.net.dimse import Reply, StoreFile
 from asyncdicom.net.scp import STATUS_NOT_REQUESTED, STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, Received, StorageSCP
 from asyncdicom.plan import Request
 from asyncdicom.stats import RunStats
-from asyncdicom.write.pipeline import InstanceSink, Pipeline, Spooled
+from asyncdicom.write.pipeline import AnonymizeSettings, InstanceSink, Pipeline, Spooled
 from asyncdicom.write.spool import SpoolWriter, file_meta, read_header, sweep
 
 log = logging.getLogger("asyncdicom.retrieve")
@@ -39,6 +39,21 @@ def spool_dir(config: Config) -> Path:
     """Where received bytes wait: on the output volume, so the final move is a rename."""
     assert config.output.directory is not None
     return config.output.directory / ".asyncdicom" / "spool"
+
+
+def anonymize_settings(config: Config) -> AnonymizeSettings | None:
+    """The writers' anonymization settings, or None when it is off."""
+    section = config.anonymization
+    if not section.enabled or section.script is None:
+        return None
+    assert config.output.directory is not None
+    quarantine = section.quarantine_directory or quarantine_dir(config.output.directory)
+    return AnonymizeSettings(section.script, section.lookup_table, section.mode, quarantine)
+
+
+def quarantine_dir(output: Path) -> Path:
+    """The default quarantine: beside the output tree, never in it (its files hold patient data)."""
+    return output.parent / f"{output.name}-quarantine"
 
 
 class GetSink:
@@ -79,6 +94,7 @@ class Retriever:
             tracker=self.tracker,
             stats=stats,
             decompress=config.output.decompress,
+            anonymize=anonymize_settings(config),
         )
         self.scp: StorageSCP | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None

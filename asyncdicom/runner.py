@@ -68,6 +68,7 @@ class RunReport:
     instances: int = 0
     instances_new: int = 0
     duplicate_instances: int = 0
+    quarantined_instances: int = 0
 
     @property
     def exit_code(self) -> ExitCode:
@@ -258,6 +259,7 @@ async def _finish(
         instances=summary["instances"],
         instances_new=snap.instances,
         duplicate_instances=snap.duplicates,
+        quarantined_instances=snap.quarantined,
     )
     if outcome == "complete" and (counts["failed"] or counts["partial"]):
         report.outcome = "failed-requests"

@@ -25,6 +25,7 @@ class RunSnapshot:
     elapsed: float
     instances: int = 0
     duplicates: int = 0
+    quarantined: int = 0
 
     @property
     def finished(self) -> int:
@@ -54,7 +55,7 @@ class RunStats:
         self.skipped = skipped
         self.concurrency = concurrency
         self.done = self.failed = self.in_flight = self.matches = self.partial = 0
-        self.instances = self.duplicates = 0
+        self.instances = self.duplicates = self.quarantined = 0
         self.retries = self.rejections = self.silent = 0
 
     def snapshot(self) -> RunSnapshot:
@@ -74,6 +75,7 @@ class RunStats:
             elapsed=self._clock() - self._start,
             instances=self.instances,
             duplicates=self.duplicates,
+            quarantined=self.quarantined,
         )
 
     def __repr__(self) -> str:

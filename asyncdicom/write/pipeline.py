@@ -5,7 +5,7 @@ Two routes:
 * **direct** (nothing CPU-heavy configured): the receiving thread fsyncs and places the file
   itself once it has answered the C-STORE, and drops a note in an outbox; the event loop drains
   the outbox in batches (one wake-up per burst, not one hop per instance) into the ledger;
-* **queued** (decompression): a bounded queue sits between the receive path and the writers, so
+* **queued** (decompression, anonymization): a bounded queue sits between the receive path and the writers, so
   a slow disk or CPU slows the PACS down instead of growing memory; CPU-heavy work runs in worker
   processes, header parsing and file moves in worker threads.
 """
@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +27,7 @@ import anyio.lowlevel
 import anyio.to_process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from asyncdicom.anonymize.worker import anonymize_file
 from asyncdicom.engine.tracker import Flight, Tracker
 from asyncdicom.stats import RunStats
 from asyncdicom.write.place import Placed, Placer, sync_dirs
@@ -46,6 +48,16 @@ class Spooled:
     path: Path
     flight: Flight | None
     transfer_syntax: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AnonymizeSettings:
+    """What the writers need to run a CTP script on each instance."""
+
+    script: Path
+    lookup_table: Path | None
+    mode: str
+    quarantine: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +105,7 @@ class Pipeline:
         workers: int = 2,
         stats: RunStats | None = None,
         decompress: bool = False,
+        anonymize: AnonymizeSettings | None = None,
     ) -> None:
         self.placer = Placer(root, structure, filename)
         self.root = self.placer.root
@@ -101,6 +114,8 @@ class Pipeline:
         self.workers = workers
         self.stats = stats
         self.decompress = decompress
+        self.anonymize = anonymize
+        self.quarantine = Placer(anonymize.quarantine, (), "SOPInstanceUID") if anonymize else None
         self.cpu_in_threads = os.environ.get("ASYNCDICOM_CPU_POOL") == "threads"
         self._send: MemoryObjectSendStream[Spooled]
         self._receive: MemoryObjectReceiveStream[Spooled]
@@ -116,7 +131,7 @@ class Pipeline:
     @property
     def direct(self) -> bool:
         """Whether receive threads place instances themselves (no CPU-heavy step configured)."""
-        return not self.decompress
+        return not self.decompress and self.anonymize is None
 
     async def enqueue(self, item: Spooled) -> None:
         """Hand a spool file over; waits while the queue is full (backpressure to the PACS)."""
@@ -226,6 +241,14 @@ class Pipeline:
                 warning = f"kept as received: decompression failed as {type(exc).__name__}"
             if warning:
                 log.warning("instance in %s: %s", path.name, warning)
+        original: Path | None = None
+        if self.anonymize is not None:
+            anonymized = path.with_name(path.stem + ".anon.part")
+            status, reason = await self._anonymize(path, anonymized)
+            if status != "ok":
+                await self._quarantine(item, path, status, reason)
+                return
+            original, path = path, anonymized
         try:
             header, placed = await anyio.to_thread.run_sync(self._place, path, limiter=self._threads)
         except (OSError, ValueError) as exc:
@@ -233,7 +256,61 @@ class Pipeline:
             if item.flight is not None:
                 self.tracker.lost(item.flight)
             return
+        if original is not None:
+            # the anonymized copy is durable at its final path
+            await anyio.to_thread.run_sync(partial(original.unlink, missing_ok=True))
         await self._record(item.flight, item.transfer_syntax, header, placed, warning)
+
+    async def _anonymize(self, source: Path, target: Path) -> tuple[str, str]:
+        """Run the CTP script in a worker process: (status, reason)."""
+        settings = self.anonymize
+        assert settings is not None
+        try:
+            return await anyio.to_process.run_sync(
+                anonymize_file,
+                str(settings.script),
+                str(settings.lookup_table) if settings.lookup_table else None,
+                settings.mode,
+                str(source),
+                str(target),
+                limiter=self._threads,
+            )
+        except Exception as exc:  # a crashed worker must not lose the instance: it is quarantined
+            await anyio.to_thread.run_sync(partial(target.unlink, missing_ok=True))
+            return "quarantine", f"the anonymizer failed ({type(exc).__name__})"
+
+    async def _quarantine(self, item: Spooled, path: Path, status: str, reason: str) -> None:
+        """Keep the original out of the output tree, in the quarantine directory, and record why."""
+        assert self.quarantine is not None
+        try:
+            header, placed = await anyio.to_thread.run_sync(self._quarantine_place, path, limiter=self._threads)
+        except (OSError, ValueError) as exc:
+            log.error("unable to quarantine a received instance as %s; it stays in the spool", exc)
+            if item.flight is not None:
+                self.tracker.lost(item.flight)
+            return
+        state = "skipped" if status == "skip" else "quarantined"
+        log.warning("instance %s %s: %s", header.sop_instance_uid, state, reason)
+        if self.stats is not None:
+            self.stats.quarantined += 1
+        await self.sink.record_instance(
+            InstanceRecord(
+                sop_uid=header.sop_instance_uid,
+                request_key=item.flight.request.key if item.flight else None,
+                path=str(placed.path),
+                size=placed.size,
+                transfer_syntax=header.transfer_syntax or item.transfer_syntax,
+                state=state,
+                warning=reason,
+            )
+        )
+        if item.flight is not None:
+            self.tracker.placed(item.flight, header.sop_instance_uid, False)
+
+    def _quarantine_place(self, path: Path) -> tuple[Header, Placed]:
+        assert self.quarantine is not None
+        header = read_header(path, ())
+        return header, self.quarantine.place(path, header)
 
     def _place(self, path: Path) -> tuple[Header, Placed]:
         header = read_header(path, self.placer.keywords)

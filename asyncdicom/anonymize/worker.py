@@ -1,0 +1,23 @@
+"""Anonymization as a picklable call for worker processes: the script and lookup table are
+loaded once per process and kept."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from asyncdicom.anonymize.files import Anonymizer
+from asyncdicom.anonymize.lookup import LookupTable
+from asyncdicom.anonymize.script import load
+
+
+@functools.lru_cache(maxsize=4)
+def _anonymizer(script: str, lookup_table: str | None, mode: str) -> Anonymizer:
+    table = LookupTable.load(Path(lookup_table)) if lookup_table else LookupTable.empty()
+    return Anonymizer(load(Path(script)), table, {}, mode)
+
+
+def anonymize_file(script: str, lookup_table: str | None, mode: str, source: str, target: str) -> tuple[str, str]:
+    """(status, reason) of anonymizing ``source`` into ``target``."""
+    outcome = _anonymizer(script, lookup_table, mode).file(Path(source), Path(target))
+    return outcome.status, outcome.reason

@@ -1,0 +1,80 @@
+"""Anonymization during a real retrieve from Orthanc: names rendered from the anonymized data,
+quarantined instances kept out of the output tree and recorded with their reason."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from tests.cli_helpers import cli, cli_json
+from tests.conftest import LoadedOrthanc, write_yaml
+from tests.test_retrieve_orthanc import retrieve_config, write_batch
+
+pytestmark = pytest.mark.network
+
+SCRIPT = """<script>
+ <p t="UIDROOT">1.2.826.0.1.3680043.10.1</p>
+ <e en="T" t="00100020" n="PatientID">@lookup(this,ptid)</e>
+ <e en="T" t="00100010" n="PatientName">@hashname(this,8)</e>
+ <e en="T" t="0020000d" n="StudyInstanceUID">@hashuid(@UIDROOT,this)</e>
+ <e en="T" t="0020000e" n="SeriesInstanceUID">@hashuid(@UIDROOT,this)</e>
+ <e en="T" t="00080018" n="SOPInstanceUID">@hashuid(@UIDROOT,this)</e>
+ <r en="T" t="privategroups">Remove private groups</r>
+</script>
+"""
+
+
+@pytest.mark.parametrize("kind", ["c-get", "c-move"])
+def test_retrieve_anonymizes_before_placing_and_quarantines_misses(
+    tmp_path: Path, orthanc: LoadedOrthanc, kind: str
+) -> None:
+    first, second = orthanc.studies[0], orthanc.studies[2]
+    assert first.patient_id != second.patient_id
+    (tmp_path / "anon.script").write_text(SCRIPT)
+    (tmp_path / "lookup.properties").write_text(f"ptid/{first.patient_id} = RESEARCH-1\n")
+    rows = [{"StudyInstanceUID": first.study_uid}, {"StudyInstanceUID": second.study_uid}]
+    write_batch(tmp_path, rows)
+    doc = retrieve_config(orthanc, kind, rows, "STUDY", structure="PatientID/StudyInstanceUID")
+    doc["anonymization"] = {"enabled": True, "script": "anon.script", "lookup_table": "lookup.properties"}
+    write_yaml(tmp_path / "c.yml", doc)
+    result, summary = cli_json("run", tmp_path / "c.yml")
+    assert result.exit_code == 0, result.stderr
+    per_study = first.series * first.instances
+    assert summary["quarantined_instances"] == per_study
+    assert summary["instances_new"] == per_study
+    files = sorted(p for p in (tmp_path / "out").rglob("*.dcm") if ".asyncdicom" not in p.parts)
+    assert len(files) == per_study
+    for path in files:
+        relative = path.relative_to(tmp_path / "out").parts
+        assert relative[0] == "RESEARCH-1"  # rendered from the anonymized dataset
+        assert relative[1].startswith("1.2.826.0.1.3680043.10.1.")
+        ds = dcmread(path)
+        assert ds.PatientID == "RESEARCH-1" and str(ds.PatientName) != first.patient_name
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    text = "\n".join(str(p) for p in (tmp_path / "out").rglob("*"))
+    assert first.patient_id not in text and second.patient_id not in text
+    quarantine = tmp_path / "out-quarantine"
+    held = sorted(quarantine.glob("*.dcm"))
+    assert len(held) == per_study
+    assert {dcmread(p).PatientID for p in held} == {second.patient_id}  # originals, out of the tree
+    with sqlite3.connect(tmp_path / "out" / ".asyncdicom" / "c.sqlite3") as db:
+        states = db.execute("SELECT state, warning, COUNT(*) FROM instances GROUP BY state, warning").fetchall()
+    assert ("stored", None, per_study) in states
+    assert any(s == "quarantined" and "lookup" in (w or "") and n == per_study for s, w, n in states)
+    assert not list((tmp_path / "out" / ".asyncdicom" / "spool").iterdir())
+
+
+def test_bad_script_is_a_config_error_before_any_traffic(tmp_path: Path, orthanc: LoadedOrthanc) -> None:
+    (tmp_path / "anon.script").write_text("<script>\n<e en='T' t='00100010'>@remove()</script>\n")
+    rows = [{"StudyInstanceUID": orthanc.studies[0].study_uid}]
+    write_batch(tmp_path, rows)
+    doc = retrieve_config(orthanc, "c-get", rows, "STUDY")
+    doc["anonymization"] = {"enabled": True, "script": "anon.script"}
+    write_yaml(tmp_path / "c.yml", doc)
+    result = cli("run", tmp_path / "c.yml")
+    assert result.exit_code == 2
+    assert "anonymization.script" in result.output and "anon.script:2" in result.output
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.dcm"))
