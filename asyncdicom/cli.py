@@ -216,13 +216,17 @@ def anonymize(
     lookup_table: Annotated[Path | None, typer.Option("--lookup-table", help="CTP lookup table (.properties).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="NAME=VALUE, overriding the script's <p>.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="faithful (as DAT) or safe.")] = "faithful",
+    quarantine_directory: Annotated[
+        Path | None,
+        typer.Option("--quarantine-directory", help="Keep the originals of quarantined or skipped files here."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Processes for a folder (0: one per core).")] = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Anonymize INPUT into OUTPUT with a CTP script; exit 3 when a file was quarantined or skipped."""
 
     def body() -> int:
         from asyncdicom.anonymize import batch
-        from asyncdicom.anonymize.files import Anonymizer
         from asyncdicom.anonymize.lookup import LookupTable, LookupTableError
         from asyncdicom.anonymize.script import ScriptError, load
 
@@ -239,8 +243,9 @@ def anonymize(
                 raise ConfigError(where, msg)
             params[name] = value
         try:
-            loaded = load(script)
-            table = LookupTable.load(lookup_table) if lookup_table is not None else LookupTable.empty()
+            load(script)
+            if lookup_table is not None:
+                LookupTable.load(lookup_table)
         except (ScriptError, LookupTableError) as exc:
             where, msg = "", str(exc)
             raise ConfigError(where, msg) from None
@@ -248,7 +253,15 @@ def anonymize(
             where = "INPUT"
             msg = f"{source} does not exist"
             raise ConfigError(where, msg)
-        summary = batch.run(Anonymizer(loaded, table, params, mode), source, target)
+        job = batch.Job(
+            script.resolve(),
+            lookup_table.resolve() if lookup_table else None,
+            mode,
+            quarantine_directory,
+            tuple(params.items()),
+        )
+        with report.file_progress("anonymizing") as progress:
+            summary = batch.run(job, source, target, progress if not quiet else None, workers or None)
         if not quiet:
             report.info(f"anonymized {summary.ok}, skipped {summary.skipped}, quarantined {summary.quarantined}")
             for reason, count in summary.reasons.most_common():

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from asyncdicom.stats import RunSnapshot
@@ -28,6 +30,22 @@ def warning(message: str) -> None:
 def info(message: str) -> None:
     """A line for people on stderr."""
     _stderr.print(message, markup=False, soft_wrap=True)
+
+
+@contextmanager
+def file_progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on a terminal (nothing under cron): call the result with (done, total)."""
+    if not _stderr.is_terminal:
+        yield lambda done, total: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=_stderr, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def emit_json(document: Mapping[str, Any]) -> None:

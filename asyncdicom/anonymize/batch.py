@@ -1,13 +1,26 @@
-"""The ``anonymize`` command's work: one file, or a folder tree into another, with a summary."""
+"""The ``anonymize`` command's work: one file, or a folder tree into another (structure kept),
+on every core, with a summary; originals of quarantined or skipped files can be kept apart."""
 
 from __future__ import annotations
 
 import collections
+import os
+import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asyncdicom.anonymize.files import Anonymizer, Outcome
+from asyncdicom.anonymize.worker import anonymize_file
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    script: Path
+    lookup_table: Path | None
+    mode: str
+    quarantine: Path | None = None
+    params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -17,15 +30,15 @@ class Summary:
     quarantined: int = 0
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
 
-    def add(self, outcome: Outcome) -> None:
-        if outcome.status == "ok":
+    def add(self, status: str, reason: str) -> None:
+        if status == "ok":
             self.ok += 1
             return
-        if outcome.status == "skip":
+        if status == "skip":
             self.skipped += 1
         else:
             self.quarantined += 1
-        self.reasons[f"{outcome.status}: {outcome.reason}"] += 1
+        self.reasons[f"{status}: {reason}"] += 1
 
 
 def _files(folder: Path) -> Iterator[Path]:
@@ -34,17 +47,49 @@ def _files(folder: Path) -> Iterator[Path]:
             yield path
 
 
+def _one(job: Job, source: Path, target: Path, relative: Path) -> tuple[str, str]:
+    status, reason = anonymize_file(
+        str(job.script),
+        str(job.lookup_table) if job.lookup_table else None,
+        job.mode,
+        str(source),
+        str(target),
+        job.params,
+    )
+    if status != "ok" and job.quarantine is not None:
+        held = job.quarantine / relative
+        held.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, held)
+    return status, reason
+
+
 def run(
-    anonymizer: Anonymizer, source: Path, target: Path, progress: Callable[[int, int], None] | None = None
+    job: Job,
+    source: Path,
+    target: Path,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> Summary:
     """Anonymize ``source`` (a file, or a folder tree mirrored under ``target``)."""
     summary = Summary()
-    if source.is_dir():
-        files = list(_files(source))
+    if not source.is_dir():
+        summary.add(*_one(job, source, target, Path(source.name)))
+        return summary
+    files = list(_files(source))
+    count = workers or os.cpu_count() or 1
+    if count == 1 or len(files) < 2:
         for index, path in enumerate(files):
-            summary.add(anonymizer.file(path, target / path.relative_to(source)))
+            relative = path.relative_to(source)
+            summary.add(*_one(job, path, target / relative, relative))
             if progress is not None:
                 progress(index + 1, len(files))
-    else:
-        summary.add(anonymizer.file(source, target))
+        return summary
+    with ProcessPoolExecutor(count) as pool:
+        futures = [
+            pool.submit(_one, job, path, target / path.relative_to(source), path.relative_to(source)) for path in files
+        ]
+        for index, future in enumerate(futures):
+            summary.add(*future.result())
+            if progress is not None:
+                progress(index + 1, len(files))
     return summary
