@@ -21,8 +21,17 @@ def test_folder_tree_is_mirrored_and_quarantines_are_summarised(tmp_path: Path) 
     shutil.copy(VECTORS / "inputs" / "syn_ct_phi.dcm", source / "a" / "ct.dcm")
     shutil.copy(VECTORS / "inputs" / "syn_mr_latin1.dcm", source / "a" / "b" / "mr.dcm")
     shutil.copy(VECTORS / "inputs" / "MR_small.dcm", source / "mr_small.dcm")  # PatientID 4MR1: not in the table
+    held = tmp_path / "held"
     result = cli(
-        "anonymize", "--script", str(SAMPLE), "--lookup-table", str(LOOKUP), str(source), str(tmp_path / "out")
+        "anonymize",
+        "--script",
+        str(SAMPLE),
+        "--lookup-table",
+        str(LOOKUP),
+        "--quarantine-directory",
+        str(held),
+        str(source),
+        str(tmp_path / "out"),
     )
     assert result.exit_code == 3, result.output
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.dcm"))
@@ -30,6 +39,8 @@ def test_folder_tree_is_mirrored_and_quarantines_are_summarised(tmp_path: Path) 
     assert "anonymized 2, skipped 0, quarantined 1" in result.output
     assert "quarantine: @lookup() failed" in result.output
     assert "4MR1" not in result.output  # no patient data in the summary
+    assert [p.name for p in held.rglob("*.dcm")] == ["mr_small.dcm"]  # the original, kept apart
+    assert (held / "mr_small.dcm").read_bytes() == (source / "mr_small.dcm").read_bytes()
     ct = dcmread(tmp_path / "out" / "a" / "ct.dcm")
     assert ct.PatientID != dcmread(source / "a" / "ct.dcm").PatientID
 
