@@ -43,7 +43,7 @@ class Context:
     def __post_init__(self) -> None:
         self.stack = [(self.root_in, self.root_out)]
         for rule in self.script.rules.values():
-            tag = self.tag_of(rule.spec, self.root_in)
+            tag = dictionary.standard_tag(rule.spec) or self.tag_of(rule.spec, self.root_in)
             if tag == 0:
                 continue
             self.table[tag] = rule.script
@@ -138,5 +138,5 @@ class Context:
     def has(self, tag: int) -> bool:
         """Whether ``tag`` is present in the current IN dataset."""
         if tag >> 16 < 0x0008:
-            return tag in self.meta
-        return tag in self.current_in
+            return values.has(self.meta, tag)
+        return values.has(self.current_in, tag)

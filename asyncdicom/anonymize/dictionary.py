@@ -61,6 +61,7 @@ def _hex_int(text: str) -> int:
         return 0
 
 
+@functools.lru_cache(maxsize=4096)
 def standard_tag(name: str) -> int:
     """dcm4che's ``getElementTag``: keyword, ``ggggeeee`` (1–8 hex digits) or ``gggg,eeee``,
     optionally wrapped in ``{}``, ``[]`` or ``()``; 0 when it is none of these."""

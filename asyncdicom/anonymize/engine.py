@@ -111,8 +111,8 @@ def _empty_sequence(tag: int) -> DataElement:
 
 def insert(ctx: Context) -> None:
     for tag, rule in sorted(ctx.table.items()):
-        if tag in ctx.root_out:
-            continue
+        if values.has(ctx.root_out, tag) or not (rule.startswith("@always()") or tag == DEIDENTIFICATION_CODES):
+            continue  # (rules are stored trimmed) only @always() rules and the code sequence insert anything
         script = trim(rule)
         vr = dictionary.dictionary_vr(tag) or "SH"
         if script.startswith("@always()") and vr != "SQ":
@@ -176,7 +176,7 @@ def process(ctx: Context) -> None:
 
 
 def _remove(ctx: Context, tag: int) -> None:
-    if tag in ctx.current_out:
+    if values.has(ctx.current_out, tag):
         del ctx.current_out[tag]
 
 

@@ -48,14 +48,14 @@ class Anonymizer:
 
     def _file(self, source: Path, target: Path) -> Outcome:
         try:
-            original = dcmread(source, force=True, stop_before_pixels=True)
             out = dcmread(source, force=True)
+            original = _reference_copy(out)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             return Outcome("quarantine", f"unreadable as DICOM ({type(exc).__name__})")
-        meta = original.file_meta if hasattr(original, "file_meta") else FileMetaDataset()
+        meta = original.file_meta
         syntax = getattr(meta, "TransferSyntaxUID", None)
-        implicit = bool(original.is_implicit_VR) if original.is_implicit_VR is not None else False
-        little = bool(original.is_little_endian) if original.is_little_endian is not None else True
+        implicit = bool(out.is_implicit_VR) if out.is_implicit_VR is not None else False
+        little = bool(out.is_little_endian) if out.is_little_endian is not None else True
         for ds in (original, out):
             if 0x00080005 not in ds:
                 values.put(ds, 0x00080005, "CS", b"ISO_IR 100", implicit, little)
@@ -149,3 +149,14 @@ def _prepare(ds: Dataset) -> None:
         for item in sequence.value:
             item.is_undefined_length_sequence_item = True
             _prepare(item)
+
+
+def _reference_copy(read: Dataset) -> Dataset:
+    """IN for the script: the elements before the top-level Pixel Data, sharing the raw
+    elements read once (they are immutable; a sequence is parsed separately in each copy when
+    it is first used), with the same encoding and file meta."""
+    copy = Dataset()
+    copy._dict = {tag: elem for tag, elem in read._dict.items() if tag < 0x7FE00010}
+    copy.set_original_encoding(read.is_implicit_VR, read.is_little_endian, read.original_character_set)
+    copy.file_meta = read.file_meta if hasattr(read, "file_meta") else FileMetaDataset()
+    return copy

@@ -11,14 +11,12 @@ import numpy as np
 _INT = re.compile(r"[+-]?[0-9]+")
 
 
+_AT_MOST_SPACE = "".join(chr(code) for code in range(0x21))
+
+
 def trim(text: str) -> str:
     """Java ``String.trim``: strips every char <= U+0020 at both ends."""
-    start, end = 0, len(text)
-    while start < end and text[start] <= " ":
-        start += 1
-    while end > start and text[end - 1] <= " ":
-        end -= 1
-    return text[start:end]
+    return text.strip(_AT_MOST_SPACE)
 
 
 def split(text: str, separator: str) -> list[str]:

@@ -34,8 +34,16 @@ class WriteError(ValueError):
 
 
 def element(ds: Dataset, tag: int) -> DataElement | RawDataElement | None:
-    """Element ``tag`` of ``ds`` as stored (raw bytes stay raw), or None."""
-    return ds.get_item(tag) if tag in ds else None
+    """Element ``tag`` of ``ds`` as stored (raw bytes stay raw), or None. Reads the dataset's
+    element dict directly: pydicom's accessors convert every key to a Tag, which cost more than
+    the rest of a lookup on this path."""
+    found: DataElement | RawDataElement | None = ds._dict.get(tag)  # type: ignore[call-overload]
+    return found
+
+
+def has(ds: Dataset, tag: int) -> bool:
+    """Whether ``ds`` holds element ``tag`` (see :func:`element`)."""
+    return tag in ds._dict
 
 
 def encodings_of(ds: Dataset, inherited: list[str] | None = None) -> list[str]:
