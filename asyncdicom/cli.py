@@ -150,6 +150,16 @@ def echo(config: ConfigArg, json_out: JsonOpt = False, verbose: VerboseOpt = 0) 
     raise typer.Exit(_guard(body))
 
 
+def _script_warnings(cfg: Config) -> list[str]:
+    """What DAT would silently ignore in the anonymization script (rules, unknown functions)."""
+    section = cfg.anonymization
+    if not section.enabled or section.script is None:
+        return []
+    from asyncdicom.anonymize.script import load
+
+    return load(section.script).warnings
+
+
 @app.command()
 def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> None:
     """Validate CONFIG and its batch CSV without any network traffic."""
@@ -165,8 +175,10 @@ def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> N
             "csv_rows": plan.rows,
             "duplicates": plan.duplicates,
             "columns": list(plan.columns),
-            "warnings": list(cfg.warnings),
+            "warnings": [*cfg.warnings, *_script_warnings(cfg)],
         }
+        for text in _script_warnings(cfg):
+            report.warning(text)
         source = f" from {plan.source}" if plan.source else ""
         dupes = f" ({plan.duplicates} duplicate rows removed)" if plan.duplicates else ""
         report.info(

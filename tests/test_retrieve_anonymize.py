@@ -78,3 +78,19 @@ def test_bad_script_is_a_config_error_before_any_traffic(tmp_path: Path, orthanc
     assert result.exit_code == 2
     assert "anonymization.script" in result.output and "anon.script:2" in result.output
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.dcm"))
+
+
+def test_check_lists_what_dat_would_ignore(tmp_path: Path, orthanc: LoadedOrthanc) -> None:
+    (tmp_path / "anon.script").write_text(
+        "<script>\n <e en='T' t='50xx0010' n='x'>@remove()</e>\n <e en='T' t='00100020'>@newuid()</e>\n</script>\n"
+    )
+    rows = [{"StudyInstanceUID": orthanc.studies[0].study_uid}]
+    write_batch(tmp_path, rows)
+    doc = retrieve_config(orthanc, "c-get", rows, "STUDY")
+    doc["anonymization"] = {"enabled": True, "script": "anon.script"}
+    write_yaml(tmp_path / "c.yml", doc)
+    result, report = cli_json("check", tmp_path / "c.yml")
+    assert result.exit_code == 0, result.stderr
+    text = "\n".join(report["warnings"])
+    assert "anon.script:2: the rule for '50xx,0010' names no element" in text
+    assert "anon.script:3: @newuid() is not a CTP function" in text
