@@ -8,17 +8,19 @@ Exit codes: 0 all done, 1 fatal, 2 config/usage error, 3 finished with failed re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
 import typer
 
 from asyncdicom import __version__, logs, report
-from asyncdicom.config import Config, describe, load_config
 from asyncdicom.errors import AsyncDicomError, ConfigError, ExitCode
-from asyncdicom.plan import Plan, build_plan
+
+if TYPE_CHECKING:  # imported where used: `anonymize` starts faster without the config machinery
+    from asyncdicom.config import Config
+    from asyncdicom.plan import Plan
 
 app = typer.Typer(
     add_completion=False,
@@ -72,6 +74,9 @@ def _guard(body: Callable[[], _T]) -> _T:
 
 
 def _load(config_path: Path, csv: Path | None) -> tuple[Config, Plan]:
+    from asyncdicom.config import load_config
+    from asyncdicom.plan import build_plan
+
     config = load_config(config_path, batch_file=csv)
     for message in config.warnings:
         report.warning(message)
@@ -139,6 +144,7 @@ def echo(config: ConfigArg, json_out: JsonOpt = False, verbose: VerboseOpt = 0) 
     logs.setup(verbose)
 
     def body() -> int:
+        from asyncdicom.config import load_config
         from asyncdicom.net.scu import ScuBackend
         from asyncdicom.runner import echo as echo_pacs
 
@@ -148,6 +154,12 @@ def echo(config: ConfigArg, json_out: JsonOpt = False, verbose: VerboseOpt = 0) 
         return _echo_result(cfg, anyio.run(echo_pacs, ScuBackend(cfg), backend="asyncio"), json_out)
 
     raise typer.Exit(_guard(body))
+
+
+def _describe(cfg: Config) -> Mapping[str, object]:
+    from asyncdicom.config import describe
+
+    return describe(cfg)
 
 
 def _script_warnings(cfg: Config) -> list[str]:
@@ -170,7 +182,7 @@ def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> N
             "schema": 1,
             "command": "check",
             "ok": True,
-            **describe(cfg),
+            **_describe(cfg),
             "requests": len(plan.requests),
             "csv_rows": plan.rows,
             "duplicates": plan.duplicates,
@@ -198,6 +210,7 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
 
     def body() -> int:
         from asyncdicom.checkpoint import open_ledger
+        from asyncdicom.config import load_config
 
         cfg = load_config(config)
 

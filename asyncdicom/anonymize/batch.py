@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asyncdicom.anonymize.worker import anonymize_file
+from asyncdicom.anonymize.worker import anonymize_file, anonymizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +84,18 @@ def run(
             if progress is not None:
                 progress(index + 1, len(files))
         return summary
+    warm(job)  # forked workers inherit the loaded script and lookup table
+    relatives = [path.relative_to(source) for path in files]
+    chunk = max(1, min(16, len(files) // (count * 4)))
     with ProcessPoolExecutor(count) as pool:
-        futures = [
-            pool.submit(_one, job, path, target / path.relative_to(source), path.relative_to(source)) for path in files
-        ]
-        for index, future in enumerate(futures):
-            summary.add(*future.result())
+        results = pool.map(_one, [job] * len(files), files, [target / r for r in relatives], relatives, chunksize=chunk)
+        for index, result in enumerate(results):
+            summary.add(*result)
             if progress is not None:
                 progress(index + 1, len(files))
     return summary
+
+
+def warm(job: Job) -> None:
+    """Load the script and lookup table in this process (workers forked later share them)."""
+    anonymizer(str(job.script), str(job.lookup_table) if job.lookup_table else None, job.mode, job.params)

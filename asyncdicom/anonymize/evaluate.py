@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from collections.abc import Callable
 
-from asyncdicom.anonymize import dates, hashing, values
+from asyncdicom.anonymize import crypto, dates, hashing, values
 from asyncdicom.anonymize.calls import Call, NoParenthesis, parse_call
 from asyncdicom.anonymize.context import Context, Quarantine, Skip
 from asyncdicom.anonymize.java import (
@@ -301,8 +301,8 @@ def fn_dateinterval(ctx: Context, call: Call, this: int) -> str:
         msg = "@dateinterval() needs three arguments"
         raise Quarantine(msg)
     try:
-        found = ctx.resolve("root:" + call.arg(2), this) if not call.arg(2).startswith("root:") else None
-        key = ctx.contents("root:" + call.arg(2), this) if found is not None else None
+        name = call.arg(2)
+        key = ctx.contents(name if name.startswith("root:") else "root:" + name, this)  # always the root
         base_text = trim(_lookup(ctx, call.arg(1), key))
         month_text, day_text, year_text = base_text.split("/")[:3]
         base = dates.lenient(parse_int(_digits_prefix(year_text)), parse_int(month_text), parse_int(day_text))
@@ -495,8 +495,24 @@ def fn_pathelement(ctx: Context, call: Call, this: int) -> str:
     return parts[index] if 0 <= index < len(parts) else value
 
 
-def fn_crypt(ctx: Context, call: Call, this: int) -> str:
-    return _hash_error(ctx, call)  # Blowfish is not available here; DAT on JDK 16+ cannot run it either
+def fn_encrypt(ctx: Context, call: Call, this: int) -> str:
+    return _crypt(ctx, call, this, crypto.encrypt)
+
+
+def fn_decrypt(ctx: Context, call: Call, this: int) -> str:
+    return _crypt(ctx, call, this, crypto.decrypt)
+
+
+def _crypt(ctx: Context, call: Call, this: int, operation: Callable[[str, str], str]) -> str:
+    if len(call.args) < 2:
+        return _hash_error(ctx, call)
+    key = ctx.param(call.arg(1))
+    if key is None:
+        return _hash_error(ctx, call)
+    try:
+        return operation(_contents(ctx, call, 0, this) or "", key)
+    except (ValueError, UnicodeDecodeError):
+        return _hash_error(ctx, call)
 
 
 def CLOCK() -> dt.datetime:
@@ -510,8 +526,8 @@ FUNCTIONS: dict[str, Callable[[Context, Call, int], str]] = {
     "date": fn_date,
     "time": fn_time,
     "dateinterval": fn_dateinterval,
-    "decrypt": fn_crypt,
-    "encrypt": fn_crypt,
+    "decrypt": fn_decrypt,
+    "encrypt": fn_encrypt,
     "hash": fn_hash,
     "hashname": fn_hashname,
     "hashptid": fn_hashptid,

@@ -12,7 +12,7 @@ from asyncdicom.anonymize.script import load
 
 
 @functools.lru_cache(maxsize=4)
-def _anonymizer(script: str, lookup_table: str | None, mode: str, params: tuple[tuple[str, str], ...]) -> Anonymizer:
+def anonymizer(script: str, lookup_table: str | None, mode: str, params: tuple[tuple[str, str], ...]) -> Anonymizer:
     table = LookupTable.load(Path(lookup_table)) if lookup_table else LookupTable.empty()
     return Anonymizer(load(Path(script)), table, dict(params), mode)
 
@@ -26,5 +26,5 @@ def anonymize_file(
     params: tuple[tuple[str, str], ...] = (),
 ) -> tuple[str, str]:
     """(status, reason) of anonymizing ``source`` into ``target``; ``params`` override the script's."""
-    outcome = _anonymizer(script, lookup_table, mode, params).file(Path(source), Path(target))
+    outcome = anonymizer(script, lookup_table, mode, params).file(Path(source), Path(target))
     return outcome.status, outcome.reason

@@ -56,6 +56,21 @@ from tests.anonymize.helpers import dataset, e, rules, run
         ({"StudyDescription": "x"}, e("00081030", "@param(@NOPE)"), {}, "StudyDescription", "null"),
         ({"PatientID": "12345"}, e("00100020", "@hash(this,@NOPE)"), {}, "PatientID", "(this,@NOPE)"),
         ({"StudyDescription": "x"}, e("00081030", "a\\@b@keep( )"), {}, "StudyDescription", "a@b@keep()"),
+        (
+            {"PatientID": "12345"},
+            e("00100020", "@encrypt(this,@KEY)"),
+            {"KEY": "mysecret"},
+            "PatientID",
+            "HHdAc/9IgN8=",
+        ),
+        (
+            {"PatientID": "HHdAc/9IgN8="},
+            e("00100020", "@decrypt(this,@KEY)"),
+            {"KEY": "mysecret"},
+            "PatientID",
+            "12345",
+        ),
+        ({"PatientID": "12345"}, e("00100020", "@encrypt(this)"), {}, "PatientID", "(this)"),
     ],
 )
 def test_worked_examples(

@@ -103,3 +103,14 @@ def test_java_regex_translation() -> None:
     import re
 
     assert re.sub(java.regex(r"(\w+)-(\w+)"), java.replacement("$2/$1"), "ab-cd") == "cd/ab"
+
+
+def test_encrypt_key_and_round_trip() -> None:
+    """§12 row 12: the key text is filled to 22 chars and Base64-decoded to 16 bytes."""
+    from asyncdicom.anonymize import crypto
+
+    assert crypto.key_bytes(" mysecret ").hex() == "9b2b1e72b7adb6ccf28a19e7a6197279"
+    assert crypto.encrypt("12345", "mysecret") == "HHdAc/9IgN8="
+    assert crypto.decrypt(crypto.encrypt("Müller", "k-e-y!"), "k-e-y!") == "Müller"
+    with pytest.raises(ValueError):
+        crypto.decrypt("not base64!", "mysecret")
