@@ -230,3 +230,15 @@ def test_safe_mode_never_writes_an_original_name_or_id_it_was_asked_to_change(
         elem = out.get_item(tag) if tag in out else None  # raw bytes: no pydicom validation on the way
         written = bytes(elem.value or b"").rstrip(b" \0") if elem is not None else b""
         assert written != original.encode("latin_1")
+
+
+def test_incremented_old_style_date_leaks_in_faithful_and_quarantines_in_safe(tmp_path: Path) -> None:
+    """Spec §15.1: DAT cannot write `2011-04-02` back into a DA, so the original date stays."""
+    script = rules(e("00080020", "@incrementdate(this,-3210)"))
+    ds = dataset()
+    with pytest.warns(UserWarning, match="Invalid value for VR DA"):  # pydicom agrees it is not a DA
+        ds.add_new(0x00080020, "DA", "2020-01-15")
+    _, out = run(tmp_path, ds, script)
+    assert out is not None and out.get_item(0x00080020).value == b"2020-01-15"
+    outcome, _ = run(tmp_path, ds, script, mode="safe")
+    assert outcome.status == "quarantine" and "(0008,0020) StudyDate" in outcome.reason
