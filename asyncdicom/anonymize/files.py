@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian
@@ -127,7 +127,11 @@ def _write(ds: Dataset, syntax: UID, target: Path) -> None:
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
-            ds.save_as(handle, enforce_file_format=False)
+            if ds.original_encoding[1] is False and syntax.is_little_endian:
+                # a raw big endian data set without file meta is written as Explicit VR Little Endian
+                dcmwrite(handle, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+            else:
+                ds.save_as(handle, enforce_file_format=False)
         os.replace(name, target)
     except BaseException:
         Path(name).unlink(missing_ok=True)

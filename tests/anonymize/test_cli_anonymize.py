@@ -76,11 +76,15 @@ def test_bad_script_and_table_are_usage_errors_with_lines(tmp_path: Path) -> Non
 
 def test_files_dat_drops_silently_are_handled(tmp_path: Path) -> None:
     """DAT writes nothing and says nothing for these (spec §15.5): here they are anonymized."""
-    for name in ("nested_priv_SQ.dcm", "no_meta.dcm"):
+    for name in ("nested_priv_SQ.dcm", "no_meta.dcm", "ExplVR_BigEndNoMeta.dcm"):
         source = Path(get_testdata_file(name, download=False))
         target = tmp_path / name
         result = cli(
             "anonymize", "--script", str(VECTORS / "scripts" / "dicom-anonymizer.script"), str(source), str(target)
         )
         assert result.exit_code == 0, (name, result.output)
-        assert dcmread(target).file_meta.TransferSyntaxUID
+        written = dcmread(target)
+        assert written.file_meta.TransferSyntaxUID
+        if name.endswith("NoMeta.dcm"):  # a raw data set becomes Part 10 Explicit VR Little Endian
+            assert written.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+            assert written.SOPInstanceUID != dcmread(source, force=True).SOPInstanceUID
