@@ -97,11 +97,7 @@ class Context:
         block = trim(match.group(2))
         element = int(match.group(3), 16) if match.group(3) else 0
         for index in range(1, 256):
-            elem = values.element(ds, (group << 16) | index)
-            if elem is None:
-                continue
-            owner = values.contents(ds, (group << 16) | index, ["latin_1"])
-            if owner is not None and owner == block:
+            if values.contents(ds, (group << 16) | index, ["latin_1"]) == block:
                 return (group << 16) | (index << 8) | element
         return 0
 

@@ -54,6 +54,12 @@ def private_entry(tag: int, creator: str | None) -> tuple[str, str] | None:
     return private_tags().get((tag >> 16, creator.upper(), tag & 0xFF))
 
 
+def is_safe(tag: int, creator: str | None) -> bool:
+    """Whether CTP's dictionary codes this private data element ``K`` (kept as safe)."""
+    entry = private_entry(tag, creator)
+    return entry is not None and entry[1] == "K"
+
+
 def _hex_int(text: str) -> int:
     try:
         return int(text, 16) if text else 0

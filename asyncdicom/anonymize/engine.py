@@ -11,7 +11,7 @@ from pydicom.sequence import Sequence
 from asyncdicom.anonymize import dictionary, values
 from asyncdicom.anonymize.context import Context, Quarantine
 from asyncdicom.anonymize.evaluate import evaluate
-from asyncdicom.anonymize.java import split, trim
+from asyncdicom.anonymize.java import trim
 
 DEIDENTIFICATION_CODES = 0x00120064
 _ALWAYS_KEPT = {0x00080016, 0x00080018, 0x0020000D}
@@ -71,26 +71,15 @@ def _store_private(ctx: Context, tag: int, value: str) -> bool:
         entry = dictionary.private_entry(tag, creator)
         if entry and entry[0]:
             try:
-                if value == "":
-                    data = b""
-                elif entry[0] in ("US", "SS", "UL", "SL", "FL", "FD", "AT"):
-                    data = (
-                        values.encode(value.replace("\\", "\0"), entry[0], ctx.encodings, ctx.little)
-                        if "\\" not in value
-                        else _fail()
-                    )
-                else:
-                    data = values.encode(value, entry[0], ctx.encodings, ctx.little)
+                if entry[0] in ("US", "SS", "UL", "SL", "FL", "FD", "AT") and "\\" in value:
+                    msg = "dcm4che reads the whole text as one number"
+                    raise values.WriteError(msg)
+                data = values.encode(value, entry[0], ctx.encodings, ctx.little)
                 values.put(out, tag, entry[0], data, ctx.implicit, ctx.little)
                 return True
             except values.WriteError:
                 pass
     return _put_text(ctx, tag, "LO" if len(value) <= 64 else "LT", value)
-
-
-def _fail() -> bytes:
-    msg = "a single number was expected"
-    raise values.WriteError(msg)
 
 
 def _put_text(ctx: Context, tag: int, vr: str, value: str) -> bool:
@@ -131,14 +120,6 @@ def insert(ctx: Context) -> None:
 # --- phase 2 --------------------------------------------------------------------------------------
 
 
-def _safe(ctx: Context, tag: int) -> bool:
-    creator = values.creator_of(ctx.current_in, tag)
-    if creator is None:
-        return False
-    entry = dictionary.private_entry(tag, creator)
-    return entry is not None and entry[1] == "K"
-
-
 def process(ctx: Context) -> None:
     """Phase 2 on the current (IN, OUT) pair."""
     script = ctx.script
@@ -155,7 +136,12 @@ def process(ctx: Context) -> None:
         keep = (
             group in script.keep_groups
             or (creator_element and script.keep_safe_private)
-            or (private and not creator_element and script.keep_safe_private and _safe(ctx, tag))
+            or (
+                private
+                and not creator_element
+                and script.keep_safe_private
+                and dictionary.is_safe(tag, values.creator_of(ctx.current_in, tag))
+            )
             or tag in _ALWAYS_KEPT
             or group in (0x0002, 0x0028, 0x7FE0)
             or (overlay and not script.rol and not (private and script.rpg))
@@ -251,6 +237,3 @@ def _deidentification_codes(ctx: Context, rule: str, tag: int) -> None:
                 ctx.little,
             )
         out[tag].value.append(item)
-
-
-__all__ = ["anonymize", "process_items", "split", "store"]

@@ -133,19 +133,27 @@ def _hash_error(ctx: Context, call: Call) -> str:
     return "(" + ",".join(call.args) + ")"
 
 
+def _limit(ctx: Context, call: Call, index: int) -> int | None:
+    """An optional digit count (a parameter position): 0 (no limit) when absent or not an
+    integer, None when it names an undefined parameter (the caller's error)."""
+    if len(call.args) <= index:
+        return 0
+    text = ctx.param(call.arg(index))
+    if text is None:
+        return None
+    try:
+        return parse_int(text)
+    except ValueError:
+        return 0
+
+
 def fn_hash(ctx: Context, call: Call, this: int) -> str:
     value = _contents(ctx, call, 0, this)
     if value is None:
         return "@remove()"
-    maxlen = 0
-    if len(call.args) > 1:
-        text = ctx.param(call.arg(1))
-        if text is None:
-            return _hash_error(ctx, call)
-        try:
-            maxlen = parse_int(text)
-        except ValueError:
-            maxlen = 0
+    maxlen = _limit(ctx, call, 1)
+    if maxlen is None:
+        return _hash_error(ctx, call)
     return hashing.hash_text(value, maxlen)
 
 
@@ -174,15 +182,9 @@ def fn_hashptid(ctx: Context, call: Call, this: int) -> str:
         return _hash_error(ctx, call)
     site = trim(ctx.param(call.arg(0)) or "")
     value = trim(_contents(ctx, call, 1, this) or "")
-    maxlen = 0
-    if len(call.args) > 2:
-        text = ctx.param(call.arg(2))
-        if text is None:
-            return _hash_error(ctx, call)
-        try:
-            maxlen = parse_int(text)
-        except ValueError:
-            maxlen = 0
+    maxlen = _limit(ctx, call, 2)
+    if maxlen is None:
+        return _hash_error(ctx, call)
     return hashing.hash_text(f"[{site}]{value}", maxlen)
 
 

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from asyncdicom.anonymize import values
+from asyncdicom.anonymize import dictionary, values
 from asyncdicom.anonymize.context import Context, Quarantine, Skip
 from asyncdicom.anonymize.engine import anonymize
 from asyncdicom.anonymize.lookup import LookupTable
@@ -97,13 +97,7 @@ def _drop_after_pixels(ctx: Context, out: Dataset) -> None:
             if script.rpg and not script.keep_safe_private:
                 del out[tag]
             continue
-        safe = False
-        if private and script.keep_safe_private:
-            creator = values.creator_of(out, tag)
-            from asyncdicom.anonymize import dictionary
-
-            entry = dictionary.private_entry(tag, creator)
-            safe = entry is not None and entry[1] == "K"
+        safe = private and script.keep_safe_private and dictionary.is_safe(tag, values.creator_of(out, tag))
         if (
             (script.rpg and private and not safe)
             or (rule is None and script.rue)

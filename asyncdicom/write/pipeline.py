@@ -293,19 +293,7 @@ class Pipeline:
         log.warning("instance %s %s: %s", header.sop_instance_uid, state, reason)
         if self.stats is not None:
             self.stats.quarantined += 1
-        await self.sink.record_instance(
-            InstanceRecord(
-                sop_uid=header.sop_instance_uid,
-                request_key=item.flight.request.key if item.flight else None,
-                path=str(placed.path),
-                size=placed.size,
-                transfer_syntax=header.transfer_syntax or item.transfer_syntax,
-                state=state,
-                warning=reason,
-            )
-        )
-        if item.flight is not None:
-            self.tracker.placed(item.flight, header.sop_instance_uid, False)
+        await self._note(item.flight, item.transfer_syntax, header, str(placed.path), placed.size, state, reason)
 
     def _quarantine_place(self, path: Path) -> tuple[Header, Placed]:
         assert self.quarantine is not None
@@ -323,16 +311,29 @@ class Pipeline:
         if self.stats is not None:
             self.stats.instances += not duplicate
             self.stats.duplicates += duplicate
+        await self._note(flight, transfer_syntax, header, placed.relative, placed.size, placed.state, warning)
+
+    async def _note(
+        self,
+        flight: Flight | None,
+        transfer_syntax: str,
+        header: Header,
+        path: str,
+        size: int,
+        state: str,
+        warning: str | None,
+    ) -> None:
+        """Queue the ledger row of an instance durable at ``path``, then count it for its flight."""
         await self.sink.record_instance(
             InstanceRecord(
                 sop_uid=header.sop_instance_uid,
                 request_key=flight.request.key if flight else None,
-                path=placed.relative,
-                size=placed.size,
+                path=path,
+                size=size,
                 transfer_syntax=header.transfer_syntax or transfer_syntax,
-                state=placed.state,
+                state=state,
                 warning=warning,
             )
         )
         if flight is not None:
-            self.tracker.placed(flight, header.sop_instance_uid, duplicate)
+            self.tracker.placed(flight, header.sop_instance_uid, state == "duplicate")

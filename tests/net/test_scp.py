@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,19 @@ from tests.pacs_servers import dcmtk
 pytestmark = pytest.mark.network
 
 
+def _scp(tmp_path: Path, on_received: Callable[[Received], Reply]) -> StorageSCP:
+    """Our storage SCP on a free loopback port, accepting ORTHANC, spooling under tmp_path."""
+    return StorageSCP(
+        ae_title="ASYNCDICOM",
+        port=0,
+        allowed_aets=["ORTHANC"],
+        max_associations=4,
+        spool=tmp_path / "spool",
+        on_received=on_received,
+        host="127.0.0.1",
+    )
+
+
 @pytest.fixture
 def received(tmp_path: Path) -> Iterator[tuple[StorageSCP, list[Received]]]:
     got: list[Received] = []
@@ -26,15 +39,7 @@ def received(tmp_path: Path) -> Iterator[tuple[StorageSCP, list[Received]]]:
         item.file.commit()
         return 0x0000, None
 
-    scp = StorageSCP(
-        ae_title="ASYNCDICOM",
-        port=0,
-        allowed_aets=["ORTHANC"],
-        max_associations=4,
-        spool=tmp_path / "spool",
-        on_received=on_received,
-        host="127.0.0.1",
-    )
+    scp = _scp(tmp_path, on_received)
     scp.start()
     yield scp, got
     scp.stop()
@@ -75,15 +80,7 @@ def test_follow_up_runs_after_the_answer_even_when_refused(tmp_path: Path) -> No
         item.file.discard()
         return 0xC000, lambda: calls.append(item.sop_instance)
 
-    scp = StorageSCP(
-        ae_title="ASYNCDICOM",
-        port=0,
-        allowed_aets=["ORTHANC"],
-        max_associations=2,
-        spool=tmp_path / "spool",
-        on_received=on_received,
-        host="127.0.0.1",
-    )
+    scp = _scp(tmp_path, on_received)
     scp.start()
     try:
         result = _storescu(scp.port, "ORTHANC", "-v", get_testdata_file("CT_small.dcm", download=False))
