@@ -5,19 +5,23 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydicom import dcmread, dcmwrite
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.filebase import DicomBytesIO, DicomFileLike
+from pydicom.filewriter import write_dataset
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from asyncdicom.anonymize import dictionary, values
 from asyncdicom.anonymize.context import Context, Quarantine, Skip
 from asyncdicom.anonymize.engine import anonymize
 from asyncdicom.anonymize.lookup import LookupTable
 from asyncdicom.anonymize.script import Script
+from asyncdicom.write.meta import file_start
 
 IMPLEMENTATION_CLASS_UID = "1.2.40.0.13.1.1.1"  # what DAT writes (dcm4che-1.4-JP)
 IMPLEMENTATION_VERSION = "dcm4che-1.4-JP"
@@ -107,29 +111,49 @@ def _drop_after_pixels(ctx: Context, out: Dataset) -> None:
 
 
 def _write(ds: Dataset, syntax: UID, target: Path) -> None:
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(str(ds.get("SOPClassUID", "")))
-    meta.MediaStorageSOPInstanceUID = UID(str(ds.get("SOPInstanceUID", "")))
-    meta.TransferSyntaxUID = syntax
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    ds.file_meta = meta
-    ds.preamble = b"\0" * 128
+    """A new file meta (as DAT's, with its group length), then the data set encoded as
+    ``syntax`` says; written beside ``target`` and renamed over it when complete."""
+    start = file_start(
+        str(ds.get("SOPClassUID", "")),
+        str(ds.get("SOPInstanceUID", "")),
+        syntax,
+        (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION),
+    )
+    implicit, little = _encoding(ds, syntax)
+    if syntax.is_transfer_syntax and 0x7FE00010 in ds._dict:
+        ds[0x7FE00010].is_undefined_length = syntax.is_compressed  # encapsulated: undefined (PS3.5 A.4)
     _prepare(ds)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
-            if ds.original_encoding[1] is False and syntax.is_little_endian:
-                # a raw big endian data set without file meta is written as Explicit VR Little Endian
-                dcmwrite(handle, ds, implicit_vr=False, little_endian=True, force_encoding=True)
-            else:
-                ds.save_as(handle, enforce_file_format=False)
+            handle.write(start)
+            fp = DicomFileLike(handle) if syntax != DeflatedExplicitVRLittleEndian else DicomBytesIO()
+            fp.is_implicit_VR, fp.is_little_endian = implicit, little
+            write_dataset(fp, ds)
+            if isinstance(fp, DicomBytesIO):  # PS3.5 A.5: the encoded data set, deflated
+                compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+                deflated = compressor.compress(fp.getvalue()) + compressor.flush()
+                handle.write(deflated + b"\0" * (len(deflated) % 2))
         os.replace(name, target)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
+
+
+def _encoding(ds: Dataset, syntax: UID) -> tuple[bool, bool]:
+    """(implicit VR, little endian) to write: the transfer syntax's, except that a raw big
+    endian data set read without file meta becomes Explicit VR Little Endian (as DAT writes it),
+    and a private syntax keeps the encoding the data set was read in."""
+    if ds.original_encoding[1] is False and syntax.is_little_endian:
+        return False, True
+    if syntax.is_transfer_syntax:
+        return syntax.is_implicit_VR, syntax.is_little_endian
+    implicit, little = ds.original_encoding
+    if implicit is None or little is None:
+        msg = f"unable to tell how to encode transfer syntax {syntax}"
+        raise ValueError(msg)
+    return implicit, little
 
 
 def _prepare(ds: Dataset) -> None:

@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import logging
 import os
-import struct
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from asyncdicom.write.header import HEAD, scan_buffer, scan_header
+from asyncdicom.write.meta import file_start
 
 log = logging.getLogger("asyncdicom.write")
 
@@ -35,29 +35,10 @@ _NUMBERS = itertools.count()
 ROUTING = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
-def _element(group_element: int, vr: bytes, value: bytes) -> bytes:
-    if len(value) % 2:
-        value += b"\0" if vr == b"UI" else b" "
-    tag = struct.pack("<HH", group_element >> 16, group_element & 0xFFFF)
-    if vr == b"OB":
-        return tag + vr + b"\0\0" + struct.pack("<L", len(value)) + value
-    return tag + vr + struct.pack("<H", len(value)) + value
-
-
 def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str = "") -> bytes:
-    """Preamble, ``DICM`` and a File Meta Information group (Explicit VR Little Endian)."""
-    body = b"".join(
-        [
-            _element(0x00020001, b"OB", b"\x00\x01"),
-            _element(0x00020002, b"UI", sop_class.encode("ascii")),
-            _element(0x00020003, b"UI", sop_instance.encode("ascii")),
-            _element(0x00020010, b"UI", transfer_syntax.encode("ascii")),
-            _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
-            _element(0x00020013, b"SH", IMPLEMENTATION_VERSION.encode("ascii")),
-            *([_element(0x00020016, b"AE", source_ae.encode("ascii"))] if source_ae else []),
-        ]
-    )
-    return b"\0" * 128 + b"DICM" + _element(0x00020000, b"UL", struct.pack("<L", len(body))) + body
+    """Preamble, ``DICM`` and a File Meta Information group naming asyncdicom."""
+    identity = (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
+    return file_start(sop_class, sop_instance, transfer_syntax, identity, source_ae)
 
 
 def fsync_dir(path: str | Path) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import struct
+import subprocess
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from tests.cli_helpers import cli
+from tests.pacs_servers import dcmtk
 
 VECTORS = Path(__file__).resolve().parents[1] / "data" / "ctp-vectors"
 SAMPLE = VECTORS / "scripts" / "sample.script"
@@ -88,3 +91,35 @@ def test_files_dat_drops_silently_are_handled(tmp_path: Path) -> None:
         if name.endswith("NoMeta.dcm"):  # a raw data set becomes Part 10 Explicit VR Little Endian
             assert written.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
             assert written.SOPInstanceUID != dcmread(source, force=True).SOPInstanceUID
+
+
+def test_written_files_have_a_conformant_file_meta(tmp_path: Path) -> None:
+    """As DAT's: a group length that counts the meta group, dcm4che's implementation names, the
+    input's transfer syntax (deflated input is written deflated); dcmtk reads them without a
+    warning."""
+    script = VECTORS / "scripts" / "dicom-anonymizer.script"
+    for name in ("CT_small.dcm", "image_dfl.dcm", "MR_small_RLE.dcm"):
+        source = Path(get_testdata_file(name, download=False))
+        target = tmp_path / name
+        result = cli("anonymize", "--script", str(script), str(source), str(target))
+        assert result.exit_code == 0, (name, result.output)
+        raw = target.read_bytes()
+        assert raw[128:132] == b"DICM" and raw[132:140] == b"\x02\x00\x00\x00UL\x04\x00"
+        end = 144 + struct.unpack("<L", raw[140:144])[0]
+        offset, groups = 144, set()
+        while offset < end:  # the group length counts exactly the meta elements after it
+            group, vr = struct.unpack("<H", raw[offset : offset + 2])[0], raw[offset + 4 : offset + 6]
+            groups.add(group)
+            if vr == b"OB":
+                offset += 12 + struct.unpack("<L", raw[offset + 8 : offset + 12])[0]
+            else:
+                offset += 8 + struct.unpack("<H", raw[offset + 6 : offset + 8])[0]
+        assert offset == end and groups == {2}
+        written = dcmread(target)
+        original = dcmread(source)
+        assert written.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+        assert written.file_meta.ImplementationClassUID == "1.2.40.0.13.1.1.1"
+        assert written.file_meta.MediaStorageSOPInstanceUID == written.SOPInstanceUID != original.SOPInstanceUID
+        assert written.Rows == original.Rows and written.PixelData == original.PixelData
+        dump = subprocess.run([dcmtk("dcmdump"), "-q", str(target)], capture_output=True, text=True, check=False)
+        assert dump.returncode == 0 and "W:" not in dump.stdout + dump.stderr, dump.stderr
