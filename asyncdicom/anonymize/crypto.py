@@ -1,4 +1,5 @@
-"""``@encrypt``/``@decrypt``: Blowfish, ECB, PKCS#5 padding, Base64 (pycryptodome)."""
+"""``@encrypt``/``@decrypt``: Blowfish, ECB, PKCS#5 padding, Base64 (pycryptodome, imported on
+first use: loading it costs a run's start-up ~30 ms, and few scripts encrypt)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ import base64
 import binascii
 import re
 
-from Crypto.Cipher import Blowfish
-from Crypto.Util.Padding import pad, unpad
-
 from asyncdicom.anonymize.java import trim
 
 _FILL = "tszyihnnphlyeaglle"
+_BLOCK = 8  # Blowfish's block size in bytes
 
 
 def key_bytes(text: str) -> bytes:
@@ -22,16 +21,26 @@ def key_bytes(text: str) -> bytes:
     return base64.b64decode(key[:22] + "==")
 
 
-def encrypt(text: str, key: str) -> str:
+def _ecb(key: str, data: bytes, *, decrypt: bool = False) -> bytes:
+    from Crypto.Cipher import Blowfish
+
     cipher = Blowfish.new(key_bytes(key), Blowfish.MODE_ECB)
-    return base64.b64encode(cipher.encrypt(pad(text.encode("utf-8"), Blowfish.block_size))).decode("ascii")
+    return cipher.decrypt(data) if decrypt else cipher.encrypt(data)
+
+
+def encrypt(text: str, key: str) -> str:
+    from Crypto.Util.Padding import pad
+
+    data = pad(text.encode("utf-8"), _BLOCK)
+    return base64.b64encode(_ecb(key, data)).decode("ascii")
 
 
 def decrypt(text: str, key: str) -> str:
     """Raises ValueError for text that is not a Base64 Blowfish ciphertext under ``key``."""
-    cipher = Blowfish.new(key_bytes(key), Blowfish.MODE_ECB)
+    from Crypto.Util.Padding import unpad
+
     try:
         data = base64.b64decode(text, validate=True)
     except binascii.Error as exc:
         raise ValueError(str(exc)) from None
-    return unpad(cipher.decrypt(data), Blowfish.block_size).decode("utf-8")
+    return unpad(_ecb(key, data, decrypt=True), _BLOCK).decode("utf-8")
