@@ -42,13 +42,15 @@ class Context:
 
     def __post_init__(self) -> None:
         self.stack = [(self.root_in, self.root_out)]
-        for rule in self.script.rules.values():
-            tag = dictionary.standard_tag(rule.spec) or self.tag_of(rule.spec, self.root_in)
-            if tag == 0:
-                continue
-            self.table[tag] = rule.script
-            if tag >> 16 & 1 and trim(rule.name):
-                self.private_names[trim(rule.name).lower()] = tag
+        table, names = self.table, self.private_names
+        for tag, rule, label in self.script.resolved():
+            if not tag:
+                tag = self.tag_of(rule.spec, self.root_in)
+                if not tag:
+                    continue
+            table[tag] = rule.script
+            if tag >> 16 & 1 and label:
+                names[label] = tag
 
     @property
     def current_in(self) -> Dataset:

@@ -100,7 +100,7 @@ def _empty_sequence(tag: int) -> DataElement:
 
 def insert(ctx: Context) -> None:
     for tag, rule in sorted(ctx.table.items()):
-        if values.has(ctx.root_out, tag) or not (rule.startswith("@always()") or tag == DEIDENTIFICATION_CODES):
+        if not (rule.startswith("@always()") or tag == DEIDENTIFICATION_CODES) or values.has(ctx.root_out, tag):
             continue  # (rules are stored trimmed) only @always() rules and the code sequence insert anything
         script = trim(rule)
         vr = dictionary.dictionary_vr(tag) or "SH"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable
 
@@ -31,12 +32,29 @@ _WHITE = re.compile(r"[ \t\n\x0b\f\r]")
 def evaluate(ctx: Context, script: str, this: int) -> str:
     """The string a script evaluates to for element ``this``. Raises Quarantine or Skip."""
     out: list[str] = []
+    for part in _parts(script):
+        if isinstance(part, str):
+            out.append(part)
+        elif part is None:
+            msg = "a script has an @ with no function call after it"
+            raise Quarantine(msg)
+        else:
+            out.append(_dispatch(ctx, part, this))
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parts(script: str) -> tuple[str | Call | None, ...]:
+    """``script`` split once into literal text and calls, in order (a script is the same text
+    in every file); None stands where DAT throws: an ``@`` with no call after it."""
+    parts: list[str | Call | None] = []
+    text: list[str] = []
     i, escape = 0, False
     while i < len(script):
         char = script[i]
         i += 1
         if escape:
-            out.append(char)
+            text.append(char)
             escape = False
         elif char == "\\":
             escape = True
@@ -44,15 +62,21 @@ def evaluate(ctx: Context, script: str, this: int) -> str:
             try:
                 call = parse_call(script[i:])
             except NoParenthesis:
-                msg = "a script has an @ with no function call after it"
-                raise Quarantine(msg) from None
-            if call.length == -1:
+                call = None
+            if call is not None and call.length == -1:
+                break
+            if text:
+                parts.append("".join(text))
+                text = []
+            parts.append(call)
+            if call is None:
                 break
             i += call.length
-            out.append(_dispatch(ctx, call, this))
         else:
-            out.append(char)
-    return "".join(out)
+            text.append(char)
+    if text:
+        parts.append("".join(text))
+    return tuple(parts)
 
 
 def _dispatch(ctx: Context, call: Call, this: int) -> str:

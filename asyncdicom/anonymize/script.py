@@ -87,6 +87,14 @@ class Script:
     remove: frozenset[str] = frozenset()
     keep_safe_private: bool = False
     warnings: list[str] = field(default_factory=list)
+    _resolved: tuple[tuple[int, Rule, str], ...] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def resolved(self) -> tuple[tuple[int, Rule, str], ...]:
+        """The rules in order, each with its standard tag (0: a private block name, resolved per
+        file) and its lower-cased name label; computed once."""
+        if self._resolved is None:
+            self._resolved = tuple((standard_tag(r.spec), r, trim(r.name).lower()) for r in self.rules.values())
+        return self._resolved
 
     @property
     def rpg(self) -> bool:
