@@ -8,6 +8,8 @@ Exit codes: 0 all done, 1 fatal, 2 config/usage error, 3 finished with failed re
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -251,7 +253,10 @@ def anonymize(
     """Anonymize INPUT into OUTPUT with a CTP script; exit 3 when a file was quarantined or skipped."""
 
     def body() -> int:
-        from asyncdicom.anonymize import batch
+        from asyncdicom.anonymize.startup import without_pixel_libraries
+
+        with without_pixel_libraries():
+            from asyncdicom.anonymize import batch
         from asyncdicom.anonymize.lookup import LookupTable, LookupTableError
         from asyncdicom.anonymize.script import ScriptError, load
 
@@ -293,7 +298,9 @@ def anonymize(
                 report.info(f"  {count} × {reason}")
         return int(ExitCode.FAILED_REQUESTS) if summary.skipped or summary.quarantined else 0
 
+    global _quick_exit  # read only by main(), after the command
     code = _guard(body)
+    _quick_exit = True
     if code:
         raise typer.Exit(code)
 
@@ -328,6 +335,20 @@ def demo(
     raise typer.Exit(_guard(body))
 
 
+_quick_exit = False  # set by a command that leaves nothing open: skip the interpreter's teardown
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if not _quick_exit:
+            raise
+        # Unloading pydicom and numpy module by module costs ~0.1 s, a tenth of a 200-file
+        # ``anonymize``; its files are written, renamed and closed, its pool is shut down.
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
-
 _INT = re.compile(r"[+-]?[0-9]+")
 
 
@@ -87,11 +85,15 @@ def double_to_string(value: float) -> str:
         return "Infinity" if value > 0 else "-Infinity"
     if value == 0:
         return "-0.0" if math.copysign(1, value) < 0 else "0.0"
+    import numpy as np  # imported when first needed: few scripts format numbers (start-up time)
+
     return _java_digits(np.format_float_scientific(value, unique=True, trim="-"))
 
 
 def float_to_string(value: float) -> str:
     """Java ``Float.toString`` (shortest digits of the 32-bit value)."""
+    import numpy as np
+
     single = np.float32(value)
     if math.isnan(single):
         return "NaN"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 from pydicom import dcmread
@@ -123,3 +125,48 @@ def test_written_files_have_a_conformant_file_meta(tmp_path: Path) -> None:
         assert written.Rows == original.Rows and written.PixelData == original.PixelData
         dump = subprocess.run([dcmtk("dcmdump"), "-q", str(target)], capture_output=True, text=True, check=False)
         assert dump.returncode == 0 and "W:" not in dump.stdout + dump.stderr, dump.stderr
+
+
+def test_real_process_exit_codes_and_summary(tmp_path: Path) -> None:
+    """The console entry point skips the interpreter's teardown after ``anonymize``: the exit
+    code and the summary must still come through."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    command = [sys.executable, "-m", "asyncdicom", "anonymize", "--script", str(SAMPLE), "--lookup-table", str(LOOKUP)]
+    ok = subprocess.run(
+        [*command, str(VECTORS / "inputs" / "syn_ct_phi.dcm"), str(tmp_path / "ok.dcm")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "anonymized 1, skipped 0, quarantined 0" in ok.stdout + ok.stderr
+    assert dcmread(tmp_path / "ok.dcm").PatientID != dcmread(VECTORS / "inputs" / "syn_ct_phi.dcm").PatientID
+    held = subprocess.run(
+        [*command, str(VECTORS / "inputs" / "MR_small.dcm"), str(tmp_path / "no.dcm")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert held.returncode == 3, held.stderr
+    assert "quarantined 1" in held.stdout + held.stderr
+    assert not (tmp_path / "no.dcm").exists()
+
+
+def test_pydicom_loads_without_pixel_libraries_for_the_command() -> None:
+    """The command imports pydicom with its pixel libraries hidden (start-up time); they are
+    importable again afterwards, and Java number formatting (which uses numpy) still works."""
+    probe = (
+        "import sys\n"
+        "from asyncdicom.anonymize.startup import without_pixel_libraries\n"
+        "with without_pixel_libraries():\n"
+        "    import pydicom\n"
+        "    from asyncdicom.anonymize import batch\n"
+        "print(sorted(n for n in ('numpy', 'gdcm', 'PIL', 'pylibjpeg') if n in sys.modules))\n"
+        "from asyncdicom.anonymize.java import float_to_string\n"
+        "print(float_to_string(0.1), 'numpy' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "0.1 True"]
