@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 
 from asyncdicom.anonymize import dictionary, values
+from asyncdicom.anonymize.charset import JVM, Charset
 from asyncdicom.anonymize.java import trim
 from asyncdicom.anonymize.lookup import LookupTable
 from asyncdicom.anonymize.script import Script
 
+_CREATORS = Charset("ISO-8859-1")  # private creator strings are compared as Latin-1
 _PRIVATE = re.compile(r"([0-9a-fA-F]{1,4}),?\[([^\]]*)\],?([0-9a-fA-F]{1,2})?")
 
 
@@ -31,7 +33,7 @@ class Context:
     root_in: Dataset
     root_out: Dataset
     meta: Dataset
-    encodings: list[str]
+    chars: Charset  # the root data sets' (CTP has set ISO_IR 100 when dcm4che knew none)
     implicit: bool
     little: bool
     mode: str = "faithful"
@@ -39,9 +41,11 @@ class Context:
     table: dict[int, str] = field(default_factory=dict)
     private_names: dict[str, int] = field(default_factory=dict)
     stack: list[tuple[Dataset, Dataset]] = field(default_factory=list)
+    charsets: list[tuple[Charset, Charset]] = field(default_factory=list)  # (IN, OUT) per frame
 
     def __post_init__(self) -> None:
         self.stack = [(self.root_in, self.root_out)]
+        self.charsets = [(self.chars, self.chars)]
         table, names = self.table, self.private_names
         for tag, rule, label in self.script.resolved():
             if not tag:
@@ -63,6 +67,27 @@ class Context:
     @property
     def at_root(self) -> bool:
         return len(self.stack) == 1
+
+    @property
+    def out_chars(self) -> Charset:
+        """What values written into the current OUT data set are encoded with."""
+        return self.charsets[-1][1]
+
+    def enter(self, item_in: Dataset, item_out: Dataset) -> None:
+        """Process an item pair next: an item without a charset dcm4che knows inherits one."""
+        parent_in, parent_out = self.charsets[-1]
+        self.stack.append((item_in, item_out))
+        self.charsets.append((values.charset_of(item_in) or parent_in, values.charset_of(item_out) or parent_out))
+
+    def leave(self) -> None:
+        self.stack.pop()
+        self.charsets.pop()
+
+    def out_charset_changed(self) -> None:
+        """(0008,0005) was written or removed in the current OUT data set: dcm4che encodes later
+        values with the new charset, or the parent's (the JVM default at the root) without one."""
+        inherited = self.charsets[-2][1] if len(self.charsets) > 1 else JVM
+        self.charsets[-1] = (self.charsets[-1][0], values.charset_of(self.current_out) or inherited)
 
     def param(self, text: str | None) -> str | None:
         """A parameter position: ``@NAME``/``$NAME`` is the parameter's value (None if undefined)."""
@@ -99,16 +124,17 @@ class Context:
         block = trim(match.group(2))
         element = int(match.group(3), 16) if match.group(3) else 0
         for index in range(1, 256):
-            if values.contents(ds, (group << 16) | index, ["latin_1"]) == block:
+            if values.contents(ds, (group << 16) | index, _CREATORS) == block:
                 return (group << 16) | (index << 8) | element
         return 0
 
-    def resolve(self, name: str, this: int) -> tuple[Dataset, int] | None:
-        """The dataset and tag an element reference (``this``, names, ``root:``, ``A::B``) reads."""
+    def resolve(self, name: str, this: int) -> tuple[Dataset, int, Charset] | None:
+        """The dataset and tag an element reference (``this``, names, ``root:``, ``A::B``) reads,
+        and the charset that data set is read with."""
         name = trim(name)
-        ds = self.current_in
+        ds, chars = self.current_in, self.charsets[-1][0]
         if name.startswith("root:"):
-            ds, name = self.root_in, name[len("root:") :]
+            ds, chars, name = self.root_in, self.chars, name[len("root:") :]
         parts = name.split("::")
         for part in parts[:-1]:
             tag = this if trim(part) == "this" else self.tag_of(part, ds)
@@ -119,19 +145,20 @@ class Context:
             if values.vr_of(ds[tag], ds) != "SQ" or not sequence:
                 return None
             ds = sequence[0]
+            chars = values.charset_of(ds) or chars
         last = trim(parts[-1])
         tag = this if last == "this" else self.tag_of(last, ds)
-        return (ds, tag) if tag else None
+        return (ds, tag, chars) if tag else None
 
     def contents(self, name: str, this: int) -> str | None:
         """The value string of the element ``name`` refers to (None when it is missing)."""
         found = self.resolve(name, this)
         if found is None:
             return None
-        ds, tag = found
+        ds, tag, chars = found
         if tag >> 16 < 0x0008:
-            return values.contents(self.meta, tag, self.encodings, True)
-        return values.contents(ds, tag, self.encodings, self.little)
+            return values.contents(self.meta, tag, chars, True)
+        return values.contents(ds, tag, chars, self.little)
 
     def has(self, tag: int) -> bool:
         """Whether ``tag`` is present in the current IN dataset."""

@@ -14,6 +14,7 @@ from asyncdicom.anonymize.evaluate import evaluate
 from asyncdicom.anonymize.java import trim
 
 DEIDENTIFICATION_CODES = 0x00120064
+SPECIFIC_CHARACTER_SET = 0x00080005
 _ALWAYS_KEPT = {0x00080016, 0x00080018, 0x0020000D}
 _CODE_MEANINGS = {
     "113100": "Basic Application Confidentiality Profile",
@@ -53,12 +54,16 @@ def store(ctx: Context, tag: int, vr: str, value: str) -> bool:
                 out[tag] = _empty_sequence(tag)
             return True
         values.put(out, tag, vr, b"", ctx.implicit, ctx.little)
+        if tag == SPECIFIC_CHARACTER_SET:
+            ctx.out_charset_changed()
         return True
     try:
-        data = values.encode(value, vr, ctx.encodings, ctx.little)
+        data = values.encode(value, vr, ctx.out_chars, ctx.little)
     except values.WriteError:
         return False
     values.put(out, tag, vr, data, ctx.implicit, ctx.little)
+    if tag == SPECIFIC_CHARACTER_SET:
+        ctx.out_charset_changed()
     return True
 
 
@@ -74,7 +79,7 @@ def _store_private(ctx: Context, tag: int, value: str) -> bool:
                 if entry[0] in ("US", "SS", "UL", "SL", "FL", "FD", "AT") and "\\" in value:
                     msg = "dcm4che reads the whole text as one number"
                     raise values.WriteError(msg)
-                data = values.encode(value, entry[0], ctx.encodings, ctx.little)
+                data = values.encode(value, entry[0], ctx.out_chars, ctx.little)
                 values.put(out, tag, entry[0], data, ctx.implicit, ctx.little)
                 return True
             except values.WriteError:
@@ -84,7 +89,7 @@ def _store_private(ctx: Context, tag: int, value: str) -> bool:
 
 def _put_text(ctx: Context, tag: int, vr: str, value: str) -> bool:
     try:
-        data = values.encode(value, vr, ctx.encodings, ctx.little) if value else b""
+        data = values.encode(value, vr, ctx.out_chars, ctx.little) if value else b""
     except values.WriteError:
         return False
     values.put(ctx.current_out, tag, vr, data, ctx.implicit, ctx.little)
@@ -164,6 +169,8 @@ def process(ctx: Context) -> None:
 def _remove(ctx: Context, tag: int) -> None:
     if values.has(ctx.current_out, tag):
         del ctx.current_out[tag]
+        if tag == SPECIFIC_CHARACTER_SET:
+            ctx.out_charset_changed()
 
 
 def _apply(ctx: Context, tag: int, value: str) -> None:
@@ -198,11 +205,11 @@ def process_items(ctx: Context, tag: int) -> None:
         return
     items_in, items_out = ctx.current_in[tag].value, ctx.current_out[tag].value
     for item_in, item_out in zip(items_in, items_out, strict=False):
-        ctx.stack.append((item_in, item_out))
+        ctx.enter(item_in, item_out)
         try:
             process(ctx)
         finally:
-            ctx.stack.pop()
+            ctx.leave()
 
 
 def _deidentification_codes(ctx: Context, rule: str, tag: int) -> None:
@@ -232,7 +239,7 @@ def _deidentification_codes(ctx: Context, rule: str, tag: int) -> None:
                 item,
                 item_tag,
                 item_vr,
-                values.encode(text, item_vr, ctx.encodings) if text else b"",
+                values.encode(text, item_vr, ctx.out_chars) if text else b"",
                 ctx.implicit,
                 ctx.little,
             )

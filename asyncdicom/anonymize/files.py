@@ -16,7 +16,7 @@ from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filewriter import write_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from asyncdicom.anonymize import dictionary, values
+from asyncdicom.anonymize import charset, dictionary, values
 from asyncdicom.anonymize.context import Context, Quarantine, Skip
 from asyncdicom.anonymize.engine import anonymize
 from asyncdicom.anonymize.lookup import LookupTable
@@ -60,16 +60,18 @@ class Anonymizer:
         syntax = getattr(meta, "TransferSyntaxUID", None)
         implicit = bool(out.is_implicit_VR) if out.is_implicit_VR is not None else False
         little = bool(out.is_little_endian) if out.is_little_endian is not None else True
-        for ds in (original, out):
-            if 0x00080005 not in ds:
+        chars = values.charset_of(original)
+        if chars is None:  # absent, or a charset dcm4che does not know: CTP sets ISO_IR 100 in both
+            for ds in (original, out):
                 values.put(ds, 0x00080005, "CS", b"ISO_IR 100", implicit, little)
+            chars = charset.LATIN_1
         ctx = Context(
             script=self.script,
             lookup=self.lookup,
             root_in=original,
             root_out=out,
             meta=meta,
-            encodings=values.encodings_of(original),
+            chars=chars,
             implicit=implicit,
             little=little,
             mode=self.mode,
@@ -120,6 +122,10 @@ def _write(ds: Dataset, syntax: UID, target: Path) -> None:
         (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION),
     )
     implicit, little = _encoding(ds, syntax)
+    # values are bytes already encoded as dcm4che would: pydicom must not transcode them when
+    # the script (or CTP's ISO_IR 100 default) changed the Specific Character Set
+    read_implicit, read_little = ds.original_encoding
+    ds.set_original_encoding(read_implicit, read_little, ds._character_set)
     if syntax.is_transfer_syntax and 0x7FE00010 in ds._dict:
         ds[0x7FE00010].is_undefined_length = syntax.is_compressed  # encapsulated: undefined (PS3.5 A.4)
     _prepare(ds)

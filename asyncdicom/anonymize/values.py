@@ -11,14 +11,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from pydicom.charset import convert_encodings, decode_bytes, encode_string
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 
-from asyncdicom.anonymize import dictionary
+from asyncdicom.anonymize import charset, dictionary
+from asyncdicom.anonymize.charset import Charset, CharsetError
 from asyncdicom.anonymize.java import double_to_string, float_to_string, parse_float, parse_int, split, trim
 
 TEXT_VRS = {"LO", "LT", "PN", "SH", "ST", "UC", "UT"}
@@ -46,21 +46,22 @@ def has(ds: Dataset, tag: int) -> bool:
     return tag in ds._dict
 
 
-def encodings_of(ds: Dataset, inherited: list[str] | None = None) -> list[str]:
-    """Python codecs for a dataset's Specific Character Set (ISO_IR 100 when absent, as CTP adds)."""
+def charset_of(ds: Dataset) -> Charset | None:
+    """The data set's Specific Character Set as dcm4che reads it; None when it is absent or
+    dcm4che knows no charset for it."""
     elem = element(ds, 0x00080005)
     if elem is None:
-        return inherited or ["latin_1"]
+        return None
     raw = elem.value
     if isinstance(raw, bytes):
-        terms = [trim(t) for t in raw.decode("ascii", "replace").split("\\")]
+        text = raw.decode("utf-8", "replace")  # dcm4che reads it with no charset: the JVM default
     elif isinstance(raw, str):
-        terms = [raw]
+        text = raw
     elif raw is None:
-        terms = []
+        text = ""
     else:
-        terms = [str(v) for v in raw]
-    return convert_encodings(terms or ["ISO_IR 6"])
+        text = "\\".join(str(v) for v in raw)
+    return charset.from_value(text)
 
 
 def vr_of(elem: DataElement | RawDataElement, ds: Dataset) -> str:
@@ -111,13 +112,6 @@ def _raw_bytes(elem: DataElement | RawDataElement) -> bytes | None:
     return None
 
 
-def _decode(raw: bytes, vr: str, encodings: list[str]) -> str:
-    if vr in TEXT_VRS:
-        delimiters = {0x5C, 0x3D, 0x5E} if vr == "PN" else {0x5C}
-        return decode_bytes(raw, encodings, delimiters)
-    return raw.decode("latin_1")
-
-
 def _trim_for(text: str, vr: str) -> str:
     if vr == "AS":
         return text
@@ -147,7 +141,7 @@ def _numbers(raw: bytes, vr: str, little: bool) -> str:
     return "\\".join(f"{pairs[i]:04X}{pairs[i + 1]:04X}" for i in range(0, len(pairs), 2))
 
 
-def contents(ds: Dataset, tag: int, encodings: list[str], little: bool = True) -> str | None:
+def contents(ds: Dataset, tag: int, chars: Charset, little: bool = True) -> str | None:
     """CTP's string for element ``tag`` of ``ds`` (None when absent, a sequence, or binary)."""
     elem = element(ds, tag)
     if elem is None:
@@ -164,7 +158,7 @@ def contents(ds: Dataset, tag: int, encodings: list[str], little: bool = True) -
             entry = dictionary.private_entry(tag, creator)
             private_vr = entry[0] if entry else ""
             if creator == "CTP" or private_vr in PRIVATE_TEXT or private_vr == "UN":
-                return _decode(raw, "LO", encodings)
+                return chars.decode(raw)
             if private_vr in ("SS", "US"):
                 return _numbers(raw, "US", little)
             if private_vr in ("SL", "UL"):
@@ -173,7 +167,10 @@ def contents(ds: Dataset, tag: int, encodings: list[str], little: bool = True) -
         return _numbers(raw, vr, little)
     if vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
         return "\\".join(f"{b:02X}" for b in raw)
-    return _trim_for(_decode(raw, vr, encodings), vr)
+    try:  # every string VR is read with the data set's charset (dcm4che's getStrings(cs))
+        return _trim_for(chars.decode(raw), vr)
+    except CharsetError:
+        return None
 
 
 def _from_value(elem: DataElement | RawDataElement) -> str | None:
@@ -308,7 +305,7 @@ def _encode_numbers(values: Sequence[str], vr: str, little: bool) -> bytes:
         raise WriteError(msg) from exc
 
 
-def encode(value: str, vr: str, encodings: list[str], little: bool = True) -> bytes:
+def encode(value: str, vr: str, chars: Charset, little: bool = True) -> bytes:
     """The bytes dcm4che would write for ``value`` (``\\``-separated) as ``vr``.
     Raises WriteError."""
     if value == "":
@@ -321,8 +318,8 @@ def encode(value: str, vr: str, encodings: list[str], little: bool = True) -> by
         raise WriteError(msg)
     text = "\\".join(normalise(values, vr))
     if vr in TEXT_VRS:
-        return _pad(encode_string(text, encodings), vr)
-    return _pad(text.encode("latin_1", "replace"), vr)
+        return _pad(chars.encode(text), vr)
+    return _pad(charset.JVM.encode(text), vr)  # dcm4che writes other VRs with the JVM default
 
 
 def put(ds: Dataset, tag: int, vr: str, data: bytes, implicit: bool, little: bool) -> None:
