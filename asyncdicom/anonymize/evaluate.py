@@ -422,10 +422,8 @@ def fn_case(convert: Callable[[str], str]) -> Callable[[Context, Call, int], str
 def fn_initials(ctx: Context, call: Call, this: int) -> str:
     _required(call)
     text = trim(re.sub(r"\s+", " ", (_contents(ctx, call, 0, this) or "").replace("^", " ").replace(",", " ")))
-    if not text:
-        return "X"
     letters = [word[0] for word in text.split(" ") if word]
-    initials = upper("".join(letters[1:] + letters[:1]))
+    initials = upper("".join(letters[1:] + letters[:1])) if text else "X"  # the offset applies to X too
     if len(call.args) > 1:
         try:
             offset = parse_int(trim(call.arg(1)))

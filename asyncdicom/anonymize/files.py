@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO, DicomFileLike
@@ -18,7 +19,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEnd
 
 from asyncdicom.anonymize import charset, dictionary, values
 from asyncdicom.anonymize.context import Context, Quarantine, Skip
-from asyncdicom.anonymize.engine import anonymize
+from asyncdicom.anonymize.engine import anonymize, describe
 from asyncdicom.anonymize.lookup import LookupTable
 from asyncdicom.anonymize.script import Script
 from asyncdicom.write.meta import file_start
@@ -56,6 +57,9 @@ class Anonymizer:
             original = _reference_copy(out)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             return Outcome("quarantine", f"unreadable as DICOM ({type(exc).__name__})")
+        cut = _truncated(out)
+        if cut is not None:  # DAT writes nothing either; an anonymized copy would be as incomplete
+            return Outcome("quarantine", f"the file ends inside {describe(cut)}: it is truncated")
         meta = original.file_meta
         syntax = getattr(meta, "TransferSyntaxUID", None)
         implicit = bool(out.is_implicit_VR) if out.is_implicit_VR is not None else False
@@ -116,8 +120,8 @@ def _write(ds: Dataset, syntax: UID, target: Path) -> None:
     """A new file meta (as DAT's, with its group length), then the data set encoded as
     ``syntax`` says; written beside ``target`` and renamed over it when complete."""
     start = file_start(
-        str(ds.get("SOPClassUID", "")),
-        str(ds.get("SOPInstanceUID", "")),
+        _uid(ds, 0x00080016),
+        _uid(ds, 0x00080018),
         syntax,
         (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION),
     )
@@ -145,6 +149,32 @@ def _write(ds: Dataset, syntax: UID, target: Path) -> None:
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
+
+
+def _uid(ds: Dataset, tag: int) -> str:
+    """A UID for the file meta, read without converting the element (pydicom would turn a UN
+    into UI; DAT keeps the VR the file had)."""
+    elem = values.element(ds, tag)
+    if elem is None or elem.value is None:
+        return ""
+    value = elem.value
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    return text.strip(" \0")
+
+
+def _truncated(ds: Dataset) -> int | None:
+    """The tag of a last element whose value is shorter than its length says, or None."""
+    if not ds._dict:
+        return None
+    last = ds._dict[max(ds._dict)]
+    if (
+        isinstance(last, RawDataElement)
+        and last.length != 0xFFFFFFFF
+        and last.value is not None
+        and len(last.value) < last.length
+    ):
+        return int(last.tag)
+    return None
 
 
 def _encoding(ds: Dataset, syntax: UID) -> tuple[bool, bool]:

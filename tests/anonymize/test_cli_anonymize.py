@@ -81,7 +81,7 @@ def test_bad_script_and_table_are_usage_errors_with_lines(tmp_path: Path) -> Non
 
 def test_files_dat_drops_silently_are_handled(tmp_path: Path) -> None:
     """DAT writes nothing and says nothing for these (spec §15.5): here they are anonymized."""
-    for name in ("nested_priv_SQ.dcm", "no_meta.dcm", "ExplVR_BigEndNoMeta.dcm"):
+    for name in ("nested_priv_SQ.dcm", "meta_missing_tsyntax.dcm", "ExplVR_BigEndNoMeta.dcm"):
         source = Path(get_testdata_file(name, download=False))
         target = tmp_path / name
         result = cli(
@@ -170,3 +170,34 @@ def test_pydicom_loads_without_pixel_libraries_for_the_command() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["[]", "0.1 True"]
+
+
+def test_truncated_files_are_quarantined_with_the_element_they_end_in(tmp_path: Path) -> None:
+    """DAT writes nothing for these; an anonymized copy would be as incomplete as its input."""
+    script = VECTORS / "scripts" / "dicom-anonymizer.script"
+    for name, where in (
+        ("MR_truncated.dcm", "(7FE0,0010) PixelData"),
+        ("rtplan_truncated.dcm", "(300A,00B0) BeamSequence"),
+        ("no_meta.dcm", "(0820,0500)"),  # a stray first byte: read as one huge element
+    ):
+        source = Path(get_testdata_file(name, download=False))
+        result = cli("anonymize", "--script", str(script), str(source), str(tmp_path / name))
+        assert result.exit_code == 3, (name, result.output)
+        assert f"the file ends inside {where}" in result.output and "truncated" in result.output
+        assert not (tmp_path / name).exists()
+
+
+def test_standard_elements_encoded_as_un_keep_their_vr(tmp_path: Path) -> None:
+    """DAT keeps the VR a file gave (pydicom would turn a known UN into its dictionary VR); the
+    file meta takes the UIDs' text (DAT writes its hex rendering of the UN bytes there, which
+    readers cannot use: asyncdicom deliberately differs)."""
+    source = Path(get_testdata_file("rtdose_rle_1frame.dcm", download=False))
+    target = tmp_path / "o.dcm"
+    result = cli(
+        "anonymize", "--script", str(VECTORS / "scripts" / "f08_text_functions.script"), str(source), str(target)
+    )
+    assert result.exit_code == 0, result.output
+    written = dcmread(target)
+    assert written.get_item(0x00080016).VR == "UN" and written.get_item(0x00080012).VR == "UN"
+    assert written.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.481.2"
+    assert written.file_meta.MediaStorageSOPInstanceUID == dcmread(source).SOPInstanceUID

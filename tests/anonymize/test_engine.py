@@ -50,6 +50,7 @@ from tests.anonymize.helpers import dataset, e, rules, run
         ),
         ({"PatientName": "DOE^JOHN^Q"}, e("00100010", "@initials(this)"), {}, "PatientName", "JQD"),
         ({"PatientName": "DOE^JOHN^Q"}, e("00100010", "@initials(this,1)"), {}, "PatientName", "KRE"),
+        ({"PatientName": "^ ,"}, e("00100010", "@initials(this,-3)"), {}, "PatientName", "U"),  # X, shifted (DAT)
         ({"PatientAge": "027Y"}, e("00101010", "@round(this,5)"), {}, "PatientAge", "025Y"),
         ({"StudyDate": "20200715"}, e("00080020", "@modifydate(this,*,1,1)"), {}, "StudyDate", "20200101"),
         ({"AccessionNumber": "X"}, e("00080050", "A\\\\B"), {}, "AccessionNumber", ["A", "B"]),
