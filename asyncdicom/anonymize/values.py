@@ -158,11 +158,16 @@ def contents(ds: Dataset, tag: int, chars: Charset, little: bool = True) -> str 
             entry = dictionary.private_entry(tag, creator)
             private_vr = entry[0] if entry else ""
             if creator == "CTP" or private_vr in PRIVATE_TEXT or private_vr == "UN":
-                return chars.decode(raw)
-            if private_vr in ("SS", "US"):
+                try:
+                    return chars.decode(raw)
+                except CharsetError:
+                    return None
+            if private_vr in ("SS", "US"):  # CTP reads the bytes itself: unsigned 16-bit
                 return _numbers(raw, "US", little)
-            if private_vr in ("SL", "UL"):
-                return _numbers(raw, "SL" if private_vr == "SL" else "UL", little)
+            if private_vr in ("SL", "UL"):  # ...and signed 32-bit, UL too
+                return _numbers(raw, "SL", little)
+            if not elem.VR:  # anything else in an implicit VR file is UN to dcm4che: hex bytes
+                return "\\".join(f"{b:02X}" for b in raw)
     if vr in _INTS or vr in _FLOATS or vr == "AT":
         return _numbers(raw, vr, little)
     if vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
