@@ -334,7 +334,7 @@ def fn_dateinterval(ctx: Context, call: Call, this: int) -> str:
         base = dates.lenient(parse_int(_digits_prefix(year_text)), parse_int(month_text), parse_int(day_text))
         value = (_contents(ctx, call, 0, this) or "")[:8]
         date = dates.lenient(parse_int(value[0:4]), parse_int(value[4:6]), parse_int(value[6:8]))
-        days = (date - base).days
+        days = date - base
         if len(call.args) < 4:
             return str(days)
         origin = ctx.param(call.arg(3)) or ""
@@ -422,7 +422,7 @@ def fn_case(convert: Callable[[str], str]) -> Callable[[Context, Call, int], str
 def fn_initials(ctx: Context, call: Call, this: int) -> str:
     _required(call)
     text = trim(re.sub(r"\s+", " ", (_contents(ctx, call, 0, this) or "").replace("^", " ").replace(",", " ")))
-    letters = [word[0] for word in text.split(" ") if word]
+    letters = [utf16_slice(word, 0, 1) for word in text.split(" ") if word]  # Java's charAt(0)
     initials = upper("".join(letters[1:] + letters[:1])) if text else "X"  # the offset applies to X too
     if len(call.args) > 1:
         try:

@@ -243,3 +243,28 @@ def test_incremented_old_style_date_leaks_in_faithful_and_quarantines_in_safe(tm
     assert out is not None and out.get_item(0x00080020).value == b"2020-01-15"
     outcome, _ = run(tmp_path, ds, script, mode="safe")
     assert outcome.status == "quarantine" and "(0008,0020) StudyDate" in outcome.reason
+
+
+def test_dateinterval_counts_julian_days_before_1582_as_dat_does(tmp_path: Path) -> None:
+    """DAT's results for lenient base dates in the lookup table: ``1/1/70`` is the year 70 (in
+    Java's Julian calendar), ``2/30/2020`` is 1 March, ``1/1/-5`` is 6 BC."""
+    ds = dataset(PatientID="P1", PatientBirthDate="19800229", ContentDate="20200431", AcquisitionDate="20200115")
+    script = rules(
+        e("00100030", "@dateinterval(this,early,PatientID,@ORIGIN)"),
+        e("00080023", "@dateinterval(this,leap,PatientID,@ORIGIN)"),
+        e("00080022", "@dateinterval(this,bc,PatientID,@ORIGIN)"),
+        params={"ORIGIN": "19700101"},
+    )
+    table = {"early/P1": "1/1/70", "leap/P1": "2/30/2020", "bc/P1": "1/1/-5"}
+    outcome, out = run(tmp_path, ds, script, lookup=table)
+    assert outcome.status == "ok" and out is not None
+    assert out.PatientBirthDate == "38800301"
+    assert out.ContentDate == "19700303"
+    assert out.AcquisitionDate == "39950117"
+
+
+def test_initials_take_javas_first_char_of_each_word(tmp_path: Path) -> None:
+    """A word starting with a character outside the BMP gives half a surrogate pair: ``?``."""
+    ds = dataset(SpecificCharacterSet="ISO_IR 192", PatientName="x", SeriesDescription="𝄞𝄞𝄞")
+    _, out = run(tmp_path, ds, rules(e("00100010", "@initials(SeriesDescription)")))
+    assert out is not None and out.PatientName == "?"
