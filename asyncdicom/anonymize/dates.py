@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from asyncdicom.anonymize.java import parse_float, parse_int
+from asyncdicom.anonymize.java import parse_float, parse_int, substring
 
 _DROP = re.compile(r"[@:T\-\s]")
 CUTOVER = 2299161  # 1582-10-15, the first Gregorian day in Java's calendar
@@ -66,14 +66,14 @@ def parse(text: str) -> int:
     if s.startswith("00"):
         s = "19" + s[2:]
     s = s.split("\\", 1)[0]
-    year, month, day = parse_int(s[0:4]), parse_int(s[4:6]), parse_int(s[6:8])
+    year, month, day = parse_int(substring(s, 0, 4)), parse_int(substring(s, 4, 6)), parse_int(substring(s, 6, 8))
     rest = s[8:]
     if rest:
         t = rest.split("&", 1)[0]
-        parse_int(t[0:2])
-        parse_int(t[2:4])
+        parse_int(substring(t, 0, 2))
+        parse_int(substring(t, 2, 4))
         if len(t) > 4:
-            parse_float(t[4:])
+            parse_float(substring(t, 4))
     return lenient(year, month, day)
 
 

@@ -11,12 +11,15 @@ from asyncdicom.anonymize import crypto, dates, hashing, values
 from asyncdicom.anonymize.calls import Call, NoParenthesis, parse_call
 from asyncdicom.anonymize.context import Context, Quarantine, Skip
 from asyncdicom.anonymize.java import (
+    divide_float,
+    float32,
+    int32,
     lower,
     parse_float,
     parse_int,
     regex,
-    replacement,
-    round_half_up,
+    replace_all,
+    round_float,
     split,
     trim,
     upper,
@@ -108,7 +111,7 @@ def fn_contents(ctx: Context, call: Call, this: int) -> str:
         return ""
     try:
         pattern = regex(call.arg(1))
-        return pattern.sub(replacement(call.arg(2)) if len(call.args) == 3 else "", value)
+        return replace_all(pattern, call.arg(2) if len(call.args) == 3 else "", value)
     except (re.error, IndexError) as exc:
         msg = f"@contents() has an invalid regular expression ({exc})"
         raise Quarantine(msg) from None
@@ -333,6 +336,7 @@ def fn_dateinterval(ctx: Context, call: Call, this: int) -> str:
         month_text, day_text, year_text = base_text.split("/")[:3]
         base = dates.lenient(parse_int(_digits_prefix(year_text)), parse_int(month_text), parse_int(day_text))
         value = (_contents(ctx, call, 0, this) or "")[:8]
+        # SimpleDateFormat("yyyyMMdd"): abutting fields of 4 and 2 digits, the last takes the rest
         date = dates.lenient(parse_int(value[0:4]), parse_int(value[4:6]), parse_int(value[6:8]))
         days = date - base
         if len(call.args) < 4:
@@ -487,10 +491,11 @@ def fn_round(ctx: Context, call: Call, this: int) -> str:
         size = parse_int(trim(size_text))
         if not text:
             return ""
-        number = parse_float(re.sub(r"[^0-9]", "", text))
-        result = str(round_half_up(number / size) * size) + re.sub(r"[0-9]", "", text)
+        number = float32(parse_float(re.sub(r"[^0-9]", "", text)))  # Java float arithmetic, int result
+        rounded = int32(round_float(divide_float(number, float(size))) * size)
+        result = str(rounded) + re.sub(r"[0-9]", "", text)
         return "0" + result if len(result) % 2 else result
-    except (ValueError, ZeroDivisionError):
+    except ValueError:
         return _hash_error(ctx, call)
 
 

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filewriter import write_dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from asyncdicom.anonymize import charset, dictionary, values
@@ -158,8 +159,13 @@ def _uid(ds: Dataset, tag: int) -> str:
     if elem is None or elem.value is None:
         return ""
     value = elem.value
-    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-    return text.strip(" \0")
+    if isinstance(value, bytes):
+        text = value.decode("ascii", "replace")
+    elif isinstance(value, MultiValue):
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text.split("\\", 1)[0].strip(" \0")  # dcm4che's getString: the first value
 
 
 def _truncated(ds: Dataset) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 
 _INT = re.compile(r"[+-]?[0-9]+")
 
@@ -52,9 +53,35 @@ def parse_float(text: str) -> float:
     return float(value.replace("Infinity", "inf"))
 
 
-def round_half_up(value: float) -> int:
-    """Java ``Math.round``: floor(x + 0.5)."""
-    return math.floor(value + 0.5)
+def float32(value: float) -> float:
+    """``value`` rounded to a Java ``float``."""
+    try:
+        return float(struct.unpack("<f", struct.pack("<f", value))[0])
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def int32(value: int) -> int:
+    """Java ``int`` arithmetic: wrap around at 32 bits."""
+    return (value + 2**31) % 2**32 - 2**31
+
+
+def round_float(value: float) -> int:
+    """Java ``Math.round(float)``: floor(x + 0.5), NaN is 0, beyond int saturates."""
+    if math.isnan(value):
+        return 0
+    if math.isinf(value):
+        return 2**31 - 1 if value > 0 else -(2**31)
+    return max(-(2**31), min(2**31 - 1, math.floor(value + 0.5)))
+
+
+def divide_float(dividend: float, divisor: float) -> float:
+    """Java ``float`` division (by zero gives an infinity, or NaN for 0/0)."""
+    if divisor == 0:
+        if dividend == 0 or math.isnan(dividend):
+            return math.nan
+        return math.copysign(math.inf, dividend) * math.copysign(1, divisor)
+    return float32(dividend / divisor)
 
 
 def _java_digits(shortest: str) -> str:
@@ -111,6 +138,15 @@ def upper(text: str) -> str:
 
 def lower(text: str) -> str:
     return text.lower()
+
+
+def substring(text: str, begin: int, end: int | None = None) -> str:
+    """Java ``substring``: an end past the string raises (Python's slice would shorten)."""
+    stop = len(text) if end is None else end
+    if begin < 0 or stop > len(text) or begin > stop:
+        msg = f"substring({begin}, {stop}) of a string of length {len(text)}"
+        raise IndexError(msg)
+    return text[begin:stop]
 
 
 def utf16_len(text: str) -> int:
@@ -191,24 +227,47 @@ def regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.ASCII)
 
 
-def replacement(text: str) -> str:
-    """A Java ``replaceAll`` replacement (``$1``, ``\\$``) as a Python ``re.sub`` template."""
+def replace_all(pattern: re.Pattern[str], template: str, text: str) -> str:
+    """Java ``String.replaceAll``: ``$n``, ``${name}`` and ``\\x`` in ``template`` are read per
+    match, so a bad reference fails only when something matches (raises IndexError)."""
+    return pattern.sub(lambda match: _expand(match, template), text)
+
+
+def _expand(match: re.Match[str], template: str) -> str:
     out: list[str] = []
+    groups = match.re.groups
     i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\" and i + 1 < len(text):
-            out.append(text[i + 1].replace("\\", "\\\\"))
-            i += 2
-        elif char == "$":
-            match = re.match(r"\$(\d+|\{\w+\})", text[i:])
-            if not match:
-                msg = "illegal group reference"
-                raise re.error(msg)
-            group = match.group(1).strip("{}")
-            out.append(f"\\g<{group}>")
-            i += len(match.group(0))
-        else:
-            out.append("\\\\" if char == "\\" else char)
+    while i < len(template):
+        char = template[i]
+        i += 1
+        if char == "\\":
+            if i >= len(template):
+                msg = "character to be escaped is missing"
+                raise IndexError(msg)
+            out.append(template[i])
             i += 1
+        elif char == "$":
+            if i < len(template) and template[i] == "{":
+                end = template.find("}", i)
+                name = template[i + 1 : end] if end > 0 else ""
+                if not name or name not in match.re.groupindex:
+                    msg = "no such named group"
+                    raise IndexError(msg)
+                out.append(match.group(name) or "")
+                i = end + 1
+                continue
+            if i >= len(template) or not "0" <= template[i] <= "9":
+                msg = "illegal group reference"
+                raise IndexError(msg)
+            number = int(template[i])
+            i += 1
+            while i < len(template) and "0" <= template[i] <= "9" and number * 10 + int(template[i]) <= groups:
+                number = number * 10 + int(template[i])  # Java takes more digits while the group exists
+                i += 1
+            if number > groups:
+                msg = f"no group {number}"
+                raise IndexError(msg)
+            out.append(match.group(number) or "")
+        else:
+            out.append(char)
     return "".join(out)

@@ -19,7 +19,15 @@ from pydicom.tag import Tag
 
 from asyncdicom.anonymize import charset, dictionary
 from asyncdicom.anonymize.charset import Charset, CharsetError
-from asyncdicom.anonymize.java import double_to_string, float_to_string, parse_float, parse_int, split, trim
+from asyncdicom.anonymize.java import (
+    double_to_string,
+    float_to_string,
+    parse_float,
+    parse_int,
+    split,
+    substring,
+    trim,
+)
 
 TEXT_VRS = {"LO", "LT", "PN", "SH", "ST", "UC", "UT"}
 PRIVATE_TEXT = {"LO", "LT", "SH", "CS", "ST", "DA", "DS", "DT", "TM", "IS", "PN", "UC", "UI", "UR"}
@@ -198,60 +206,61 @@ def _check_da(value: str) -> None:
     """dcm4che's DA parser: year, optional separator, month, optional separator, and the day
     read from character 6 onwards (its quirk: 2020-0203 passes, 2020-02-03 fails)."""
     p = 4
-    parse_int(value[0:4])
+    parse_int(substring(value, 0, 4))
     if not value[p].isdigit():
         p += 1
-    parse_int(value[p : p + 2])
+    parse_int(substring(value, p, p + 2))
     p += 2
     value[p]
-    parse_int(value[6:])
+    parse_int(substring(value, 6))
 
 
 def _check_tm(value: str) -> None:
-    parse_int(value[0:2])
+    parse_int(substring(value, 0, 2))
     if len(value) <= 2:
         raise WriteError(value)  # nothing parsed past the hour: DateFormat rejects it
     p = 2
     if value[p] == ":":
         p += 1
-    parse_int(value[p : p + 2])
+    parse_int(substring(value, p, p + 2))
     p += 2
     if p < len(value):
         if value[p] == ":":
             p += 1
-        parse_float(value[p:])
+        parse_float(substring(value, p))
 
 
 def _check_dt(source: str) -> None:
+    """dcm4che's DTFormat: each field a Java substring (too short a value throws)."""
     s = source
     zone = len(source) - 5
     if zone >= 0 and source[zone] in "+-":
-        parse_int(source[zone + 1 :])
+        parse_int(substring(source, zone + 1))
         s = source[:zone]
-    parse_int(s[0:4])
+    parse_int(substring(s, 0, 4))
     p = 4
     if len(s) > p:
         if not s[p].isdigit():
             p += 1
-        parse_int(s[p : p + 2])
+        parse_int(substring(s, p, p + 2))
         p += 2
         if len(s) > p:
             if not s[p].isdigit():
                 p += 1
-            parse_int(s[p : p + 2])
+            parse_int(substring(s, p, p + 2))
             p += 2
             if len(s) > p:
-                parse_int(s[p : p + 2])
+                parse_int(substring(s, p, p + 2))
                 p += 2
                 if len(s) > p:
                     if s[p] == ":":
                         p += 1
-                    parse_int(s[p : p + 2])
+                    parse_int(substring(s, p, p + 2))
                     p += 2
                     if len(s) > p:
                         if s[p] == ":":
                             p += 1
-                        parse_float(s[p:])
+                        parse_float(substring(s, p))
 
 
 _CHECKS = {"DA": _check_da, "TM": _check_tm, "DT": _check_dt}

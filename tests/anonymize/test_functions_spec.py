@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from asyncdicom.anonymize import dates, hashing, java
@@ -75,7 +77,10 @@ def test_java_string_semantics() -> None:
     assert java.trim("\x00 a b \x1f") == "a b"
     assert java.split("A\\B\\\\", "\\") == ["A", "B"]
     assert java.split("\\", "\\") == []
-    assert java.round_half_up(5.4) == 5 and java.round_half_up(-2.5) == -2 and java.round_half_up(2.5) == 3
+    assert java.round_float(5.4) == 5 and java.round_float(-2.5) == -2 and java.round_float(2.5) == 3
+    assert java.round_float(math.nan) == 0 and java.round_float(math.inf) == 2**31 - 1
+    assert java.divide_float(12.0, 0.0) == math.inf and math.isnan(java.divide_float(0.0, 0.0))
+    assert java.int32(2**31 - 1 + 1) == -(2**31) and java.float32(0.1) != 0.1
     assert java.parse_int("+12") == 12
     with pytest.raises(ValueError):
         java.parse_int(" 12")
@@ -100,9 +105,12 @@ def test_java_regex_translation() -> None:
     assert java.regex(r"\p{Alpha}+\d*").fullmatch("abc12")
     assert not java.regex(r"\d").fullmatch("٣")  # Java's \d is ASCII
     assert java.regex("a++b").fullmatch("aab")
-    import re
 
-    assert re.sub(java.regex(r"(\w+)-(\w+)"), java.replacement("$2/$1"), "ab-cd") == "cd/ab"
+    assert java.replace_all(java.regex(r"(\w+)-(\w+)"), "$2/$1", "ab-cd") == "cd/ab"
+    assert java.replace_all(java.regex(r"(\d)"), "$12\\$", "a1") == "a12$"  # group 1, then "2"
+    assert java.replace_all(java.regex(r"\d+"), "$1", "no digits") == "no digits"  # read per match
+    with pytest.raises(IndexError):
+        java.replace_all(java.regex(r"\d+"), "$1", "a1")
 
 
 def test_encrypt_key_and_round_trip() -> None:
