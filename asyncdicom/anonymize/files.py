@@ -19,6 +19,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from asyncdicom.anonymize import charset, dictionary, values
+from asyncdicom.anonymize.charset import Charset, CharsetError
 from asyncdicom.anonymize.context import Context, Quarantine, Skip
 from asyncdicom.anonymize.engine import anonymize, describe
 from asyncdicom.anonymize.lookup import LookupTable
@@ -92,7 +93,7 @@ class Anonymizer:
             return Outcome("quarantine", f"the script failed on this file ({type(exc).__name__})")
         _drop_after_pixels(ctx, out)
         try:
-            _write(out, UID(syntax) if syntax else ExplicitVRLittleEndian, target)
+            _write(out, UID(syntax) if syntax else ExplicitVRLittleEndian, target, ctx.charsets[0][1])
         except (OSError, ValueError, TypeError) as exc:
             return Outcome("quarantine", f"unable to write the result ({type(exc).__name__})")
         return Outcome("ok", "", target)
@@ -117,12 +118,12 @@ def _drop_after_pixels(ctx: Context, out: Dataset) -> None:
             del out[tag]
 
 
-def _write(ds: Dataset, syntax: UID, target: Path) -> None:
+def _write(ds: Dataset, syntax: UID, target: Path, chars: Charset) -> None:
     """A new file meta (as DAT's, with its group length), then the data set encoded as
     ``syntax`` says; written beside ``target`` and renamed over it when complete."""
     start = file_start(
-        _uid(ds, 0x00080016),
-        _uid(ds, 0x00080018),
+        _uid(ds, 0x00080016, chars),
+        _uid(ds, 0x00080018, chars),
         syntax,
         (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION),
     )
@@ -152,20 +153,24 @@ def _write(ds: Dataset, syntax: UID, target: Path) -> None:
         raise
 
 
-def _uid(ds: Dataset, tag: int) -> str:
-    """A UID for the file meta, read without converting the element (pydicom would turn a UN
-    into UI; DAT keeps the VR the file had)."""
+def _uid(ds: Dataset, tag: int, chars: Charset) -> str:
+    """A UID for the file meta as DAT takes it: the first value, read with the data set's
+    charset (and written as UTF-8), without converting the element (pydicom would turn a UN into
+    UI; DAT keeps the VR the file had)."""
     elem = values.element(ds, tag)
     if elem is None or elem.value is None:
         return ""
     value = elem.value
     if isinstance(value, bytes):
-        text = value.decode("ascii", "replace")
+        try:
+            text = chars.decode(value)
+        except CharsetError:
+            text = value.decode("ascii", "replace")
     elif isinstance(value, MultiValue):
         text = "\\".join(str(v) for v in value)
     else:
         text = str(value)
-    return text.split("\\", 1)[0].strip(" \0")  # dcm4che's getString: the first value
+    return text.split("\\", 1)[0].strip(" \0")
 
 
 def _truncated(ds: Dataset) -> int | None:

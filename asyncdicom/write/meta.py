@@ -18,7 +18,7 @@ def _element(group_element: int, vr: bytes, value: bytes) -> bytes:
 
 
 def _text(value: str) -> bytes:
-    return value.encode("latin-1", "replace")
+    return value.encode("utf-8", "replace")  # UIDs are ASCII; anything else is written as DAT does
 
 
 def file_start(
