@@ -79,7 +79,10 @@ def _store_private(ctx: Context, tag: int, value: str) -> bool:
                 if entry[0] in ("US", "SS", "UL", "SL", "FL", "FD", "AT") and "\\" in value:
                     msg = "dcm4che reads the whole text as one number"
                     raise values.WriteError(msg)
-                data = values.encode(value, entry[0], ctx.out_chars, ctx.little)
+                if entry[0] in ("OB", "OF", "OW", "OD", "OL", "OV", "UN", "SQ"):
+                    msg = "dcm4che puts no text, not even an empty one, as this VR"
+                    raise values.WriteError(msg)
+                data = values.encode(value, entry[0], ctx.out_chars, ctx.little, single=True)
                 values.put(out, tag, entry[0], data, ctx.implicit, ctx.little)
                 return True
             except values.WriteError:
@@ -89,7 +92,7 @@ def _store_private(ctx: Context, tag: int, value: str) -> bool:
 
 def _put_text(ctx: Context, tag: int, vr: str, value: str) -> bool:
     try:
-        data = values.encode(value, vr, ctx.out_chars, ctx.little) if value else b""
+        data = values.encode(value, vr, ctx.out_chars, ctx.little, single=True) if value else b""
     except values.WriteError:
         return False
     values.put(ctx.current_out, tag, vr, data, ctx.implicit, ctx.little)
@@ -201,9 +204,18 @@ def describe(tag: int) -> str:
 def process_items(ctx: Context, tag: int) -> None:
     """``@process()``: phase 2 on each item pair of sequence ``tag``."""
     source, target = values.element(ctx.current_in, tag), values.element(ctx.current_out, tag)
-    if source is None or target is None or values.vr_of(source, ctx.current_in) != "SQ":
+    if source is None:  # CTP reads the element's VR without a null check and throws
+        msg = f"@process() on {describe(tag)}, which the file does not have"
+        raise Quarantine(msg)
+    if values.vr_of(source, ctx.current_in) != "SQ":
         return
-    items_in, items_out = ctx.current_in[tag].value, ctx.current_out[tag].value
+    items_in = ctx.current_in[tag].value
+    if target is None:
+        if items_in:  # ...and asks the removed OUT sequence for its first item
+            msg = f"@process() on {describe(tag)}, which an earlier rule removed"
+            raise Quarantine(msg)
+        return
+    items_out = ctx.current_out[tag].value
     for item_in, item_out in zip(items_in, items_out, strict=False):
         ctx.enter(item_in, item_out)
         try:

@@ -271,3 +271,53 @@ def _expand(match: re.Match[str], template: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+# --- java.util.Properties ------------------------------------------------------------------------
+
+
+def string_hash(text: str) -> int:
+    """Java ``String.hashCode`` (over UTF-16 code units, 32-bit)."""
+    value = 0
+    for unit in memoryview(text.encode("utf-16-le", "surrogatepass")).cast("H"):
+        value = (31 * value + unit) & 0xFFFFFFFF
+    return value
+
+
+def properties_order(keys: list[str]) -> list[str]:
+    """The order ``Properties.keys()`` enumerates ``keys`` put in this order (Java 9+: a
+    ConcurrentHashMap of initial capacity 8, i.e. 16 bins, doubled at 3/4 full; bins are walked
+    in index order; a resize splits each bin keeping the longest same-side tail in order and
+    pushing the nodes before it in reverse, as ``transfer`` does)."""
+    size = 16
+    table: list[list[tuple[int, str]]] = [[] for _ in range(size)]
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            continue  # a repeated key replaces the value in place
+        seen.add(key)
+        h = string_hash(key)
+        spread = (h ^ (h >> 16)) & 0x7FFFFFFF
+        table[spread & (size - 1)].append((spread, key))
+        if len(seen) >= size - (size >> 2):
+            table = _transfer(table)
+            size *= 2
+    return [key for chain in table for _, key in chain]
+
+
+def _transfer(table: list[list[tuple[int, str]]]) -> list[list[tuple[int, str]]]:
+    n = len(table)
+    grown: list[list[tuple[int, str]]] = [[] for _ in range(2 * n)]
+    for index, chain in enumerate(table):
+        if not chain:
+            continue
+        last = 0  # start of the longest tail whose nodes all go to the same side
+        for position in range(1, len(chain)):
+            if chain[position][0] & n != chain[position - 1][0] & n:
+                last = position
+        low = [node for node in chain[last:] if not node[0] & n]
+        high = [node for node in chain[last:] if node[0] & n]
+        for node in chain[:last]:
+            (high if node[0] & n else low).insert(0, node)
+        grown[index], grown[index + n] = low, high
+    return grown

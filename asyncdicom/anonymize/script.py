@@ -15,7 +15,7 @@ from pathlib import Path
 
 from asyncdicom.anonymize import properties
 from asyncdicom.anonymize.dictionary import standard_tag
-from asyncdicom.anonymize.java import trim
+from asyncdicom.anonymize.java import properties_order, trim
 
 FUNCTIONS = frozenset(
     [
@@ -87,13 +87,17 @@ class Script:
     remove: frozenset[str] = frozenset()
     keep_safe_private: bool = False
     warnings: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # every property key CTP makes, in script order
     _resolved: tuple[tuple[int, Rule, str], ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def resolved(self) -> tuple[tuple[int, Rule, str], ...]:
-        """The rules in order, each with its standard tag (0: a private block name, resolved per
-        file) and its lower-cased name label; computed once."""
+        """The rules in the order CTP enumerates its Properties (where two rules name the same
+        element, the later one wins), each with its standard tag (0: a private block name,
+        resolved per file) and its lower-cased name label; computed once."""
         if self._resolved is None:
-            self._resolved = tuple((standard_tag(r.spec), r, trim(r.name).lower()) for r in self.rules.values())
+            ordered = [self.rules[key] for key in properties_order(self.keys) if key in self.rules]
+            ordered += [rule for key, rule in self.rules.items() if key not in self.keys]
+            self._resolved = tuple((standard_tag(r.spec), r, trim(r.name).lower()) for r in ordered)
         return self._resolved
 
     @property
@@ -164,6 +168,8 @@ def _parse_xml(text: str, source: str) -> Script:
             content = "".join(chunks)
             enabled = current.get("en") == "T"
             t = current.get("t", "")
+            if kind in ("p", "e", "k", "r"):
+                script.keys.append(_property_key(kind, t, current.get("n", ""), enabled))
             if kind == "p":
                 script.params[t] = content
             elif kind == "e":
@@ -200,6 +206,18 @@ def _parse_xml(text: str, source: str) -> Script:
     return script
 
 
+def _property_key(kind: str, t: str, name: str, enabled: bool) -> str:
+    """The key DAScript.makeProperties gives an element of the script."""
+    sel = "" if enabled else "#"
+    if kind == "p":
+        return "param." + t
+    if kind == "e":
+        return sel + _key(t, name)
+    if kind == "k":
+        return sel + ("keep.safeprivateelements" if t.startswith("safe") else "keep.group" + t)
+    return sel + "remove." + t
+
+
 def _group(text: str, line: int, script: Script) -> int:
     try:
         return int(trim(text), 16)
@@ -232,6 +250,7 @@ def _parse_properties(text: str, source: str) -> Script:
     removes: set[str] = set()
     for entry in entries:
         key = entry.key
+        script.keys.append(key)
         if key.startswith("param."):
             script.params[key[len("param.") :]] = entry.value
         elif key.startswith("set.["):

@@ -319,12 +319,12 @@ def _encode_numbers(values: Sequence[str], vr: str, little: bool) -> bytes:
         raise WriteError(msg) from exc
 
 
-def encode(value: str, vr: str, chars: Charset, little: bool = True) -> bytes:
-    """The bytes dcm4che would write for ``value`` (``\\``-separated) as ``vr``.
-    Raises WriteError."""
+def encode(value: str, vr: str, chars: Charset, little: bool = True, *, single: bool = False) -> bytes:
+    """The bytes dcm4che would write for ``value`` (``\\``-separated) as ``vr``; ``single``:
+    as one value, backslashes and all (CTP writes private elements so). Raises WriteError."""
     if value == "":
         return b""
-    values = split(value, "\\")
+    values = [value] if single else split(value, "\\")
     if vr in _INTS or vr in _FLOATS or vr == "AT":
         return _encode_numbers(values, vr, little)
     if vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"):

@@ -268,3 +268,12 @@ def test_initials_take_javas_first_char_of_each_word(tmp_path: Path) -> None:
     ds = dataset(SpecificCharacterSet="ISO_IR 192", PatientName="x", SeriesDescription="𝄞𝄞𝄞")
     _, out = run(tmp_path, ds, rules(e("00100010", "@initials(SeriesDescription)")))
     assert out is not None and out.PatientName == "?"
+
+
+def test_process_on_an_element_the_file_lacks_quarantines(tmp_path: Path) -> None:
+    """CTP's @process reads the element's VR without a null check (``@always()@process()`` on
+    a missing element throws, DAT quarantines); on a present non-sequence it does nothing."""
+    outcome, _ = run(tmp_path, dataset(), rules(e("00401001", "@always()@process()")))
+    assert outcome.status == "quarantine" and "(0040,1001)" in outcome.reason
+    outcome, out = run(tmp_path, dataset(StudyDescription="kept"), rules(e("00081030", "@process()")))
+    assert outcome.status == "ok" and out is not None and out.StudyDescription == "kept"

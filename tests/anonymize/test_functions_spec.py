@@ -81,6 +81,9 @@ def test_java_string_semantics() -> None:
     assert java.round_float(math.nan) == 0 and java.round_float(math.inf) == 2**31 - 1
     assert java.divide_float(12.0, 0.0) == math.inf and math.isnan(java.divide_float(0.0, 0.0))
     assert java.int32(2**31 - 1 + 1) == -(2**31) and java.float32(0.1) != 0.1
+    assert java.string_hash("hello") == 99162322 and java.string_hash("𝄞") == (31 * 0xD834 + 0xDD1E)
+    keys = [f"set.[{n:04X},0010]" for n in range(40)]
+    assert sorted(java.properties_order(keys)) == sorted(keys) and java.properties_order(keys) != keys
     assert java.parse_int("+12") == 12
     with pytest.raises(ValueError):
         java.parse_int(" 12")

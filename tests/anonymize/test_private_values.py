@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
@@ -54,3 +55,35 @@ def test_private_numbers_read_and_written(tmp_path: Path, syntax: UID) -> None:
     written = out.get_item(0x00191026)
     assert written.value.rstrip(b" ") == b"-70000\\3"
     assert syntax == ImplicitVRLittleEndian or written.VR == "LO"
+
+
+def _private_dataset() -> Dataset:
+    ds = dataset(StudyDescription="study", PatientID="PID")
+    ds.add_new(0x00190010, "LO", "GEMS_ACQU_01")
+    ds.add_new(0x00191018, "LO", "ras")
+    ds.add_new(0x00290010, "LO", "SIEMENS CSA HEADER")
+    ds.add_new(0x00291008, "CS", "IMAGE NUM 4")
+    ds.add_new(0x00291010, "OB", b"\x01\x02")
+    return ds
+
+
+@pytest.mark.parametrize("hex_first", [True, False])
+def test_two_rules_for_one_element_resolve_in_javas_properties_order(tmp_path: Path, hex_first: bool) -> None:
+    """CTP builds its tag table by enumerating a java.util.Properties: the later key in that
+    order wins, whatever their order in the script (DAT chose the hex rule both ways)."""
+    hexed, block = e("00191018", "@hash(StudyDescription,8)"), e(f"{GE}18", "LIT")
+    _, out = run(tmp_path, _private_dataset(), rules(*((hexed, block) if hex_first else (block, hexed))))
+    assert out is not None and out[0x00191018].value == "59575256"
+
+
+def test_private_elements_are_written_as_one_value(tmp_path: Path) -> None:
+    """CTP puts a private value as one string: ``\\`` and inner padding kept; a binary VR
+    takes no text, so even an empty value is written as LO."""
+    script = rules(
+        e("0029[SIEMENS CSA HEADER]08", "@append(){PatientID}"),
+        e("0029[SIEMENS CSA HEADER]10", "@contents(NoSuch)"),
+    )
+    _, out = run(tmp_path, _private_dataset(), script)
+    assert out is not None
+    assert out.get_item(0x00291008).VR == "CS" and out.get_item(0x00291008).value == b"IMAGE NUM 4 \\PatientID"
+    assert out.get_item(0x00291010).VR == "LO" and out.get_item(0x00291010).value == b""
