@@ -99,3 +99,39 @@ def modify(text: str, year: int, month: int, day: int) -> str:
         text,
         lenient(year if year >= 0 else date.year, month if month >= 0 else date.month, day if day >= 0 else date.day),
     )
+
+
+def _number(text: str, pos: int, count: int | None) -> tuple[int, int]:
+    """One numeric field as SimpleDateFormat reads it (its DecimalFormat: integer only, no
+    grouping, an optional ``-``): spaces and tabs before it are skipped; ``count`` limits the
+    field to that many characters when the next field abuts it. Raises ValueError."""
+    while pos < len(text) and text[pos] in " \t":
+        pos += 1
+    end = len(text) if count is None else min(len(text), pos + count)
+    match = re.match(r"-?[0-9]+", text[pos:end])
+    if match is None:
+        msg = "no number where the date format wants one"
+        raise ValueError(msg)
+    return int(match.group(0)), pos + match.end()
+
+
+def parse_compact(text: str) -> int:
+    """``new SimpleDateFormat("yyyyMMdd")`` parsing ``text`` leniently (a prefix is enough)."""
+    year, pos = _number(text, 0, 4)
+    month, pos = _number(text, pos, 2)
+    day, _ = _number(text, pos, None)
+    return lenient(year, month, day)
+
+
+def parse_month_day_year(text: str) -> int:
+    """``new SimpleDateFormat("M/d/yyyy")`` parsing ``text`` leniently (a prefix is enough)."""
+    month, pos = _number(text, 0, None)
+    if text[pos : pos + 1] != "/":
+        msg = "no / after the month"
+        raise ValueError(msg)
+    day, pos = _number(text, pos + 1, None)
+    if text[pos : pos + 1] != "/":
+        msg = "no / after the day"
+        raise ValueError(msg)
+    year, _ = _number(text, pos + 1, None)
+    return lenient(year, month, day)

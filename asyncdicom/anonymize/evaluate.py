@@ -333,11 +333,8 @@ def fn_dateinterval(ctx: Context, call: Call, this: int) -> str:
         name = call.arg(2)
         key = ctx.contents(name if name.startswith("root:") else "root:" + name, this)  # always the root
         base_text = trim(_lookup(ctx, call.arg(1), key))
-        month_text, day_text, year_text = base_text.split("/")[:3]
-        base = dates.lenient(parse_int(_digits_prefix(year_text)), parse_int(month_text), parse_int(day_text))
-        value = (_contents(ctx, call, 0, this) or "")[:8]
-        # SimpleDateFormat("yyyyMMdd"): abutting fields of 4 and 2 digits, the last takes the rest
-        date = dates.lenient(parse_int(value[0:4]), parse_int(value[4:6]), parse_int(value[6:8]))
+        base = dates.parse_month_day_year(base_text)
+        date = dates.parse_compact((_contents(ctx, call, 0, this) or "")[:8])
         days = date - base
         if len(call.args) < 4:
             return str(days)
@@ -346,11 +343,6 @@ def fn_dateinterval(ctx: Context, call: Call, this: int) -> str:
     except (LookupError_, ValueError, IndexError, OverflowError) as exc:
         msg = f"@dateinterval() failed ({type(exc).__name__})"
         raise Quarantine(msg) from None
-
-
-def _digits_prefix(text: str) -> str:
-    match = re.match(r"[+-]?[0-9]+", trim(text))
-    return match.group(0) if match else text
 
 
 def fn_if(ctx: Context, call: Call, this: int) -> str:
@@ -404,11 +396,9 @@ def fn_select(ctx: Context, call: Call, this: int) -> str:
 
 def fn_append(ctx: Context, call: Call, this: int) -> str:
     value = evaluate(ctx, ([*call.clauses, ""])[0], this)
-    existing = values.element(ctx.current_in, this)
-    current = ctx.contents("this", this)
-    if existing is None or current is None or current == "":
+    if values.multiplicity(ctx.current_in, this) == 0:  # CTP asks dcm4che for the VM, not the text
         return value
-    return current + "\\" + value
+    return (ctx.contents("this", this) or "") + "\\" + value
 
 
 def fn_always(ctx: Context, call: Call, this: int) -> str:

@@ -54,6 +54,20 @@ def has(ds: Dataset, tag: int) -> bool:
     return tag in ds._dict
 
 
+def multiplicity(ds: Dataset, tag: int) -> int:
+    """0 when ``tag`` is absent or has no value (no bytes, or a sequence without items), else
+    at least 1: dcm4che's ``vm()`` compared with zero."""
+    elem = element(ds, tag)
+    if elem is None:
+        return 0
+    if vr_of(elem, ds) == "SQ":
+        return len(ds[tag].value)
+    raw = _raw_bytes(elem)
+    if raw is not None:
+        return 1 if raw else 0
+    return 0 if elem.value in (None, "", b"") else 1
+
+
 def charset_of(ds: Dataset) -> Charset | None:
     """The data set's Specific Character Set as dcm4che reads it; None when it is absent or
     dcm4che knows no charset for it."""

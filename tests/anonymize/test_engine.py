@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from asyncdicom.anonymize.values import put
 from tests.anonymize.helpers import dataset, e, rules, run
 
 
@@ -261,6 +262,16 @@ def test_dateinterval_counts_julian_days_before_1582_as_dat_does(tmp_path: Path)
     assert out.PatientBirthDate == "38800301"
     assert out.ContentDate == "19700303"
     assert out.AcquisitionDate == "39950117"
+    # SimpleDateFormat("yyyyMMdd") on "1980-02-": month "-0" (December before), day "2"
+    ds = dataset(PatientID="P1")
+    put(ds, 0x00100030, "DA", b"1980-02-29", False, True)  # an old-style date pydicom warns about
+    _, out = run(
+        tmp_path,
+        ds,
+        rules(e("00100030", "@dateinterval(this,early,PatientID,@ORIGIN)"), params={"ORIGIN": "19700101"}),
+        lookup=table,
+    )
+    assert out is not None and out.PatientBirthDate == "38791203"
 
 
 def test_initials_take_javas_first_char_of_each_word(tmp_path: Path) -> None:
@@ -277,3 +288,12 @@ def test_process_on_an_element_the_file_lacks_quarantines(tmp_path: Path) -> Non
     assert outcome.status == "quarantine" and "(0040,1001)" in outcome.reason
     outcome, out = run(tmp_path, dataset(StudyDescription="kept"), rules(e("00081030", "@process()")))
     assert outcome.status == "ok" and out is not None and out.StudyDescription == "kept"
+
+
+def test_append_asks_whether_the_element_has_a_value_not_whether_it_reads_empty(tmp_path: Path) -> None:
+    """``^^`` reads as an empty name but has one value: DAT appends after it."""
+    ds = dataset(PatientName="^^")
+    _, out = run(tmp_path, ds, rules(e("00100010", "@append(){4}")))
+    assert out is not None and out.get_item(0x00100010).value.rstrip(b" ") == b"\\4"
+    _, out = run(tmp_path, dataset(PatientName=""), rules(e("00100010", "@append(){4}")))
+    assert out is not None and out.PatientName == "4"
