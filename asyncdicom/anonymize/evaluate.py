@@ -382,9 +382,10 @@ def _condition(ctx: Context, call: Call, this: int) -> bool:
 
 
 def _number(text: str) -> int:
+    """StringUtil.getInt of the digits: a Java int, 0 when empty or beyond 32 bits."""
     digits = re.sub(r"[^0-9]", "", text)
     try:
-        return parse_int(digits, 64) if digits else 0
+        return parse_int(digits) if digits else 0
     except ValueError:
         return 0
 

@@ -297,3 +297,17 @@ def test_append_asks_whether_the_element_has_a_value_not_whether_it_reads_empty(
     assert out is not None and out.get_item(0x00100010).value.rstrip(b" ") == b"\\4"
     _, out = run(tmp_path, dataset(PatientName=""), rules(e("00100010", "@append(){4}")))
     assert out is not None and out.PatientName == "4"
+
+
+def test_greaterthan_compares_java_ints(tmp_path: Path) -> None:
+    """The digits of a UID overflow a Java int, which then counts as 0 (DAT took the else branch)."""
+    ds = dataset(SOPInstanceUID="1.2.3.4.5.6.789", StudyDescription="x", SeriesDescription="x")
+    script = rules(
+        e("00081030", "@if(SOPInstanceUID,greaterthan,19){GT}{LE}"),
+        e("0008103E", "@if(SOPInstanceUID,greaterthan,1){GT}{LE}"),
+    )
+    _, out = run(tmp_path, ds, script)
+    assert out is not None and out.StudyDescription == "LE" and out.SeriesDescription == "LE"
+    ds = dataset(SOPInstanceUID="1.2.3", StudyDescription="x")
+    _, out = run(tmp_path, ds, rules(e("00081030", "@if(SOPInstanceUID,greaterthan,19){GT}{LE}")))
+    assert out is not None and out.StudyDescription == "GT"
