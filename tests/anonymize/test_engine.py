@@ -301,7 +301,7 @@ def test_append_asks_whether_the_element_has_a_value_not_whether_it_reads_empty(
 
 def test_greaterthan_compares_java_ints(tmp_path: Path) -> None:
     """The digits of a UID overflow a Java int, which then counts as 0 (DAT took the else branch)."""
-    ds = dataset(SOPInstanceUID="1.2.3.4.5.6.789", StudyDescription="x", SeriesDescription="x")
+    ds = dataset(SOPInstanceUID="1.2.840.113619.2.55", StudyDescription="x", SeriesDescription="x")
     script = rules(
         e("00081030", "@if(SOPInstanceUID,greaterthan,19){GT}{LE}"),
         e("0008103E", "@if(SOPInstanceUID,greaterthan,1){GT}{LE}"),
