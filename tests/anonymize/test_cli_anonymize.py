@@ -132,23 +132,21 @@ def test_real_process_exit_codes_and_summary(tmp_path: Path) -> None:
     code and the summary must still come through."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     command = [sys.executable, "-m", "asyncdicom", "anonymize", "--script", str(SAMPLE), "--lookup-table", str(LOOKUP)]
-    ok = subprocess.run(
-        [*command, str(VECTORS / "inputs" / "syn_ct_phi.dcm"), str(tmp_path / "ok.dcm")],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+
+    def anonymize(name: str, target: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, str(VECTORS / "inputs" / name), str(target)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+
+    ok = anonymize("syn_ct_phi.dcm", tmp_path / "ok.dcm")
     assert ok.returncode == 0, ok.stderr
     assert "anonymized 1, skipped 0, quarantined 0" in ok.stdout + ok.stderr
     assert dcmread(tmp_path / "ok.dcm").PatientID != dcmread(VECTORS / "inputs" / "syn_ct_phi.dcm").PatientID
-    held = subprocess.run(
-        [*command, str(VECTORS / "inputs" / "MR_small.dcm"), str(tmp_path / "no.dcm")],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    held = anonymize("MR_small.dcm", tmp_path / "no.dcm")
     assert held.returncode == 3, held.stderr
     assert "quarantined 1" in held.stdout + held.stderr
     assert not (tmp_path / "no.dcm").exists()
