@@ -233,38 +233,36 @@ def fn_hashuid(ctx: Context, call: Call, this: int) -> str:
     return hashing.hash_uid(prefix, uid)
 
 
-def _shift(call: Call, value: str, days: int) -> str:
+def _shift(value: str, days: int) -> str:
     return "\\".join(dates.increment(part, days) for part in value.split("\\"))
 
 
-def fn_hashdate(ctx: Context, call: Call, this: int) -> str:
+def _date_function(ctx: Context, call: Call, this: int, change: Callable[[str], str]) -> str:
+    """What @hashdate, @incrementdate and @modifydate share (§6.5): an absent date element gives
+    ``@remove()``; a value shorter than a date, or any error in ``change``, ``@empty()``."""
     value = _contents(ctx, call, 0, this)
     if value is None:
         return "@remove()"
     if len(value) < 8:
         return "@empty()"
-    key = _contents(ctx, call, 1, this)
-    if key is None:
-        return "@remove()"
-    digits = hashing.usmd5(key)
     try:
-        days = -(int(digits[-4:]) % 3650)
-        return _shift(call, value, days)
+        return change(value)
     except (ValueError, IndexError, OverflowError):
         return "@empty()"
+
+
+def fn_hashdate(ctx: Context, call: Call, this: int) -> str:
+    def change(value: str) -> str:
+        key = _contents(ctx, call, 1, this)
+        if key is None:
+            return "@remove()"
+        return _shift(value, -(int(hashing.usmd5(key)[-4:]) % 3650))
+
+    return _date_function(ctx, call, this, change)
 
 
 def fn_incrementdate(ctx: Context, call: Call, this: int) -> str:
-    value = _contents(ctx, call, 0, this)
-    if value is None:
-        return "@remove()"
-    if len(value) < 8:
-        return "@empty()"
-    try:
-        days = parse_int(ctx.param(call.arg(1)), 64)
-        return _shift(call, value, days)
-    except (ValueError, IndexError, OverflowError):
-        return "@empty()"
+    return _date_function(ctx, call, this, lambda value: _shift(value, parse_int(ctx.param(call.arg(1)), 64)))
 
 
 def _field(text: str | None) -> int:
@@ -281,16 +279,11 @@ def _field(text: str | None) -> int:
 
 
 def fn_modifydate(ctx: Context, call: Call, this: int) -> str:
-    value = _contents(ctx, call, 0, this)
-    if value is None:
-        return "@remove()"
-    if len(value) < 8:
-        return "@empty()"
-    try:
+    def change(value: str) -> str:
         year, month, day = (_field(ctx.param(call.arg(i))) for i in (1, 2, 3))
         return "\\".join(dates.modify(part, year, month, day) for part in value.split("\\"))
-    except (ValueError, IndexError, OverflowError):
-        return "@empty()"
+
+    return _date_function(ctx, call, this, change)
 
 
 def _lookup(ctx: Context, key_type: str | None, key: str | None) -> str:
