@@ -14,8 +14,7 @@ import yaml
 from tests.factory import StudySpec, study_specs, write_compressed, write_files, write_hostile
 from tests.pacs_servers import Orthanc, free_port
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SAMPLES = SHARED / "reference" / "samples"
+SAMPLES = Path(__file__).resolve().parent / "data" / "reference-samples"  # the ancestor's samples, copied
 
 
 @pytest.fixture

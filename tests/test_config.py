@@ -15,8 +15,6 @@ from tests.conftest import SAMPLES, find_config, write_yaml
 
 def _sample(tmp_path: Path, name: str) -> Path:
     """Copy a pydicom-batch sample config and its files, pointing absolute paths at the copies."""
-    if not SAMPLES.is_dir():
-        pytest.skip("../shared/reference/samples is not beside the checkout")
     for item in SAMPLES.iterdir():
         (tmp_path / item.name).write_bytes(item.read_bytes())
     text = (SAMPLES / name).read_text()
