@@ -7,6 +7,7 @@ file so that two runs (say, overlapping cron jobs) never share a ledger.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
@@ -25,7 +26,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.engine.scheduler import RequestResult
-from asyncdicom.errors import CheckpointError
+from asyncdicom.errors import CheckpointError, output_error
 from asyncdicom.plan import Plan, Request, narrow
 from asyncdicom.stats import RunStats
 from asyncdicom.write.pipeline import InstanceRecord
@@ -473,18 +474,23 @@ class _Recorder:
 
 async def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, fsync and rename: never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    async with aiofiles.open(tmp, "wb") as handle:
-        await handle.write(data)
-        await handle.flush()
-        await anyio.to_thread.run_sync(os.fsync, handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        async with aiofiles.open(tmp, "wb") as handle:
+            await handle.write(data)
+            await handle.flush()
+            await anyio.to_thread.run_sync(os.fsync, handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise output_error(exc, str(path)) from None
 
 
 @asynccontextmanager

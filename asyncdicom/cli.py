@@ -58,21 +58,42 @@ def _main(
     """Pull large image datasets out of a PACS for research: batch C-FIND, C-MOVE and C-GET."""
 
 
-def _guard(body: Callable[[], _T]) -> _T:
-    """Run a command body, turning errors into a one-line message and an exit code."""
+def _guard(body: Callable[[], _T], json_command: str | None = None) -> _T:
+    """Run a command body, turning errors into a one-line message and an exit code; with
+    ``json_command`` (``--json`` was given) the error is also one JSON document on stdout."""
     try:
         return body()
-    except AsyncDicomError as exc:
-        report.error(str(exc))
-        raise typer.Exit(int(exc.exit_code)) from None
-    except KeyboardInterrupt:
-        report.error("interrupted")
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    except Exception as exc:
-        # No traceback (its frames could hold patient data); -v shows it in the log.
-        log.debug("internal error", exc_info=True)
-        report.error(f"internal error: {type(exc).__name__}: {exc}; please report it (run with -v for details)")
-        raise typer.Exit(int(ExitCode.FATAL)) from None
+    except BaseException as exc:
+        code, message = _error_of(exc)
+        if code is None:
+            raise
+        report.error(message)
+        if json_command is not None:
+            report.emit_json(
+                {"schema": 1, "command": json_command, "ok": False, "exit_code": int(code), "error": message}
+            )
+        raise typer.Exit(int(code)) from None
+
+
+def _error_of(exc: BaseException) -> tuple[ExitCode | None, str]:
+    """Exit code and message for an exception (the first project error of a group); None for
+    the exits typer handles itself."""
+    leaves = [exc]
+    while any(isinstance(leaf, BaseExceptionGroup) for leaf in leaves):
+        leaves = [
+            inner for leaf in leaves for inner in (leaf.exceptions if isinstance(leaf, BaseExceptionGroup) else (leaf,))
+        ]
+    for leaf in leaves:
+        if isinstance(leaf, AsyncDicomError):
+            return leaf.exit_code, str(leaf)
+    leaf = leaves[0]
+    if isinstance(leaf, typer.Exit | SystemExit):
+        return None, ""
+    if isinstance(leaf, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED, "interrupted"
+    # No traceback (its frames could hold patient data); -v shows it in the log.
+    log.debug("internal error", exc_info=leaf)
+    return ExitCode.FATAL, f"internal error: {type(leaf).__name__}: {leaf}; please report it (run with -v for details)"
 
 
 def _load(config_path: Path, csv: Path | None) -> tuple[Config, Plan]:
@@ -122,7 +143,7 @@ def run(
             report.emit_json(result.to_json())
         return int(result.exit_code)
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(_guard(body, "run" if json_out else None))
 
 
 def _echo_result(cfg: Config, result: tuple[int, float], json_out: bool) -> int:
@@ -155,7 +176,7 @@ def echo(config: ConfigArg, json_out: JsonOpt = False, verbose: VerboseOpt = 0) 
             report.warning(message)
         return _echo_result(cfg, anyio.run(echo_pacs, ScuBackend(cfg), backend="asyncio"), json_out)
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(_guard(body, "echo" if json_out else None))
 
 
 def _describe(cfg: Config) -> Mapping[str, object]:
@@ -203,7 +224,7 @@ def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> N
             report.emit_json(doc)
         return int(ExitCode.OK)
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(_guard(body, "check" if json_out else None))
 
 
 @app.command()
@@ -232,7 +253,7 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
             report.emit_json({"schema": 1, "command": "status", "ledger_file": str(cfg.output.ledger_file), **summary})
         return int(ExitCode.OK)
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(_guard(body, "status" if json_out else None))
 
 
 @app.command()
@@ -332,7 +353,7 @@ def demo(
             report.info(f"demo configs: {root / 'demo.yaml'} and {root / 'demo-retrieve.yaml'}")
         return max(int(found.exit_code), int(retrieved.exit_code))
 
-    raise typer.Exit(_guard(body))
+    raise typer.Exit(_guard(body, "demo" if json_out else None))
 
 
 _quick_exit = False  # set by a command that leaves nothing open: skip the interpreter's teardown

@@ -67,6 +67,7 @@ class RequestConfig:
     elements: tuple[ElementSpec, ...] = ()
     timeout: float = 30.0
     connect_timeout: float = 10.0
+    unreachable_timeout: float = 60.0  # give up once the PACS has been unreachable this long
     retries: int = 3
     sop_classes: tuple[str, ...] = ()
 
@@ -149,6 +150,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "elements",
         "timeout",
         "connect_timeout",
+        "unreachable_timeout",
         "retries",
         "sop_classes",
     ),
@@ -499,6 +501,7 @@ def _request(section: _Section, paths: _Paths, batch_file: Path | None) -> Reque
         elements=elements,
         timeout=section.get("timeout", _positive_float, 30.0),
         connect_timeout=section.get("connect_timeout", _positive_float, 10.0),
+        unreachable_timeout=section.get("unreachable_timeout", _non_negative_float, 60.0),
         retries=section.get("retries", _non_negative_int, 3),
         sop_classes=sop_classes,
     )

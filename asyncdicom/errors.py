@@ -6,12 +6,16 @@
     ├── ConfigError            # dotted key path + remedy; exit 2
     ├── PlanError              # CSV file:line + column; exit 2
     ├── CheckpointError        # ledger too new, locked or corrupt; exit 1
-    ├── NetworkError           # mapped from pynetdicom/OSError in asyncdicom.net only
+    ├── NetworkError           # mapped from OSError/ValueError in asyncdicom.net only
     │   ├── ConnectionFailed   # TCP connect refused or timed out
+    │   │   └── HostNotFound   # the host name does not resolve
     │   ├── AssociationRejected(result, source, reason)
     │   ├── AssociationAborted
+    │   │   └── ProtocolError  # the peer broke the protocol (malformed or oversized PDU)
     │   ├── ServiceNotSupported  # the PACS accepted the association but not the SOP class
     │   └── SilentPeer         # no response within the adaptive deadline
+    ├── OutputError            # the output volume cannot be written; exit 4
+    │   └── DiskFull           # no space left (or quota exceeded)
     └── FatalRunError          # the run cannot go on (e.g. permanent rejection); exit 1
 
 Messages never contain patient data: UIDs, AE titles, hosts and file paths only.
@@ -19,6 +23,8 @@ Messages never contain patient data: UIDs, AE titles, hosts and file paths only.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
 from enum import IntEnum
 
 
@@ -29,6 +35,7 @@ class ExitCode(IntEnum):
     FATAL = 1
     USAGE = 2
     FAILED_REQUESTS = 3
+    OUTPUT = 4
     INTERRUPTED = 130
 
 
@@ -81,6 +88,10 @@ class ConnectionFailed(NetworkError):
     """The TCP connection to the PACS could not be opened."""
 
 
+class HostNotFound(ConnectionFailed):
+    """The PACS's host name does not resolve (DNS or /etc/hosts)."""
+
+
 class AssociationRejected(NetworkError):
     """The PACS rejected the association request.
 
@@ -107,9 +118,46 @@ class AssociationAborted(NetworkError):
     """The association was aborted, or a DIMSE response never came."""
 
 
+class ProtocolError(AssociationAborted):
+    """The peer sent bytes that break the DICOM upper layer protocol (a malformed PDU, an
+    unexpected PDU type, a PDU longer than negotiated); the association was aborted."""
+
+
 class ServiceNotSupported(NetworkError):
     """The PACS does not offer the service (SOP class) the request needs."""
 
 
 class SilentPeer(NetworkError):
     """The PACS sent nothing for longer than the adaptive deadline; the association was aborted."""
+
+
+class OutputError(AsyncDicomError):
+    """A file under the output directory could not be written; what was stored is recorded."""
+
+    exit_code = ExitCode.OUTPUT
+
+
+class DiskFull(OutputError):
+    """The output volume is full (or the user's quota is exhausted)."""
+
+
+def output_error(exc: OSError, what: str) -> OutputError:
+    """The project's error for an OSError met while writing ``what`` (no patient data: a
+    folder or a spool file name at most)."""
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(
+            f"Unable to write {what} as the output volume is full ({exc.strerror}); free some space "
+            "or choose an output.directory on a larger volume, then run again: what was stored is kept"
+        )
+    reason = exc.strerror or type(exc).__name__
+    return OutputError(f"Unable to write {what} as {reason}; check the output directory and its permissions")
+
+
+def leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside ``exc``, exception groups flattened (``exc`` itself if not a group)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from leaves(inner)
+    else:
+        yield exc

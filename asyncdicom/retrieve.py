@@ -21,7 +21,7 @@ import anyio.lowlevel
 
 from asyncdicom.config import Config
 from asyncdicom.engine.tracker import Flight, Tracker
-from asyncdicom.errors import FatalRunError, NetworkError
+from asyncdicom.errors import FatalRunError, NetworkError, OutputError
 from asyncdicom.net.base import DicomSession, RetrieveOutcome
 from asyncdicom.net.dimse import Reply, StoreFile
 from asyncdicom.net.scp import STATUS_NOT_REQUESTED, STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, Received, StorageSCP
@@ -112,14 +112,25 @@ class Retriever:
                 )
             except NetworkError as exc:
                 await self.pipeline.settle(flight)
+                self._stop_if_unwritable()
                 exc.received = len(flight.received)
                 raise
+            except OutputError:
+                await self.pipeline.settle(flight)
+                raise
             await self.pipeline.settle(flight)
+            self._stop_if_unwritable()
             return replace(
                 outcome, received=frozenset(flight.received), stored=flight.stored, duplicates=flight.duplicates
             )
         finally:
             self.tracker.close(flight)
+
+    def _stop_if_unwritable(self) -> None:
+        """A full or unwritable output volume stops the run (a retry would fail the same way)."""
+        error = self.pipeline.output_error or (self.scp.output_error if self.scp is not None else None)
+        if error is not None:
+            raise error
 
     def on_received(self, received: Received) -> Reply:
         """Storage SCP thread: attribute a received instance and hand it to the writers."""

@@ -20,7 +20,7 @@ from asyncdicom.engine.gates import WindowGate
 from asyncdicom.engine.limits import TimeWindow
 from asyncdicom.engine.retry import RetryPolicy
 from asyncdicom.engine.scheduler import EngineSettings, Scheduler
-from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError
+from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError, OutputError, leaves
 from asyncdicom.net.base import DicomBackend
 from asyncdicom.plan import Plan
 from asyncdicom.retrieve import Retriever
@@ -28,7 +28,7 @@ from asyncdicom.stats import RunSnapshot, RunStats
 
 log = logging.getLogger("asyncdicom")
 
-Outcome = Literal["complete", "failed-requests", "interrupted", "fatal"]
+Outcome = Literal["complete", "failed-requests", "interrupted", "fatal", "output-error"]
 PROGRESS_EVERY = 2.0
 
 
@@ -78,6 +78,7 @@ class RunReport:
             "failed-requests": ExitCode.FAILED_REQUESTS,
             "interrupted": ExitCode.INTERRUPTED,
             "fatal": ExitCode.FATAL,
+            "output-error": ExitCode.OUTPUT,
         }[self.outcome]
 
     def to_json(self) -> dict[str, Any]:
@@ -146,35 +147,38 @@ async def run(config: Config, plan: Plan, backend: DicomBackend, options: RunOpt
         pending = await ledger.pending(plan)
         stats = RunStats(len(plan.requests), len(plan.requests) - len(pending), config.request.threads)
         await ledger.start_run()
-        outcome, message = await _execute(config, ledger, backend, pending, stats, options)
+        outcome, error = await _execute(config, ledger, backend, pending, stats, options)
+        if isinstance(error, OutputError):
+            outcome = "output-error"
         with anyio.CancelScope(shield=True):
-            report = await _finish(config, plan, ledger, stats, outcome, message, notes)
+            report = await _finish(config, plan, ledger, stats, outcome, str(error) if error else None, notes)
     return report
 
 
 async def _execute(
     config: Config, ledger: Ledger, backend: DicomBackend, pending: list[Any], stats: RunStats, options: RunOptions
-) -> tuple[Outcome, str | None]:
+) -> tuple[Outcome, AsyncDicomError | None]:
     settings = EngineSettings(
         threads=config.request.threads,
         throttle_time=config.request.throttle_time,
         max_rate=config.request.max_rate,
         timeout=config.request.timeout,
-        policy=RetryPolicy(retries=config.request.retries),
+        policy=RetryPolicy(retries=config.request.retries, give_up_unreachable=config.request.unreachable_timeout),
         adaptive_silence=config.request.type == "c-find",
     )
     interrupted = False
     fatal: AsyncDicomError | None = None
+    unexpected: BaseException | None = None
     async with ledger.recording(stats) as recorder, contextlib.AsyncExitStack() as stack:
         operation = None
         if config.request.type in ("c-move", "c-get"):
             try:
                 retriever = await stack.enter_async_context(Retriever(config, recorder, stats).running())
                 operation = retriever.operation
-            except* AsyncDicomError as group:
-                fatal = _first(group)
+            except Exception as exc:
+                fatal = project_error(exc)
         if fatal is not None:
-            return "fatal", str(fatal)
+            return "fatal", fatal
         scheduler = Scheduler(backend, settings, recorder, stats, window_gate(config), operation)
         async with anyio.create_task_group() as tg:
 
@@ -197,29 +201,42 @@ async def _execute(
                     options.progress(stats.snapshot())
 
             async def work() -> None:
-                nonlocal fatal
+                nonlocal fatal, unexpected
                 try:
                     await scheduler.run(pending)
-                except* AsyncDicomError as group:
-                    fatal = _first(group)
+                except Exception as exc:  # one error, or a group of them from the workers
+                    try:
+                        fatal = project_error(exc)
+                    except Exception as other:  # a bug: the CLI reports it, after the ledger is saved
+                        unexpected = other
+                    with anyio.CancelScope(shield=True):
+                        await scheduler.abort_all()  # the other workers stop now, not after their request
                 tg.cancel_scope.cancel()
 
             tg.start_soon(on_signal)
             tg.start_soon(progress)
             tg.start_soon(work)
+    if unexpected is not None:
+        raise unexpected
     if interrupted:
         return "interrupted", None
     if fatal is not None:
-        return "fatal", str(fatal)
+        return "fatal", fatal
     return ("failed-requests" if stats.failed or stats.partial else "complete"), None
 
 
-def _first(group: BaseExceptionGroup[AsyncDicomError]) -> AsyncDicomError:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first(exc)
-        return exc
-    raise group  # pragma: no cover
+def project_error(exc: BaseException) -> AsyncDicomError:
+    """The error to report for ``exc``, which may be an exception group: its first AsyncDicomError
+    (the cause; a worker's BrokenResourceError or a cancellation beside it is a consequence).
+    Raises the first other exception, unwrapped, when there is none."""
+    found = list(leaves(exc))
+    for leaf in found:
+        if isinstance(leaf, AsyncDicomError):
+            return leaf
+    for leaf in found:
+        if not isinstance(leaf, anyio.get_cancelled_exc_class()):
+            raise leaf
+    raise exc
 
 
 async def _finish(
@@ -229,10 +246,14 @@ async def _finish(
     counts = summary["requests"]
     library_rows = None
     library = config.output.library_file
-    if config.request.type == "c-find" and library is not None:
-        library_rows = await ledger.export_library(library, plan.columns)
-    elif config.request.type in ("c-move", "c-get") and library is not None:
-        library_rows = await ledger.export_requests(library, plan.columns)
+    try:
+        if config.request.type == "c-find" and library is not None:
+            library_rows = await ledger.export_library(library, plan.columns)
+        elif config.request.type in ("c-move", "c-get") and library is not None:
+            library_rows = await ledger.export_requests(library, plan.columns)
+    except OutputError as exc:  # the ledger has it all; the next run writes the file again
+        notes = [*notes, str(exc)]
+        log.error("%s", exc)
     if outcome in ("complete", "failed-requests") and counts["pending"]:
         outcome = "interrupted"  # pragma: no cover - defensive: work left without a signal
     snap = stats.snapshot()

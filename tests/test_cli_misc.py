@@ -26,3 +26,21 @@ def test_python_m_asyncdicom_version() -> None:
     )
     assert result.returncode == 0
     assert result.stderr.strip() == f"asyncdicom {asyncdicom.__version__}"
+
+
+def test_json_error_document(tmp_path: Path) -> None:
+    """With --json an early error (here an invalid config) is still one JSON document on stdout,
+    so a cron line appending to runs.jsonl records it."""
+    from tests.cli_helpers import cli_json
+
+    config = tmp_path / "c.yml"
+    config.write_text("pacs: {hostname: h, port: 99999, aet: A}\nrequest: {type: c-find, elements: [PatientID]}\n")
+    result, doc = cli_json("run", config)
+    assert result.exit_code == 2
+    assert doc == {
+        "schema": 1,
+        "command": "run",
+        "ok": False,
+        "exit_code": 2,
+        "error": "pacs.port: port 99999 is out of range; use 1 to 65535",
+    }

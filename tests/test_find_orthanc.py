@@ -227,8 +227,8 @@ class TestCommands:
         result = cli("echo", write_yaml(tmp_path / "c.yml", doc))
         assert result.exit_code == 1
         assert result.stderr.strip() == (
-            f"error: Unable to connect to ORTHANC@127.0.0.1:{port}; check pacs.hostname and pacs.port, "
-            "and that the PACS is running"
+            f"error: Unable to connect to ORTHANC@127.0.0.1:{port} as the connection was refused: nothing "
+            f"listens on port {port}; check pacs.port, and that the PACS is running"
         )
 
     def test_run_type_c_echo(self, tmp_path: Path, orthanc: LoadedOrthanc) -> None:

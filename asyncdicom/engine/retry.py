@@ -55,6 +55,14 @@ def status_category(status: int) -> str:
     return "failure"
 
 
+@dataclass(frozen=True, slots=True)
+class Unreachable:
+    """Connection failures in a row: seconds since the first, and how many rounds of tries."""
+
+    seconds: float
+    rounds: int
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retry counts and exponential back-off with a cap."""
@@ -62,7 +70,7 @@ class RetryPolicy:
     retries: int = 3
     base_delay: float = 0.25
     max_delay: float = 30.0
-    max_unreachable: int = 6
+    give_up_unreachable: float = 60.0  # seconds of connection failures in a row before the run stops
 
     def backoff(self, attempt: int) -> float:
         """Delay before attempt ``attempt + 1``: 0.25 s, 0.5 s, 1 s, … up to ``max_delay``."""
@@ -105,8 +113,9 @@ class RetryPolicy:
             return Decision(Action.RETRY if more else Action.PARTIAL, self.backoff(attempt), reason)
         return Decision(Action.FAIL, reason=reason)
 
-    def for_error(self, error: NetworkError, attempt: int, unreachable: int = 0) -> Decision:
-        """Decide from a network error; ``unreachable`` counts connection failures in a row."""
+    def for_error(self, error: NetworkError, attempt: int, unreachable: Unreachable | None = None) -> Decision:
+        """Decide from a network error; ``unreachable`` is how long connections have failed in a row
+        (shared by every worker, so the time to give up does not depend on their number)."""
         if isinstance(error, AssociationRejected):
             if error.transient:
                 return Decision(Action.SLOW_DOWN, self.backoff(attempt), str(error))
@@ -114,9 +123,12 @@ class RetryPolicy:
         if isinstance(error, ServiceNotSupported):
             return Decision(Action.FATAL, reason=str(error))
         if isinstance(error, ConnectionFailed):
-            if unreachable >= self.max_unreachable:
-                return Decision(Action.FATAL, reason=str(error))
-            return Decision(Action.RECONNECT, self.backoff(unreachable + 2), str(error))
+            unreachable = unreachable or Unreachable(0.0, 1)
+            left = self.give_up_unreachable - unreachable.seconds
+            if left <= 0:
+                gave_up = f"; gave up after {unreachable.seconds:.3g} s (request.unreachable_timeout)"
+                return Decision(Action.FATAL, reason=str(error) + (gave_up if unreachable.rounds > 1 else ""))
+            return Decision(Action.RECONNECT, min(self.backoff(unreachable.rounds + 1), left), str(error))
         if isinstance(error, SilentPeer | AssociationAborted) and attempt < self.retries:
             return Decision(Action.RETRY, 0.0 if isinstance(error, SilentPeer) else self.backoff(attempt), str(error))
         return Decision(Action.FAIL, reason=str(error))

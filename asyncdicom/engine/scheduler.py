@@ -18,7 +18,7 @@ from anyio.abc import ObjectReceiveStream
 
 from asyncdicom.engine.gates import Throttle, WindowGate
 from asyncdicom.engine.limits import AdaptiveConcurrency, LatencyTracker
-from asyncdicom.engine.retry import Action, Decision, RetryPolicy, status_category
+from asyncdicom.engine.retry import Action, Decision, RetryPolicy, Unreachable, status_category
 from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer
 from asyncdicom.net.base import DicomBackend, DicomSession, FindOutcome, RetrieveOutcome
 from asyncdicom.plan import Request, narrow
@@ -124,7 +124,9 @@ class Scheduler:
         self._associations = anyio.CapacityLimiter(settings.threads)
         self._threads = anyio.CapacityLimiter(settings.threads + 2)
         self._active: dict[DicomSession, int] = {}
-        self._unreachable = 0
+        self._down_since: float | None = None  # first connection failure of the current run of them
+        self._rounds = 0  # rounds of reconnection tries since then
+        self._next_round = 0.0  # monotonic time of the next round: every worker tries then
 
     def __repr__(self) -> str:
         return (
@@ -143,7 +145,10 @@ class Scheduler:
                 receive.close()
                 async with send:
                     for request in requests:
-                        await send.send(request)
+                        try:
+                            await send.send(request)
+                        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                            break  # every worker has stopped (their error is what the group raises)
             tg.cancel_scope.cancel()
 
     async def abort_all(self) -> None:
@@ -198,7 +203,7 @@ class Scheduler:
                 await anyio.sleep(decision.delay)
                 continue
             if decision.action is Action.RECONNECT:
-                log.warning("%s; trying again in %.1f s", decision.reason, decision.delay)
+                slot.release()
                 await anyio.sleep(decision.delay)
                 continue
             if decision.action is Action.RETRY:
@@ -223,21 +228,37 @@ class Scheduler:
     def _decide(self, outcome: Outcome | None, error: NetworkError | None, attempt: int) -> Decision:
         """The policy's decision for one attempt, keeping the counters it depends on."""
         policy = self.settings.policy
+        if not isinstance(error, ConnectionFailed):
+            self._down_since, self._rounds = None, 0
         if outcome is not None:
-            self._unreachable = 0
             if isinstance(outcome, RetrieveOutcome):
                 return policy.for_retrieve(outcome, attempt)
             return policy.for_status(outcome.status, attempt)
         assert error is not None
         if isinstance(error, ConnectionFailed):
-            self._unreachable += 1
-        decision = policy.for_error(error, attempt, self._unreachable)
+            return self._reconnect(error, attempt)
+        decision = policy.for_error(error, attempt)
         if decision.action is Action.SLOW_DOWN:
             self.stats.rejections += 1
             self._set_limit(self.concurrency.on_rejected())
             log.warning("PACS busy (%s); holding at most %d associations", decision.reason, self.concurrency.limit)
         elif isinstance(error, SilentPeer):
             self.stats.silent += 1
+        return decision
+
+    def _reconnect(self, error: ConnectionFailed, attempt: int) -> Decision:
+        """The PACS cannot be reached: every worker waits for the same next round of tries, and the
+        run gives up ``give_up_unreachable`` seconds after the first failure, however many workers."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since, self._rounds, self._next_round = now, 0, now
+        if now < self._next_round:  # another worker has planned the next round: join it
+            return Decision(Action.RECONNECT, self._next_round - now, str(error))
+        self._rounds += 1
+        decision = self.settings.policy.for_error(error, attempt, Unreachable(now - self._down_since, self._rounds))
+        if decision.action is Action.RECONNECT:
+            self._next_round = now + decision.delay
+            log.warning("%s; trying again in %.1f s", decision.reason, decision.delay)
         return decision
 
     def _set_limit(self, limit: int) -> None:

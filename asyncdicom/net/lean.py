@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
 
-from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, SilentPeer
+from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, HostNotFound, SilentPeer
 from asyncdicom.net.acse import associate_rq, parse_associate_ac, parse_associate_rj
 from asyncdicom.net.dimse import (
     Command,
@@ -111,8 +111,18 @@ class LeanAssociation:
         where = f"{called}@{host}:{port}"
         try:
             sock = socket.create_connection((host, port), timeout=connect_timeout)
-        except OSError:
-            msg = f"Unable to connect to {where}; check pacs.hostname and pacs.port, and that the PACS is running"
+        except socket.gaierror:
+            msg = f"Unable to connect to {where} as the host name {host!r} does not resolve; check pacs.hostname"
+            raise HostNotFound(msg) from None
+        except ConnectionRefusedError:
+            msg = (
+                f"Unable to connect to {where} as the connection was refused: nothing listens on port {port}; "
+                "check pacs.port, and that the PACS is running"
+            )
+            raise ConnectionFailed(msg) from None
+        except OSError as exc:
+            why = "it timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+            msg = f"Unable to connect to {where} as {why}; check pacs.hostname and pacs.port, and the network"
             raise ConnectionFailed(msg) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:

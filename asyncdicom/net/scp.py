@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asyncdicom.errors import AssociationAborted
+from asyncdicom.errors import AssociationAborted, OutputError
 from asyncdicom.net.acse import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     AssociateRequest,
@@ -92,6 +92,7 @@ class StorageSCP:
         self._active: set[socket.socket] = set()
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
+        self.output_error: OutputError | None = None  # received bytes could not be spooled
 
     def start(self) -> int:
         """Listen (port 0 picks a free one) and return the port."""
@@ -151,6 +152,10 @@ class StorageSCP:
             self._active.add(sock)
         try:
             _Association(self, sock).run(busy)
+        except OutputError as exc:  # the volume is full: the peer is aborted, the run stops
+            self.output_error = self.output_error or exc
+            with contextlib.suppress(OSError):
+                sock.sendall(abort_rq())
         except (OSError, AssociationAborted, ValueError) as exc:
             if not self._stopping.is_set():
                 log.debug("storage association ended: %s", exc)

@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from asyncdicom.anonymize.worker import anonymize_file
 from asyncdicom.engine.tracker import Flight, Tracker
+from asyncdicom.errors import OutputError, output_error
 from asyncdicom.stats import RunStats
 from asyncdicom.write.place import Placed, Placer, sync_dirs
 from asyncdicom.write.spool import Header, SpoolWriter, read_header
@@ -127,6 +128,7 @@ class Pipeline:
         self._wakeup = anyio.Event()
         self._closed = False
         self._token: anyio.lowlevel.EventLoopToken | None = None
+        self.output_error: OutputError | None = None  # the volume is full or unwritable: the run stops
 
     @property
     def direct(self) -> bool:
@@ -164,12 +166,24 @@ class Pipeline:
             part = file.seal()
             header = read_header(part, self.placer.keywords, file.head)
             placed = self.placer.place(part, header, synced=True, sync_dir=False)
-        except (OSError, ValueError) as exc:
-            log.error("unable to store a received instance as %s", exc)
+        except (OSError, ValueError, OutputError) as exc:
+            self._failed(exc)
             file.discard()
             self._post(Noted(flight, file.transfer_syntax, None, None))
             return
         self._post(Noted(flight, file.transfer_syntax, header, placed))
+
+    def _failed(self, exc: Exception, what: str = "a received instance") -> None:
+        """Log a failure to store an instance; a full or unwritable volume also stops the run
+        (:attr:`output_error`, raised by the retrieve that waits for the instance)."""
+        if isinstance(exc, OSError) and exc.errno is not None:
+            exc = output_error(exc, what)
+        if isinstance(exc, OutputError):
+            if self.output_error is None:
+                self.output_error = exc
+                log.error("%s", exc)
+            return
+        log.error("unable to store %s as %s", what, exc)
 
     def _post(self, noted: Noted) -> None:
         """Leave a note for the loop; wake it only when the outbox is full or someone waits for
@@ -199,7 +213,7 @@ class Pipeline:
             try:
                 await anyio.to_thread.run_sync(sync_dirs, directories, limiter=self._threads)
             except OSError as exc:
-                log.error("unable to make new files durable as %s", exc)
+                self._failed(exc, "new files durably")
                 batch = [Noted(noted.flight, noted.transfer_syntax, None, None) for noted in batch]
         for noted in batch:
             if noted.header is None or noted.placed is None:
@@ -252,7 +266,7 @@ class Pipeline:
         try:
             header, placed = await anyio.to_thread.run_sync(self._place, path, limiter=self._threads)
         except (OSError, ValueError) as exc:
-            log.error("unable to store a received instance as %s; it stays in the spool", exc)
+            self._failed(exc, "a received instance (it stays in the spool)")
             if item.flight is not None:
                 self.tracker.lost(item.flight)
             return
@@ -285,7 +299,7 @@ class Pipeline:
         try:
             header, placed = await anyio.to_thread.run_sync(self._quarantine_place, path, limiter=self._threads)
         except (OSError, ValueError) as exc:
-            log.error("unable to quarantine a received instance as %s; it stays in the spool", exc)
+            self._failed(exc, "a quarantined instance (it stays in the spool)")
             if item.flight is not None:
                 self.tracker.lost(item.flight)
             return

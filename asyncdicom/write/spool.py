@@ -23,6 +23,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
+from asyncdicom.errors import OutputError, output_error
 from asyncdicom.write.header import HEAD, scan_buffer, scan_header
 from asyncdicom.write.meta import file_start
 
@@ -57,12 +58,20 @@ class SpoolWriter:
     def __init__(self, spool: Path, head: bytes = b"", transfer_syntax: str = "") -> None:
         self._stem = os.path.join(spool, f"{_RUN}{next(_NUMBERS):08d}")  # strings: pathlib costs more than the open
         self.part_name = self._stem + ".part"
-        self._fd = os.open(self.part_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd = -1
+        try:
+            self._fd = os.open(self.part_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise output_error(exc, f"a spool file in {spool}") from None
         self.size = 0
         self.transfer_syntax = transfer_syntax
         self.head = bytearray()  # the first bytes, where the header is: parsed without reading back
         if head:
-            self.write(head)
+            try:
+                self.write(head)
+            except OutputError:
+                self.discard()
+                raise
 
     @property
     def part(self) -> Path:
@@ -78,8 +87,11 @@ class SpoolWriter:
         view = memoryview(data)
         if len(self.head) < HEAD:
             self.head += view[: HEAD - len(self.head)]
-        while view:
-            view = view[os.write(self._fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise output_error(exc, f"spool file {os.path.basename(self.part_name)}") from None
         self.size += len(data)
 
     def _close(self) -> None:
@@ -91,6 +103,8 @@ class SpoolWriter:
         """fsync and close: the ``.part`` file is complete and durable, ready to be placed now."""
         try:
             os.fsync(self._fd)
+        except OSError as exc:
+            raise output_error(exc, f"spool file {os.path.basename(self.part_name)}") from None
         finally:
             self._close()
         return self.part_name

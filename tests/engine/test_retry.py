@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asyncdicom.engine.retry import Action, RetryPolicy, status_category
+from asyncdicom.engine.retry import Action, RetryPolicy, Unreachable, status_category
 from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, SilentPeer
 
 
@@ -50,7 +50,7 @@ class TestStatuses:
 
 
 class TestErrors:
-    policy = RetryPolicy(retries=1, max_unreachable=3)
+    policy = RetryPolicy(retries=1, give_up_unreachable=10.0)
 
     def test_transient_rejection_slows_down(self) -> None:
         """A busy PACS (local limit exceeded) means slow down, not failure."""
@@ -64,10 +64,20 @@ class TestErrors:
         assert (decision.action, decision.reason) == (Action.FATAL, "calling AE title not recognised")
 
     def test_unreachable_reconnects_then_is_fatal(self) -> None:
-        """Connection failures back off, and stop the run once they last."""
+        """Connection failures back off, never past the give-up time, and stop the run once it is reached."""
         down = ConnectionFailed("down")
-        assert self.policy.for_error(down, 0, unreachable=1).action is Action.RECONNECT
-        assert self.policy.for_error(down, 0, unreachable=3).action is Action.FATAL
+        first = self.policy.for_error(down, 0, Unreachable(0.0, 1))
+        assert (first.action, first.delay) == (Action.RECONNECT, 1.0)
+        assert self.policy.for_error(down, 0, Unreachable(3.0, 3)).delay == 4.0
+        last = self.policy.for_error(down, 0, Unreachable(7.0, 4))
+        assert (last.action, last.delay) == (Action.RECONNECT, 3.0)  # 8 s of back-off, cut at the 10 s mark
+        fatal = self.policy.for_error(down, 0, Unreachable(10.0, 5))
+        assert (fatal.action, fatal.reason) == (Action.FATAL, "down; gave up after 10 s (request.unreachable_timeout)")
+
+    def test_unreachable_with_no_patience_is_fatal_at_once(self) -> None:
+        """request.unreachable_timeout 0: the first failure stops the run, without announcing a retry."""
+        decision = RetryPolicy(give_up_unreachable=0.0).for_error(ConnectionFailed("down"), 0, Unreachable(0.0, 1))
+        assert (decision.action, decision.reason) == (Action.FATAL, "down")
 
     def test_silent_and_aborted_retry_then_fail(self) -> None:
         """A silent PACS is retried at once; aborts with back-off; both fail after the retries."""

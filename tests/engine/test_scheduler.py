@@ -11,7 +11,7 @@ import pytest
 from asyncdicom.elements import parse_element
 from asyncdicom.engine.retry import RetryPolicy
 from asyncdicom.engine.scheduler import EngineSettings, RequestResult, Scheduler
-from asyncdicom.errors import AssociationRejected, FatalRunError
+from asyncdicom.errors import AssociationRejected, ConnectionFailed, FatalRunError, leaves
 from asyncdicom.net.base import FindOutcome
 from asyncdicom.net.mock import SILENT, MockBackend
 from asyncdicom.plan import Request
@@ -132,6 +132,39 @@ async def test_permanent_rejection_stops_the_run() -> None:
         await _scheduler(backend, sink, 5).run(_requests(5))
     assert info.group_contains(FatalRunError, match="calling AE title not recognised")
     assert sink.results == {}
+
+
+async def test_fatal_error_while_the_feeder_waits_raises_only_the_error() -> None:
+    """With one worker the feeder is blocked handing over the next request when the worker stops
+    with a fatal error: the run raises that error alone (the feeder's BrokenResourceError once
+    escaped beside it and surfaced as "internal error: ExceptionGroup")."""
+
+    def handler(request: Request) -> FindOutcome:
+        raise AssociationRejected(1, 1, 3, "calling AE title not recognised")
+
+    for _ in range(20):  # the race needed the worker to die while the feeder waited
+        with pytest.raises(BaseExceptionGroup) as info:
+            await _scheduler(MockBackend(handler), Sink(), 5, threads=1).run(_requests(5))
+        assert [type(leaf) for leaf in leaves(info.value)] == [FatalRunError]
+
+
+async def test_unreachable_pacs_gives_up_after_the_same_time_for_any_thread_count() -> None:
+    """Connection failures are retried in rounds shared by every worker, and the run stops once the
+    PACS has been unreachable for give_up_unreachable seconds, whatever the number of workers."""
+
+    def handler(request: Request) -> FindOutcome:
+        raise ConnectionFailed("Unable to connect")
+
+    elapsed = {}
+    for threads in (1, 4):
+        policy = RetryPolicy(retries=2, base_delay=0.05, give_up_unreachable=1.0)
+        start = time.monotonic()
+        with pytest.raises(BaseExceptionGroup) as info:
+            await _scheduler(MockBackend(handler), Sink(), 8, threads=threads, policy=policy).run(_requests(8))
+        elapsed[threads] = time.monotonic() - start
+        assert info.group_contains(FatalRunError, match=r"gave up after 1 s \(request.unreachable_timeout\)")
+    assert 1.0 <= elapsed[1] < 1.5
+    assert 1.0 <= elapsed[4] < 1.5
 
 
 async def test_throttle_time_pauses_after_each_request() -> None:
