@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import json
 import re
 import zoneinfo
@@ -52,6 +53,7 @@ class LocalConfig:
     port: int = DEFAULT_LOCAL_PORT
     aet: str = DEFAULT_LOCAL_AET
     allowed_aets: tuple[str, ...] = ()  # calling AE titles our storage SCP accepts; empty = pacs.aet
+    bind_address: str = ""  # the address our storage SCP listens on; empty = every interface
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,7 +140,7 @@ _T = TypeVar("_T")
 
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "pacs": ("hostname", "port", "aet"),
-    "local": ("port", "aet", "allowed_aets"),
+    "local": ("port", "aet", "allowed_aets", "bind_address"),
     "request": (
         "type",
         "model",
@@ -254,6 +256,16 @@ def _as_ae(value: object, where: str) -> str:
     if _AE_FORBIDDEN.search(title):
         raise ConfigError(where, "an AE title cannot contain backslashes or control characters")
     return title
+
+
+def _ip_address(value: object, where: str) -> str:
+    text = _as_str(value, where).strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ConfigError(
+            where, f"{text!r} is not an IP address; give this machine's address on the PACS's network, e.g. 10.1.2.3"
+        ) from None
 
 
 def _ae_list(value: object, where: str) -> tuple[str, ...]:
@@ -442,6 +454,7 @@ def parse_config(raw: object, *, source: Path, batch_file: Path | None = None) -
         port=local_s.get("port", _as_port, DEFAULT_LOCAL_PORT),
         aet=local_s.get("aet", _as_ae, DEFAULT_LOCAL_AET),
         allowed_aets=local_s.get("allowed_aets", _ae_list, ()) or (pacs.aet,),
+        bind_address=local_s.get("bind_address", _ip_address, ""),
     )
     request = _request(sections["request"], paths, batch_file)
     schedule = _schedule(sections["schedule"])

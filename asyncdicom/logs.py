@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -33,3 +34,7 @@ def setup(verbosity: int = 0, quiet: bool = False) -> None:
     logger.setLevel(level)
     logger.propagate = False
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbosity > 2 else logging.CRITICAL)
+    # pydicom warns about invalid values by quoting them (patient data): neither its log nor its
+    # warnings reach the user
+    logging.getLogger("pydicom").setLevel(logging.DEBUG if verbosity > 2 else logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")

@@ -23,8 +23,8 @@ from asyncdicom.config import Config
 from asyncdicom.engine.tracker import Flight, Tracker
 from asyncdicom.errors import FatalRunError, NetworkError, OutputError
 from asyncdicom.net.base import DicomSession, RetrieveOutcome
-from asyncdicom.net.dimse import Reply, StoreFile
-from asyncdicom.net.scp import STATUS_NOT_REQUESTED, STATUS_OUT_OF_RESOURCES, STATUS_SUCCESS, Received, StorageSCP
+from asyncdicom.net.dimse import Reply, Status, StoreFile
+from asyncdicom.net.scp import Received, StorageSCP
 from asyncdicom.plan import Request
 from asyncdicom.stats import RunStats
 from asyncdicom.write.pipeline import AnonymizeSettings, InstanceSink, Pipeline, Spooled
@@ -72,7 +72,7 @@ class GetSink:
         assert isinstance(file, SpoolWriter)
         if not ok:
             file.discard()
-            return STATUS_OUT_OF_RESOURCES, None
+            return Status.OUT_OF_RESOURCES, None
         return self._retriever.hand_over(file, self._flight)
 
 
@@ -146,7 +146,7 @@ class Retriever:
             file.discard()
             self.tracker.refused += 1
             log.warning("refused instance %s: it belongs to no request in flight", received.sop_instance)
-            return STATUS_NOT_REQUESTED, None
+            return Status.UNABLE_TO_PROCESS, None
         return self.hand_over(file, flight)
 
     def hand_over(self, file: SpoolWriter, flight: Flight) -> Reply:
@@ -155,13 +155,13 @@ class Retriever:
         pipeline = self.pipeline
         if pipeline.direct:
             self.tracker.handed_over(flight)
-            return STATUS_SUCCESS, partial(pipeline.place_in_thread, file, flight)
+            return Status.SUCCESS, partial(pipeline.place_in_thread, file, flight)
         path = file.finish(ok=True)
         if path is None:
-            return STATUS_OUT_OF_RESOURCES, None
+            return Status.OUT_OF_RESOURCES, None
         with contextlib.suppress(RuntimeError):  # the run is over: the file stays in the spool for the next run
             anyio.from_thread.run(pipeline.enqueue, Spooled(path, flight, file.transfer_syntax), token=self._token)
-        return STATUS_SUCCESS, None
+        return Status.SUCCESS, None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Retriever]:
@@ -184,10 +184,11 @@ class Retriever:
                         max_associations=2 * self.config.request.threads + 2,
                         spool=self.spool,
                         on_received=self.on_received,
+                        host=local.bind_address,
                     )
                     try:
                         await anyio.to_thread.run_sync(self.scp.start)
-                    except OSError as exc:
+                    except NetworkError as exc:
                         raise FatalRunError(str(exc)) from None
                 yield self
             finally:

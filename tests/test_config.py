@@ -97,6 +97,12 @@ class TestValidation:
                 _with("pacs", "aet", 1234),
                 "pacs.aet: expected an AE title string, got an integer (quote it in the YAML file)",
             ),
+            (
+                _with("local", "bind_address", "pacs-net"),
+                "local.bind_address: 'pacs-net' is not an IP address; give this machine's address on the PACS's "
+                "network, e.g. 10.1.2.3",
+            ),
+            (_with("request", "unreachable_timeout", -5), "request.unreachable_timeout: must be 0 or more, got -5"),
             (_with("request", "threads", 0), "request.threads: must be at least 1, got 0"),
             (_with("request", "threads", "four"), "request.threads: expected a whole number, got a string"),
             (_with("request", "throttle_time", -1), "request.throttle_time: must be 0 or more, got -1"),

@@ -10,6 +10,7 @@ from asyncdicom.errors import (
     AssociationRejected,
     ConnectionFailed,
     NetworkError,
+    ProtocolError,
     ServiceNotSupported,
     SilentPeer,
 )
@@ -129,6 +130,8 @@ class RetryPolicy:
                 gave_up = f"; gave up after {unreachable.seconds:.3g} s (request.unreachable_timeout)"
                 return Decision(Action.FATAL, reason=str(error) + (gave_up if unreachable.rounds > 1 else ""))
             return Decision(Action.RECONNECT, min(self.backoff(unreachable.rounds + 1), left), str(error))
+        if isinstance(error, ProtocolError):  # a peer that broke the protocol will do so again
+            return Decision(Action.FAIL, reason=str(error))
         if isinstance(error, SilentPeer | AssociationAborted) and attempt < self.retries:
             return Decision(Action.RETRY, 0.0 if isinstance(error, SilentPeer) else self.backoff(attempt), str(error))
         return Decision(Action.FAIL, reason=str(error))

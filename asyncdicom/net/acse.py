@@ -13,10 +13,11 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
+from asyncdicom.errors import NetworkError, ProtocolError
+from asyncdicom.identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from asyncdicom.net.pdu import MAX_PDU, PduType
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
-VERSION_NAME = "ASYNCDICOM_01"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 _ITEM = struct.Struct(">BxH")
 _PDU = struct.Struct(">BxL")
@@ -51,10 +52,10 @@ def _max_length(pdu: bytes | bytearray, start: int, end: int) -> int:
 def parse_associate_rq(pdu: bytes | bytearray) -> AssociateRequest:
     """The AE titles, proposed presentation contexts and maximum PDU length of an A-ASSOCIATE-RQ.
 
-    Raises ValueError for a PDU too short to be one."""
-    if len(pdu) < _FIXED or pdu[0] != 0x01:
-        msg = "not an A-ASSOCIATE-RQ"
-        raise ValueError(msg)
+    Raises ProtocolError for a PDU too short to be one; items that run past the end are cut there."""
+    if len(pdu) < _FIXED or pdu[0] != PduType.ASSOCIATE_RQ:
+        msg = f"an A-ASSOCIATE-RQ of {len(pdu)} bytes, too short to be one"
+        raise ProtocolError(msg)
     request = AssociateRequest(called_ae=_text(pdu[10:26]), calling_ae=_text(pdu[26:42]))
     offset = _FIXED
     while offset + 4 <= len(pdu):
@@ -87,17 +88,18 @@ def _uid(value: str) -> bytes:
 
 
 def our_user_information(scp_roles: Sequence[str] = ()) -> bytes:
-    """User information item: unlimited receive length, implementation class UID, SCP role
-    selection for ``scp_roles`` (SOP classes we store over C-GET) and version (PS3.7 D.3.3)."""
+    """User information item: our maximum receive length (:data:`~asyncdicom.net.pdu.MAX_PDU`),
+    implementation class UID, SCP role selection for ``scp_roles`` (SOP classes we store over
+    C-GET) and version name (PS3.7 D.3.3)."""
     roles = b"".join(
         _item(0x54, struct.pack(">H", len(uid)) + _uid(uid) + b"\x00\x01") for uid in dict.fromkeys(scp_roles)
     )
     return _item(
         0x50,
-        _item(0x51, struct.pack(">L", 0))
-        + _item(0x52, _uid(PYNETDICOM_IMPLEMENTATION_UID))
+        _item(0x51, struct.pack(">L", MAX_PDU))
+        + _item(0x52, _uid(IMPLEMENTATION_CLASS_UID))
         + roles
-        + _item(0x55, VERSION_NAME.encode("ascii")),
+        + _item(0x55, IMPLEMENTATION_VERSION_NAME.encode("ascii")),
     )
 
 
@@ -111,14 +113,14 @@ def associate_rq(
     """An A-ASSOCIATE-RQ proposing (abstract syntax, transfer syntaxes) as contexts 1, 3, 5…"""
     if len(proposals) > 128:
         msg = f"Unable to propose {len(proposals)} presentation contexts as an association allows 128"
-        raise ValueError(msg)
+        raise NetworkError(msg)
     items = [_item(0x10, _uid(APPLICATION_CONTEXT))]
     for index, (abstract, syntaxes) in enumerate(proposals):
         subs = _item(0x30, _uid(abstract)) + b"".join(_item(0x40, _uid(syntax)) for syntax in syntaxes)
         items.append(_item(0x20, bytes((2 * index + 1, 0, 0, 0)) + subs))
     items.append(our_user_information(scp_roles))
     body = b"\x00\x01\x00\x00" + _ae(called) + _ae(calling) + bytes(32) + b"".join(items)
-    return _PDU.pack(0x01, len(body)) + body
+    return _PDU.pack(PduType.ASSOCIATE_RQ, len(body)) + body
 
 
 def parse_associate_rj(pdu: bytes | bytearray) -> tuple[int, int, int]:
@@ -135,17 +137,21 @@ def associate_ac(request: AssociateRequest, results: list[tuple[int, int, str]])
         items.append(_item(0x21, bytes((context_id, 0, result, 0)) + _item(0x40, _uid(syntax))))
     items.append(our_user_information())
     body = b"\x00\x01\x00\x00" + _ae(request.called_ae) + _ae(request.calling_ae) + bytes(32) + b"".join(items)
-    return _PDU.pack(0x02, len(body)) + body
+    return _PDU.pack(PduType.ASSOCIATE_AC, len(body)) + body
 
 
 def associate_rj(result: int, source: int, reason: int) -> bytes:
     """An A-ASSOCIATE-RJ (result 1 permanent / 2 transient, source, reason: PS3.8 Table 9-21)."""
-    return _PDU.pack(0x03, 4) + bytes((0, result, source, reason))
+    return _PDU.pack(PduType.ASSOCIATE_RJ, 4) + bytes((0, result, source, reason))
 
 
 def parse_associate_ac(pdu: bytes | bytearray) -> tuple[list[tuple[int, int, str]], int]:
     """(context ID, result, transfer syntax) of each presentation context and the peer's maximum
-    PDU length, from an A-ASSOCIATE-AC PDU (PS3.8 9.3.3)."""
+    PDU length, from an A-ASSOCIATE-AC PDU (PS3.8 9.3.3). Raises ProtocolError for a PDU too
+    short to be one; items that run past the end are cut there."""
+    if len(pdu) < _FIXED:
+        msg = f"an A-ASSOCIATE-AC of {len(pdu)} bytes, too short to be one"
+        raise ProtocolError(msg)
     results: list[tuple[int, int, str]] = []
     max_pdu = 0
     offset = _FIXED

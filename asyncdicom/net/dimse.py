@@ -1,25 +1,91 @@
-"""DIMSE and PDU pieces on the hot path, coded by hand (PS3.7 Annex E, PS3.8 9.3).
+"""DIMSE messages over P-DATA-TF PDUs (PS3.7 Annex E, PS3.8 9.3.5), coded by hand.
 
-Command sets are a fixed handful of group 0000 elements in Implicit VR Little Endian, and
-P-DATA-TF PDUs are a list of PDV items: packing and parsing them directly costs a fraction of
-building pydicom datasets for them. Association negotiation is :mod:`asyncdicom.net.acse`.
+Command sets are a fixed handful of group 0000 elements in Implicit VR Little Endian: packing
+and parsing them directly costs a fraction of building pydicom datasets for them. One reader,
+:class:`MessageReader`, turns an association's PDUs into DIMSE events for both roles (the
+requestor in :mod:`asyncdicom.net.lean`, the acceptor in :mod:`asyncdicom.net.scp`): whole
+command sets (bounded), and data set fragments as they arrive (streamed, never accumulated
+here). Malformed bytes raise :class:`~asyncdicom.errors.ProtocolError` only.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Protocol
 
-from asyncdicom.errors import AssociationAborted
+from asyncdicom.errors import ProtocolError
+from asyncdicom.net.pdu import PduReader, PduType, fragment_size, p_data, pdvs
 
-HEADER = struct.Struct(">BxL")
+MAX_COMMAND = 64 * 1024
+"""The largest command set we reassemble: a real one is under 300 bytes."""
+
+
+class CommandField(IntEnum):
+    """DIMSE command fields (PS3.7 E.1)."""
+
+    C_STORE_RQ = 0x0001
+    C_STORE_RSP = 0x8001
+    C_GET_RQ = 0x0010
+    C_GET_RSP = 0x8010
+    C_FIND_RQ = 0x0020
+    C_FIND_RSP = 0x8020
+    C_MOVE_RQ = 0x0021
+    C_MOVE_RSP = 0x8021
+    C_ECHO_RQ = 0x0030
+    C_ECHO_RSP = 0x8030
+    C_CANCEL_RQ = 0x0FFF
+
+
+class Status(IntEnum):
+    """The DIMSE statuses asyncdicom sends or acts on by name (PS3.7 C, PS3.4 C.4)."""
+
+    SUCCESS = 0x0000
+    CANCEL = 0xFE00
+    PENDING = 0xFF00
+    PENDING_WARNING = 0xFF01
+    OUT_OF_RESOURCES = 0xA700
+    MOVE_DESTINATION_UNKNOWN = 0xA801
+    UNABLE_TO_PROCESS = 0xC000
+
+
+PENDING = (Status.PENDING, Status.PENDING_WARNING)
+
+
+class Tag(IntEnum):
+    """Group 0000 elements (PS3.7 E.1-1)."""
+
+    GROUP_LENGTH = 0x0000
+    AFFECTED_SOP_CLASS = 0x0002
+    COMMAND_FIELD = 0x0100
+    MESSAGE_ID = 0x0110
+    MESSAGE_ID_RESPONDED_TO = 0x0120
+    MOVE_DESTINATION = 0x0600
+    PRIORITY = 0x0700
+    DATA_SET_TYPE = 0x0800
+    STATUS = 0x0900
+    ERROR_COMMENT = 0x0902
+    AFFECTED_SOP_INSTANCE = 0x1000
+    REMAINING = 0x1020
+    COMPLETED = 0x1021
+    FAILED = 0x1022
+    WARNING = 0x1023
+    MOVE_ORIGINATOR_AE = 0x1030
+    MOVE_ORIGINATOR_MESSAGE_ID = 0x1031
+
+
+NO_DATA_SET = 0x0101
+PRIORITY_LOW = 0x0002  # a research batch should not push ahead of clinical work
+COUNT_NAMES = {Tag.REMAINING: "remaining", Tag.COMPLETED: "completed", Tag.FAILED: "failed", Tag.WARNING: "warning"}
 
 
 @dataclass(slots=True)
 class Command:
+    """The fields of a command set that asyncdicom reads."""
+
     field: int = 0
     status: int = 0xFFFF
     has_dataset: bool = False
@@ -31,11 +97,14 @@ class Command:
     move_message_id: int | None = None
 
 
-COUNT_NAMES = {0x1020: "remaining", 0x1021: "completed", 0x1022: "failed", 0x1023: "warning"}
-
-
 Reply = tuple[int, Callable[[], None] | None]
 """A C-STORE status, and work to run after the response is sent (so the peer is not kept waiting)."""
+
+
+class StoreFile(Protocol):
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def discard(self) -> None: ...
 
 
 class StoreSink(Protocol):
@@ -49,17 +118,10 @@ class StoreSink(Protocol):
         to do once it is answered (or the answer failed)."""
 
 
-class StoreFile(Protocol):
-    def write(self, data: bytes | memoryview) -> None: ...
-
-    def discard(self) -> None: ...
-
-
-# --- command sets and PDVs (PS3.7 E, PS3.8 9.3.5): the hot path, coded by hand -------------------
+# --- command sets ---------------------------------------------------------------------------------
 
 ELEMENT = struct.Struct("<HHL")
 US = struct.Struct("<H")
-PDV = struct.Struct(">LBB")
 
 
 def ui(uid: str) -> bytes:
@@ -85,54 +147,161 @@ def text(value: bytes) -> str:
     return value.decode("ascii", "replace").rstrip(" \0")
 
 
+def _us(value: bytes, element: int) -> int:
+    if len(value) != 2:
+        msg = f"a command element (0000,{element:04X}) of {len(value)} bytes where 2 are required"
+        raise ProtocolError(msg)
+    return int(US.unpack(value)[0])
+
+
 def parse_command(raw: bytes) -> Command:
+    """The command set's fields; ProtocolError for an element that runs past the end or a
+    number of the wrong size."""
     command = Command()
-    offset = 0
-    while offset + 8 <= len(raw):
-        _, element, length = ELEMENT.unpack_from(raw, offset)
+    offset, end = 0, len(raw)
+    while offset < end:
+        if offset + 8 > end:
+            msg = "a command set that ends inside an element header"
+            raise ProtocolError(msg)
+        group, element, length = ELEMENT.unpack_from(raw, offset)
+        if group != 0 or offset + 8 + length > end:
+            msg = f"a command set element ({group:04X},{element:04X}) that does not fit the command set"
+            raise ProtocolError(msg)
         value = raw[offset + 8 : offset + 8 + length]
         offset += 8 + length
-        if element == 0x0900:
-            command.status = US.unpack(value)[0]
-        elif element == 0x0100:
-            command.field = US.unpack(value)[0]
-        elif element == 0x0800:
-            command.has_dataset = US.unpack(value)[0] != 0x0101
-        elif element == 0x0902:
+        if element == Tag.STATUS:
+            command.status = _us(value, element)
+        elif element == Tag.COMMAND_FIELD:
+            command.field = _us(value, element)
+        elif element == Tag.DATA_SET_TYPE:
+            command.has_dataset = _us(value, element) != NO_DATA_SET
+        elif element == Tag.ERROR_COMMENT:
             command.comment = text(value) or None
-        elif element == 0x0110:
-            command.message_id = US.unpack(value)[0]
-        elif element == 0x0002:
+        elif element == Tag.MESSAGE_ID:
+            command.message_id = _us(value, element)
+        elif element == Tag.AFFECTED_SOP_CLASS:
             command.sop_class = text(value)
-        elif element == 0x1031 and length == 2:
-            command.move_message_id = US.unpack(value)[0]
-        elif element == 0x1000:
+        elif element == Tag.MOVE_ORIGINATOR_MESSAGE_ID and length == 2:
+            command.move_message_id = _us(value, element)
+        elif element == Tag.AFFECTED_SOP_INSTANCE:
             command.sop_instance = text(value)
         elif element in COUNT_NAMES and length == 2:
             command.counts = command.counts or {}
-            command.counts[COUNT_NAMES[element]] = US.unpack(value)[0]
+            command.counts[COUNT_NAMES[element]] = _us(value, element)
     return command
 
 
-def p_data(context_id: int, control: int, data: bytes, chunk: int) -> bytes:
-    """P-DATA-TF PDUs carrying ``data`` in fragments of at most ``chunk`` bytes; the last one flagged."""
-    out = []
-    for start in range(0, max(len(data), 1), chunk):
-        fragment = data[start : start + chunk]
-        last = 0x02 if start + chunk >= len(data) else 0x00
-        item = PDV.pack(len(fragment) + 2, context_id, control | last) + fragment
-        out.append(HEADER.pack(0x04, len(item)) + item)
-    return b"".join(out)
+def response(command: Command, field: CommandField, status: int) -> bytes:
+    """The response command set to ``command`` (no data set): C-STORE-RSP or C-ECHO-RSP."""
+    fields = [
+        (Tag.AFFECTED_SOP_CLASS, ui(command.sop_class)),
+        (Tag.COMMAND_FIELD, us(field)),
+        (Tag.MESSAGE_ID_RESPONDED_TO, us(command.message_id)),
+        (Tag.DATA_SET_TYPE, us(NO_DATA_SET)),
+        (Tag.STATUS, us(status)),
+    ]
+    if command.sop_instance:
+        fields.append((Tag.AFFECTED_SOP_INSTANCE, ui(command.sop_instance)))
+    return pack_command([(int(tag), value) for tag, value in fields])
 
 
-def pdvs(pdu: bytes | bytearray) -> Iterator[tuple[int, int, memoryview]]:
-    """(context ID, message control header, fragment) of every PDV item of a P-DATA-TF PDU."""
-    view = memoryview(pdu)
-    offset = 6
-    while offset + 6 <= len(pdu):
-        length, context_id, control = PDV.unpack_from(pdu, offset)
-        yield context_id, control, view[offset + 6 : offset + 4 + length]
-        offset += 4 + length
+# --- one reader for both roles ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommandEvent:
+    """A whole command set arrived on presentation context ``context_id``."""
+
+    context_id: int
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class DataEvent:
+    """A fragment of a data set (valid until the next event); ``last`` ends the data set."""
+
+    context_id: int
+    fragment: memoryview
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OtherPdu:
+    """A PDU other than P-DATA-TF (release or abort): the role decides what it means."""
+
+    kind: PduType
+
+
+Event = CommandEvent | DataEvent | OtherPdu
+_MESSAGE_PHASE = frozenset({PduType.P_DATA_TF, PduType.RELEASE_RQ, PduType.RELEASE_RP, PduType.ABORT})
+
+
+class MessageReader:
+    """DIMSE events from an established association: command sets reassembled within
+    :data:`MAX_COMMAND`, data set fragments passed on as they arrive (the caller streams or
+    bounds them), anything else as :class:`OtherPdu`."""
+
+    __slots__ = ("_command", "_pdus", "peer")
+
+    def __init__(self, pdus: PduReader) -> None:
+        self._pdus = pdus
+        self.peer = pdus.peer
+        self._command = bytearray()
+
+    def events(self) -> Generator[Event, None, None]:
+        """Every event until the caller stops; the PDU buffer is dropped as soon as it is spent."""
+        command = self._command
+        while True:
+            kind, pdu = self._pdus.read(_MESSAGE_PHASE)
+            if kind is not PduType.P_DATA_TF:
+                command.clear()
+                yield OtherPdu(kind)
+                continue
+            for context_id, control, fragment in pdvs(pdu, self.peer):
+                if control & 0x01:
+                    if len(command) + len(fragment) > MAX_COMMAND:
+                        command.clear()
+                        msg = f"{self.peer} sent a command set of more than {MAX_COMMAND} bytes"
+                        raise ProtocolError(msg)
+                    command += fragment
+                    if control & 0x02:
+                        parsed = parse_command(bytes(command))
+                        command.clear()
+                        yield CommandEvent(context_id, parsed)
+                else:
+                    yield DataEvent(context_id, fragment, bool(control & 0x02))
+            del pdu
+
+    def reset(self) -> None:
+        """Forget a partly received command set (after a failed request)."""
+        self._command = bytearray()
+
+
+class BoundedBuffer:
+    """A data set that must be kept whole (a C-FIND identifier), refused beyond ``limit`` bytes."""
+
+    __slots__ = ("data", "limit", "what")
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.data = bytearray()
+        self.limit = limit
+        self.what = what
+
+    def add(self, fragment: memoryview) -> None:
+        if len(self.data) + len(fragment) > self.limit:
+            self.data = bytearray()
+            msg = f"{self.what} of more than {self.limit} bytes"
+            raise ProtocolError(msg)
+        self.data += fragment
+
+
+def send_message(sock: socket.socket, context_id: int, command: bytes, dataset: bytes | None, peer_max: int) -> None:
+    """Send a command set (and data set) as P-DATA-TF PDUs within the peer's maximum length."""
+    chunk = fragment_size(peer_max)
+    pdus = [p_data(context_id, 0x01, command, chunk)]
+    if dataset is not None:
+        pdus.append(p_data(context_id, 0x00, dataset, chunk))
+    sock.sendall(b"".join(pdus))
 
 
 def use_kernel_timeouts(sock: socket.socket, seconds: float) -> None:
@@ -150,43 +319,3 @@ def use_kernel_timeouts(sock: socket.socket, seconds: float) -> None:
     value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-
-
-_WAITALL = getattr(socket, "MSG_WAITALL", 0)
-
-
-def _fill(sock: socket.socket, view: memoryview) -> None:
-    got, size = 0, len(view)
-    while got < size:
-        n = sock.recv_into(view[got:], size - got, _WAITALL)
-        if n == 0:
-            msg = "connection closed"
-            raise AssociationAborted(msg)
-        got += n
-
-
-def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
-    """One whole PDU: its type and all its bytes (header included, as pynetdicom decodes them),
-    read into one buffer without further copies."""
-    header = bytearray(6)
-    _fill(sock, memoryview(header))
-    kind, length = HEADER.unpack(header)
-    pdu = bytearray(6 + length)
-    pdu[:6] = header
-    _fill(sock, memoryview(pdu)[6:])
-    return kind, pdu
-
-
-def release_rq() -> bytes:
-    """A-RELEASE-RQ (PS3.8 9.3.6)."""
-    return HEADER.pack(0x05, 4) + bytes(4)
-
-
-def release_rp() -> bytes:
-    """A-RELEASE-RP (PS3.8 9.3.7)."""
-    return HEADER.pack(0x06, 4) + bytes(4)
-
-
-def abort_rq() -> bytes:
-    """A-ABORT from the service user, no reason given (PS3.8 9.3.8)."""
-    return HEADER.pack(0x07, 4) + bytes(4)

@@ -4,9 +4,10 @@ pynetdicom runs every association in two polling threads (1 ms sleeps) and pause
 around each request; for thousands of small C-FINDs that polling, not the network, sets the
 pace, and building DIMSE command sets as pydicom datasets costs more CPU than the query.
 Here the worker thread that sends a request also reads its responses, straight from the
-socket: no extra threads, no polling. Association negotiation uses pynetdicom's PDU classes;
-the hot messages (command sets and PDV items, a fixed handful of group 0000 elements) are
-packed by hand; identifiers are encoded and decoded by pydicom via pynetdicom's dsutils.
+socket: no extra threads, no polling. Negotiation is :mod:`asyncdicom.net.acse`, PDUs and their
+limits :mod:`asyncdicom.net.pdu`, DIMSE messages :mod:`asyncdicom.net.dimse`; this module keeps
+only the requestor's policy. Identifiers are encoded and decoded by pydicom (via pynetdicom's
+dsutils), within :data:`MAX_IDENTIFIER` bytes.
 """
 
 from __future__ import annotations
@@ -18,33 +19,46 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from io import BytesIO
+from typing import NoReturn
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
 
-from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, HostNotFound, SilentPeer
+from asyncdicom.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    ConnectionFailed,
+    HostNotFound,
+    NetworkError,
+    ProtocolError,
+    SilentPeer,
+)
 from asyncdicom.net.acse import associate_rq, parse_associate_ac, parse_associate_rj
 from asyncdicom.net.dimse import (
-    Command,
+    PENDING,
+    PRIORITY_LOW,
+    BoundedBuffer,
+    CommandEvent,
+    CommandField,
+    DataEvent,
+    MessageReader,
     StoreFile,
     StoreSink,
-    abort_rq,
+    Tag,
     ae,
-    p_data,
     pack_command,
-    parse_command,
-    pdvs,
-    read_pdu,
-    release_rp,
-    release_rq,
+    response,
+    send_message,
     ui,
     us,
     use_kernel_timeouts,
 )
+from asyncdicom.net.pdu import NEGOTIATION, PduReader, PduType, abort_rq, release_rp, release_rq
 
 VERIFICATION = "1.2.840.10008.1.1"
-PRIORITY_LOW = 0x0002  # a research batch should not push ahead of clinical work
+MAX_IDENTIFIER = 1 << 20
+"""The largest response identifier (C-FIND match, C-MOVE/C-GET final response) kept in memory."""
 _REJECT_TEXT = {
     (1, 1): "no reason given",
     (1, 2): "application context name not supported",
@@ -73,12 +87,15 @@ class LeanAssociation:
     def __init__(
         self,
         sock: socket.socket,
+        pdus: PduReader,
         contexts: dict[str, tuple[int, UID]],
         peer_max_pdu: int,
         where: str,
         syntax_of: dict[int, str] | None = None,
     ) -> None:
         self._sock = sock
+        self._pdus = pdus
+        self._events = MessageReader(pdus).events()
         self.contexts = contexts  # abstract syntax → (context ID, transfer syntax)
         self._peer_max_pdu = peer_max_pdu or 0
         # every accepted context, including several per SOP class (one per compressed syntax)
@@ -125,15 +142,20 @@ class LeanAssociation:
             msg = f"Unable to connect to {where} as {why}; check pacs.hostname and pacs.port, and the network"
             raise ConnectionFailed(msg) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pdus = PduReader(sock, f"the PACS {where}")
         try:
             frozen_storage = tuple((uid, tuple(syntaxes)) for uid, syntaxes in storage)
             sock.sendall(_associate_rq(called, calling, tuple(abstract_syntaxes), frozen_storage))
-            kind, body = read_pdu(sock)
+            kind, body = pdus.read(NEGOTIATION)
+        except ProtocolError as exc:
+            _abort_and_close(sock)
+            msg = f"Unable to associate with {where} as {exc}"
+            raise ProtocolError(msg) from None
         except (OSError, AssociationAborted):
             sock.close()
             msg = f"Unable to associate with {where} as the connection was closed during negotiation"
             raise AssociationAborted(msg) from None
-        if kind == 0x03:
+        if kind is PduType.ASSOCIATE_RJ:
             sock.close()
             result, source, reason = parse_associate_rj(body)
             text = _REJECT_TEXT.get((source, reason), f"source {source}, reason {reason}")
@@ -144,11 +166,16 @@ class LeanAssociation:
             elif (source, reason) == (1, 7):
                 msg += "; check pacs.aet"
             raise AssociationRejected(result, source, reason, msg)
-        if kind != 0x02:
+        if kind is not PduType.ASSOCIATE_AC:
             sock.close()
-            msg = f"Unable to associate with {where} as the PACS answered with PDU type 0x{kind:02X}"
+            msg = f"Unable to associate with {where} as the PACS answered with an {kind.name.replace('_', '-')} PDU"
             raise AssociationAborted(msg)
-        answers, peer_max = parse_associate_ac(body)
+        try:
+            answers, peer_max = parse_associate_ac(body)
+        except ProtocolError as exc:
+            _abort_and_close(sock)
+            msg = f"Unable to associate with {where} as the PACS sent {exc}"
+            raise ProtocolError(msg) from None
         proposed = {2 * i + 1: uid for i, uid in enumerate([*abstract_syntaxes, *(c for c, _ in storage)])}
         contexts: dict[str, tuple[int, UID]] = {}
         syntax_of: dict[int, str] = {}
@@ -157,64 +184,53 @@ class LeanAssociation:
                 syntax_of[context_id] = syntax
                 contexts.setdefault(proposed[context_id], (context_id, UID(syntax)))
         use_kernel_timeouts(sock, timeout)
-        return cls(sock, contexts, peer_max, where, syntax_of)
+        return cls(sock, pdus, contexts, peer_max, where, syntax_of)
 
     # --- requests -----------------------------------------------------------------------------
 
     def find(self, model: str, identifier: Dataset, msg_id: int) -> Iterator[Response]:
         """Send a C-FIND and yield every response, the final one last."""
-        request = pack_command(
-            [
-                (0x0002, ui(model)),
-                (0x0100, us(0x0020)),
-                (0x0110, us(msg_id)),
-                (0x0700, us(PRIORITY_LOW)),
-                (0x0800, us(0x0001)),
-            ]
-        )
-        return self._request(model, request, identifier, None)
+        return self._request(model, CommandField.C_FIND_RQ, msg_id, identifier, None)
 
     def move(self, model: str, identifier: Dataset, msg_id: int, destination: str) -> Iterator[Response]:
         """Send a C-MOVE to ``destination`` and yield every response, the final one last."""
-        request = pack_command(
-            [
-                (0x0002, ui(model)),
-                (0x0100, us(0x0021)),
-                (0x0110, us(msg_id)),
-                (0x0600, ae(destination)),
-                (0x0700, us(PRIORITY_LOW)),
-                (0x0800, us(0x0001)),
-            ]
-        )
-        return self._request(model, request, identifier, None)
+        return self._request(model, CommandField.C_MOVE_RQ, msg_id, identifier, None, destination)
 
     def get(self, model: str, identifier: Dataset, msg_id: int, sink: StoreSink) -> Iterator[Response]:
         """Send a C-GET; C-STOREs arriving meanwhile go to ``sink``. Yields every C-GET response."""
-        request = pack_command(
-            [
-                (0x0002, ui(model)),
-                (0x0100, us(0x0010)),
-                (0x0110, us(msg_id)),
-                (0x0700, us(PRIORITY_LOW)),
-                (0x0800, us(0x0001)),
-            ]
-        )
-        return self._request(model, request, identifier, sink)
+        return self._request(model, CommandField.C_GET_RQ, msg_id, identifier, sink)
 
-    def _request(self, model: str, command: bytes, identifier: Dataset, sink: StoreSink | None) -> Iterator[Response]:
+    def _request(
+        self,
+        model: str,
+        field: CommandField,
+        msg_id: int,
+        identifier: Dataset,
+        sink: StoreSink | None,
+        destination: str | None = None,
+    ) -> Iterator[Response]:
         context_id, syntax = self._context(model)
-        self._send(context_id, command, _encode(identifier, syntax))
+        fields = [(Tag.AFFECTED_SOP_CLASS, ui(model)), (Tag.COMMAND_FIELD, us(field)), (Tag.MESSAGE_ID, us(msg_id))]
+        if destination is not None:
+            fields.append((Tag.MOVE_DESTINATION, ae(destination)))
+        fields += [(Tag.PRIORITY, us(PRIORITY_LOW)), (Tag.DATA_SET_TYPE, us(0x0001))]
+        self._send(context_id, pack_command([(int(tag), value) for tag, value in fields]), _encode(identifier, syntax))
         while True:
-            response = self._receive(syntax, sink)
-            yield response
-            if response.status not in (0xFF00, 0xFF01):
+            answer = self._receive(syntax, sink)
+            yield answer
+            if answer.status not in PENDING:
                 return
 
     def echo(self, msg_id: int) -> int:
         """Send a C-ECHO; returns its status."""
         context_id, syntax = self._context(VERIFICATION)
         request = pack_command(
-            [(0x0002, ui(VERIFICATION)), (0x0100, us(0x0030)), (0x0110, us(msg_id)), (0x0800, us(0x0101))]
+            [
+                (Tag.AFFECTED_SOP_CLASS, ui(VERIFICATION)),
+                (Tag.COMMAND_FIELD, us(CommandField.C_ECHO_RQ)),
+                (Tag.MESSAGE_ID, us(msg_id)),
+                (Tag.DATA_SET_TYPE, us(0x0101)),
+            ]
         )
         self._send(context_id, request, None)
         return self._receive(syntax, None).status
@@ -227,99 +243,110 @@ class LeanAssociation:
             raise AssociationAborted(msg) from None
 
     def _send(self, context_id: int, command: bytes, dataset: bytes | None) -> None:
-        """Send a command set (and data set) as P-DATA-TF PDUs within the peer's maximum length."""
-        chunk = (self._peer_max_pdu - 6) if self._peer_max_pdu > 6 else 1 << 20
-        pdus = [p_data(context_id, 0x01, command, chunk)]
-        if dataset is not None:
-            pdus.append(p_data(context_id, 0x00, dataset, chunk))
+        """Send a command set (and data set) within the peer's maximum PDU length."""
         try:
-            self._sock.sendall(b"".join(pdus))
+            send_message(self._sock, context_id, command, dataset, self._peer_max_pdu)
         except OSError:
             self._fail()
 
     def _receive(self, syntax: UID, sink: StoreSink | None) -> Response:
-        """Read PDUs until one whole DIMSE response has arrived; serve C-STOREs on the way."""
-        command = bytearray()
-        data = bytearray()
-        parsed: Command | None = None
+        """Read until one whole DIMSE response has arrived; serve C-STOREs on the way. A peer that
+        breaks the protocol is aborted; no buffer of a failed attempt outlives it."""
         store: StoreFile | None = None
+        storing: CommandEvent | None = None
+        answer: CommandEvent | None = None
+        data: BoundedBuffer | None = None
         try:
-            while True:
-                body = self._next_pdu()
-                for context_id, control, fragment in pdvs(body):
-                    if control & 0x01:
-                        command += fragment
-                        if not control & 0x02:
-                            continue
-                        parsed = parse_command(bytes(command))
-                        command.clear()
-                        if parsed.field == 0x0001:  # C-STORE-RQ: a C-GET sub-operation
-                            store = self._begin_store(parsed, context_id, sink)
-                        elif not parsed.has_dataset:
-                            return Response(parsed.status, parsed.comment, None, parsed.counts)
-                    elif store is not None and parsed is not None:
-                        store.write(fragment)
-                        if control & 0x02:
-                            self._end_store(parsed, context_id, sink, store)
-                            store, parsed = None, None
+            for event in self._events:
+                if isinstance(event, DataEvent):
+                    if store is not None:
+                        store.write(event.fragment)
+                        if event.last:
+                            assert storing is not None
+                            assert sink is not None
+                            self._end_store(storing, sink, store)
+                            store = storing = None
+                    elif data is not None and answer is not None:
+                        data.add(event.fragment)
+                        if event.last:
+                            return self._response(answer, syntax, data)
                     else:
-                        data += fragment
-                        if control & 0x02 and parsed is not None:
-                            ds = decode(BytesIO(bytes(data)), syntax.is_implicit_VR, syntax.is_little_endian)
-                            return Response(parsed.status, parsed.comment, ds, parsed.counts)
-        except BaseException:
-            if store is not None and sink is not None:
-                sink.end(store, ok=False)
-            raise
-
-    def _next_pdu(self) -> bytearray:
-        """The next P-DATA-TF PDU; anything else ends the association."""
-        try:
-            kind, body = read_pdu(self._sock)
+                        msg = f"the PACS {self._where} sent a data set with no command before it"
+                        raise ProtocolError(msg)
+                elif isinstance(event, CommandEvent):
+                    if store is not None or data is not None:
+                        msg = f"the PACS {self._where} sent a command in the middle of a data set"
+                        raise ProtocolError(msg)
+                    command = event.command
+                    if command.field == CommandField.C_STORE_RQ:  # a C-GET sub-operation
+                        store, storing = self._begin_store(event, sink), event
+                    elif not command.has_dataset:
+                        return Response(command.status, command.comment, None, command.counts)
+                    else:
+                        answer = event
+                        data = BoundedBuffer(MAX_IDENTIFIER, f"the PACS {self._where} sent a response identifier")
+                else:
+                    if event.kind is PduType.RELEASE_RQ:  # the peer wants to release: answer; the request is lost
+                        with contextlib.suppress(OSError):
+                            self._sock.sendall(release_rp())
+                    self._fail()
+        except ProtocolError as exc:
+            self._fail(exc)
         except (OSError, AssociationAborted):
             self._fail()
-        if kind != 0x04:
-            if kind == 0x05:  # the peer wants to release: answer; the request is lost
-                with contextlib.suppress(OSError):
-                    self._sock.sendall(release_rp())
-            self._fail()
-        return body
+        except BaseException:  # e.g. the output volume is full: the association cannot go on
+            self._close(abort=True)
+            raise
+        finally:
+            if store is not None and sink is not None:
+                sink.end(store, ok=False)
+            del data
+        self._fail()  # pragma: no cover - the events never end
 
-    def _begin_store(self, command: Command, context_id: int, sink: StoreSink | None) -> StoreFile:
-        if sink is None:
-            msg = "the PACS sent a C-STORE on an association that expects none"
-            raise AssociationAborted(msg)
-        syntax = self._syntax_of.get(context_id, "")
-        return sink.begin(command.sop_class, command.sop_instance, syntax)
-
-    def _end_store(self, command: Command, context_id: int, sink: StoreSink | None, store: StoreFile) -> None:
-        assert sink is not None
-        status, then = sink.end(store, ok=True)
-        response = pack_command(
-            [
-                (0x0002, ui(command.sop_class)),
-                (0x0100, us(0x8001)),
-                (0x0120, us(command.message_id)),
-                (0x0800, us(0x0101)),
-                (0x0900, us(status)),
-                (0x1000, ui(command.sop_instance)),
-            ]
-        )
+    def _response(self, answer: CommandEvent, syntax: UID, data: BoundedBuffer) -> Response:
+        command = answer.command
         try:
-            self._send(context_id, response, None)
+            ds = decode(BytesIO(bytes(data.data)), syntax.is_implicit_VR, syntax.is_little_endian)
+        except Exception:  # hostile bytes into pydicom's parser: any failure is the peer's
+            msg = f"the PACS {self._where} sent a response identifier that cannot be decoded"
+            raise ProtocolError(msg) from None
+        return Response(command.status, command.comment, ds, command.counts)
+
+    def _begin_store(self, event: CommandEvent, sink: StoreSink | None) -> StoreFile:
+        if sink is None:
+            msg = f"the PACS {self._where} sent a C-STORE on an association that expects none"
+            raise ProtocolError(msg)
+        syntax = self._syntax_of.get(event.context_id, "")
+        return sink.begin(event.command.sop_class, event.command.sop_instance, syntax)
+
+    def _end_store(self, event: CommandEvent, sink: StoreSink, store: StoreFile) -> None:
+        status, then = sink.end(store, ok=True)
+        try:
+            self._send(event.context_id, response(event.command, CommandField.C_STORE_RSP, status), None)
         finally:
             if then is not None:
                 then()
 
-    def _fail(self) -> None:
+    def _close(self, *, abort: bool) -> None:
+        """Mark the association dead and close its socket (A-ABORT first when ``abort``)."""
         self.alive = False
+        self._events.close()  # drops the last PDU buffer
+        if abort:
+            with contextlib.suppress(OSError):
+                self._sock.sendall(abort_rq(2, 0))
         with contextlib.suppress(OSError):
             self._sock.close()
+
+    def _fail(self, error: ProtocolError | None = None) -> NoReturn:
+        """End the association and raise what the caller should see."""
+        self._close(abort=error is not None)
         if self._silent:
             msg = "the PACS did not answer in time, so the association was aborted"
-            raise SilentPeer(msg)
+            raise SilentPeer(msg) from None
+        if error is not None:
+            raise ProtocolError(str(error)) from None
         msg = f"the association with {self._where} was aborted or closed"
-        raise AssociationAborted(msg)
+        raise AssociationAborted(msg) from None
 
     # --- ending -------------------------------------------------------------------------------
 
@@ -337,11 +364,17 @@ class LeanAssociation:
         if self.alive:
             self.alive = False
             with contextlib.suppress(OSError, AssociationAborted):
-                self._sock.settimeout(5)
+                use_kernel_timeouts(self._sock, 5)
                 self._sock.sendall(release_rq())
-                read_pdu(self._sock)
+                self._pdus.read()
         with contextlib.suppress(OSError):
             self._sock.close()
+
+
+def _abort_and_close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(abort_rq(2, 0))
+    sock.close()
 
 
 # --- PDU helpers ----------------------------------------------------------------------------
@@ -351,7 +384,7 @@ def _encode(ds: Dataset, syntax: UID) -> bytes:
     data = encode(ds, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
     if data is None:
         msg = "Unable to encode the query identifier"
-        raise ValueError(msg)
+        raise NetworkError(msg)
     return data
 
 

@@ -10,6 +10,7 @@ fragment, which made C-MOVE three times slower than C-GET.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from asyncdicom.errors import AssociationAborted, OutputError
+from asyncdicom.errors import AssociationAborted, NetworkError, OutputError, ProtocolError
 from asyncdicom.net.acse import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     AssociateRequest,
@@ -26,27 +27,24 @@ from asyncdicom.net.acse import (
     parse_associate_rq,
 )
 from asyncdicom.net.dimse import (
-    Command,
+    CommandEvent,
+    CommandField,
+    DataEvent,
+    MessageReader,
     Reply,
-    abort_rq,
-    p_data,
-    pack_command,
-    parse_command,
-    pdvs,
-    read_pdu,
-    release_rp,
-    ui,
-    us,
+    Status,
+    response,
+    send_message,
     use_kernel_timeouts,
 )
+from asyncdicom.net.pdu import PduReader, PduType, abort_rq, release_rp
 from asyncdicom.write.spool import SpoolWriter, file_meta
 
 log = logging.getLogger("asyncdicom.scp")
 
-STATUS_SUCCESS = 0x0000
-STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_NOT_REQUESTED = 0xC000
 VERIFICATION = "1.2.840.10008.1.1"
+ARTIM = 30.0
+"""Seconds a new connection has to send its A-ASSOCIATE-RQ (PS3.8 9.1.5, as dcmtk's default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +95,21 @@ class StorageSCP:
     def start(self) -> int:
         """Listen (port 0 picks a free one) and return the port."""
         self.spool.mkdir(parents=True, exist_ok=True)
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             listener.bind((self.host, self.port))
         except OSError as exc:
             listener.close()
-            msg = f"Unable to listen on port {self.port} (local.port) as {exc.strerror}; choose another port"
-            raise OSError(msg) from None
+            where = f"{self.host}:{self.port}" if self.host else f"port {self.port}"
+            remedy = (
+                "give an address of this machine (local.bind_address)"
+                if exc.errno == errno.EADDRNOTAVAIL
+                else "choose another port (local.port)"
+            )
+            msg = f"Unable to listen on {where} as {exc.strerror}; {remedy}"
+            raise NetworkError(msg) from None
         listener.listen(64)
         self._listener = listener
         self.port = int(listener.getsockname()[1])
@@ -136,27 +141,45 @@ class StorageSCP:
         assert self._listener is not None
         while not self._stopping.is_set():
             try:
-                sock, _ = self._listener.accept()
+                sock, address = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                crowded = len(self._threads) >= self.max_connections
+            if crowded:  # more connections than any PACS needs: refuse at once, spend no thread
+                log.debug("refused a connection from %s: %d open already", address[0], self.max_connections)
+                with contextlib.suppress(OSError):
+                    sock.close()
+                continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            use_kernel_timeouts(sock, self.timeout)
-            thread = threading.Thread(target=self._serve, args=(sock,), name="asyncdicom-scp-assoc", daemon=True)
+            use_kernel_timeouts(sock, min(self.timeout, ARTIM))
+            thread = threading.Thread(
+                target=self._serve, args=(sock, address[0]), name="asyncdicom-scp-assoc", daemon=True
+            )
             with self._lock:
                 self._threads.add(thread)
             thread.start()
 
-    def _serve(self, sock: socket.socket) -> None:
+    @property
+    def max_connections(self) -> int:
+        """Connections served at once: the associations allowed, and as many more being told no."""
+        return 2 * self.max_associations + 2
+
+    def _serve(self, sock: socket.socket, address: str) -> None:
         with self._lock:
             busy = len(self._active) >= self.max_associations
             self._active.add(sock)
         try:
-            _Association(self, sock).run(busy)
+            _Association(self, sock, address).run(busy)
         except OutputError as exc:  # the volume is full: the peer is aborted, the run stops
             self.output_error = self.output_error or exc
             with contextlib.suppress(OSError):
                 sock.sendall(abort_rq())
-        except (OSError, AssociationAborted, ValueError) as exc:
+        except ProtocolError as exc:
+            if not self._stopping.is_set():
+                log.warning("%s", exc)
+            _abort_politely(sock)
+        except (OSError, AssociationAborted) as exc:
             if not self._stopping.is_set():
                 log.debug("storage association ended: %s", exc)
         finally:
@@ -167,27 +190,40 @@ class StorageSCP:
                 sock.close()
 
 
+def _abort_politely(sock: socket.socket) -> None:
+    """A-ABORT, then read (and drop) at most 64 KiB for a second before closing, so the peer
+    gets the A-ABORT instead of a connection reset for the bytes it sent after the fault."""
+    with contextlib.suppress(OSError):
+        sock.sendall(abort_rq(2, 0))
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(1.0)
+        left = 64 * 1024
+        while left > 0:
+            chunk = sock.recv(min(left, 16384))
+            if not chunk:
+                break
+            left -= len(chunk)
+
+
 class _Association:
     """One incoming association, served by the thread that accepted it."""
 
-    def __init__(self, server: StorageSCP, sock: socket.socket) -> None:
+    def __init__(self, server: StorageSCP, sock: socket.socket, address: str) -> None:
         self.server = server
         self.sock = sock
+        self.pdus = PduReader(sock, f"a peer at {address}")
         self.calling = ""
         self.syntax_of: dict[int, str] = {}
         self.peer_max = 0
 
     def run(self, busy: bool) -> None:
-        kind, pdu = read_pdu(self.sock)
-        if kind != 0x01:
-            self.sock.sendall(abort_rq())
+        kind, pdu = self.pdus.read(frozenset({PduType.ASSOCIATE_RQ}))
+        if kind is not PduType.ASSOCIATE_RQ:  # an A-ABORT
             return
-        try:
-            request = parse_associate_rq(pdu)
-        except ValueError:
-            self.sock.sendall(abort_rq())
-            return
+        request = parse_associate_rq(pdu)
+        del pdu
         self.calling = request.calling_ae
+        self.pdus.peer = f"AE {self.calling!r} at {self.pdus.peer.removeprefix('a peer at ')}"
         if busy:
             self.sock.sendall(associate_rj(2, 3, 2))  # transient, provider (presentation), local limit exceeded
             return
@@ -196,6 +232,7 @@ class _Association:
             self.sock.sendall(associate_rj(1, 1, 3))  # permanent, service user, calling AE title not recognised
             return
         self._accept(request)
+        use_kernel_timeouts(self.sock, self.server.timeout)
         self._serve()
 
     def _accept(self, request: AssociateRequest) -> None:
@@ -211,67 +248,62 @@ class _Association:
         self.sock.sendall(associate_ac(request, results))
 
     def _serve(self) -> None:
-        """Read PDUs until the peer releases or aborts; answer every C-STORE and C-ECHO."""
-        buffer = bytearray()
-        command: Command | None = None
+        """Read until the peer releases or aborts; answer every C-STORE and C-ECHO."""
         store: SpoolWriter | None = None
+        storing: CommandEvent | None = None
+        peer = self.pdus.peer
         try:
-            while True:
-                kind, pdu = read_pdu(self.sock)
-                if kind == 0x05:  # A-RELEASE-RQ
+            for event in MessageReader(self.pdus).events():
+                if isinstance(event, DataEvent):
+                    if store is None or storing is None:
+                        msg = f"{peer} sent a data set with no C-STORE before it"
+                        raise ProtocolError(msg)
+                    store.write(event.fragment)
+                    if event.last:
+                        status, then = self._end(storing, store)
+                        store = None
+                        try:
+                            self._answer(storing, CommandField.C_STORE_RSP, status)
+                        finally:
+                            if then is not None:
+                                then()
+                elif isinstance(event, CommandEvent):
+                    if store is not None:
+                        msg = f"{peer} sent a command in the middle of a data set"
+                        raise ProtocolError(msg)
+                    if event.command.field == CommandField.C_ECHO_RQ:
+                        self._answer(event, CommandField.C_ECHO_RSP, Status.SUCCESS)
+                    elif event.command.field == CommandField.C_STORE_RQ:
+                        store, storing = self._begin(event), event
+                    else:
+                        msg = (
+                            f"{peer} sent DIMSE command 0x{event.command.field:04X}, which a storage SCP does not serve"
+                        )
+                        raise ProtocolError(msg)
+                elif event.kind is PduType.RELEASE_RQ:
                     self.sock.sendall(release_rp())
                     return
-                if kind != 0x04:  # A-ABORT or anything unexpected
+                else:  # A-ABORT, or a release reply we never asked for
                     return
-                for context_id, control, fragment in pdvs(pdu):
-                    if control & 0x01:
-                        buffer += fragment
-                        if control & 0x02:
-                            command = parse_command(bytes(buffer))
-                            buffer.clear()
-                            if command.field == 0x0030:  # C-ECHO-RQ
-                                self._answer(context_id, command, 0x8030, STATUS_SUCCESS)
-                            elif command.field == 0x0001:
-                                store = self._begin(command, context_id)
-                    elif store is not None and command is not None:
-                        store.write(fragment)
-                        if control & 0x02:
-                            status, then = self._end(command, context_id, store)
-                            store = None
-                            try:
-                                self._answer(context_id, command, 0x8001, status)
-                            finally:
-                                if then is not None:
-                                    then()
         finally:
             if store is not None:
                 store.discard()
 
-    def _begin(self, command: Command, context_id: int) -> SpoolWriter:
-        syntax = self.syntax_of.get(context_id, "1.2.840.10008.1.2")
-        meta = file_meta(command.sop_class, command.sop_instance, syntax, self.calling)
+    def _begin(self, event: CommandEvent) -> SpoolWriter:
+        syntax = self.syntax_of.get(event.context_id, IMPLICIT_VR_LITTLE_ENDIAN)
+        meta = file_meta(event.command.sop_class, event.command.sop_instance, syntax, self.calling)
         return SpoolWriter(self.server.spool, meta, syntax)
 
-    def _end(self, command: Command, context_id: int, store: SpoolWriter) -> Reply:
+    def _end(self, event: CommandEvent, store: SpoolWriter) -> Reply:
         received = Received(
             file=store,
-            sop_class=command.sop_class,
-            sop_instance=command.sop_instance,
+            sop_class=event.command.sop_class,
+            sop_instance=event.command.sop_instance,
             transfer_syntax=store.transfer_syntax,
             calling_ae=self.calling,
-            move_message_id=command.move_message_id,
+            move_message_id=event.command.move_message_id,
         )
         return self.server.on_received(received)
 
-    def _answer(self, context_id: int, command: Command, field: int, status: int) -> None:
-        fields = [
-            (0x0002, ui(command.sop_class)),
-            (0x0100, us(field)),
-            (0x0120, us(command.message_id)),
-            (0x0800, us(0x0101)),
-            (0x0900, us(status)),
-        ]
-        if command.sop_instance:
-            fields.append((0x1000, ui(command.sop_instance)))
-        chunk = self.peer_max - 6 if self.peer_max > 6 else 1 << 20
-        self.sock.sendall(p_data(context_id, 0x01, pack_command(fields), chunk))
+    def _answer(self, event: CommandEvent, field: CommandField, status: int) -> None:
+        send_message(self.sock, event.context_id, response(event.command, field, status), None, self.peer_max)

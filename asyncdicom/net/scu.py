@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.uid import UID
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -23,7 +25,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from asyncdicom.config import Config
 from asyncdicom.elements import build_identifier
-from asyncdicom.errors import AssociationAborted, ServiceNotSupported, SilentPeer
+from asyncdicom.errors import AssociationAborted, ProtocolError, ServiceNotSupported, SilentPeer
 from asyncdicom.net.base import PENDING, FindOutcome, RetrieveOutcome
 from asyncdicom.net.dimse import StoreSink
 from asyncdicom.net.lean import LeanAssociation
@@ -64,8 +66,35 @@ def retrieve_identifier(request: Request) -> Dataset:
     return build_identifier(specs)
 
 
+MAX_VALUE = 64 * 1024
+"""The longest value kept in the library; a longer one fails the request (a query asks for
+short identifying attributes, not documents)."""
+
+
 def identifier_to_text(ds: Dataset) -> dict[str, str]:
-    """Top-level, non-sequence elements of a response identifier as keyword → text."""
+    """Top-level, non-sequence elements of a response identifier as keyword → text.
+
+    Raises ProtocolError for a value longer than :data:`MAX_VALUE` or one pydicom cannot read."""
+    try:
+        return _identifier_to_text(ds)
+    except ProtocolError:
+        raise
+    except Exception:  # hostile bytes decoded lazily by pydicom: any failure is the peer's
+        msg = "the PACS sent a response identifier with an element that cannot be decoded"
+        raise ProtocolError(msg) from None
+
+
+def _identifier_to_text(ds: Dataset) -> dict[str, str]:
+    tags = list(ds.keys())
+    for tag in tags:  # lengths first, on the raw elements: nothing is decoded yet
+        length = getattr(ds.get_item(tag), "length", 0) or 0
+        if length > MAX_VALUE:
+            keyword = keyword_for_tag(tag) or "(private)"
+            msg = (
+                f"the PACS returned {Tag(tag)} {keyword} of {length} bytes, more than the {MAX_VALUE} a "
+                "library value may hold; leave it out of request.elements"
+            )
+            raise ProtocolError(msg)
     out: dict[str, str] = {}
     for elem in ds:
         keyword = elem.keyword
@@ -190,7 +219,11 @@ class ScuSession:
                 self.busy_since = time.monotonic()
                 if response.status in PENDING:
                     if response.dataset is not None:
-                        matches.append(identifier_to_text(response.dataset))
+                        try:
+                            matches.append(identifier_to_text(response.dataset))
+                        except ProtocolError:
+                            assoc.abort(silent=False)  # the rest of its responses are not read
+                            raise
                     continue
                 return FindOutcome(
                     status=response.status,
@@ -199,7 +232,7 @@ class ScuSession:
                     comment=response.comment,
                     pending=len(matches),
                 )
-        except SilentPeer:
+        except (SilentPeer, ProtocolError):
             raise
         except AssociationAborted as exc:
             if matches:
@@ -242,7 +275,7 @@ class ScuSession:
                     comment=response.comment,
                     pending=pending,
                 )
-        except SilentPeer:
+        except (SilentPeer, ProtocolError):
             raise
         except AssociationAborted as exc:
             if pending:

@@ -24,13 +24,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from asyncdicom.errors import OutputError, output_error
+from asyncdicom.identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from asyncdicom.write.header import HEAD, scan_buffer, scan_header
 from asyncdicom.write.meta import file_start
 
 log = logging.getLogger("asyncdicom.write")
 
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1.48.1"  # under pydicom's root, for asyncdicom
-IMPLEMENTATION_VERSION = "ASYNCDICOM_01"
 _RUN = uuid.uuid4().hex[:16]  # spool names: this process's prefix and a counter (O_EXCL guards the rest)
 _NUMBERS = itertools.count()
 ROUTING = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -38,7 +37,7 @@ ROUTING = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceU
 
 def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str = "") -> bytes:
     """Preamble, ``DICM`` and a File Meta Information group naming asyncdicom."""
-    identity = (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION)
+    identity = (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME)
     return file_start(sop_class, sop_instance, transfer_syntax, identity, source_ae)
 
 

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydicom.uid import UID
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ, A_RELEASE_RP, A_RELEASE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -17,8 +16,9 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, build_context
 
+from asyncdicom.errors import NetworkError
+from asyncdicom.identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from asyncdicom.net.acse import (
-    VERSION_NAME,
     AssociateRequest,
     associate_ac,
     associate_rj,
@@ -27,7 +27,7 @@ from asyncdicom.net.acse import (
     parse_associate_rj,
     parse_associate_rq,
 )
-from asyncdicom.net.dimse import abort_rq, release_rp, release_rq
+from asyncdicom.net.pdu import MAX_PDU, abort_rq, release_rp, release_rq
 
 SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.90"]
 
@@ -74,8 +74,8 @@ def test_associate_ac_decodes_with_pynetdicom() -> None:
         (c.context_id, c.result, str(c.transfer_syntax[0])) for c in answer.presentation_context_definition_results_list
     ]
     assert got == [(1, 0, SYNTAXES[0]), (3, 4, SYNTAXES[1]), (5, 0, SYNTAXES[2])]
-    assert answer.maximum_length_received == 0
-    assert answer.implementation_class_uid == PYNETDICOM_IMPLEMENTATION_UID
+    assert answer.maximum_length_received == MAX_PDU  # a real limit, enforced on what we receive
+    assert answer.implementation_class_uid == IMPLEMENTATION_CLASS_UID
     assert len(raw) == len(pdu.encode())
 
 
@@ -111,11 +111,11 @@ def test_associate_rj_decodes_with_pynetdicom() -> None:
 
 def _pynetdicom_user_information(*roles: str) -> list[object]:
     max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = 0
+    max_length.maximum_length_received = MAX_PDU
     class_uid = ImplementationClassUIDNotification()
-    class_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+    class_uid.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     version = ImplementationVersionNameNotification()
-    version.implementation_version_name = VERSION_NAME
+    version.implementation_version_name = IMPLEMENTATION_VERSION_NAME
     selections = []
     for uid in roles:
         role = SCP_SCU_RoleSelectionNegotiation()
@@ -155,7 +155,7 @@ def test_associate_rq_is_byte_identical_to_pynetdicoms() -> None:
 
 
 def test_more_than_128_contexts_are_refused() -> None:
-    with pytest.raises(ValueError, match="Unable to propose 129 presentation contexts"):
+    with pytest.raises(NetworkError, match="Unable to propose 129 presentation contexts"):
         associate_rq("B", "A", [("1.2.3", SYNTAXES)] * 129, [])
 
 
@@ -170,7 +170,7 @@ def test_release_and_abort_decode_with_pynetdicom() -> None:
 
 @given(st.binary(max_size=400))
 def test_garbage_after_the_fixed_part_never_crashes(tail: bytes) -> None:
-    """Whatever follows the fixed fields, the parser returns or raises ValueError, nothing else."""
+    """Whatever follows the fixed fields, the parsers return; items that overrun are cut."""
     raw = b"\x01\x00" + (68 + len(tail)).to_bytes(4, "big") + b"\x00\x01\x00\x00" + b"A" * 32 + bytes(32) + tail
     request = parse_associate_rq(raw)
     assert request.calling_ae == "A" * 16

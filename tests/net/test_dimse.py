@@ -10,7 +10,8 @@ import pytest
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
 
-from asyncdicom.net.dimse import pack_command, parse_command, read_pdu, ui, us, use_kernel_timeouts
+from asyncdicom.net.dimse import pack_command, parse_command, ui, us, use_kernel_timeouts
+from asyncdicom.net.pdu import PduReader, PduType
 
 
 def test_packed_command_decodes_with_pydicom() -> None:
@@ -68,10 +69,11 @@ def test_kernel_timeouts_read_whole_pdus_and_give_up_on_silence() -> None:
 
         sender = threading.Thread(target=send_in_pieces)
         sender.start()
-        kind, body = read_pdu(ours)
+        reader = PduReader(ours, "a test peer")
+        kind, body = reader.read()
         sender.join()
-        assert (kind, bytes(body)) == (0x04, pdu)
+        assert (kind, bytes(body)) == (PduType.P_DATA_TF, pdu)
         start = time.monotonic()
         with pytest.raises(OSError):
-            read_pdu(ours)
+            reader.read()
         assert 0.2 < time.monotonic() - start < 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
+from asyncdicom.errors import NetworkError
 from asyncdicom.net.dimse import Reply
 from asyncdicom.net.scp import Received, StorageSCP
 from tests.pacs_servers import dcmtk
@@ -113,5 +115,25 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, received: tuple[StorageSCP
         on_received=lambda item: (0, None),
         host="127.0.0.1",
     )
-    with pytest.raises(OSError, match=rf"Unable to listen on port {scp.port} \(local.port\)"):
+    with pytest.raises(
+        NetworkError, match=rf"Unable to listen on 127.0.0.1:{scp.port} as .*; choose another port \(local.port\)"
+    ):
         other.start()
+
+
+def test_bind_address_is_where_it_listens(tmp_path: Path) -> None:
+    """local.bind_address: the SCP listens on that address only; one not on this machine is named."""
+    scp = _scp(tmp_path, lambda item: (0, None))
+    scp.host = "127.0.0.2"
+    scp.start()
+    try:
+        assert scp._listener is not None
+        assert scp._listener.getsockname()[0] == "127.0.0.2"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", scp.port), timeout=2)
+    finally:
+        scp.stop()
+    elsewhere = _scp(tmp_path, lambda item: (0, None))
+    elsewhere.host = "192.0.2.1"  # TEST-NET-1: never an address of this machine
+    with pytest.raises(NetworkError, match=r"give an address of this machine \(local.bind_address\)"):
+        elsewhere.start()

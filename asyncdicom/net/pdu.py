@@ -1,0 +1,165 @@
+"""Upper layer PDUs on a blocking socket (PS3.8 9.3): types, limits, one reader, the small packers.
+
+Every byte a peer sends is hostile: the reader checks a PDU's type and length against what the
+association's phase allows *before* it allocates anything, so a peer (or an HTTP client on
+``local.port``) claiming a 4 GB PDU costs six bytes of memory and gets an A-ABORT.
+Negotiation PDUs are :mod:`asyncdicom.net.acse`; DIMSE messages are :mod:`asyncdicom.net.dimse`.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from enum import IntEnum
+
+from asyncdicom.errors import AssociationAborted, ProtocolError
+
+HEADER = struct.Struct(">BxL")
+PDV = struct.Struct(">LBB")
+
+MAX_PDU = 1 << 20
+"""The largest P-DATA-TF PDU we receive (our Maximum Length sub-item, PS3.8 D.1): 1 MiB.
+DCMTK-based senders use at most 128 KiB; a bigger PDU only costs memory."""
+MAX_NEGOTIATION_PDU = 64 * 1024
+"""The largest association-phase PDU we accept or expect: 128 presentation contexts with a few
+transfer syntaxes each and user information fit in under 20 KiB."""
+MIN_PDU = 4
+"""No PDU body is shorter: release and abort bodies are 4 bytes."""
+
+
+class PduType(IntEnum):
+    """PDU types (PS3.8 Table 9-11)."""
+
+    ASSOCIATE_RQ = 0x01
+    ASSOCIATE_AC = 0x02
+    ASSOCIATE_RJ = 0x03
+    P_DATA_TF = 0x04
+    RELEASE_RQ = 0x05
+    RELEASE_RP = 0x06
+    ABORT = 0x07
+
+
+NEGOTIATION = frozenset({PduType.ASSOCIATE_RQ, PduType.ASSOCIATE_AC, PduType.ASSOCIATE_RJ})
+CONTROL_LENGTH = {PduType.ASSOCIATE_RJ: 4, PduType.RELEASE_RQ: 4, PduType.RELEASE_RP: 4, PduType.ABORT: 4}
+
+
+def describe(header: bytes | bytearray) -> str:
+    """What a header that is not a DICOM PDU looks like, for an error message (no payload)."""
+    if bytes(header[:4]) in (b"GET ", b"POST", b"HEAD", b"PUT ", b"OPTI", b"HTTP"):
+        return "an HTTP request, not DICOM"
+    if header[:1] == b"\x16":
+        return "a TLS handshake, not plain DICOM"
+    return f"a PDU of unknown type 0x{header[0]:02X}"
+
+
+_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+
+
+def fill(sock: socket.socket, view: memoryview) -> None:
+    """Receive exactly ``len(view)`` bytes into ``view``; AssociationAborted if the peer closes."""
+    got, size = 0, len(view)
+    while got < size:
+        n = sock.recv_into(view[got:], size - got, _WAITALL)
+        if n == 0:
+            msg = "connection closed"
+            raise AssociationAborted(msg)
+        got += n
+
+
+class PduReader:
+    """Reads whole PDUs from one association's socket, within the limits of its phase.
+
+    ``expected`` names the PDU types the current phase allows; ``max_pdu`` bounds a P-DATA-TF
+    PDU's length (what we advertised), :data:`MAX_NEGOTIATION_PDU` every other PDU's.
+    A violation raises :class:`ProtocolError` before any buffer for the body exists.
+    """
+
+    __slots__ = ("_header", "_header_view", "_sock", "max_pdu", "peer")
+
+    def __init__(self, sock: socket.socket, peer: str, max_pdu: int = MAX_PDU) -> None:
+        self._sock = sock
+        self.peer = peer
+        self.max_pdu = max_pdu
+        self._header = bytearray(6)
+        self._header_view = memoryview(self._header)
+
+    def read(self, expected: frozenset[PduType] | None = None) -> tuple[PduType, bytearray]:
+        """The next PDU: its type and all its bytes, header included, in one buffer."""
+        fill(self._sock, self._header_view)
+        kind, length = HEADER.unpack(self._header)
+        try:
+            pdu_type = PduType(kind)
+        except ValueError:
+            msg = f"{self.peer} sent {describe(self._header)}; the association was aborted"
+            raise ProtocolError(msg) from None
+        if expected is not None and pdu_type not in expected and pdu_type is not PduType.ABORT:
+            msg = f"{self.peer} sent an unexpected {pdu_type.name.replace('_', '-')} PDU; the association was aborted"
+            raise ProtocolError(msg)
+        limit = self.max_pdu if pdu_type is PduType.P_DATA_TF else MAX_NEGOTIATION_PDU
+        if length > limit:
+            msg = (
+                f"{self.peer} sent a {pdu_type.name.replace('_', '-')} PDU of {length} bytes, more than the "
+                f"{limit} allowed; the association was aborted"
+            )
+            raise ProtocolError(msg)
+        if length < MIN_PDU or length != CONTROL_LENGTH.get(pdu_type, length):
+            msg = f"{self.peer} sent a {pdu_type.name.replace('_', '-')} PDU of malformed length {length}"
+            raise ProtocolError(msg)
+        pdu = bytearray(6 + length)
+        pdu[:6] = self._header
+        fill(self._sock, memoryview(pdu)[6:])
+        return pdu_type, pdu
+
+
+def pdvs(pdu: bytes | bytearray, peer: str = "the peer") -> Iterator[tuple[int, int, memoryview]]:
+    """(context ID, message control header, fragment) of every PDV item of a P-DATA-TF PDU.
+
+    Raises ProtocolError for an item whose length runs past the PDU or is too short to hold
+    its header (PS3.8 9.3.5.1)."""
+    view = memoryview(pdu)
+    offset, end = 6, len(pdu)
+    while offset < end:
+        if offset + 6 > end:
+            msg = f"{peer} sent a P-DATA-TF PDU with a truncated PDV item"
+            raise ProtocolError(msg)
+        length, context_id, control = PDV.unpack_from(pdu, offset)
+        if length < 2 or offset + 4 + length > end:
+            msg = f"{peer} sent a PDV item of length {length} that does not fit its P-DATA-TF PDU"
+            raise ProtocolError(msg)
+        yield context_id, control, view[offset + 6 : offset + 4 + length]
+        offset += 4 + length
+
+
+def p_data(context_id: int, control: int, data: bytes, chunk: int) -> bytes:
+    """P-DATA-TF PDUs carrying ``data`` in fragments of at most ``chunk`` bytes; the last one flagged."""
+    out = []
+    for start in range(0, max(len(data), 1), chunk):
+        fragment = data[start : start + chunk]
+        last = 0x02 if start + chunk >= len(data) else 0x00
+        item = PDV.pack(len(fragment) + 2, context_id, control | last) + fragment
+        out.append(HEADER.pack(PduType.P_DATA_TF, len(item)) + item)
+    return b"".join(out)
+
+
+def fragment_size(peer_max_pdu: int) -> int:
+    """The largest PDV fragment a PDU within the peer's maximum length can carry (0: unlimited,
+    sent in fragments of :data:`MAX_PDU`)."""
+    limit = peer_max_pdu if peer_max_pdu > 0 else MAX_PDU
+    return max(limit - 6, 1)  # the PDV item's length (4), context ID and control header (2)
+
+
+def release_rq() -> bytes:
+    """A-RELEASE-RQ (PS3.8 9.3.6)."""
+    return HEADER.pack(PduType.RELEASE_RQ, 4) + bytes(4)
+
+
+def release_rp() -> bytes:
+    """A-RELEASE-RP (PS3.8 9.3.7)."""
+    return HEADER.pack(PduType.RELEASE_RP, 4) + bytes(4)
+
+
+def abort_rq(source: int = 0, reason: int = 0) -> bytes:
+    """A-ABORT (PS3.8 9.3.8): from the service user (source 0) or provider (2, with a reason:
+    2 unexpected PDU, 4 unrecognised PDU parameter, 6 invalid PDU parameter value)."""
+    return HEADER.pack(PduType.ABORT, 4) + bytes((0, 0, source, reason))
