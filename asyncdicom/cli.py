@@ -22,6 +22,7 @@ from asyncdicom.errors import AsyncDicomError, ConfigError, ExitCode
 
 if TYPE_CHECKING:  # imported where used: `anonymize` starts faster without the config machinery
     from asyncdicom.config import Config
+    from asyncdicom.ledger import LedgerSummary
     from asyncdicom.plan import Plan
 
 app = typer.Typer(
@@ -122,12 +123,11 @@ def run(
     logs.setup(verbose, quiet)
 
     def body() -> int:
-        from asyncdicom.net.scu import ScuBackend
-        from asyncdicom.runner import RunOptions, echo
+        from asyncdicom.runner import RunOptions, backend_for, echo
         from asyncdicom.runner import run as run_plan
 
         cfg, plan = _load(config, csv)
-        backend = ScuBackend(cfg)
+        backend = backend_for(cfg)
         if cfg.request.type == "c-echo":
             return _echo_result(cfg, anyio.run(echo, backend, backend="asyncio"), json_out)
         options = RunOptions(
@@ -168,13 +168,13 @@ def echo(config: ConfigArg, json_out: JsonOpt = False, verbose: VerboseOpt = 0) 
 
     def body() -> int:
         from asyncdicom.config import load_config
-        from asyncdicom.net.scu import ScuBackend
+        from asyncdicom.runner import backend_for
         from asyncdicom.runner import echo as echo_pacs
 
         cfg = load_config(config)
         for message in cfg.warnings:
             report.warning(message)
-        return _echo_result(cfg, anyio.run(echo_pacs, ScuBackend(cfg), backend="asyncio"), json_out)
+        return _echo_result(cfg, anyio.run(echo_pacs, backend_for(cfg), backend="asyncio"), json_out)
 
     raise typer.Exit(_guard(body, "echo" if json_out else None))
 
@@ -190,9 +190,9 @@ def _script_warnings(cfg: Config) -> list[str]:
     section = cfg.anonymization
     if not section.enabled or section.script is None:
         return []
-    from asyncdicom.anonymize.script import load
+    from asyncdicom.anonymize.lint import check
 
-    return load(section.script).warnings
+    return check(section.script)
 
 
 @app.command()
@@ -232,25 +232,26 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
     """Summarise the ledger of CONFIG: requests by state, last run, first failures."""
 
     def body() -> int:
-        from asyncdicom.checkpoint import open_ledger
         from asyncdicom.config import load_config
+        from asyncdicom.ledger import open_ledger
 
         cfg = load_config(config)
 
-        async def read() -> dict[str, Any]:
+        async def read() -> LedgerSummary:
             async with open_ledger(cfg.output.ledger_file, readonly=True) as ledger:
                 return await ledger.summary()
 
         summary = anyio.run(read, backend="asyncio")
-        counts = summary["requests"]
+        counts = summary.requests
         report.info(
-            f"ledger {cfg.output.ledger_file}: {counts['done']} done, {counts['failed']} failed, "
-            f"{counts['pending']} pending; {summary['matches']} matches"
+            f"ledger {cfg.output.ledger_file}: {counts.done} done, {counts.failed} failed, "
+            f"{counts.pending} pending; {summary.matches} matches"
         )
-        for failure in summary["failures"]:
-            report.info(f"  failed: line {failure['line']}: {failure['error']}")
+        for failure in summary.failures:
+            report.info(f"  failed: line {failure.line}: {failure.error}")
         if json_out:
-            report.emit_json({"schema": 1, "command": "status", "ledger_file": str(cfg.output.ledger_file), **summary})
+            document = {"schema": 1, "command": "status", "ledger_file": str(cfg.output.ledger_file)}
+            report.emit_json({**document, **summary.to_json()})
         return int(ExitCode.OK)
 
     raise typer.Exit(_guard(body, "status" if json_out else None))

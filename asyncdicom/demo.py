@@ -12,9 +12,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from asyncdicom.config import load_config
 from asyncdicom.net.qrscp import QueryRetrieveSCP
-from asyncdicom.net.scu import ScuBackend
 from asyncdicom.plan import build_plan
-from asyncdicom.runner import RunOptions, RunReport, run
+from asyncdicom.runner import RunOptions, RunReport, backend_for, run
 
 MODALITIES = ("CT", "MR", "CR", "US")
 
@@ -158,9 +157,9 @@ async def run_demo(directory: Path, progress: Callable[[str], None] | None = Non
         say(f"demo PACS 'DEMOPACS' listening on 127.0.0.1:{pacs.port} with {len(datasets)} instances")
         say("step 1: C-FIND, one query per patient in demo-batch.csv")
         config = load_config(config_path)
-        found = await run(config, build_plan(config), ScuBackend(config), RunOptions(restart=True))
+        found = await run(config, build_plan(config), backend_for(config), RunOptions(restart=True))
         say("step 2: C-GET of every study in the library")
         retrieve_path = await anyio.to_thread.run_sync(write_retrieve_files, directory, pacs.port)
         config = load_config(retrieve_path)
-        retrieved = await run(config, build_plan(config), ScuBackend(config), RunOptions(restart=True))
+        retrieved = await run(config, build_plan(config), backend_for(config), RunOptions(restart=True))
     return found, retrieved

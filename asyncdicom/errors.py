@@ -5,7 +5,10 @@
     AsyncDicomError
     ├── ConfigError            # dotted key path + remedy; exit 2
     ├── PlanError              # CSV file:line + column; exit 2
-    ├── CheckpointError        # ledger too new, locked or corrupt; exit 1
+    ├── LedgerError            # ledger too new, locked or corrupt; exit 1
+    ├── AnonymizerInputError   # the CTP script or lookup table cannot be used; exit 2
+    │   ├── ScriptError        # (asyncdicom.anonymize.script) file:line and how to fix it
+    │   └── LookupTableError   # (asyncdicom.anonymize.lookup)
     ├── NetworkError           # mapped from OSError/ValueError in asyncdicom.net only
     │   ├── ConnectionFailed   # TCP connect refused or timed out
     │   │   └── HostNotFound   # the host name does not resolve
@@ -67,7 +70,13 @@ class PlanError(AsyncDicomError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
-class CheckpointError(AsyncDicomError):
+class AnonymizerInputError(AsyncDicomError):
+    """An anonymization script or lookup table that cannot be used: where and why."""
+
+    exit_code = ExitCode.USAGE
+
+
+class LedgerError(AsyncDicomError):
     """The ledger database cannot be used."""
 
 

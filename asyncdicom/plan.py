@@ -10,13 +10,14 @@ import csv
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from asyncdicom.config import Config
-from asyncdicom.elements import ElementError, ElementSpec, check_value, level_of, merge, parse_path
+from asyncdicom.elements import ElementError, ElementSpec, check_value, merge, parse_path
 from asyncdicom.errors import PlanError
+from asyncdicom.models import Request
 
 # Levels each query/retrieve information model allows (PS3.4 C.6).
 MODEL_LEVELS = {
@@ -24,24 +25,6 @@ MODEL_LEVELS = {
     "study": ("STUDY", "SERIES", "IMAGE"),
     "psonly": ("PATIENT", "STUDY"),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One request to send: its stable key, CSV line (0 without a batch file) and elements."""
-
-    key: str
-    line: int
-    elements: tuple[ElementSpec, ...]
-
-    @property
-    def level(self) -> str | None:
-        """QueryRetrieveLevel of the request."""
-        return level_of(self.elements)
-
-    def to_json(self) -> str:
-        """The elements as JSON (stored in the ledger)."""
-        return json.dumps([[spec.name, spec.value] for spec in self.elements])
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,24 +37,6 @@ class Plan:
     rows: int
     duplicates: int
     blank_lines: int
-
-
-def narrow(request: Request, missing: Sequence[str]) -> Request | None:
-    """The same request (same key) asking only for the ``missing`` SOP Instances, at IMAGE level.
-
-    Only possible when the request names its series: an IMAGE-level retrieve needs the Study and
-    Series Instance UIDs (PS3.4 C.4.2.1.4), and a list of UIDs alone does not say which series.
-    """
-    given = {s.leaf.keyword: s for s in request.elements if len(s.path) == 1 and s.value}
-    if not missing or "StudyInstanceUID" not in given or "SeriesInstanceUID" not in given:
-        return None
-    if "\\" in (given["SeriesInstanceUID"].value or ""):
-        return None
-    kept = [given[k] for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID") if k in given]
-    level = parse_path("QueryRetrieveLevel")
-    sop = parse_path("SOPInstanceUID")
-    elements = (ElementSpec(level, "IMAGE"), *kept, ElementSpec(sop, "\\".join(missing)))
-    return Request(request.key, request.line, elements)
 
 
 def request_key(fingerprint: str, elements: tuple[ElementSpec, ...]) -> str:

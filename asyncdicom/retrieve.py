@@ -19,16 +19,17 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
+from asyncdicom.anonymize.worker import anonymize_file
 from asyncdicom.config import Config
-from asyncdicom.engine.tracker import Flight, Tracker
 from asyncdicom.errors import FatalRunError, NetworkError, OutputError
+from asyncdicom.models import Request
 from asyncdicom.net.base import DicomSession, RetrieveOutcome
 from asyncdicom.net.dimse import Reply, Status, StoreFile
 from asyncdicom.net.scp import Received, StorageSCP
-from asyncdicom.plan import Request
 from asyncdicom.stats import RunStats
 from asyncdicom.write.pipeline import AnonymizeSettings, InstanceSink, Pipeline, Spooled
-from asyncdicom.write.spool import SpoolWriter, file_meta, read_header, sweep
+from asyncdicom.write.spool import SpoolWriter, file_meta, read_header, spool_opener, sweep
+from asyncdicom.write.tracker import Flight, Tracker
 
 log = logging.getLogger("asyncdicom.retrieve")
 
@@ -48,7 +49,7 @@ def anonymize_settings(config: Config) -> AnonymizeSettings | None:
         return None
     assert config.output.directory is not None
     quarantine = section.quarantine_directory or quarantine_dir(config.output.directory)
-    return AnonymizeSettings(section.script, section.lookup_table, section.mode, quarantine)
+    return AnonymizeSettings(section.script, section.lookup_table, section.mode, quarantine, anonymize_file)
 
 
 def quarantine_dir(output: Path) -> Path:
@@ -135,6 +136,7 @@ class Retriever:
     def on_received(self, received: Received) -> Reply:
         """Storage SCP thread: attribute a received instance and hand it to the writers."""
         file = received.file
+        assert isinstance(file, SpoolWriter)
         flight = self.tracker.attribute(received.move_message_id, None)
         if flight is None:
             try:
@@ -182,7 +184,7 @@ class Retriever:
                         port=local.port,
                         allowed_aets=local.allowed_aets,
                         max_associations=2 * self.config.request.threads + 2,
-                        spool=self.spool,
+                        open_file=spool_opener(self.spool),
                         on_received=self.on_received,
                         host=local.bind_address,
                     )

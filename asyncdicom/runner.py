@@ -9,26 +9,45 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import anyio
 
-from asyncdicom.checkpoint import Ledger, SyncReport, open_ledger
 from asyncdicom.config import Config
 from asyncdicom.engine.gates import WindowGate
 from asyncdicom.engine.limits import TimeWindow
 from asyncdicom.engine.retry import RetryPolicy
 from asyncdicom.engine.scheduler import EngineSettings, Scheduler
 from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError, OutputError, leaves
+from asyncdicom.ledger import Ledger, SyncReport, open_ledger
 from asyncdicom.net.base import DicomBackend
+from asyncdicom.net.scu import ScuBackend, ScuSettings
 from asyncdicom.plan import Plan
 from asyncdicom.retrieve import Retriever
 from asyncdicom.stats import RunSnapshot, RunStats
 
 log = logging.getLogger("asyncdicom")
 
-Outcome = Literal["complete", "failed-requests", "interrupted", "fatal", "output-error"]
+
+class Outcome(StrEnum):
+    """How a run ended (in the JSON summary and the ledger's runs table)."""
+
+    COMPLETE = "complete"
+    FAILED_REQUESTS = "failed-requests"
+    INTERRUPTED = "interrupted"
+    FATAL = "fatal"
+    OUTPUT_ERROR = "output-error"
+
+
+_EXIT_CODES = {
+    Outcome.COMPLETE: ExitCode.OK,
+    Outcome.FAILED_REQUESTS: ExitCode.FAILED_REQUESTS,
+    Outcome.INTERRUPTED: ExitCode.INTERRUPTED,
+    Outcome.FATAL: ExitCode.FATAL,
+    Outcome.OUTPUT_ERROR: ExitCode.OUTPUT,
+}
 PROGRESS_EVERY = 2.0
 
 
@@ -73,17 +92,29 @@ class RunReport:
     @property
     def exit_code(self) -> ExitCode:
         """0 all done, 1 fatal, 3 some requests failed, 130 interrupted."""
-        return {
-            "complete": ExitCode.OK,
-            "failed-requests": ExitCode.FAILED_REQUESTS,
-            "interrupted": ExitCode.INTERRUPTED,
-            "fatal": ExitCode.FATAL,
-            "output-error": ExitCode.OUTPUT,
-        }[self.outcome]
+        return _EXIT_CODES[self.outcome]
 
     def to_json(self) -> dict[str, Any]:
         """The machine-readable summary (schema 1)."""
         return {"schema": 1, "command": "run", **asdict(self), "exit_code": int(self.exit_code)}
+
+
+def backend_for(config: Config) -> ScuBackend:
+    """The DICOM backend for the configured PACS."""
+    pacs, request = config.pacs, config.request
+    return ScuBackend(
+        ScuSettings(
+            host=pacs.hostname,
+            port=pacs.port,
+            called_aet=pacs.aet,
+            calling_aet=config.local.aet,
+            request_type=request.type,
+            model=request.model,
+            connect_timeout=request.connect_timeout,
+            timeout=request.timeout,
+            sop_classes=request.sop_classes,
+        )
+    )
 
 
 def window_gate(config: Config) -> WindowGate:
@@ -149,7 +180,7 @@ async def run(config: Config, plan: Plan, backend: DicomBackend, options: RunOpt
         await ledger.start_run()
         outcome, error = await _execute(config, ledger, backend, pending, stats, options)
         if isinstance(error, OutputError):
-            outcome = "output-error"
+            outcome = Outcome.OUTPUT_ERROR
         with anyio.CancelScope(shield=True):
             report = await _finish(config, plan, ledger, stats, outcome, str(error) if error else None, notes)
     return report
@@ -178,7 +209,7 @@ async def _execute(
             except Exception as exc:
                 fatal = project_error(exc)
         if fatal is not None:
-            return "fatal", fatal
+            return Outcome.FATAL, fatal
         scheduler = Scheduler(backend, settings, recorder, stats, window_gate(config), operation)
         async with anyio.create_task_group() as tg:
 
@@ -219,10 +250,10 @@ async def _execute(
     if unexpected is not None:
         raise unexpected
     if interrupted:
-        return "interrupted", None
+        return Outcome.INTERRUPTED, None
     if fatal is not None:
-        return "fatal", fatal
-    return ("failed-requests" if stats.failed or stats.partial else "complete"), None
+        return Outcome.FATAL, fatal
+    return (Outcome.FAILED_REQUESTS if stats.failed or stats.partial else Outcome.COMPLETE), None
 
 
 def project_error(exc: BaseException) -> AsyncDicomError:
@@ -243,7 +274,7 @@ async def _finish(
     config: Config, plan: Plan, ledger: Ledger, stats: RunStats, outcome: Outcome, message: str | None, notes: list[str]
 ) -> RunReport:
     summary = await ledger.summary()
-    counts = summary["requests"]
+    counts = summary.requests
     library_rows = None
     library = config.output.library_file
     try:
@@ -254,19 +285,19 @@ async def _finish(
     except OutputError as exc:  # the ledger has it all; the next run writes the file again
         notes = [*notes, str(exc)]
         log.error("%s", exc)
-    if outcome in ("complete", "failed-requests") and counts["pending"]:
-        outcome = "interrupted"  # pragma: no cover - defensive: work left without a signal
+    if outcome in (Outcome.COMPLETE, Outcome.FAILED_REQUESTS) and counts.pending:
+        outcome = Outcome.INTERRUPTED  # pragma: no cover - defensive: work left without a signal
     snap = stats.snapshot()
     report = RunReport(
         outcome=outcome,
         planned=len(plan.requests),
         duplicates=plan.duplicates,
         ran=snap.finished,
-        done=counts["done"],
-        failed=counts["failed"],
-        pending=counts["pending"],
+        done=counts.done,
+        failed=counts.failed,
+        pending=counts.pending,
         skipped=snap.skipped,
-        matches=summary["matches"],
+        matches=summary.matches,
         elapsed=round(snap.elapsed, 3),
         library_file=str(library) if library else None,
         ledger_file=str(config.output.ledger_file),
@@ -276,14 +307,14 @@ async def _finish(
         rejections=snap.rejections,
         silent=snap.silent,
         notes=notes,
-        partial=counts["partial"],
-        instances=summary["instances"],
+        partial=counts.partial,
+        instances=summary.instances,
         instances_new=snap.instances,
         duplicate_instances=snap.duplicates,
         quarantined_instances=snap.quarantined,
     )
-    if outcome == "complete" and (counts["failed"] or counts["partial"]):
-        report.outcome = "failed-requests"
+    if outcome is Outcome.COMPLETE and (counts.failed or counts.partial):
+        report.outcome = Outcome.FAILED_REQUESTS
     await ledger.finish_run(report.outcome, {"done": report.done, "failed": report.failed, "pending": report.pending})
     return report
 

@@ -119,7 +119,7 @@ def test_hundred_thousand_rows_plan_in_seconds(tmp_path: Path) -> None:
 def test_narrow_asks_only_for_missing_instances() -> None:
     """A request naming its series narrows to an IMAGE-level request for the missing UIDs, same key."""
     from asyncdicom.elements import parse_element
-    from asyncdicom.plan import Request, narrow
+    from asyncdicom.models import Request, narrow
 
     series = Request(
         "k",

@@ -11,11 +11,10 @@ from pydicom.data import get_testdata_file
 
 from asyncdicom.config import load_config
 from asyncdicom.elements import parse_element
+from asyncdicom.models import InstanceRecord, Request
 from asyncdicom.net.scp import Received
-from asyncdicom.plan import Request
 from asyncdicom.retrieve import Retriever
 from asyncdicom.stats import RunStats
-from asyncdicom.write.pipeline import InstanceRecord
 from asyncdicom.write.spool import SpoolWriter
 from tests.conftest import write_yaml
 

@@ -4,6 +4,7 @@ the rule table resolved against this file, parameters, lookup table, and element
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
@@ -26,6 +27,16 @@ class Skip(Exception):
     """``@skip()``: the file is deliberately not written."""
 
 
+def _no_processing(ctx: Context, tag: int) -> None:
+    msg = "@process() needs the engine"
+    raise Quarantine(msg)
+
+
+def _no_evaluation(ctx: Context, script: str, tag: int) -> str:
+    msg = "a sub-script needs the interpreter"
+    raise Quarantine(msg)
+
+
 @dataclass(slots=True)
 class Context:
     script: Script
@@ -42,6 +53,11 @@ class Context:
     private_names: dict[str, int] = field(default_factory=dict)
     stack: list[tuple[Dataset, Dataset]] = field(default_factory=list)
     charsets: list[tuple[Charset, Charset]] = field(default_factory=list)  # (IN, OUT) per frame
+    process_items: Callable[[Context, int], None] = _no_processing
+    """``@process()``'s phase 2 on each item of a sequence: set by the engine, which the functions
+    (below it) cannot import."""
+    evaluate: Callable[[Context, str, int], str] = _no_evaluation
+    """The interpreter, for functions that evaluate a sub-script: set by the engine."""
 
     def __post_init__(self) -> None:
         self.stack = [(self.root_in, self.root_out)]

@@ -35,6 +35,8 @@ _CODE_MEANINGS = {
 
 def anonymize(ctx: Context) -> None:
     """Run both phases on the root datasets. Raises Quarantine or Skip."""
+    ctx.process_items = process_items
+    ctx.evaluate = evaluate
     insert(ctx)
     process(ctx)
 

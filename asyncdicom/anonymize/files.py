@@ -24,7 +24,7 @@ from asyncdicom.anonymize.context import Context, Quarantine, Skip
 from asyncdicom.anonymize.engine import anonymize, describe
 from asyncdicom.anonymize.lookup import LookupTable
 from asyncdicom.anonymize.script import Script
-from asyncdicom.write.meta import file_start
+from asyncdicom.filemeta import file_start
 
 IMPLEMENTATION_CLASS_UID = "1.2.40.0.13.1.1.1"  # what DAT writes (dcm4che-1.4-JP)
 IMPLEMENTATION_VERSION = "dcm4che-1.4-JP"

@@ -6,13 +6,15 @@ from pathlib import Path
 
 from asyncdicom.anonymize import properties
 from asyncdicom.anonymize.java import trim
+from asyncdicom.errors import AnonymizerInputError
 
 
-class LookupError_(LookupError):
-    """A lookup that failed (no table, no key, or a broken ``@type/key`` indirection)."""
+class LookupFailed(LookupError):
+    """A lookup that failed (no table, no key, or a broken ``@type/key`` indirection): the
+    script's fallback applies, or the file is quarantined."""
 
 
-class LookupTableError(ValueError):
+class LookupTableError(AnonymizerInputError):
     """A lookup table that cannot be used: where and why."""
 
 
@@ -49,24 +51,24 @@ class LookupTable:
 
     def lookup(self, key_type: str | None, key: str | None) -> str:
         """The trimmed replacement for ``keyType/key``, following ``@type/key`` indirections (at
-        most 10). Raises LookupError_."""
+        most 10). Raises LookupFailed."""
         if not self.entries or key is None or key_type is None:
             msg = "missing or empty lookup table"
-            raise LookupError_(msg)
+            raise LookupFailed(msg)
         name = f"{trim(key_type)}/{trim(key)}"
         if name not in self.entries:
             msg = f"no entry for key type {trim(key_type)!r}"
-            raise LookupError_(msg)
+            raise LookupFailed(msg)
         value = trim(self.entries[name])
         rounds = 0
         while value.startswith("@") and "/" in value:
             if rounds == 10:
                 msg = "more than 10 indirections in the lookup table"
-                raise LookupError_(msg)
+                raise LookupFailed(msg)
             rounds += 1
             name = trim(value[1:])
             if name not in self.entries:
                 msg = "broken indirection in the lookup table"
-                raise LookupError_(msg)
+                raise LookupFailed(msg)
             value = trim(self.entries[name])
         return value

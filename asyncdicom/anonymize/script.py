@@ -16,53 +16,13 @@ from pathlib import Path
 from asyncdicom.anonymize import properties
 from asyncdicom.anonymize.dictionary import standard_tag
 from asyncdicom.anonymize.java import properties_order, trim
+from asyncdicom.errors import AnonymizerInputError
 
-FUNCTIONS = frozenset(
-    [
-        "contents",
-        "value",
-        "truncate",
-        "date",
-        "dateinterval",
-        "decrypt",
-        "encrypt",
-        "hash",
-        "hashname",
-        "hashptid",
-        "hashuid",
-        "if",
-        "select",
-        "append",
-        "always",
-        "hashdate",
-        "incrementdate",
-        "lowercase",
-        "uppercase",
-        "modifydate",
-        "initials",
-        "lookup",
-        "integer",
-        "param",
-        "quarantine",
-        "require",
-        "round",
-        "skip",
-        "time",
-        "process",
-        "call",
-        "pathelement",
-        "keep",
-        "remove",
-        "empty",
-        "blank",
-    ]
-)
 FLAGS = ("privategroups", "unspecifiedelements", "overlays", "curves")
 _XML = re.compile(r"^\s*<", re.MULTILINE)
-_CALL = re.compile(r"(?<!\\)@\s*([^(\s@]*)\s*\(")
 
 
-class ScriptError(ValueError):
+class ScriptError(AnonymizerInputError):
     """A script that cannot be used: file, line and how to fix it."""
 
 
@@ -269,7 +229,7 @@ def _parse_properties(text: str, source: str) -> Script:
 
 
 def _check(script: Script) -> None:
-    """Warnings for rules DAT would drop and function names it would not run."""
+    """Warnings for rules DAT would drop (unknown function names: :func:`..lint.warnings`)."""
     private_form = re.compile(r"([0-9a-fA-F]{1,4}),?\[([^\]]*)\],?([0-9a-fA-F]{1,2})?")
     for rule in script.rules.values():
         spec = rule.spec
@@ -279,9 +239,3 @@ def _check(script: Script) -> None:
                 f'{script.source}:{rule.line}: the rule for {spec!r} names no element (write t="ggggeeee" '
                 'or t="gggg[Creator]ee"); DAT ignores it'
             )
-        for match in _CALL.finditer(rule.script):
-            name = re.sub(r"\s", "", match.group(1))
-            if name not in FUNCTIONS:
-                script.warnings.append(
-                    f"{script.source}:{rule.line}: @{name}() is not a CTP function; DAT writes it as literal text"
-                )

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Protocol
 
 import anyio
 from anyio.abc import ObjectReceiveStream
@@ -20,8 +20,8 @@ from asyncdicom.engine.gates import Throttle, WindowGate
 from asyncdicom.engine.limits import AdaptiveConcurrency, LatencyTracker
 from asyncdicom.engine.retry import Action, Decision, RetryPolicy, Unreachable, status_category
 from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer
+from asyncdicom.models import Request, RequestResult, RequestState, narrow
 from asyncdicom.net.base import DicomBackend, DicomSession, FindOutcome, RetrieveOutcome
-from asyncdicom.plan import Request, narrow
 from asyncdicom.stats import RunStats
 
 log = logging.getLogger("asyncdicom.engine")
@@ -29,24 +29,7 @@ log = logging.getLogger("asyncdicom.engine")
 WATCH_INTERVAL = 0.1
 
 
-State = Literal["done", "failed", "partial"]
 Outcome = FindOutcome | RetrieveOutcome
-
-
-@dataclass(frozen=True, slots=True)
-class RequestResult:
-    """How a request ended in this run."""
-
-    state: State
-    attempts: int
-    status: int | None = None
-    category: str | None = None
-    error: str | None = None
-    matches: tuple[dict[str, str], ...] = ()
-    elapsed: float = 0.0
-    counts: dict[str, int] | None = None
-    received: int | None = None
-    missing: tuple[str, ...] = ()
 
 
 class Operation(Protocol):
@@ -194,7 +177,7 @@ class Scheduler:
                 assert outcome is not None
                 self.latency.add(outcome.elapsed / (outcome.pending + 1))
                 self._set_limit(self.concurrency.on_success())
-                await self._settle(request, "done", attempt, outcome, None)
+                await self._settle(request, RequestState.DONE, attempt, outcome, None)
                 break
             if decision.action is Action.FATAL:
                 raise FatalRunError(decision.reason)
@@ -214,7 +197,7 @@ class Scheduler:
                 await anyio.sleep(decision.delay)
                 continue
             partly = decision.action is Action.PARTIAL or bool(received) or (error is not None and error.received > 0)
-            state: State = "partial" if partly else "failed"
+            state = RequestState.PARTIAL if partly else RequestState.FAILED
             await self._settle(request, state, attempt, outcome, decision.reason, error, len(received))
             break
         if self.settings.throttle_time:
@@ -269,7 +252,7 @@ class Scheduler:
     async def _settle(
         self,
         request: Request,
-        state: State,
+        state: RequestState,
         attempt: int,
         outcome: Outcome | None,
         error: str | None,

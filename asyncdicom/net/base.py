@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from asyncdicom.plan import Request
+from asyncdicom.models import Request
 
 PENDING = (0xFF00, 0xFF01)
 

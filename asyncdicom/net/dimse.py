@@ -102,9 +102,15 @@ Reply = tuple[int, Callable[[], None] | None]
 
 
 class StoreFile(Protocol):
+    """Where one received data set is written, fragment by fragment."""
+
     def write(self, data: bytes | memoryview) -> None: ...
 
     def discard(self) -> None: ...
+
+
+OpenFile = Callable[[str, str, str, str], StoreFile]
+"""(SOP class, SOP instance, transfer syntax, calling AE) → a new file for a received data set."""
 
 
 class StoreSink(Protocol):

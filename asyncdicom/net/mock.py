@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Final
 
 from asyncdicom.errors import AssociationAborted, SilentPeer
+from asyncdicom.models import Request
 from asyncdicom.net.base import FindOutcome, RetrieveOutcome
-from asyncdicom.plan import Request
 
 SILENT: Final = object()
 

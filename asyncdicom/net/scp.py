@@ -1,7 +1,7 @@
-"""The storage SCP for C-MOVE: a lean acceptor that writes received bytes straight to the spool.
+"""The storage SCP for C-MOVE: a lean acceptor that writes received bytes straight to files.
 
 One thread per association reads PDUs from a blocking socket and streams each data set's
-fragments into a spool file (flat memory, whatever the instance size); nothing is decoded.
+fragments into a file its owner opens (the spool; flat memory, whatever the instance size); nothing is decoded.
 Negotiation PDUs are :mod:`asyncdicom.net.acse`; command sets and PDVs are :mod:`asyncdicom.net.dimse`.
 pynetdicom's own server would cost two polling threads per association and a file flush per
 fragment, which made C-MOVE three times slower than C-GET.
@@ -16,7 +16,6 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from asyncdicom.errors import AssociationAborted, NetworkError, OutputError, ProtocolError
 from asyncdicom.net.acse import (
@@ -31,14 +30,15 @@ from asyncdicom.net.dimse import (
     CommandField,
     DataEvent,
     MessageReader,
+    OpenFile,
     Reply,
     Status,
+    StoreFile,
     response,
     send_message,
     use_kernel_timeouts,
 )
 from asyncdicom.net.pdu import PduReader, PduType, abort_rq, release_rp
-from asyncdicom.write.spool import SpoolWriter, file_meta
 
 log = logging.getLogger("asyncdicom.scp")
 
@@ -52,7 +52,7 @@ class Received:
     """A complete C-STORE data set in a spool file (still open: the receiver decides how to keep
     it), with what identifies its origin."""
 
-    file: SpoolWriter
+    file: StoreFile
     sop_class: str
     sop_instance: str
     transfer_syntax: str
@@ -71,7 +71,7 @@ class StorageSCP:
         port: int,
         allowed_aets: Sequence[str],
         max_associations: int,
-        spool: Path,
+        open_file: OpenFile,
         on_received: Callable[[Received], Reply],
         host: str = "",
         timeout: float = 120.0,
@@ -81,7 +81,7 @@ class StorageSCP:
         self.host = host
         self.allowed_aets = [title.strip() for title in allowed_aets]
         self.max_associations = max_associations
-        self.spool = spool
+        self.open_file = open_file
         self.on_received = on_received
         self.timeout = timeout
         self._listener: socket.socket | None = None
@@ -94,7 +94,6 @@ class StorageSCP:
 
     def start(self) -> int:
         """Listen (port 0 picks a free one) and return the port."""
-        self.spool.mkdir(parents=True, exist_ok=True)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -249,7 +248,7 @@ class _Association:
 
     def _serve(self) -> None:
         """Read until the peer releases or aborts; answer every C-STORE and C-ECHO."""
-        store: SpoolWriter | None = None
+        store: StoreFile | None = None
         storing: CommandEvent | None = None
         peer = self.pdus.peer
         try:
@@ -289,17 +288,16 @@ class _Association:
             if store is not None:
                 store.discard()
 
-    def _begin(self, event: CommandEvent) -> SpoolWriter:
+    def _begin(self, event: CommandEvent) -> StoreFile:
         syntax = self.syntax_of.get(event.context_id, IMPLICIT_VR_LITTLE_ENDIAN)
-        meta = file_meta(event.command.sop_class, event.command.sop_instance, syntax, self.calling)
-        return SpoolWriter(self.server.spool, meta, syntax)
+        return self.server.open_file(event.command.sop_class, event.command.sop_instance, syntax, self.calling)
 
-    def _end(self, event: CommandEvent, store: SpoolWriter) -> Reply:
+    def _end(self, event: CommandEvent, store: StoreFile) -> Reply:
         received = Received(
             file=store,
             sop_class=event.command.sop_class,
             sop_instance=event.command.sop_instance,
-            transfer_syntax=store.transfer_syntax,
+            transfer_syntax=self.syntax_of.get(event.context_id, IMPLICIT_VR_LITTLE_ENDIAN),
             calling_ae=self.calling,
             move_message_id=event.command.move_message_id,
         )

@@ -1,4 +1,4 @@
-"""The SCU: blocking C-ECHO and C-FIND over an association kept per worker (see net.lean).
+"""The SCU: blocking C-ECHO, C-FIND, C-MOVE and C-GET over an association kept per worker (see net.lean).
 
 Every call here blocks and runs in a worker thread. Exceptions leave this module as
 :mod:`asyncdicom.errors` types only.
@@ -10,6 +10,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from pydicom.datadict import keyword_for_tag
@@ -23,14 +24,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from asyncdicom.config import Config
 from asyncdicom.elements import build_identifier
 from asyncdicom.errors import AssociationAborted, ProtocolError, ServiceNotSupported, SilentPeer
+from asyncdicom.models import Request
 from asyncdicom.net.base import PENDING, FindOutcome, RetrieveOutcome
 from asyncdicom.net.dimse import StoreSink
 from asyncdicom.net.lean import LeanAssociation
 from asyncdicom.net.storage import storage_contexts
-from asyncdicom.plan import Request
 
 FIND_MODELS = {
     "patient": PatientRootQueryRetrieveInformationModelFind,
@@ -120,19 +120,38 @@ def _failed_uids(dataset: Dataset | None) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(str(uid) for uid in value)
 
 
+@dataclass(frozen=True, slots=True)
+class ScuSettings:
+    """What the SCU needs to know of the configuration (built from it by the runner)."""
+
+    host: str
+    port: int
+    called_aet: str
+    calling_aet: str
+    request_type: str  # c-find, c-move, c-get or c-echo
+    model: str  # patient, study or psonly
+    connect_timeout: float = 10.0
+    timeout: float = 30.0
+    sop_classes: tuple[str, ...] = ()  # storage classes to propose for C-GET besides the common ones
+
+    @property
+    def where(self) -> str:
+        return f"{self.called_aet}@{self.host}:{self.port}"
+
+
 class ScuBackend:
     """Creates :class:`ScuSession` objects for the configured PACS."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        kind, model = config.request.type, config.request.model
+    def __init__(self, settings: ScuSettings) -> None:
+        self.settings = settings
+        kind, model = settings.request_type, settings.model
         self.find_model = UID(FIND_MODELS[model])
         self.model = UID(
             {"c-find": FIND_MODELS, "c-move": MOVE_MODELS, "c-get": GET_MODELS}.get(kind, FIND_MODELS)[model]
         )
         self.needed = self.model if kind != "c-echo" else UID(Verification)
         self._syntaxes = [str(Verification)] + ([str(self.model)] if kind != "c-echo" else [])
-        self._storage = storage_contexts(config.request.sop_classes) if kind == "c-get" else []
+        self._storage = storage_contexts(settings.sop_classes) if kind == "c-get" else []
 
     def session(self) -> ScuSession:
         """A new session; it associates lazily on first use."""
@@ -140,22 +159,21 @@ class ScuBackend:
 
     def associate(self) -> LeanAssociation:
         """Open one association to the configured PACS, or raise a NetworkError."""
-        pacs, request = self.config.pacs, self.config.request
+        settings = self.settings
         assoc = LeanAssociation.open(
-            pacs.hostname,
-            pacs.port,
-            called=pacs.aet,
-            calling=self.config.local.aet,
+            settings.host,
+            settings.port,
+            called=settings.called_aet,
+            calling=settings.calling_aet,
             abstract_syntaxes=self._syntaxes,
-            connect_timeout=request.connect_timeout,
-            timeout=request.timeout,
+            connect_timeout=settings.connect_timeout,
+            timeout=settings.timeout,
             storage=self._storage,
         )
         if self.needed not in assoc.contexts:
             assoc.release()
-            where = f"{pacs.aet}@{pacs.hostname}:{pacs.port}"
-            msg = f"Unable to use {where} as it does not accept '{self.needed.name}' ({self.needed})"
-            if self.config.request.type == "c-find":
+            msg = f"Unable to use {settings.where} as it does not accept '{self.needed.name}' ({self.needed})"
+            if settings.request_type == "c-find":
                 msg += "; try another request.model (patient or study)"
             raise ServiceNotSupported(msg)
         return assoc
@@ -256,7 +274,7 @@ class ScuSession:
         counts: dict[str, int] = {}
         pending = 0
         if sink is None:
-            responses = assoc.move(model, identifier, message_id, self._backend.config.local.aet)
+            responses = assoc.move(model, identifier, message_id, self._backend.settings.calling_aet)
         else:
             responses = assoc.get(model, identifier, message_id, sink)
         try:

@@ -98,10 +98,3 @@ def storage_contexts(extra: Sequence[str] = ()) -> list[tuple[str, tuple[str, ..
         overflow = len(contexts) + QUERY_CONTEXTS - MAX_CONTEXTS
         contexts = contexts[: len(contexts) - overflow]
     return contexts
-
-
-def room_for_extra() -> int:
-    """How many classes ``request.sop_classes`` may add before compressed contexts are dropped."""
-    return (
-        MAX_CONTEXTS - QUERY_CONTEXTS - len(COMMON_IMAGES) - len(OTHER_CLASSES) - len(COMMON_IMAGES) * len(COMPRESSED)
-    )

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,12 +27,12 @@ import anyio.lowlevel
 import anyio.to_process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from asyncdicom.anonymize.worker import anonymize_file
-from asyncdicom.engine.tracker import Flight, Tracker
 from asyncdicom.errors import OutputError, output_error
+from asyncdicom.models import InstanceRecord, InstanceState
 from asyncdicom.stats import RunStats
 from asyncdicom.write.place import Placed, Placer, sync_dirs
 from asyncdicom.write.spool import Header, SpoolWriter, read_header
+from asyncdicom.write.tracker import Flight, Tracker
 from asyncdicom.write.transforms import decompress_file
 
 log = logging.getLogger("asyncdicom.write")
@@ -51,6 +51,11 @@ class Spooled:
     transfer_syntax: str = ""
 
 
+AnonymizeFile = Callable[[str, str | None, str, str, str], tuple[str, str]]
+"""(script, lookup table, mode, source, target) → (status, reason): a module-level function, so
+that worker processes can run it (the anonymizer's, handed in by the retriever)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AnonymizeSettings:
     """What the writers need to run a CTP script on each instance."""
@@ -59,6 +64,7 @@ class AnonymizeSettings:
     lookup_table: Path | None
     mode: str
     quarantine: Path
+    function: AnonymizeFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,19 +75,6 @@ class Noted:
     transfer_syntax: str
     header: Header | None
     placed: Placed | None
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceRecord:
-    """One placed instance, for the ledger."""
-
-    sop_uid: str
-    request_key: str | None
-    path: str
-    size: int
-    transfer_syntax: str
-    state: str
-    warning: str | None = None
 
 
 class InstanceSink(Protocol):
@@ -117,7 +110,6 @@ class Pipeline:
         self.decompress = decompress
         self.anonymize = anonymize
         self.quarantine = Placer(anonymize.quarantine, (), "SOPInstanceUID") if anonymize else None
-        self.cpu_in_threads = os.environ.get("ASYNCDICOM_CPU_POOL") == "threads"
         self._send: MemoryObjectSendStream[Spooled]
         self._receive: MemoryObjectReceiveStream[Spooled]
         self._send, self._receive = anyio.create_memory_object_stream[Spooled](QUEUE)
@@ -246,10 +238,7 @@ class Pipeline:
         if self.decompress:
             # CPU-bound decoding runs in worker processes: in this process it would stall the receive path
             try:
-                if self.cpu_in_threads:  # for measurements only: see scripts/bench_retrieve --decompress
-                    transformed = await anyio.to_thread.run_sync(decompress_file, path, limiter=self._threads)
-                else:
-                    transformed = await anyio.to_process.run_sync(decompress_file, path, limiter=self._threads)
+                transformed = await anyio.to_process.run_sync(decompress_file, path, limiter=self._threads)
                 path, warning = transformed.path, transformed.warning
             except Exception as exc:  # a crashed worker process must not lose the instance
                 warning = f"kept as received: decompression failed as {type(exc).__name__}"
@@ -281,7 +270,7 @@ class Pipeline:
         assert settings is not None
         try:
             return await anyio.to_process.run_sync(
-                anonymize_file,
+                settings.function,
                 str(settings.script),
                 str(settings.lookup_table) if settings.lookup_table else None,
                 settings.mode,
@@ -303,7 +292,7 @@ class Pipeline:
             if item.flight is not None:
                 self.tracker.lost(item.flight)
             return
-        state = "skipped" if status == "skip" else "quarantined"
+        state = InstanceState.SKIPPED if status == "skip" else InstanceState.QUARANTINED
         log.warning("instance %s %s: %s", header.sop_instance_uid, state, reason)
         if self.stats is not None:
             self.stats.quarantined += 1
@@ -321,7 +310,7 @@ class Pipeline:
     async def _record(
         self, flight: Flight | None, transfer_syntax: str, header: Header, placed: Placed, warning: str | None
     ) -> None:
-        duplicate = placed.state == "duplicate"
+        duplicate = placed.state is InstanceState.DUPLICATE
         if self.stats is not None:
             self.stats.instances += not duplicate
             self.stats.duplicates += duplicate
@@ -334,7 +323,7 @@ class Pipeline:
         header: Header,
         path: str,
         size: int,
-        state: str,
+        state: InstanceState,
         warning: str | None,
     ) -> None:
         """Queue the ledger row of an instance durable at ``path``, then count it for its flight."""
@@ -350,4 +339,4 @@ class Pipeline:
             )
         )
         if flight is not None:
-            self.tracker.placed(flight, header.sop_instance_uid, state == "duplicate")
+            self.tracker.placed(flight, header.sop_instance_uid, state is InstanceState.DUPLICATE)

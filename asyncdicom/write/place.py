@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from asyncdicom.models import InstanceState
 from asyncdicom.write.paths import confine, render_parts
 from asyncdicom.write.spool import Header, fsync_dir, read_header
 
@@ -27,7 +28,7 @@ class Placed:
     directory: str
     name: str
     relative: str
-    state: str
+    state: InstanceState
     size: int
 
     @property
@@ -110,7 +111,7 @@ class Placer:
             except FileExistsError:
                 if _same_instance(target, sop_uid):
                     os.unlink(spooled)
-                    return Placed(directory, candidate, "/".join((*folders, candidate)), "duplicate", size)
+                    return Placed(directory, candidate, "/".join((*folders, candidate)), InstanceState.DUPLICATE, size)
                 number += 1
                 candidate = _numbered(name, number)
                 continue
@@ -123,7 +124,7 @@ class Placer:
             os.unlink(spooled)
             if sync_dir:
                 fsync_dir(directory)
-            state = "stored" if number == 0 else "renamed"
+            state = InstanceState.STORED if number == 0 else InstanceState.RENAMED
             return Placed(directory, candidate, "/".join((*folders, candidate)), state, size)
 
 

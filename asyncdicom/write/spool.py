@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +24,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from asyncdicom.errors import OutputError, output_error
+from asyncdicom.filemeta import file_start
 from asyncdicom.identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from asyncdicom.write.header import HEAD, scan_buffer, scan_header
-from asyncdicom.write.meta import file_start
 
 log = logging.getLogger("asyncdicom.write")
 
@@ -39,6 +39,17 @@ def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae
     """Preamble, ``DICM`` and a File Meta Information group naming asyncdicom."""
     identity = (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME)
     return file_start(sop_class, sop_instance, transfer_syntax, identity, source_ae)
+
+
+def spool_opener(spool: Path) -> Callable[[str, str, str, str], SpoolWriter]:
+    """A function opening spool files in ``spool`` (made if missing) for received data sets:
+    (SOP class, SOP instance, transfer syntax, calling AE) → :class:`SpoolWriter`."""
+    spool.mkdir(parents=True, exist_ok=True)
+
+    def open_file(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str) -> SpoolWriter:
+        return SpoolWriter(spool, file_meta(sop_class, sop_instance, transfer_syntax, source_ae), transfer_syntax)
+
+    return open_file
 
 
 def fsync_dir(path: str | Path) -> None:

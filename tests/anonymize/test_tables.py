@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from asyncdicom.anonymize import dictionary, properties
-from asyncdicom.anonymize.lookup import LookupError_, LookupTable, LookupTableError
+from asyncdicom.anonymize.lint import warnings
+from asyncdicom.anonymize.lookup import LookupFailed, LookupTable, LookupTableError
 from asyncdicom.anonymize.script import ScriptError, load, parse
 
 TABLE = """# comment
@@ -38,11 +39,11 @@ def test_properties_syntax(tmp_path: Path) -> None:
     assert table.lookup("ptid", "dup") == "second"
     assert table.lookup(" alias ", " x ") == "ANON-0001"  # indirection, trimmed key parts
     assert table.lookup("uni", "é") == "e-acute"
-    with pytest.raises(LookupError_):
+    with pytest.raises(LookupFailed):
         table.lookup("ptid", "PID-0002")
-    with pytest.raises(LookupError_, match="indirections"):
+    with pytest.raises(LookupFailed, match="indirections"):
         table.lookup("loop", "a")
-    with pytest.raises(LookupError_, match="empty"):
+    with pytest.raises(LookupFailed, match="empty"):
         LookupTable.empty().lookup("ptid", "x")
 
 
@@ -91,7 +92,7 @@ def test_xml_script_rules_params_flags_and_warnings() -> None:
     assert "0009,[GEMS_IDEN_01]01" in rules
     assert script.keep_groups == [0x0018] and script.keep_safe_private
     assert script.rpg and not script.rol and not script.rue
-    text = "\n".join(script.warnings)
+    text = "\n".join(warnings(script))
     assert "s.script:7: the rule for '50xx,0010'" in text
     assert "s.script:8: @newuid() is not a CTP function" in text
     assert "s.script:12: <r t='bogus'>" in text

@@ -10,11 +10,11 @@ import pytest
 
 from asyncdicom.elements import parse_element
 from asyncdicom.engine.retry import RetryPolicy
-from asyncdicom.engine.scheduler import EngineSettings, RequestResult, Scheduler
+from asyncdicom.engine.scheduler import EngineSettings, Scheduler
 from asyncdicom.errors import AssociationRejected, ConnectionFailed, FatalRunError, leaves
+from asyncdicom.models import Request, RequestResult
 from asyncdicom.net.base import FindOutcome
 from asyncdicom.net.mock import SILENT, MockBackend
-from asyncdicom.plan import Request
 from asyncdicom.stats import RunStats
 
 pytestmark = pytest.mark.anyio

@@ -25,6 +25,7 @@ from asyncdicom.net.dimse import Reply, pack_command, ui, us
 from asyncdicom.net.lean import MAX_IDENTIFIER, LeanAssociation
 from asyncdicom.net.pdu import HEADER, MAX_PDU, p_data
 from asyncdicom.net.scp import Received, StorageSCP
+from asyncdicom.write.spool import spool_opener
 from tests.cli_helpers import cli_json
 from tests.conftest import find_config, write_yaml
 from tests.hostile import HostilePacs, first_request, peak_rss_mb, pending_find_response, read_pdu
@@ -48,7 +49,7 @@ def scp(tmp_path: Path) -> Iterator[StorageSCP]:
         port=0,
         allowed_aets=["PEER"],
         max_associations=2,
-        spool=tmp_path / "spool",
+        open_file=spool_opener(tmp_path / "spool"),
         on_received=on_received,
         host="127.0.0.1",
     )

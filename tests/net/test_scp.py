@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 from asyncdicom.errors import NetworkError
 from asyncdicom.net.dimse import Reply
 from asyncdicom.net.scp import Received, StorageSCP
+from asyncdicom.write.spool import spool_opener
 from tests.pacs_servers import dcmtk
 
 pytestmark = pytest.mark.network
@@ -26,7 +27,7 @@ def _scp(tmp_path: Path, on_received: Callable[[Received], Reply]) -> StorageSCP
         port=0,
         allowed_aets=["ORTHANC"],
         max_associations=4,
-        spool=tmp_path / "spool",
+        open_file=spool_opener(tmp_path / "spool"),
         on_received=on_received,
         host="127.0.0.1",
     )
@@ -56,7 +57,9 @@ def _storescu(port: int, calling: str, *files: str) -> subprocess.CompletedProce
     )
 
 
-def test_allowed_peer_stores_durable_identical_bytes(received: tuple[StorageSCP, list[Received]]) -> None:
+def test_allowed_peer_stores_durable_identical_bytes(
+    tmp_path: Path, received: tuple[StorageSCP, list[Received]]
+) -> None:
     """A C-STORE from the allowed AE lands in the spool with the same data set, fully described."""
     scp, got = received
     source = get_testdata_file("CT_small.dcm", download=False)
@@ -67,11 +70,11 @@ def test_allowed_peer_stores_durable_identical_bytes(received: tuple[StorageSCP,
     original = dcmread(source)
     assert (item.sop_instance, item.calling_ae, item.move_message_id) == (original.SOPInstanceUID, "ORTHANC", None)
     path = item.file.final
-    assert path.parent == scp.spool and path.suffix == ".dcm"
+    assert path.parent == tmp_path / "spool" and path.suffix == ".dcm"
     assert item.file.size == path.stat().st_size
     assert dcmread(path).PixelData == original.PixelData
     assert item.transfer_syntax == original.file_meta.TransferSyntaxUID
-    assert not list(scp.spool.glob("*.part"))
+    assert not list((tmp_path / "spool").glob("*.part"))
 
 
 def test_follow_up_runs_after_the_answer_even_when_refused(tmp_path: Path) -> None:
@@ -93,14 +96,14 @@ def test_follow_up_runs_after_the_answer_even_when_refused(tmp_path: Path) -> No
     assert list((tmp_path / "spool").iterdir()) == []
 
 
-def test_other_calling_ae_is_rejected(received: tuple[StorageSCP, list[Received]]) -> None:
+def test_other_calling_ae_is_rejected(tmp_path: Path, received: tuple[StorageSCP, list[Received]]) -> None:
     """An association from an AE title not on the allow-list is rejected; nothing is stored."""
     scp, got = received
     result = _storescu(scp.port, "INTRUDER", get_testdata_file("CT_small.dcm", download=False))
     assert result.returncode != 0
     assert "Association Rejected" in result.stderr
     assert got == []
-    assert list(scp.spool.glob("*.dcm")) == []
+    assert list((tmp_path / "spool").glob("*.dcm")) == []
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path, received: tuple[StorageSCP, list[Received]]) -> None:
@@ -111,7 +114,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, received: tuple[StorageSCP
         port=scp.port,
         allowed_aets=["ORTHANC"],
         max_associations=1,
-        spool=tmp_path / "other",
+        open_file=spool_opener(tmp_path / "other"),
         on_received=lambda item: (0, None),
         host="127.0.0.1",
     )

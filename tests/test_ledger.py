@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from asyncdicom.checkpoint import SCHEMA_VERSION, open_ledger
 from asyncdicom.config import load_config
-from asyncdicom.engine.scheduler import RequestResult
-from asyncdicom.errors import CheckpointError
+from asyncdicom.errors import LedgerError
+from asyncdicom.ledger import open_ledger
+from asyncdicom.ledger.sqlite import SCHEMA_VERSION
+from asyncdicom.models import RequestResult
 from asyncdicom.plan import Plan, build_plan
 from asyncdicom.stats import RunStats
 from tests.conftest import find_config, write_yaml
@@ -38,7 +39,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite3"
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(CheckpointError, match="written by a newer asyncdicom"):
+    with pytest.raises(LedgerError, match="written by a newer asyncdicom"):
         async with open_ledger(path):
             pass
 
@@ -47,7 +48,7 @@ async def test_second_run_is_locked_out(tmp_path: Path) -> None:
     """Two runs never share a ledger: the second gets a clear error."""
     path = tmp_path / "l.sqlite3"
     async with open_ledger(path):
-        with pytest.raises(CheckpointError, match="another asyncdicom run is using it"):
+        with pytest.raises(LedgerError, match="another asyncdicom run is using it"):
             async with open_ledger(path):
                 pass
     async with open_ledger(path):  # released again
@@ -99,7 +100,7 @@ async def test_changed_csv_keeps_done_rows_and_drops_removed(tmp_path: Path) -> 
 async def test_migration_from_schema_1_keeps_everything(tmp_path: Path) -> None:
     """A ledger written at schema 1 (the first release) is migrated to the current schema in place:
     requests and matches survive, the new columns and the instances table appear."""
-    from asyncdicom.checkpoint import _MIGRATIONS
+    from asyncdicom.ledger.sqlite import _MIGRATIONS
 
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as db:
@@ -108,8 +109,8 @@ async def test_migration_from_schema_1_keeps_everything(tmp_path: Path) -> None:
         db.execute("INSERT INTO matches (request_key, idx, attrs) VALUES ('k', 0, '{\"PatientID\": \"1\"}')")
     async with open_ledger(path) as ledger:
         summary = await ledger.summary()
-    assert summary["requests"]["done"] == 1
-    assert summary["matches"] == 1
+    assert summary.requests.done == 1
+    assert summary.matches == 1
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}

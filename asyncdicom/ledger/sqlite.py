@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,11 +24,11 @@ import aiosqlite
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from asyncdicom.engine.scheduler import RequestResult
-from asyncdicom.errors import CheckpointError, output_error
-from asyncdicom.plan import Plan, Request, narrow
+from asyncdicom.errors import LedgerError, output_error
+from asyncdicom.ledger.base import Failure, LastRun, LedgerSummary, RequestCounts, SyncReport
+from asyncdicom.models import InstanceRecord, Request, RequestResult, RequestState, narrow
+from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
-from asyncdicom.write.pipeline import InstanceRecord
 
 SCHEMA_VERSION = 2
 BATCH = 500
@@ -109,18 +108,7 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class SyncReport:
-    """What the ledger already knew about this plan."""
-
-    new: int
-    done: int
-    failed: int
-    pending: int
-    dropped: int
-    retried: int
-    changed: tuple[str, ...]
-    first_run: bool
+_SUMMARY_STATES = (RequestState.DONE, RequestState.FAILED, RequestState.PENDING, RequestState.PARTIAL)
 
 
 class _Lock:
@@ -140,7 +128,7 @@ class _Lock:
                 f"Unable to open the ledger {self.path.with_suffix('')} as another asyncdicom run "
                 "is using it; wait for that run to end, or give this run its own output.ledger_file"
             )
-            raise CheckpointError(msg) from None
+            raise LedgerError(msg) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -173,7 +161,7 @@ class Ledger:
                 f"Unable to use the ledger {self.path} as it was written by a newer asyncdicom "
                 f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade asyncdicom"
             )
-            raise CheckpointError(msg)
+            raise LedgerError(msg)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             # foreign keys off while tables are rebuilt, so no cascade fires
             await self.db.executescript(
@@ -365,7 +353,7 @@ class Ledger:
         )
         await self.db.commit()
 
-    async def summary(self) -> dict[str, Any]:
+    async def summary(self) -> LedgerSummary:
         """Counts by state, the last run, and a few recent errors (no patient data)."""
         counts = await self._counts()
         async with self.db.execute(
@@ -377,21 +365,21 @@ class Ledger:
         async with self.db.execute(
             "SELECT line, error FROM requests WHERE in_plan = 1 AND state = 'failed' ORDER BY line LIMIT 5"
         ) as cursor:
-            errors = [{"line": line, "error": error} for line, error in await cursor.fetchall()]
+            failures = tuple(Failure(int(line), error) for line, error in await cursor.fetchall())
         async with self.db.execute(
             "SELECT COUNT(*) FROM requests WHERE in_plan = 1 AND state = 'done' AND category = 'warning'"
         ) as cursor:
             warnings = (await cursor.fetchone() or (0,))[0]
         async with self.db.execute("SELECT COUNT(*) FROM instances") as cursor:
             instances = (await cursor.fetchone() or (0,))[0]
-        return {
-            "instances": instances,
-            "requests": {state: counts.get(state, 0) for state in ("done", "failed", "pending", "partial")},
-            "matches": matches,
-            "warnings": warnings,
-            "last_run": None if last is None else {"started": last[0], "finished": last[1], "outcome": last[2]},
-            "failures": errors,
-        }
+        return LedgerSummary(
+            requests=RequestCounts(**{state.value: counts.get(state, 0) for state in _SUMMARY_STATES}),
+            instances=int(instances),
+            matches=int(matches),
+            warnings=int(warnings),
+            last_run=None if last is None else LastRun(last[0], last[1], last[2]),
+            failures=failures,
+        )
 
     async def library_rows(self) -> list[tuple[int, dict[str, str]]]:
         """(CSV line, match attributes) of every done request of the plan, in CSV order."""
@@ -498,7 +486,7 @@ async def open_ledger(path: Path, *, readonly: bool = False) -> AsyncIterator[Le
     """Open (creating and migrating if needed) the ledger at ``path``, holding its lock."""
     if readonly and not await anyio.Path(path).exists():
         msg = f"Unable to read the ledger {path} as it does not exist; run 'asyncdicom run' first"
-        raise CheckpointError(msg)
+        raise LedgerError(msg)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = _Lock(path.with_name(path.name + ".lock"))
     if not readonly:
@@ -512,7 +500,7 @@ async def open_ledger(path: Path, *, readonly: bool = False) -> AsyncIterator[Le
             await db.execute("PRAGMA busy_timeout = 5000")
         except aiosqlite.Error as exc:
             msg = f"Unable to open the ledger {path} as {exc}; move it away to start afresh"
-            raise CheckpointError(msg) from None
+            raise LedgerError(msg) from None
         ledger = Ledger(db, path)
         try:
             if not readonly:
@@ -520,7 +508,7 @@ async def open_ledger(path: Path, *, readonly: bool = False) -> AsyncIterator[Le
             yield ledger
         except aiosqlite.DatabaseError as exc:
             msg = f"Unable to use the ledger {path} as {exc}; move it away to start afresh"
-            raise CheckpointError(msg) from None
+            raise LedgerError(msg) from None
         finally:
             with anyio.CancelScope(shield=True):
                 await ledger.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from asyncdicom.plan import Request
+from asyncdicom.models import Request
 
 UID_KEYS = ("PatientID", "AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 

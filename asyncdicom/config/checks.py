@@ -1,0 +1,254 @@
+"""Checks of single YAML values: each returns the typed value or raises a ConfigError naming
+the key path and what to write instead."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import zoneinfo
+from collections.abc import Callable
+from datetime import time
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from asyncdicom.elements import ElementError, ElementSpec, parse_element, parse_path
+from asyncdicom.errors import ConfigError
+
+_T = TypeVar("_T")
+_AE_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
+
+
+def suggest(name: str, choices: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(choices)}"
+
+
+def typename(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+
+
+_SCHEMA_DEFAULT: Any = object()
+
+
+class Section:
+    """Typed access to one mapping of the YAML document; a key it leaves out takes the default
+    that ``schema`` (the section's dataclass) states."""
+
+    def __init__(self, raw: object, path: str, schema: type[Any]) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(path, f"expected a mapping of keys, got {typename(raw)}")
+        self.raw: dict[str, Any] = raw
+        self.path = path
+        self.schema = schema
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}"
+
+    def has(self, key: str) -> bool:
+        return self.raw.get(key) is not None
+
+    def get(self, key: str, check: Callable[[object, str], _T], absent: Any = _SCHEMA_DEFAULT) -> _T:
+        """The checked value of ``key``; when the YAML leaves it out, ``absent`` if given (a marker
+        for a key with no field of its own), else the schema's default."""
+        if self.raw.get(key) is None:
+            if absent is _SCHEMA_DEFAULT:
+                from asyncdicom.config.schema import default
+
+                return cast(_T, default(self.schema, key))
+            return cast(_T, absent)
+        return check(self.raw[key], self.where(key))
+
+    def require(self, key: str, check: Callable[[object, str], _T]) -> _T:
+        if self.raw.get(key) is None:
+            raise ConfigError(self.where(key), "required key is missing")
+        return check(self.raw[key], self.where(key))
+
+
+def as_str(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(where, f"expected a non-empty string, got {typename(value)}")
+    return value.strip()
+
+
+def as_bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(where, f"expected true or false, got {typename(value)}")
+    return value
+
+
+def as_port(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(where, f"expected a port number, got {typename(value)}")
+    if not 1 <= value <= 65535:
+        raise ConfigError(where, f"port {value} is out of range; use 1 to 65535")
+    return value
+
+
+def as_ae(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        hint = " (quote it in the YAML file)" if isinstance(value, int | float) else ""
+        raise ConfigError(where, f"expected an AE title string, got {typename(value)}{hint}")
+    title = value.strip()
+    if not title:
+        raise ConfigError(where, "an AE title cannot be empty")
+    if len(title) > 16:
+        raise ConfigError(where, f"AE title '{title}' has {len(title)} characters; at most 16 are allowed")
+    if _AE_FORBIDDEN.search(title):
+        raise ConfigError(where, "an AE title cannot contain backslashes or control characters")
+    return title
+
+
+def ip_address(value: object, where: str) -> str:
+    text = as_str(value, where).strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ConfigError(
+            where, f"{text!r} is not an IP address; give this machine's address on the PACS's network, e.g. 10.1.2.3"
+        ) from None
+
+
+def ae_list(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(where, f"expected a list of AE titles, got {typename(value)}")
+    return tuple(as_ae(item, f"{where}[{index}]") for index, item in enumerate(value))
+
+
+def uid_list(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(where, f"expected a list of SOP Class UIDs, got {typename(value)}")
+    uids = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", item.strip()) or len(item) > 64:
+            raise ConfigError(f"{where}[{index}]", "expected a UID such as 1.2.840.10008.5.1.4.1.1.2")
+        uids.append(item.strip())
+    return tuple(uids)
+
+
+def positive_int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(where, f"expected a whole number, got {typename(value)}")
+    if value < 1:
+        raise ConfigError(where, f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(where, f"expected a whole number of 0 or more, got {typename(value)}")
+    return value
+
+
+def non_negative_float(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(where, f"expected a number of seconds, got {typename(value)}")
+    if value < 0:
+        raise ConfigError(where, f"must be 0 or more, got {value}")
+    return float(value)
+
+
+def positive_float(value: object, where: str) -> float:
+    result = non_negative_float(value, where)
+    if result == 0:
+        raise ConfigError(where, "must be more than 0")
+    return result
+
+
+def choice(*choices: str) -> Callable[[object, str], str]:
+    def check(value: object, where: str) -> str:
+        if not isinstance(value, str) or value.strip().lower() not in choices:
+            shown = value if isinstance(value, str) else typename(value)
+            raise ConfigError(where, f"'{shown}' is not one of {', '.join(choices)}")
+        return value.strip().lower()
+
+    return check
+
+
+def as_time(value: object, where: str) -> time:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 17:13 as the base-60 integer 1033.
+        raise ConfigError(where, "write the time in quotes, as '17:13', so YAML keeps it as text")
+    if not isinstance(value, str) or not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value.strip()):
+        raise ConfigError(where, f"expected a 24-hour time 'HH:MM', got {typename(value)}")
+    hours, minutes = value.strip().split(":")
+    return time(int(hours), int(minutes))
+
+
+def as_timezone(value: object, where: str) -> str:
+    name = as_str(value, where)
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(where, f"unknown time zone '{name}'; use an IANA name such as America/New_York") from None
+    return name
+
+
+class Paths:
+    """Resolve paths relative to the config file's folder."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+
+    def path(self, value: object, where: str) -> Path:
+        text = as_str(value, where)
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else (self.base / path).resolve()
+
+    def existing_file(self, value: object, where: str) -> Path:
+        path = self.path(value, where)
+        if not path.is_file():
+            raise ConfigError(
+                where, f"file {path} does not exist; fix the path (relative paths start at the config file's folder)"
+            )
+        return path
+
+
+def keyword(value: object, where: str) -> str:
+    text = as_str(value, where)
+    try:
+        path = parse_path(text)
+    except ElementError as exc:
+        raise ConfigError(where, str(exc)) from None
+    if len(path) != 1 or path[0].vr == "SQ":
+        raise ConfigError(where, f"'{text}' must be a single non-sequence keyword")
+    return path[0].keyword
+
+
+def elements(value: object, where: str) -> tuple[ElementSpec, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(where, f"expected a list of elements, got {typename(value)}")
+    specs: list[ElementSpec] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(value):
+        item_where = f"{where}[{index}]"
+        if not isinstance(item, str):
+            raise ConfigError(item_where, f"expected 'Keyword' or 'Keyword=value', got {typename(item)} (quote it)")
+        try:
+            spec = parse_element(item)
+        except ElementError as exc:
+            raise ConfigError(item_where, str(exc)) from None
+        if spec.name in seen:
+            raise ConfigError(item_where, f"{spec.describe()} is already listed at {where}[{seen[spec.name]}]")
+        seen[spec.name] = index
+        specs.append(spec)
+    return tuple(specs)
+
+
+def structure(value: object, where: str) -> tuple[str, ...]:
+    text = as_str(value, where)
+    return tuple(keyword(part, where) for part in text.split("/") if part.strip())
+
+
+# --- loading --------------------------------------------------------------------------------

@@ -1,0 +1,264 @@
+"""Load and validate the YAML configuration (the pydicom-batch format, extended).
+
+Everything is checked up front, before any network traffic: every problem is a
+:class:`~asyncdicom.errors.ConfigError` naming the dotted key path. Relative paths resolve
+against the folder of the config file. The result is the frozen tree of :mod:`.schema`, whose
+defaults fill in what the YAML leaves out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import cast
+
+import yaml
+
+from asyncdicom.config.checks import (
+    Paths,
+    Section,
+    ae_list,
+    as_ae,
+    as_bool,
+    as_port,
+    as_str,
+    as_time,
+    as_timezone,
+    choice,
+    elements,
+    ip_address,
+    keyword,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    structure,
+    suggest,
+    typename,
+    uid_list,
+)
+from asyncdicom.config.schema import (
+    LEGACY_KEYS,
+    SECTIONS,
+    AnonymizationConfig,
+    Config,
+    LocalConfig,
+    Mode,
+    Model,
+    OutputConfig,
+    PacsConfig,
+    RequestConfig,
+    RequestType,
+    ScheduleConfig,
+    default,
+    keys,
+)
+from asyncdicom.errors import ConfigError
+from asyncdicom.net.storage import COMMON_IMAGES, MAX_CONTEXTS, OTHER_CLASSES, QUERY_CONTEXTS
+from asyncdicom.write.paths import collision_warning
+
+KNOWN_STORAGE_CLASSES = frozenset(COMMON_IMAGES + OTHER_CLASSES)
+MAX_EXTRA_CLASSES = MAX_CONTEXTS - QUERY_CONTEXTS - len(KNOWN_STORAGE_CLASSES)
+
+
+def load_config(path: str | Path, *, batch_file: Path | None = None) -> Config:
+    """Read and validate a YAML config; ``batch_file`` overrides ``request.elements_batch_file``."""
+    source = Path(path).expanduser().resolve()
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"unable to read the config file as {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(where, f"invalid YAML: {problem}") from None
+    return parse_config(raw, source=source, batch_file=batch_file)
+
+
+def parse_config(raw: object, *, source: Path, batch_file: Path | None = None) -> Config:
+    """Validate an already-parsed YAML document (see :func:`load_config`)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(str(source), f"expected a mapping of sections, got {typename(raw)}")
+    warnings: list[str] = []
+    for key in raw:
+        if key not in SECTIONS:
+            raise ConfigError(str(key), f"unknown section{suggest(str(key), list(SECTIONS))}")
+    sections = {name: Section(raw.get(name), name, cls) for name, cls in SECTIONS.items()}
+    for name, section in sections.items():
+        for key in section.raw:
+            dotted = f"{name}.{key}"
+            if dotted in LEGACY_KEYS:
+                warnings.append(
+                    f"{dotted}: ignored, as pydicom-batch also ignored it; to use it, move it to {LEGACY_KEYS[dotted]}"
+                )
+            elif key not in keys(name):
+                raise ConfigError(dotted, f"unknown key{suggest(str(key), keys(name))}")
+    paths = Paths(source.parent)
+
+    pacs_s = sections["pacs"]
+    if not raw.get("pacs"):
+        raise ConfigError("pacs", "required section is missing; give hostname, port and aet")
+    pacs = PacsConfig(
+        hostname=pacs_s.require("hostname", as_str),
+        port=pacs_s.require("port", as_port),
+        aet=pacs_s.require("aet", as_ae),
+    )
+    local_s = sections["local"]
+    local = LocalConfig(
+        port=local_s.get("port", as_port),
+        aet=local_s.get("aet", as_ae),
+        allowed_aets=local_s.get("allowed_aets", ae_list) or (pacs.aet,),
+        bind_address=local_s.get("bind_address", ip_address),
+    )
+    request = _request(sections["request"], paths, batch_file)
+    schedule = _schedule(sections["schedule"])
+    anonymization = _anonymization(sections["anonymization"], paths)
+    output = _output(sections["output"], paths, request, source)
+    if request.type in ("c-move", "c-get"):
+        collision = collision_warning(output.directory_structure, output.filename)
+        if collision:
+            warnings.append(collision)
+    return Config(
+        source=source,
+        pacs=pacs,
+        local=local,
+        request=request,
+        schedule=schedule,
+        anonymization=anonymization,
+        output=output,
+        warnings=tuple(warnings),
+    )
+
+
+def _request(section: Section, paths: Paths, batch_file: Path | None) -> RequestConfig:
+    if not section.raw:
+        raise ConfigError("request", "required section is missing; give at least its type")
+    kind = cast(RequestType, section.require("type", choice("c-find", "c-move", "c-get", "c-echo")))
+    threads = section.get("threads", positive_int, 0)  # 0: not given
+    concurrency = section.get("concurrency", positive_int, 0)
+    if threads and concurrency and threads != concurrency:
+        raise ConfigError(
+            "request.concurrency", f"is {concurrency} but request.threads is {threads}; give only one of them"
+        )
+    if batch_file is not None:
+        if not batch_file.is_file():
+            raise ConfigError("--csv", f"file {batch_file} does not exist")
+        batch: Path | None = batch_file.resolve()
+    else:
+        batch = section.get("elements_batch_file", paths.existing_file)
+    specs = section.get("elements", elements)
+    if kind != "c-echo" and not specs and batch is None:
+        raise ConfigError("request.elements", "required for a query or retrieve: list the elements to send")
+    sop_classes = section.get("sop_classes", uid_list)
+    if len(set(sop_classes) - KNOWN_STORAGE_CLASSES) > MAX_EXTRA_CLASSES:
+        raise ConfigError(
+            "request.sop_classes",
+            f"adds more than {MAX_EXTRA_CLASSES} SOP classes, which would not fit in one association's "
+            "128 presentation contexts; list only the classes your studies contain",
+        )
+    return RequestConfig(
+        type=kind,
+        model=cast(Model, section.get("model", choice("patient", "study", "psonly"))),
+        threads=threads or concurrency or default(RequestConfig, "threads"),
+        throttle_time=section.get("throttle_time", non_negative_float),
+        max_rate=section.get("max_rate", non_negative_float),
+        elements_batch_file=batch,
+        elements=specs,
+        timeout=section.get("timeout", positive_float),
+        connect_timeout=section.get("connect_timeout", positive_float),
+        unreachable_timeout=section.get("unreachable_timeout", non_negative_float),
+        retries=section.get("retries", non_negative_int),
+        sop_classes=sop_classes,
+    )
+
+
+def _schedule(section: Section) -> ScheduleConfig:
+    enabled = section.get("enabled", as_bool)
+    start = section.get("start_time", as_time)
+    end = section.get("end_time", as_time)
+    timezone = section.get("timezone", as_timezone)
+    if enabled:
+        for key, value in (("start_time", start), ("end_time", end)):
+            if value is None:
+                raise ConfigError(f"schedule.{key}", "required when schedule.enabled is true ('HH:MM')")
+        if start == end:
+            raise ConfigError("schedule.end_time", "equals schedule.start_time, so the window would be empty")
+    return ScheduleConfig(enabled=enabled, start_time=start, end_time=end, timezone=timezone)
+
+
+def _anonymization(section: Section, paths: Paths) -> AnonymizationConfig:
+    enabled = section.get("enabled", as_bool)
+    check_file = paths.existing_file if enabled else paths.path
+    script = section.get("script", check_file)
+    if enabled and script is None:
+        raise ConfigError("anonymization.script", "required when anonymization.enabled is true")
+    lookup_table = section.get("lookup_table", check_file)
+    if enabled:
+        _check_anonymizer(script, lookup_table)
+    return AnonymizationConfig(
+        enabled=enabled,
+        script=script,
+        lookup_table=lookup_table,
+        mode=cast(Mode, section.get("mode", choice("faithful", "safe"))),
+        quarantine_directory=section.get("quarantine_directory", paths.path),
+    )
+
+
+def _check_anonymizer(script: Path | None, lookup_table: Path | None) -> None:
+    """Load the script and lookup table once at start-up: an error there is a config error."""
+    from asyncdicom.anonymize.lookup import LookupTable, LookupTableError
+    from asyncdicom.anonymize.script import ScriptError, load
+
+    try:
+        if script is not None:
+            load(script)
+    except ScriptError as exc:
+        raise ConfigError("anonymization.script", str(exc)) from None
+    try:
+        if lookup_table is not None:
+            LookupTable.load(lookup_table)
+    except LookupTableError as exc:
+        raise ConfigError("anonymization.lookup_table", str(exc)) from None
+
+
+def _output(section: Section, paths: Paths, request: RequestConfig, source: Path) -> OutputConfig:
+    directory: Path | None = section.get("directory", paths.path)
+    library: Path | None = section.get("library_file", paths.path)
+    database: Path | None = section.get("database_file", paths.path, None)  # the alias: not given
+    if library and database and library != database:
+        raise ConfigError("output.database_file", "names another file than output.library_file; give only one of them")
+    library = library or database
+    if request.type == "c-find" and library is None:
+        if directory is None:
+            raise ConfigError("output.library_file", "required for c-find (or give output.directory)")
+        library = directory / "library.csv"
+    if request.type in {"c-move", "c-get"} and directory is None:
+        raise ConfigError("output.directory", f"required for {request.type}: where to store the images")
+    state_dir = directory or (library.parent if library else source.parent)
+    ledger = section.get("ledger_file", paths.path, state_dir / ".asyncdicom" / f"{source.stem}.sqlite3")
+    return OutputConfig(
+        directory=directory,
+        library_file=library,
+        directory_structure=section.get("directory_structure", structure),
+        filename=section.get("filename", keyword),
+        decompress=section.get("decompress", as_bool),
+        ledger_file=ledger,
+    )
+
+
+def describe(config: Config) -> Mapping[str, object]:
+    """A JSON-ready summary of the effective configuration (no secrets are held in it)."""
+    return {
+        "pacs": f"{config.pacs.aet}@{config.pacs.hostname}:{config.pacs.port}",
+        "local_aet": config.local.aet,
+        "type": config.request.type,
+        "model": config.request.model,
+        "threads": config.request.threads,
+        "library_file": str(config.output.library_file) if config.output.library_file else None,
+        "ledger_file": str(config.output.ledger_file),
+    }

@@ -1,0 +1,156 @@
+"""The configuration's schema: one frozen dataclass per YAML section, with every default stated
+here and nowhere else (the loader takes what a YAML file leaves out from these fields)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+
+from asyncdicom.elements import ElementSpec
+
+RequestType = Literal["c-find", "c-move", "c-get", "c-echo"]
+Model = Literal["patient", "study", "psonly"]
+Mode = Literal["faithful", "safe"]
+
+DEFAULT_LOCAL_AET = "ASYNCDICOM"
+DEFAULT_LOCAL_PORT = 11112
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacsConfig:
+    """The PACS to query: ``pacs`` section."""
+
+    hostname: str
+    port: int
+    aet: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalConfig:
+    """Our own application entity: ``local`` section."""
+
+    port: int = DEFAULT_LOCAL_PORT
+    aet: str = DEFAULT_LOCAL_AET
+    allowed_aets: tuple[str, ...] = ()  # calling AE titles our storage SCP accepts; empty = pacs.aet
+    bind_address: str = ""  # the address our storage SCP listens on; empty = every interface
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestConfig:
+    """What to ask for, and how hard: ``request`` section."""
+
+    type: RequestType
+    model: Model = "study"
+    threads: int = 4
+    throttle_time: float = 0.0
+    max_rate: float = 0.0
+    elements_batch_file: Path | None = None
+    elements: tuple[ElementSpec, ...] = ()
+    timeout: float = 30.0
+    connect_timeout: float = 10.0
+    unreachable_timeout: float = 60.0  # give up once the PACS has been unreachable this long
+    retries: int = 3
+    sop_classes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleConfig:
+    """When requests may be sent: ``schedule`` section."""
+
+    enabled: bool = False
+    start_time: time | None = None
+    end_time: time | None = None
+    timezone: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnonymizationConfig:
+    """CTP DicomAnonymizer settings: ``anonymization`` section."""
+
+    enabled: bool = False
+    script: Path | None = None
+    lookup_table: Path | None = None
+    mode: Mode = "faithful"
+    quarantine_directory: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputConfig:
+    """Where results go: ``output`` section."""
+
+    directory: Path | None = None
+    library_file: Path | None = None
+    directory_structure: tuple[str, ...] = ()
+    filename: str = "SOPInstanceUID"
+    decompress: bool = False
+    ledger_file: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """A validated configuration."""
+
+    source: Path
+    pacs: PacsConfig
+    local: LocalConfig
+    request: RequestConfig
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    anonymization: AnonymizationConfig = field(default_factory=AnonymizationConfig)
+    output: OutputConfig
+    warnings: tuple[str, ...] = ()
+
+    def query_fingerprint(self) -> str:
+        """Hash of every setting that changes what a request asks the PACS for.
+
+        Requests are keyed by it together with their own elements, so a changed PACS, request
+        type, model or element list makes earlier results not count for the new plan.
+        """
+        material = {
+            "pacs": [self.pacs.hostname, self.pacs.port, self.pacs.aet],
+            "type": self.request.type,
+            "model": self.request.model,
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default(section: type[Any], name: str) -> Any:
+    """The default of a section's field, as the dataclass states it."""
+    for item in dataclasses.fields(section):
+        if item.name == name:
+            if item.default is not dataclasses.MISSING:
+                return item.default
+            if item.default_factory is not dataclasses.MISSING:
+                return item.default_factory()
+    msg = f"{section.__name__}.{name} has no default"
+    raise KeyError(msg)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "pacs": PacsConfig,
+    "local": LocalConfig,
+    "request": RequestConfig,
+    "schedule": ScheduleConfig,
+    "anonymization": AnonymizationConfig,
+    "output": OutputConfig,
+}
+ALIASES = {
+    "request.concurrency": "request.threads",
+    "output.database_file": "output.library_file",  # pydicom-batch's name
+}
+LEGACY_KEYS = {
+    # keys found in pydicom-batch's own sample files that its code never read
+    "output.anonymization_script": "anonymization.script",
+    "output.anonymization_lookup_table": "anonymization.lookup_table",
+}
+
+
+def keys(section: str) -> tuple[str, ...]:
+    """The keys a YAML section may hold: its dataclass's fields and their aliases."""
+    names = [item.name for item in dataclasses.fields(SECTIONS[section])]
+    names += [alias.split(".", 1)[1] for alias in ALIASES if alias.startswith(section + ".")]
+    return tuple(names)

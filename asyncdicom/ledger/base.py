@@ -1,0 +1,113 @@
+"""What the runner and the commands need from a ledger, whatever stores it (SQLite today).
+
+The ledger is the job's durable memory: the plan's requests and their states, the matches of
+C-FINDs, every received instance, and the runs. A second backend (PostgreSQL, for jobs shared by
+several hosts) is one more module implementing :class:`Ledger`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from asyncdicom.models import InstanceRecord, Request, RequestResult
+from asyncdicom.plan import Plan
+from asyncdicom.stats import RunStats
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What the ledger already knew about this plan."""
+
+    new: int
+    done: int
+    failed: int
+    pending: int
+    dropped: int
+    retried: int
+    changed: tuple[str, ...]
+    first_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCounts:
+    """Requests of the plan by state."""
+
+    done: int = 0
+    failed: int = 0
+    pending: int = 0
+    partial: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    """The most recent run: times as epoch seconds, its outcome once finished."""
+
+    started: float
+    finished: float | None
+    outcome: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed request: its CSV line and the reason (no patient data)."""
+
+    line: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSummary:
+    """What ``status`` shows and a run's report counts."""
+
+    requests: RequestCounts
+    instances: int
+    matches: int
+    warnings: int
+    last_run: LastRun | None
+    failures: tuple[Failure, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as JSON-ready values (``status --json``)."""
+        doc = asdict(self)
+        doc["failures"] = list(doc["failures"])
+        return doc
+
+
+class Recorder(Protocol):
+    """Queues results for the ledger's single writer (results are durable once committed)."""
+
+    async def record(self, request: Request, result: RequestResult) -> None: ...
+
+    async def record_instance(self, record: InstanceRecord) -> None: ...
+
+
+class Ledger(Protocol):
+    """A job's ledger, opened by its backend's ``open_ledger``."""
+
+    async def sync_plan(self, plan: Plan, *, digests: dict[str, str], restart: bool, retry_failed: bool) -> SyncReport:
+        """Record the plan's requests; forget progress with ``restart``; pend failures again with ``retry_failed``."""
+
+    async def pending(self, plan: Plan) -> list[Request]:
+        """Requests of the plan still to run, in CSV order (partial ones narrowed to what is missing)."""
+
+    def recording(self, stats: RunStats) -> AbstractAsyncContextManager[Recorder]:
+        """A recorder whose results are committed in batches; all of them before it exits."""
+
+    async def start_run(self) -> None:
+        """Note that a run starts."""
+
+    async def finish_run(self, outcome: str, counts: dict[str, Any]) -> None:
+        """Note how the run ended."""
+
+    async def summary(self) -> LedgerSummary:
+        """Counts by state, the last run, and the first failures."""
+
+    async def export_library(self, path: Path, columns: Sequence[str]) -> int:
+        """Write the C-FIND library CSV atomically; returns its row count."""
+
+    async def export_requests(self, path: Path, columns: Sequence[str]) -> int:
+        """Write the retrieval request CSV atomically; returns its row count."""
