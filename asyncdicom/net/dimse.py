@@ -153,11 +153,17 @@ def text(value: bytes) -> str:
     return value.decode("ascii", "replace").rstrip(" \0")
 
 
-def _us(value: bytes, element: int) -> int:
-    if len(value) != 2:
-        msg = f"a command element (0000,{element:04X}) of {len(value)} bytes where 2 are required"
-        raise ProtocolError(msg)
-    return int(US.unpack(value)[0])
+# plain ints for the parser: comparing with IntEnum members costs a subclass check each time
+_STATUS, _FIELD, _DATA_SET_TYPE = int(Tag.STATUS), int(Tag.COMMAND_FIELD), int(Tag.DATA_SET_TYPE)
+_MESSAGE_ID, _MOVE_MESSAGE_ID = int(Tag.MESSAGE_ID), int(Tag.MOVE_ORIGINATOR_MESSAGE_ID)
+_SOP_CLASS, _SOP_INSTANCE, _COMMENT = (
+    int(Tag.AFFECTED_SOP_CLASS),
+    int(Tag.AFFECTED_SOP_INSTANCE),
+    int(Tag.ERROR_COMMENT),
+)
+_COUNTS = {int(tag): name for tag, name in COUNT_NAMES.items()}
+_OPTIONAL = frozenset({_MOVE_MESSAGE_ID, *_COUNTS})  # ignored when not 2 bytes long, as peers may send them empty
+_NUMBERS = frozenset({_STATUS, _FIELD, _DATA_SET_TYPE, _MESSAGE_ID, *_OPTIONAL})
 
 
 def parse_command(raw: bytes) -> Command:
@@ -165,35 +171,43 @@ def parse_command(raw: bytes) -> Command:
     number of the wrong size."""
     command = Command()
     offset, end = 0, len(raw)
+    unpack_element, unpack_us = ELEMENT.unpack_from, US.unpack
     while offset < end:
         if offset + 8 > end:
             msg = "a command set that ends inside an element header"
             raise ProtocolError(msg)
-        group, element, length = ELEMENT.unpack_from(raw, offset)
+        group, element, length = unpack_element(raw, offset)
         if group != 0 or offset + 8 + length > end:
             msg = f"a command set element ({group:04X},{element:04X}) that does not fit the command set"
             raise ProtocolError(msg)
         value = raw[offset + 8 : offset + 8 + length]
         offset += 8 + length
-        if element == Tag.STATUS:
-            command.status = _us(value, element)
-        elif element == Tag.COMMAND_FIELD:
-            command.field = _us(value, element)
-        elif element == Tag.DATA_SET_TYPE:
-            command.has_dataset = _us(value, element) != NO_DATA_SET
-        elif element == Tag.ERROR_COMMENT:
-            command.comment = text(value) or None
-        elif element == Tag.MESSAGE_ID:
-            command.message_id = _us(value, element)
-        elif element == Tag.AFFECTED_SOP_CLASS:
+        if element in _NUMBERS:
+            if length != 2:
+                if element in _OPTIONAL:
+                    continue
+                msg = f"a command element (0000,{element:04X}) of {length} bytes where 2 are required"
+                raise ProtocolError(msg)
+            number = unpack_us(value)[0]
+            if element == _STATUS:
+                command.status = number
+            elif element == _FIELD:
+                command.field = number
+            elif element == _DATA_SET_TYPE:
+                command.has_dataset = number != NO_DATA_SET
+            elif element == _MESSAGE_ID:
+                command.message_id = number
+            elif element == _MOVE_MESSAGE_ID:
+                command.move_message_id = number
+            else:
+                command.counts = command.counts or {}
+                command.counts[_COUNTS[element]] = number
+        elif element == _SOP_CLASS:
             command.sop_class = text(value)
-        elif element == Tag.MOVE_ORIGINATOR_MESSAGE_ID and length == 2:
-            command.move_message_id = _us(value, element)
-        elif element == Tag.AFFECTED_SOP_INSTANCE:
+        elif element == _SOP_INSTANCE:
             command.sop_instance = text(value)
-        elif element in COUNT_NAMES and length == 2:
-            command.counts = command.counts or {}
-            command.counts[COUNT_NAMES[element]] = _us(value, element)
+        elif element == _COMMENT:
+            command.comment = text(value) or None
     return command
 
 
@@ -214,7 +228,7 @@ def response(command: Command, field: CommandField, status: int) -> bytes:
 # --- one reader for both roles ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CommandEvent:
     """A whole command set arrived on presentation context ``context_id``."""
 
@@ -222,7 +236,7 @@ class CommandEvent:
     command: Command
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DataEvent:
     """A fragment of a data set (valid until the next event); ``last`` ends the data set."""
 
@@ -231,7 +245,7 @@ class DataEvent:
     last: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OtherPdu:
     """A PDU other than P-DATA-TF (release or abort): the role decides what it means."""
 

@@ -21,9 +21,9 @@ PDV = struct.Struct(">LBB")
 MAX_PDU = 1 << 20
 """The largest P-DATA-TF PDU we receive (our Maximum Length sub-item, PS3.8 D.1): 1 MiB.
 DCMTK-based senders use at most 128 KiB; a bigger PDU only costs memory."""
-MAX_NEGOTIATION_PDU = 64 * 1024
-"""The largest association-phase PDU we accept or expect: 128 presentation contexts with a few
-transfer syntaxes each and user information fit in under 20 KiB."""
+MAX_NEGOTIATION_PDU = 256 * 1024
+"""The largest association-phase PDU we accept or expect: 128 presentation contexts offering
+every transfer syntax there is, with user information, fit in about 100 KiB."""
 MIN_PDU = 4
 """No PDU body is shorter: release and abort bodies are 4 bytes."""
 
@@ -38,6 +38,13 @@ class PduType(IntEnum):
     RELEASE_RQ = 0x05
     RELEASE_RP = 0x06
     ABORT = 0x07
+
+
+_TYPES = {int(kind): kind for kind in PduType}
+
+
+def _name(kind: PduType) -> str:
+    return kind.name.replace("_", "-")
 
 
 NEGOTIATION = frozenset({PduType.ASSOCIATE_RQ, PduType.ASSOCIATE_AC, PduType.ASSOCIATE_RJ})
@@ -88,23 +95,24 @@ class PduReader:
         """The next PDU: its type and all its bytes, header included, in one buffer."""
         fill(self._sock, self._header_view)
         kind, length = HEADER.unpack(self._header)
-        try:
-            pdu_type = PduType(kind)
-        except ValueError:
+        pdu_type = _TYPES.get(kind)
+        if pdu_type is None:
             msg = f"{self.peer} sent {describe(self._header)}; the association was aborted"
-            raise ProtocolError(msg) from None
+            raise ProtocolError(msg)
         if expected is not None and pdu_type not in expected and pdu_type is not PduType.ABORT:
-            msg = f"{self.peer} sent an unexpected {pdu_type.name.replace('_', '-')} PDU; the association was aborted"
+            msg = f"{self.peer} sent an unexpected {_name(pdu_type)} PDU; the association was aborted"
             raise ProtocolError(msg)
         limit = self.max_pdu if pdu_type is PduType.P_DATA_TF else MAX_NEGOTIATION_PDU
         if length > limit:
+            name = _name(pdu_type)
+            article = "an" if name[0] in "AEIOU" else "a"
             msg = (
-                f"{self.peer} sent a {pdu_type.name.replace('_', '-')} PDU of {length} bytes, more than the "
-                f"{limit} allowed; the association was aborted"
+                f"{self.peer} sent {article} {name} PDU of {length} bytes, more than the {limit} allowed; "
+                "the association was aborted"
             )
             raise ProtocolError(msg)
         if length < MIN_PDU or length != CONTROL_LENGTH.get(pdu_type, length):
-            msg = f"{self.peer} sent a {pdu_type.name.replace('_', '-')} PDU of malformed length {length}"
+            msg = f"{self.peer} sent a {_name(pdu_type)} PDU of malformed length {length}"
             raise ProtocolError(msg)
         pdu = bytearray(6 + length)
         pdu[:6] = self._header

@@ -85,20 +85,20 @@ def identifier_to_text(ds: Dataset) -> dict[str, str]:
 
 
 def _identifier_to_text(ds: Dataset) -> dict[str, str]:
-    tags = list(ds.keys())
-    for tag in tags:  # lengths first, on the raw elements: nothing is decoded yet
-        length = getattr(ds.get_item(tag), "length", 0) or 0
+    out: dict[str, str] = {}
+    for tag in list(ds.keys()):
+        length = getattr(ds.get_item(tag), "length", 0) or 0  # the raw element: nothing decoded yet
+        keyword = keyword_for_tag(tag)
         if length > MAX_VALUE:
-            keyword = keyword_for_tag(tag) or "(private)"
             msg = (
-                f"the PACS returned {Tag(tag)} {keyword} of {length} bytes, more than the {MAX_VALUE} a "
-                "library value may hold; leave it out of request.elements"
+                f"the PACS returned {Tag(tag)} {keyword or '(private)'} of {length} bytes, more than the "
+                f"{MAX_VALUE} a library value may hold; leave it out of request.elements"
             )
             raise ProtocolError(msg)
-    out: dict[str, str] = {}
-    for elem in ds:
-        keyword = elem.keyword
-        if not keyword or elem.VR == "SQ" or elem.tag.group in (0x0000, 0x0002):
+        if not keyword or tag >> 16 in (0x0000, 0x0002):
+            continue
+        elem = ds[tag]
+        if elem.VR == "SQ":
             continue
         value = elem.value
         if value is None:
@@ -113,11 +113,16 @@ def _identifier_to_text(ds: Dataset) -> dict[str, str]:
 
 
 def _failed_uids(dataset: Dataset | None) -> tuple[str, ...]:
-    """(0008,0058) Failed SOP Instance UID List of a final response, as a tuple."""
-    value = dataset.get("FailedSOPInstanceUIDList") if dataset is not None else None
-    if not value:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(str(uid) for uid in value)
+    """(0008,0058) Failed SOP Instance UID List of a final response, as a tuple; ProtocolError
+    when the PACS sent one pydicom cannot decode."""
+    try:
+        value = dataset.get("FailedSOPInstanceUIDList") if dataset is not None else None
+        if not value:
+            return ()
+        return (str(value),) if isinstance(value, str) else tuple(str(uid) for uid in value)
+    except Exception:  # hostile bytes decoded lazily by pydicom: any failure is the peer's
+        msg = "the PACS sent a Failed SOP Instance UID List that cannot be decoded"
+        raise ProtocolError(msg) from None
 
 
 @dataclass(frozen=True, slots=True)

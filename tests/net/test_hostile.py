@@ -1,7 +1,7 @@
 """Hostile peers: six bytes must not make asyncdicom allocate gigabytes, on either side.
 
 Every PDU's type and length are checked before its buffer exists; an association-phase PDU is
-bounded by 64 KiB, a P-DATA-TF PDU by the 1 MiB we advertise; a response identifier by 1 MiB and
+bounded by 256 KiB, a P-DATA-TF PDU by the 1 MiB we advertise; a response identifier by 1 MiB and
 a library value by 64 KiB; the storage SCP serves a bounded number of connections."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _answer(sock: socket.socket) -> bytes:
 @pytest.mark.parametrize(
     ("sent", "logged"),
     [
-        (HUGE, "sent a ASSOCIATE-RQ PDU of 4294967280 bytes, more than the 65536 allowed"),
+        (HUGE, "sent an ASSOCIATE-RQ PDU of 4294967280 bytes, more than the 262144 allowed"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "sent an HTTP request, not DICOM"),
         (b"\x04\x00\x00\x01\x00\x00", "sent an unexpected P-DATA-TF PDU"),
     ],
