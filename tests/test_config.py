@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,28 @@ class TestDefaults:
         assert config.output.ledger_file == tmp_path / "sub" / "data" / ".asyncdicom" / "c.sqlite3"
         assert config.request.threads == 4
         assert config.request.timeout == 30.0
+
+    def test_left_out_keys_take_the_schema_defaults(self, tmp_path: Path) -> None:
+        """Every key a YAML leaves out takes its dataclass default: the schema states each once."""
+        from asyncdicom.config.schema import SECTIONS, default, keys
+
+        doc = {
+            "pacs": {"hostname": "h", "port": 4242, "aet": "A"},
+            "request": {"type": "c-find", "elements": ["PatientID"]},
+            "output": {"library_file": "l.csv"},
+        }
+        config = load_config(write_yaml(tmp_path / "c.yml", doc))
+        computed = {"local.allowed_aets", "request.elements", "output.library_file", "output.ledger_file"}
+        checked = 0
+        for name, cls in SECTIONS.items():
+            section = getattr(config, name)
+            for item in dataclasses.fields(cls):
+                dotted = f"{name}.{item.name}"
+                if item.name in doc.get(name, {}) or dotted in computed or item.name not in keys(name):
+                    continue
+                assert getattr(section, item.name) == default(cls, item.name), dotted
+                checked += 1
+        assert checked >= 20
 
     def test_concurrency_alias(self, tmp_path: Path) -> None:
         """request.concurrency is accepted as another name for request.threads."""

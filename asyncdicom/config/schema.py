@@ -17,9 +17,6 @@ RequestType = Literal["c-find", "c-move", "c-get", "c-echo"]
 Model = Literal["patient", "study", "psonly"]
 Mode = Literal["faithful", "safe"]
 
-DEFAULT_LOCAL_AET = "ASYNCDICOM"
-DEFAULT_LOCAL_PORT = 11112
-
 
 @dataclass(frozen=True, kw_only=True)
 class PacsConfig:
@@ -34,8 +31,8 @@ class PacsConfig:
 class LocalConfig:
     """Our own application entity: ``local`` section."""
 
-    port: int = DEFAULT_LOCAL_PORT
-    aet: str = DEFAULT_LOCAL_AET
+    port: int = 11112
+    aet: str = "ASYNCDICOM"
     allowed_aets: tuple[str, ...] = ()  # calling AE titles our storage SCP accepts; empty = pacs.aet
     bind_address: str = ""  # the address our storage SCP listens on; empty = every interface
 
