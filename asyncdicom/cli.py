@@ -249,6 +249,7 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
         )
         for failure in summary.failures:
             report.info(f"  failed: line {failure.line}: {failure.error}")
+        report.held_back([{"kind": h.kind, "reason": h.reason, "count": h.count} for h in summary.held_back])
         if json_out:
             document = {"schema": 1, "command": "status", "ledger_file": str(cfg.output.ledger_file)}
             report.emit_json({**document, **summary.to_json()})

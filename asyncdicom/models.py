@@ -34,6 +34,18 @@ class InstanceState(StrEnum):
     SKIPPED = "skipped"  # the anonymization script said to skip it; kept in the quarantine directory
 
 
+class HeldBack(StrEnum):
+    """Why a received instance is not (or not as asked) in the output tree: work left to do."""
+
+    QUARANTINED = "quarantined"  # the anonymizer quarantined it
+    SKIPPED = "skipped"  # the anonymization script skipped it
+    KEPT_COMPRESSED = "kept compressed"  # output.decompress asked for it, decompression failed
+
+
+KEPT_COMPRESSED_PREFIX = "kept as received"
+"""How the warning of an instance kept compressed begins (the ledger finds them by it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One request to send: its stable key, CSV line (0 without a batch file) and elements."""

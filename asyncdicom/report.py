@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -83,6 +83,16 @@ def progress(snap: RunSnapshot) -> None:
     info(progress_line(snap))
 
 
+def held_back(groups: Sequence[Mapping[str, Any]]) -> None:
+    """One line per reason instances were held back (quarantined, skipped, kept compressed)."""
+    if not groups:
+        return
+    total = sum(int(group["count"]) for group in groups)
+    warning(f"{total} instances were held back (work left to do; the ledger's instances table has each):")
+    for group in groups:
+        info(f"  {group['count']} × {group['kind']}: {group['reason'] or 'no reason recorded'}")
+
+
 def summary(report: Mapping[str, Any]) -> None:
     """The end-of-run table on stderr."""
     table = Table(title=f"asyncdicom run: {report['outcome']}", show_header=False, title_justify="left")
@@ -115,5 +125,6 @@ def summary(report: Mapping[str, Any]) -> None:
     if report.get("library_file"):
         info(f"library: {report['library_file']} ({report.get('library_rows', 0)} rows)")
     info(f"ledger: {report['ledger_file']}")
+    held_back(report.get("held_back") or [])
     if report.get("message"):
         error(str(report["message"]))

@@ -36,6 +36,9 @@ class Outcome(StrEnum):
 
     COMPLETE = "complete"
     FAILED_REQUESTS = "failed-requests"
+    HELD_BACK = (
+        "instances-held-back"  # every request settled, but instances were quarantined, skipped or kept compressed
+    )
     INTERRUPTED = "interrupted"
     FATAL = "fatal"
     OUTPUT_ERROR = "output-error"
@@ -44,6 +47,7 @@ class Outcome(StrEnum):
 _EXIT_CODES = {
     Outcome.COMPLETE: ExitCode.OK,
     Outcome.FAILED_REQUESTS: ExitCode.FAILED_REQUESTS,
+    Outcome.HELD_BACK: ExitCode.FAILED_REQUESTS,
     Outcome.INTERRUPTED: ExitCode.INTERRUPTED,
     Outcome.FATAL: ExitCode.FATAL,
     Outcome.OUTPUT_ERROR: ExitCode.OUTPUT,
@@ -88,6 +92,8 @@ class RunReport:
     instances_new: int = 0
     duplicate_instances: int = 0
     quarantined_instances: int = 0
+    held_back_instances: int = 0  # of the plan, in the ledger: quarantined, skipped or kept compressed
+    held_back: list[dict[str, Any]] = field(default_factory=list)  # by kind and reason, with counts
 
     @property
     def exit_code(self) -> ExitCode:
@@ -312,9 +318,13 @@ async def _finish(
         instances_new=snap.instances,
         duplicate_instances=snap.duplicates,
         quarantined_instances=snap.quarantined,
+        held_back_instances=summary.held_back_total,
+        held_back=[{"kind": h.kind, "reason": h.reason, "count": h.count} for h in summary.held_back],
     )
     if outcome is Outcome.COMPLETE and (counts.failed or counts.partial):
         report.outcome = Outcome.FAILED_REQUESTS
+    elif outcome is Outcome.COMPLETE and summary.held_back_total:
+        report.outcome = Outcome.HELD_BACK
     await ledger.finish_run(report.outcome, {"done": report.done, "failed": report.failed, "pending": report.pending})
     return report
 

@@ -3,13 +3,14 @@ quarantined instances kept out of the output tree and recorded with their reason
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from tests.cli_helpers import cli, cli_json
+from tests.cli_helpers import cli, cli_json, library
 from tests.conftest import LoadedOrthanc, write_yaml
 from tests.test_retrieve_orthanc import retrieve_config, write_batch
 
@@ -41,10 +42,28 @@ def test_retrieve_anonymizes_before_placing_and_quarantines_misses(
     doc["anonymization"] = {"enabled": True, "script": "anon.script", "lookup_table": "lookup.properties"}
     write_yaml(tmp_path / "c.yml", doc)
     result, summary = cli_json("run", tmp_path / "c.yml")
-    assert result.exit_code == 0, result.stderr
     per_study = first.series * first.instances
+    # a night whose instances were held back is not a plain success (it was exit 0, "complete")
+    assert result.exit_code == 3, result.stderr
+    assert summary["outcome"] == "instances-held-back"
     assert summary["quarantined_instances"] == per_study
     assert summary["instances_new"] == per_study
+    assert summary["held_back_instances"] == per_study
+    [group] = summary["held_back"]
+    assert (group["kind"], group["count"]) == ("quarantined", per_study) and "lookup" in group["reason"]
+    # one line per reason, not one per instance; no original identifier in what is printed
+    assert result.stderr.count(group["reason"]) == 2  # the first instance's warning and the summary line
+    assert f"{per_study} × quarantined: {group['reason']}" in result.stderr
+    originals = [str(ds.SOPInstanceUID) for ds in orthanc.instances if ds.StudyInstanceUID == second.study_uid]
+    assert not any(uid in result.stderr for uid in originals) and second.patient_id not in result.stderr
+    requests = {row["StudyInstanceUID"]: row for row in library(tmp_path / "out" / "retrieved.csv")}
+    assert requests[second.study_uid]["held_back"] == str(per_study)
+    assert requests[second.study_uid]["why"] == f"{per_study} × {group['reason']}"
+    assert requests[first.study_uid]["held_back"] == "0"
+    status = cli_json("status", tmp_path / "c.yml")[1]
+    assert status["held_back_total"] == per_study
+    assert status["last_run"]["outcome"] == "instances-held-back"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", status["last_run"]["finished"])
     files = sorted(p for p in (tmp_path / "out").rglob("*.dcm") if ".asyncdicom" not in p.parts)
     assert len(files) == per_study
     for path in files:

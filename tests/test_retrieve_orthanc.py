@@ -62,10 +62,12 @@ def stored(tmp_path: Path) -> dict[str, Path]:
     return result
 
 
-def run(tmp_path: Path, doc: dict[str, Any], rows: list[dict[str, str]], *args: str) -> dict[str, Any]:
+def run(
+    tmp_path: Path, doc: dict[str, Any], rows: list[dict[str, str]], *args: str, exit_code: int = 0
+) -> dict[str, Any]:
     write_batch(tmp_path, rows)
     result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc), *args)
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == exit_code, result.stderr
     return summary
 
 
@@ -177,8 +179,9 @@ def test_compressed_syntaxes(tmp_path: Path, orthanc: LoadedOrthanc, kind: str, 
     written as Explicit VR Little Endian, except one no decoder reads, kept as received with a warning."""
     rows = [{"StudyInstanceUID": str(orthanc.compressed[0].StudyInstanceUID)}]
     doc = retrieve_config(orthanc, kind, rows, "STUDY", structure="StudyInstanceUID", decompress=decompress)
-    summary = run(tmp_path, doc, rows)
+    summary = run(tmp_path, doc, rows, exit_code=3 if decompress else 0)  # one kept compressed: work left
     assert summary["done"] == 1
+    assert summary["outcome"] == ("instances-held-back" if decompress else "complete")
     files = stored(tmp_path)
     originals = {str(ds.SOPInstanceUID): ds for ds in orthanc.compressed}
     assert set(files) == set(originals)
@@ -202,6 +205,7 @@ def test_compressed_syntaxes(tmp_path: Path, orthanc: LoadedOrthanc, kind: str, 
     if decompress:
         assert set(warnings) == undecodable
         assert next(iter(warnings.values())).startswith("kept as received (JPEG Extended (Process 2 and 4))")
+        assert [(group["kind"], group["count"]) for group in summary["held_back"]] == [("kept compressed", 1)]
     else:
         assert warnings == {}
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from asyncdicom.models import InstanceRecord, Request, RequestResult
+from asyncdicom.models import HeldBack, InstanceRecord, Request, RequestResult
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 
@@ -60,6 +61,15 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldBackCount:
+    """Instances held back for one reason (the reason names no patient data)."""
+
+    kind: HeldBack
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerSummary:
     """What ``status`` shows and a run's report counts."""
 
@@ -69,12 +79,33 @@ class LedgerSummary:
     warnings: int
     last_run: LastRun | None
     failures: tuple[Failure, ...]
+    held_back: tuple[HeldBackCount, ...] = ()
+
+    @property
+    def held_back_total(self) -> int:
+        """Instances of the plan quarantined, skipped or kept compressed."""
+        return sum(item.count for item in self.held_back)
 
     def to_json(self) -> dict[str, Any]:
-        """The summary as JSON-ready values (``status --json``)."""
+        """The summary as JSON-ready values (``status --json``); times in ISO 8601 with time zone."""
         doc = asdict(self)
         doc["failures"] = list(doc["failures"])
+        doc["held_back"] = list(doc["held_back"])
+        doc["held_back_total"] = self.held_back_total
+        if self.last_run is not None:
+            doc["last_run"] = {
+                "started": iso_time(self.last_run.started),
+                "finished": iso_time(self.last_run.finished),
+                "outcome": self.last_run.outcome,
+            }
         return doc
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 in local time with its offset, to the second."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
 
 
 class Recorder(Protocol):

@@ -25,8 +25,16 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.errors import LedgerError, output_error
-from asyncdicom.ledger.base import Failure, LastRun, LedgerSummary, RequestCounts, SyncReport
-from asyncdicom.models import InstanceRecord, Request, RequestResult, RequestState, narrow
+from asyncdicom.ledger.base import Failure, HeldBackCount, LastRun, LedgerSummary, RequestCounts, SyncReport
+from asyncdicom.models import (
+    KEPT_COMPRESSED_PREFIX,
+    HeldBack,
+    InstanceRecord,
+    Request,
+    RequestResult,
+    RequestState,
+    narrow,
+)
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 
@@ -108,6 +116,14 @@ _MIGRATIONS: dict[int, str] = {
 }
 
 
+_HELD_BACK = """
+    SELECT CASE WHEN i.state IN ('quarantined', 'skipped') THEN i.state ELSE 'kept compressed' END AS kind,
+           i.warning, COUNT(*)
+    FROM instances i LEFT JOIN requests r ON r.key = i.request_key
+    WHERE (r.in_plan = 1 OR i.request_key IS NULL)
+      AND (i.state IN ('quarantined', 'skipped') OR (i.state != 'duplicate' AND i.warning LIKE ?))
+    GROUP BY kind, i.warning ORDER BY COUNT(*) DESC, kind, i.warning
+"""
 _SUMMARY_STATES = (RequestState.DONE, RequestState.FAILED, RequestState.PENDING, RequestState.PARTIAL)
 
 
@@ -372,7 +388,13 @@ class Ledger:
             warnings = (await cursor.fetchone() or (0,))[0]
         async with self.db.execute("SELECT COUNT(*) FROM instances") as cursor:
             instances = (await cursor.fetchone() or (0,))[0]
+        async with self.db.execute(_HELD_BACK, (f"{KEPT_COMPRESSED_PREFIX}%",)) as cursor:
+            held_back = tuple(
+                HeldBackCount(HeldBack(kind), reason or "", int(count))
+                for kind, reason, count in await cursor.fetchall()
+            )
         return LedgerSummary(
+            held_back=held_back,
             requests=RequestCounts(**{state.value: counts.get(state, 0) for state in _SUMMARY_STATES}),
             instances=int(instances),
             matches=int(matches),
@@ -403,18 +425,29 @@ class Ledger:
     async def export_requests(self, path: Path, columns: Sequence[str]) -> int:
         """Write one CSV row per request of the plan with its final state (as pydicom-batch did)."""
         async with self.db.execute(
-            "SELECT line, elements, state, status, completed, failed_ops, warning_ops, received, error "
+            "SELECT key, line, elements, state, status, completed, failed_ops, warning_ops, received, error "
             "FROM requests WHERE in_plan = 1 ORDER BY line, key"
         ) as cursor:
             rows = list(await cursor.fetchall())
+        held: dict[str, dict[str, int]] = {}
+        async with self.db.execute(
+            "SELECT request_key, warning, COUNT(*) FROM instances "
+            "WHERE state IN ('quarantined', 'skipped') OR (state != 'duplicate' AND warning LIKE ?) "
+            "GROUP BY request_key, warning",
+            (f"{KEPT_COMPRESSED_PREFIX}%",),
+        ) as cursor:
+            for key, reason, count in await cursor.fetchall():
+                held.setdefault(key, {})[reason or ""] = int(count)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        extra = ["row", "state", "status", "completed", "failed", "warning", "received", "error"]
+        extra = ["row", "state", "status", "completed", "failed", "warning", "received", "error", "held_back", "why"]
         writer.writerow([*columns, *extra])
-        for line, elements, state, status, completed, failed, warning, received, error in rows:
+        for key, line, elements, state, status, completed, failed, warning, received, error in rows:
             values = {name: value or "" for name, value in json.loads(elements)}
             status_text = f"0x{status:04X}" if status is not None else ""
-            tail = [line, state, status_text, completed, failed, warning, received, error]
+            reasons = held.get(key, {})
+            why = "; ".join(f"{count} × {reason}" for reason, count in sorted(reasons.items()))
+            tail = [line, state, status_text, completed, failed, warning, received, error, sum(reasons.values()), why]
             writer.writerow([*(values.get(c, "") for c in columns), *("" if v is None else v for v in tail)])
         await write_atomic(path, buffer.getvalue().encode("utf-8"))
         return len(rows)

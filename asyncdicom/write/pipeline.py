@@ -28,7 +28,7 @@ import anyio.to_process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.errors import OutputError, output_error
-from asyncdicom.models import InstanceRecord, InstanceState
+from asyncdicom.models import HeldBack, InstanceRecord, InstanceState
 from asyncdicom.stats import RunStats
 from asyncdicom.write.place import Placed, Placer, sync_dirs
 from asyncdicom.write.spool import Header, SpoolWriter, read_header
@@ -121,6 +121,7 @@ class Pipeline:
         self._closed = False
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self.output_error: OutputError | None = None  # the volume is full or unwritable: the run stops
+        self._reasons: set[tuple[HeldBack, str]] = set()  # held-back reasons logged once each
 
     @property
     def direct(self) -> bool:
@@ -164,6 +165,15 @@ class Pipeline:
             self._post(Noted(flight, file.transfer_syntax, None, None))
             return
         self._post(Noted(flight, file.transfer_syntax, header, placed))
+
+    def _held_back(self, flight: Flight | None, kind: HeldBack, reason: str) -> None:
+        """Log the first instance held back for each reason, naming its request by CSV line (never
+        an original UID); the rest are counted, and the run's summary lists the counts."""
+        if (kind, reason) in self._reasons:
+            return
+        self._reasons.add((kind, reason))
+        whose = f"of CSV line {flight.request.line}" if flight is not None and flight.request.line else "received"
+        log.warning("an instance %s was %s: %s (more for this reason are only counted)", whose, kind, reason)
 
     def _failed(self, exc: Exception, what: str = "a received instance") -> None:
         """Log a failure to store an instance; a full or unwritable volume also stops the run
@@ -243,7 +253,7 @@ class Pipeline:
             except Exception as exc:  # a crashed worker process must not lose the instance
                 warning = f"kept as received: decompression failed as {type(exc).__name__}"
             if warning:
-                log.warning("instance in %s: %s", path.name, warning)
+                self._held_back(item.flight, HeldBack.KEPT_COMPRESSED, warning)
         original: Path | None = None
         if self.anonymize is not None:
             anonymized = path.with_name(path.stem + ".anon.part")
@@ -293,7 +303,7 @@ class Pipeline:
                 self.tracker.lost(item.flight)
             return
         state = InstanceState.SKIPPED if status == "skip" else InstanceState.QUARANTINED
-        log.warning("instance %s %s: %s", header.sop_instance_uid, state, reason)
+        self._held_back(item.flight, HeldBack(state.value), reason)
         if self.stats is not None:
             self.stats.quarantined += 1
         await self._note(item.flight, item.transfer_syntax, header, str(placed.path), placed.size, state, reason)

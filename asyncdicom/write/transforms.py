@@ -46,7 +46,8 @@ def decompress_file(source: Path) -> Transformed:
             os.fsync(handle.fileno())
     except Exception as exc:  # decoders raise many types; never lose the instance
         source.with_name(source.stem + ".decompressed.part").unlink(missing_ok=True)
-        return Transformed(source, f"kept as received ({syntax.name}): unable to decompress as {exc}")
+        why = " ".join(str(exc).split())[:300]  # one line: it is grouped and shown by reason
+        return Transformed(source, f"kept as received ({syntax.name}): unable to decompress as {why}")
     final = source.with_name(source.stem + ".decompressed.dcm")
     os.replace(target, final)
     source.unlink()
