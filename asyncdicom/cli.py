@@ -127,6 +127,8 @@ def run(
         from asyncdicom.runner import run as run_plan
 
         cfg, plan = _load(config, csv)
+        for text in _script_warnings(cfg, plan):
+            report.warning(text)
         backend = backend_for(cfg)
         if cfg.request.type == "c-echo":
             return _echo_result(cfg, anyio.run(echo, backend, backend="asyncio"), json_out)
@@ -185,14 +187,23 @@ def _describe(cfg: Config) -> Mapping[str, object]:
     return describe(cfg)
 
 
-def _script_warnings(cfg: Config) -> list[str]:
-    """What DAT would silently ignore in the anonymization script (rules, unknown functions)."""
+def _script_warnings(cfg: Config, plan: Plan) -> list[str]:
+    """What DAT would silently ignore in the anonymization script (rules, unknown functions), and
+    the batch's values that a rule looks up in a table that lacks them (by CSV line)."""
     section = cfg.anonymization
     if not section.enabled or section.script is None:
         return []
-    from asyncdicom.anonymize.lint import check
+    from asyncdicom.anonymize.lint import lookup_misses, warnings
+    from asyncdicom.anonymize.lookup import LookupTable
+    from asyncdicom.anonymize.script import load
 
-    return check(section.script)
+    script = load(section.script)
+    table = LookupTable.load(section.lookup_table) if section.lookup_table else LookupTable.empty()
+    requests = [
+        (request.line, {s.leaf.keyword: s.value for s in request.elements if len(s.path) == 1 and s.value})
+        for request in plan.requests
+    ]
+    return [*warnings(script), *lookup_misses(script, table, requests)]
 
 
 @app.command()
@@ -201,6 +212,7 @@ def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> N
 
     def body() -> int:
         cfg, plan = _load(config, csv)
+        script_warnings = _script_warnings(cfg, plan)
         doc: dict[str, Any] = {
             "schema": 1,
             "command": "check",
@@ -210,9 +222,9 @@ def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> N
             "csv_rows": plan.rows,
             "duplicates": plan.duplicates,
             "columns": list(plan.columns),
-            "warnings": [*cfg.warnings, *_script_warnings(cfg)],
+            "warnings": [*cfg.warnings, *script_warnings],
         }
-        for text in _script_warnings(cfg):
+        for text in script_warnings:
             report.warning(text)
         source = f" from {plan.source}" if plan.source else ""
         dupes = f" ({plan.duplicates} duplicate rows removed)" if plan.duplicates else ""
