@@ -30,6 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,  # plain help: no <bool> placeholders on flags, no boxes in a log file
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Pull large image datasets out of a PACS: batch C-FIND, C-MOVE and C-GET, resumable.",
 )
@@ -37,7 +38,7 @@ app = typer.Typer(
 _T = TypeVar("_T")
 log = logging.getLogger("asyncdicom")
 
-ConfigArg = Annotated[Path, typer.Argument(help="YAML configuration file.", show_default=False)]
+ConfigArg = Annotated[Path, typer.Argument(metavar="CONFIG", help="YAML configuration file.", show_default=False)]
 CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Batch CSV; overrides request.elements_batch_file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")]
@@ -46,7 +47,7 @@ VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="Mo
 
 def _version(value: bool) -> None:
     if value:
-        report.info(f"asyncdicom {__version__}")
+        print(f"asyncdicom {__version__}")  # noqa: T201 - the version is the command's output
         raise typer.Exit(0)
 
 
@@ -57,6 +58,11 @@ def _main(
     ] = False,
 ) -> None:
     """Pull large image datasets out of a PACS for research: batch C-FIND, C-MOVE and C-GET."""
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 thread``, ``4 threads``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _guard(body: Callable[[], _T], json_command: str | None = None) -> _T:
@@ -230,7 +236,7 @@ def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> N
         dupes = f" ({plan.duplicates} duplicate rows removed)" if plan.duplicates else ""
         report.info(
             f"{config}: OK: {cfg.request.type}, {cfg.request.model} model, "
-            f"{cfg.request.threads} threads; {len(plan.requests)} requests{source}{dupes}"
+            f"{_count(cfg.request.threads, 'thread')}; {_count(len(plan.requests), 'request')}{source}{dupes}"
         )
         if json_out:
             report.emit_json(doc)

@@ -25,7 +25,18 @@ def test_python_m_asyncdicom_version() -> None:
         [sys.executable, "-m", "asyncdicom", "--version"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0
-    assert result.stderr.strip() == f"asyncdicom {asyncdicom.__version__}"
+    assert result.stdout.strip() == f"asyncdicom {asyncdicom.__version__}"  # the output, on stdout
+
+
+def test_help_shows_no_placeholders_on_flags() -> None:
+    """Boolean flags read as flags in --help (typer's rich help showed '--json <bool>')."""
+    from tests.cli_helpers import cli
+
+    result = cli("run", "--help")
+    assert result.exit_code == 0
+    flags = [line for line in result.output.splitlines() if line.strip().startswith(("--json", "--restart", "-h,"))]
+    assert len(flags) == 3, result.output
+    assert not any("<bool>" in line for line in result.output.splitlines()), result.output
 
 
 def test_json_error_document(tmp_path: Path) -> None:
