@@ -87,7 +87,10 @@ _ITEM_RE = re.compile(r"^(?P<name>\([^)]*\)|[A-Za-z][A-Za-z0-9]*)(?:\[(?P<index>
 
 
 def suggest_keyword(name: str) -> str | None:
-    """The closest DICOM keyword to a misspelt one, if any is close."""
+    """The closest DICOM keyword to a misspelt one (one typed in the wrong case first), if any is close."""
+    same_but_case = _by_lower_case().get(name.lower())
+    if same_but_case:
+        return same_but_case
     matches = difflib.get_close_matches(name, _all_keywords(), n=1, cutoff=0.75)
     return matches[0] if matches else None
 
@@ -95,6 +98,11 @@ def suggest_keyword(name: str) -> str | None:
 @lru_cache(maxsize=1)
 def _all_keywords() -> list[str]:
     return list(keyword_dict)
+
+
+@lru_cache(maxsize=1)
+def _by_lower_case() -> dict[str, str]:
+    return {keyword.lower(): keyword for keyword in keyword_dict}
 
 
 def _resolve(name: str) -> tuple[int, str, str]:

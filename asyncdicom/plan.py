@@ -58,6 +58,13 @@ def _header(path: Path, row: list[str]) -> tuple[ElementSpec, ...]:
             raise PlanError(
                 where, f"column {column} header '{cell.strip()}' holds a value; the header names elements only"
             )
+        if ";" in cell or "\t" in cell:
+            separator = "';'" if ";" in cell else "a tab"
+            raise PlanError(
+                where,
+                f"column {column} header '{cell.strip()}' looks like several columns separated by {separator}; "
+                "the batch CSV is comma-separated (save it as CSV with ',' between values)",
+            )
         try:
             spec = ElementSpec(parse_path(cell))
         except ElementError as exc:

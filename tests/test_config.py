@@ -70,7 +70,7 @@ def _error(tmp_path: Path, document: dict[str, Any]) -> str:
 
 def _with(section: str, key: str, value: Any) -> dict[str, Any]:
     doc = find_config(4242)
-    doc[section][key] = value
+    doc.setdefault(section, {})[key] = value
     return doc
 
 
@@ -104,6 +104,10 @@ class TestValidation:
                 "network, e.g. 10.1.2.3",
             ),
             (_with("request", "unreachable_timeout", -5), "request.unreachable_timeout: must be 0 or more, got -5"),
+            (
+                _with("schedule", "start_time", "7pm"),
+                "schedule.start_time: expected a 24-hour time in the form HH:MM, such as '19:00' or '06:30', got '7pm'",
+            ),
             (_with("request", "threads", 0), "request.threads: must be at least 1, got 0"),
             (_with("request", "threads", "four"), "request.threads: expected a whole number, got a string"),
             (_with("request", "throttle_time", -1), "request.throttle_time: must be 0 or more, got -1"),

@@ -74,6 +74,12 @@ class TestErrors:
                 "a UID is digits separated by single dots",
             ),
             (b"PatientId\n1\n", "batch.csv:1: column 1: 'PatientId' is not a DICOM keyword; did you mean 'PatientID'?"),
+            (b"patientid\n1\n", "batch.csv:1: column 1: 'patientid' is not a DICOM keyword; did you mean 'PatientID'?"),
+            (
+                b"PatientID;StudyDate\n1;20200101\n",
+                "batch.csv:1: column 1 header 'PatientID;StudyDate' looks like several columns separated by ';'; "
+                "the batch CSV is comma-separated (save it as CSV with ',' between values)",
+            ),
             (
                 b"PatientID,\n1,2\n",
                 "batch.csv:1: column 2 of the header is empty; every column needs a keyword or (gggg,eeee) tag",

@@ -181,7 +181,8 @@ def as_time(value: object, where: str) -> time:
         # YAML 1.1 reads an unquoted 17:13 as the base-60 integer 1033.
         raise ConfigError(where, "write the time in quotes, as '17:13', so YAML keeps it as text")
     if not isinstance(value, str) or not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value.strip()):
-        raise ConfigError(where, f"expected a 24-hour time 'HH:MM', got {typename(value)}")
+        shown = repr(value) if isinstance(value, str) else typename(value)
+        raise ConfigError(where, f"expected a 24-hour time in the form HH:MM, such as '19:00' or '06:30', got {shown}")
     hours, minutes = value.strip().split(":")
     return time(int(hours), int(minutes))
 
