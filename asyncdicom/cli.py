@@ -11,13 +11,15 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
 import typer
 
-from asyncdicom import __version__, logs, report
+from asyncdicom import __version__, dashboard, logs, report
 from asyncdicom.errors import AsyncDicomError, ConfigError, ExitCode
 
 if TYPE_CHECKING:  # imported where used: `anonymize` starts faster without the config machinery
@@ -124,9 +126,12 @@ def run(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = 0,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No live dashboard or progress lines (the summary stays).")
+    ] = False,
 ) -> None:
     """Run the batch in CONFIG, resuming where an earlier run stopped."""
-    logs.setup(verbose, quiet)
+    logs.setup(verbose, quiet, report.console())
 
     def body() -> int:
         from asyncdicom.runner import RunOptions, backend_for, echo
@@ -138,13 +143,19 @@ def run(
         backend = backend_for(cfg)
         if cfg.request.type == "c-echo":
             return _echo_result(cfg, anyio.run(echo, backend, backend="asyncio"), json_out)
-        options = RunOptions(
-            restart=restart,
-            retry_failed=retry_failed,
-            progress=None if quiet else report.progress,
-            progress_every=report.progress_interval(),
-        )
-        result = anyio.run(run_plan, cfg, plan, backend, options, backend="asyncio")
+        options = RunOptions(restart=restart, retry_failed=retry_failed)
+        if quiet or no_progress:
+            result = anyio.run(run_plan, cfg, plan, backend, options, backend="asyncio")
+        elif report.dashboard_wanted():
+            with dashboard.live(_dashboard_header(cfg), report.console()) as board:
+                options = replace(options, progress=board.update, progress_every=1 / dashboard.REFRESH_PER_SECOND)
+                result = anyio.run(run_plan, cfg, plan, backend, options, backend="asyncio")
+        else:
+            retrieve = cfg.request.type in ("c-move", "c-get")
+            options = replace(
+                options, progress=partial(report.progress, retrieve=retrieve), progress_every=report.progress_interval()
+            )
+            result = anyio.run(run_plan, cfg, plan, backend, options, backend="asyncio")
         if not quiet or result.message:
             report.summary(result.to_json())
         if json_out:
@@ -152,6 +163,16 @@ def run(
         return int(result.exit_code)
 
     raise typer.Exit(_guard(body, "run" if json_out else None))
+
+
+def _dashboard_header(cfg: Config) -> dashboard.Header:
+    output = cfg.output.directory or cfg.output.library_file
+    return dashboard.Header(
+        kind=cfg.request.type,
+        pacs=f"{cfg.pacs.aet}@{cfg.pacs.hostname}:{cfg.pacs.port}",
+        output=str(output) if output else "",
+        ledger=str(cfg.output.ledger_file),
+    )
 
 
 def _echo_result(cfg: Config, result: tuple[int, float], json_out: bool) -> int:

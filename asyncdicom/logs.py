@@ -14,22 +14,26 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 _FORMAT = "%(asctime)s %(levelname)s %(message)s"
+_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"  # one format on the terminal and in log files
 
 
-def setup(verbosity: int = 0, quiet: bool = False) -> None:
-    """Configure the ``asyncdicom`` logger: -q warnings only, default info, -v debug."""
+def setup(verbosity: int = 0, quiet: bool = False, console: Console | None = None) -> None:
+    """Configure the ``asyncdicom`` logger: -q warnings only, default info, -v debug; on a
+    terminal through ``console`` (shared with the live dashboard, so lines scroll above it)."""
     level = logging.WARNING if quiet else logging.DEBUG if verbosity > 0 else logging.INFO
     logger = logging.getLogger("asyncdicom")
     for old in list(logger.handlers):
         logger.removeHandler(old)
-    console = Console(stderr=True)
+    console = console or Console(stderr=True)
     handler: logging.Handler
     if console.is_terminal:
-        handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+        handler = RichHandler(
+            console=console, show_path=False, markup=False, rich_tracebacks=False, log_time_format=_DATE_FORMAT
+        )
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S"))
+        handler.setFormatter(logging.Formatter(_FORMAT, datefmt=_DATE_FORMAT))
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

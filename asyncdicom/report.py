@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -15,6 +16,17 @@ from rich.table import Table
 from asyncdicom.stats import RunSnapshot
 
 _stderr = Console(stderr=True, highlight=False)
+
+
+def console() -> Console:
+    """The one console on stderr that messages, logs, progress and the dashboard share."""
+    return _stderr
+
+
+def dashboard_wanted() -> bool:
+    """Whether a live dashboard fits stderr: a terminal that takes colours and cursor moves
+    (not with NO_COLOR or TERM=dumb; plain progress lines then, and in log files)."""
+    return _stderr.is_terminal and not _stderr.is_dumb_terminal and "NO_COLOR" not in os.environ
 
 
 def error(message: str) -> None:
@@ -54,15 +66,17 @@ def emit_json(document: Mapping[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def progress_line(snap: RunSnapshot) -> str:
-    """A plain progress line: settled/total, rate, failures, concurrency."""
+def progress_line(snap: RunSnapshot, retrieve: bool = False) -> str:
+    """A plain progress line: settled/total, what arrived, rates, failures, concurrency."""
     total = snap.planned - snap.skipped
-    line = (
-        f"{snap.finished}/{total} requests ({snap.done} done, {snap.failed} failed), "
-        f"{snap.matches} matches, {snap.rate:.1f} req/s, {snap.in_flight} in flight"
-    )
-    if snap.instances or snap.duplicates:
-        line += f", {snap.instances} instances stored"
+    line = f"{snap.finished}/{total} requests ({snap.done} done, {snap.failed} failed), "
+    if retrieve:
+        expected = max(snap.expected, snap.received)
+        megabytes = snap.bytes / 1e6 / snap.elapsed if snap.elapsed > 0 else 0.0
+        line += f"{snap.received}/{expected} instances, {megabytes:.1f} MB/s, "
+    else:
+        line += f"{snap.matches} matches, "
+    line += f"{snap.rate:.1f} req/s, {snap.in_flight} in flight"
     extras = [
         f"{n} {label}"
         for n, label in ((snap.retries, "retries"), (snap.rejections, "rejections"), (snap.silent, "silent aborts"))
@@ -78,9 +92,9 @@ def progress_interval() -> float:
     return 2.0 if _stderr.is_terminal else 30.0
 
 
-def progress(snap: RunSnapshot) -> None:
+def progress(snap: RunSnapshot, retrieve: bool = False) -> None:
     """Print the progress line on stderr."""
-    info(progress_line(snap))
+    info(progress_line(snap, retrieve))
 
 
 def held_back(groups: Sequence[Mapping[str, Any]]) -> None:
@@ -98,7 +112,7 @@ def summary(report: Mapping[str, Any]) -> None:
     table = Table(title=f"asyncdicom run: {report['outcome']}", show_header=False, title_justify="left")
     table.add_column("what")
     table.add_column("value", justify="right")
-    retrieve = bool(report.get("instances"))
+    retrieve = report.get("kind") in ("c-move", "c-get")
     rows = [
         ("requests planned", "planned"),
         ("done", "done"),
@@ -123,7 +137,8 @@ def summary(report: Mapping[str, Any]) -> None:
         table.add_row(label, str(report.get(key, "")))
     _stderr.print(table)
     if report.get("library_file"):
-        info(f"library: {report['library_file']} ({report.get('library_rows', 0)} rows)")
+        name = "request CSV" if retrieve else "library"
+        info(f"{name}: {report['library_file']} ({report.get('library_rows', 0)} rows)")
     info(f"ledger: {report['ledger_file']}")
     held_back(report.get("held_back") or [])
     if report.get("message"):

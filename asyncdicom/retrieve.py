@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -34,6 +35,7 @@ from asyncdicom.write.tracker import Flight, Tracker
 log = logging.getLogger("asyncdicom.retrieve")
 
 MATCH_KEYS = ("PatientID", "AccessionNumber")
+SETTLED = ("completed", "failed", "warning")  # sub-operation counts of instances the PACS dealt with
 
 
 def spool_dir(config: Config) -> Path:
@@ -107,9 +109,14 @@ class Retriever:
         flight = self.tracker.open(request)
         try:
             sink = GetSink(self, flight, self.config.pacs.aet) if self.get else None
+            expected = self.stats.expected_in_flight
+
+            def on_counts(counts: dict[str, int]) -> None:  # worker thread: one dict assignment
+                expected[flight.message_id] = sum(counts.get(k, 0) for k in ("remaining", *SETTLED))
+
             try:
                 outcome: RetrieveOutcome = await anyio.to_thread.run_sync(
-                    session.retrieve, request, flight.message_id, sink, limiter=threads
+                    session.retrieve, request, flight.message_id, sink, on_counts, limiter=threads
                 )
             except NetworkError as exc:
                 await self.pipeline.settle(flight)
@@ -121,10 +128,13 @@ class Retriever:
                 raise
             await self.pipeline.settle(flight)
             self._stop_if_unwritable()
+            reported = sum(outcome.counts.get(k, 0) for k in SETTLED)
+            self.stats.expected_settled += max(reported, len(flight.received))
             return replace(
                 outcome, received=frozenset(flight.received), stored=flight.stored, duplicates=flight.duplicates
             )
         finally:
+            self.stats.expected_in_flight.pop(flight.message_id, None)
             self.tracker.close(flight)
 
     def _stop_if_unwritable(self) -> None:
@@ -155,6 +165,9 @@ class Retriever:
         """Receive thread, before answering the C-STORE: the status, and the placement to do once
         answered when nothing heavy is configured; otherwise queue the file for the writers."""
         pipeline = self.pipeline
+        if flight.first is None:  # the PACS's latency: how long the first instance took to come
+            flight.first = time.monotonic()
+            self.stats.latencies.append(flight.first - flight.opened)
         if pipeline.direct:
             self.tracker.handed_over(flight)
             return Status.SUCCESS, partial(pipeline.place_in_thread, file, flight)

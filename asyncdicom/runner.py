@@ -7,7 +7,7 @@ import hashlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -70,6 +70,7 @@ class RunReport:
     """The end of a run, for the human summary and the ``--json`` document."""
 
     outcome: Outcome
+    kind: str  # the request type: c-find, c-move or c-get
     planned: int
     duplicates: int
     ran: int
@@ -207,6 +208,7 @@ async def _execute(
     fatal: AsyncDicomError | None = None
     unexpected: BaseException | None = None
     async with ledger.recording(stats) as recorder, contextlib.AsyncExitStack() as stack:
+        stack.enter_context(_problems_into(stats))
         operation = None
         if config.request.type in ("c-move", "c-get"):
             try:
@@ -216,7 +218,9 @@ async def _execute(
                 fatal = project_error(exc)
         if fatal is not None:
             return Outcome.FATAL, fatal
-        scheduler = Scheduler(backend, settings, recorder, stats, window_gate(config), operation)
+        gate = window_gate(config)
+        stats.window = gate.describe
+        scheduler = Scheduler(backend, settings, recorder, stats, gate, operation)
         async with anyio.create_task_group() as tg:
 
             async def on_signal() -> None:
@@ -262,6 +266,28 @@ async def _execute(
     return (Outcome.FAILED_REQUESTS if stats.failed or stats.partial else Outcome.COMPLETE), None
 
 
+class _ProblemCollector(logging.Handler):
+    """Keeps the last few warnings of the run for the dashboard (asyncdicom's messages hold no
+    patient data)."""
+
+    def __init__(self, stats: RunStats) -> None:
+        super().__init__(logging.WARNING)
+        self._stats = stats
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._stats.problems.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _problems_into(stats: RunStats) -> Iterator[None]:
+    handler = _ProblemCollector(stats)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+
+
 def project_error(exc: BaseException) -> AsyncDicomError:
     """The error to report for ``exc``, which may be an exception group: its first AsyncDicomError
     (the cause; a worker's BrokenResourceError or a cancellation beside it is a consequence).
@@ -296,6 +322,7 @@ async def _finish(
     snap = stats.snapshot()
     report = RunReport(
         outcome=outcome,
+        kind=config.request.type,
         planned=len(plan.requests),
         duplicates=plan.duplicates,
         ran=snap.finished,

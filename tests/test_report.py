@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from asyncdicom.report import progress_line, summary
@@ -28,6 +30,11 @@ def test_progress_line() -> None:
         "32/80 requests (30 done, 2 failed), 61 matches, 4.0 req/s, 4 in flight, 3 retries, 1 silent aborts"
     )
     assert snap.remaining == 48
+    retrieval = dataclasses.replace(snap, instances=561, expected=600, bytes=80_000_000)
+    assert progress_line(retrieval, retrieve=True) == (
+        "32/80 requests (30 done, 2 failed), 561/600 instances, 10.0 MB/s, 4.0 req/s, 4 in flight, 3 retries, "
+        "1 silent aborts"
+    )
 
 
 def test_stats_snapshot_is_frozen_copy() -> None:

@@ -24,6 +24,17 @@ class WindowGate:
         self._on_wait = on_wait
         self._now = now
 
+    def describe(self) -> str:
+        """The window's state in words: "" without a window, else "open, closes in 3h 05m" or
+        "closed, opens in 45m"."""
+        if self.window is None:
+            return ""
+        now = self._now()
+        opens = self.window.seconds_until_open(now)
+        if opens > 0:
+            return f"closed, opens in {duration(opens)}"
+        return f"open, closes in {duration(self.window.seconds_until_close(now))}"
+
     async def wait_open(self) -> None:
         """Return at once inside the window, else sleep until it opens."""
         if self.window is None:
@@ -32,6 +43,16 @@ class WindowGate:
             if self._on_wait is not None:
                 self._on_wait(delay)
             await anyio.sleep(delay)
+
+
+def duration(seconds: float) -> str:
+    """``3h 05m``, ``12m``, ``40s``: a coarse duration for people."""
+    whole = int(seconds)
+    if whole >= 3600:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    if whole >= 60:
+        return f"{whole // 60}m"
+    return f"{whole}s"
 
 
 class Throttle:

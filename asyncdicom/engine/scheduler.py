@@ -176,6 +176,8 @@ class Scheduler:
             if decision.action is Action.DONE:
                 assert outcome is not None
                 self.latency.add(outcome.elapsed / (outcome.pending + 1))
+                if isinstance(outcome, FindOutcome):
+                    self.stats.latencies.append(outcome.elapsed)
                 self._set_limit(self.concurrency.on_success())
                 await self._settle(request, RequestState.DONE, attempt, outcome, None)
                 break
@@ -194,7 +196,11 @@ class Scheduler:
                 self.stats.retries += 1
                 if isinstance(outcome, RetrieveOutcome) and outcome.failed_uids:
                     request = narrow(request, outcome.failed_uids) or request
-                await anyio.sleep(decision.delay)
+                self.stats.retrying += 1
+                try:
+                    await anyio.sleep(decision.delay)
+                finally:
+                    self.stats.retrying -= 1
                 continue
             partly = decision.action is Action.PARTIAL or bool(received) or (error is not None and error.received > 0)
             state = RequestState.PARTIAL if partly else RequestState.FAILED

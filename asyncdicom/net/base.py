@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from asyncdicom.models import Request
 
 PENDING = (0xFF00, 0xFF01)
+CountsCallback = Callable[[dict[str, int]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +60,11 @@ class DicomSession(Protocol):
     def find(self, request: Request) -> FindOutcome:
         """Send one C-FIND and collect every response (re-associating when needed)."""
 
-    def retrieve(self, request: Request, message_id: int, sink: Any) -> RetrieveOutcome:
-        """Send one C-MOVE (``sink`` None) or C-GET (C-STOREs go to ``sink``) and wait for its end."""
+    def retrieve(
+        self, request: Request, message_id: int, sink: Any, on_counts: CountsCallback | None = None
+    ) -> RetrieveOutcome:
+        """Send one C-MOVE (``sink`` None) or C-GET (C-STOREs go to ``sink``) and wait for its end;
+        ``on_counts`` gets the sub-operation counts of each pending response (in the worker thread)."""
 
     def echo(self) -> int:
         """Send one C-ECHO and return its status."""

@@ -27,7 +27,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from asyncdicom.elements import build_identifier
 from asyncdicom.errors import AssociationAborted, ProtocolError, ServiceNotSupported, SilentPeer
 from asyncdicom.models import Request
-from asyncdicom.net.base import PENDING, FindOutcome, RetrieveOutcome
+from asyncdicom.net.base import PENDING, CountsCallback, FindOutcome, RetrieveOutcome
 from asyncdicom.net.dimse import StoreSink
 from asyncdicom.net.lean import LeanAssociation
 from asyncdicom.net.storage import storage_contexts
@@ -266,13 +266,23 @@ class ScuSession:
         msg = "the C-FIND ended without a final response"  # pragma: no cover - find() always ends on a final
         raise AssociationAborted(msg)  # pragma: no cover
 
-    def retrieve(self, request: Request, message_id: int, sink: StoreSink | None) -> RetrieveOutcome:
-        """Send one C-MOVE (to our AE title) or, with a ``sink``, one C-GET; collect its responses."""
+    def retrieve(
+        self, request: Request, message_id: int, sink: StoreSink | None, on_counts: CountsCallback | None = None
+    ) -> RetrieveOutcome:
+        """Send one C-MOVE (to our AE title) or, with a ``sink``, one C-GET; collect its responses
+        (``on_counts`` sees the sub-operation counts of each pending one)."""
         identifier = retrieve_identifier(request)
-        return self._on_live_association(lambda assoc: self._retrieve_once(assoc, identifier, message_id, sink))
+        return self._on_live_association(
+            lambda assoc: self._retrieve_once(assoc, identifier, message_id, sink, on_counts)
+        )
 
     def _retrieve_once(
-        self, assoc: LeanAssociation, identifier: Dataset, message_id: int, sink: StoreSink | None
+        self,
+        assoc: LeanAssociation,
+        identifier: Dataset,
+        message_id: int,
+        sink: StoreSink | None,
+        on_counts: CountsCallback | None,
     ) -> RetrieveOutcome:
         start = self.busy_since = time.monotonic()
         model = self._backend.model
@@ -288,6 +298,8 @@ class ScuSession:
                 counts = response.counts or counts
                 if response.status in PENDING:
                     pending += 1
+                    if on_counts is not None and response.counts:
+                        on_counts(response.counts)
                     continue
                 failed_uids = _failed_uids(response.dataset)
                 return RetrieveOutcome(

@@ -254,6 +254,8 @@ class Pipeline:
                 warning = f"kept as received: decompression failed as {type(exc).__name__}"
             if warning:
                 self._held_back(item.flight, HeldBack.KEPT_COMPRESSED, warning)
+                if self.stats is not None:
+                    self.stats.kept_compressed += 1
         original: Path | None = None
         if self.anonymize is not None:
             anonymized = path.with_name(path.stem + ".anon.part")
@@ -324,6 +326,7 @@ class Pipeline:
         if self.stats is not None:
             self.stats.instances += not duplicate
             self.stats.duplicates += duplicate
+            self.stats.bytes += 0 if duplicate else placed.size
         await self._note(flight, transfer_syntax, header, placed.relative, placed.size, placed.state, warning)
 
     async def _note(

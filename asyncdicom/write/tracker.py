@@ -8,6 +8,7 @@ and count them handed over, so those and the counters are under a lock.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -39,6 +40,8 @@ class Flight:
     duplicates: int = 0
     pending: int = 0
     waiting: bool = False  # the retrieve is over and its task waits for the last instances
+    opened: float = field(default_factory=time.monotonic)
+    first: float | None = None  # when its first instance was handed over
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
     def matches(self, attrs: Mapping[str, str]) -> bool:
