@@ -112,7 +112,10 @@ def _load(config_path: Path, csv: Path | None) -> tuple[Config, Plan]:
     config = load_config(config_path, batch_file=csv)
     for message in config.warnings:
         report.warning(message)
-    return config, build_plan(config)
+    plan = build_plan(config)
+    for message in plan.warnings:
+        report.warning(message)
+    return config, plan
 
 
 @app.command()
@@ -249,7 +252,7 @@ def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> N
             "csv_rows": plan.rows,
             "duplicates": plan.duplicates,
             "columns": list(plan.columns),
-            "warnings": [*cfg.warnings, *script_warnings],
+            "warnings": [*cfg.warnings, *plan.warnings, *script_warnings],
         }
         for text in script_warnings:
             report.warning(text)

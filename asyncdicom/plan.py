@@ -10,7 +10,7 @@ import csv
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ class Plan:
     rows: int
     duplicates: int
     blank_lines: int
+    warnings: tuple[str, ...] = ()
 
 
 def request_key(fingerprint: str, elements: tuple[ElementSpec, ...]) -> str:
@@ -192,4 +193,27 @@ def build_plan(config: Config) -> Plan:
         raise PlanError(str(path), "the CSV is empty; its first line must name the columns")
     if not requests:
         raise PlanError(str(path), "the CSV has a header but no rows")
-    return Plan(tuple(requests), library_columns(common, header), path, count, duplicates, blanks)
+    columns = library_columns(common, header)
+    return Plan(tuple(requests), columns, path, count, duplicates, blanks, _list_warnings(path, requests))
+
+
+SINGLE_VALUED = ("PatientID", "AccessionNumber")
+"""Keys a batch names one of per row: a backslash makes the PACS read a list of them."""
+
+
+def _list_warnings(path: Path, requests: Sequence[Request]) -> tuple[str, ...]:
+    """A warning per single-valued key that some rows give as a DICOM list (values not shown)."""
+    out = []
+    for keyword in SINGLE_VALUED:
+        lines = [
+            request.line
+            for request in requests
+            if any(s.leaf.keyword == keyword and len(s.path) == 1 and "\\" in (s.value or "") for s in request.elements)
+        ]
+        if lines:
+            shown = ", ".join(map(str, lines[:10])) + (", …" if len(lines) > 10 else "")
+            out.append(
+                f"{path}: the {keyword} of {len(lines)} rows (lines {shown}) holds a backslash, which DICOM reads as "
+                f"a list of several {keyword}s; if that is not meant, remove the backslash"
+            )
+    return tuple(out)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from asyncdicom.config import load_config
-from asyncdicom.errors import PlanError
+from asyncdicom.errors import ConfigError, PlanError
 from asyncdicom.plan import build_plan
 from tests.conftest import find_config, write_yaml
 
@@ -147,3 +147,33 @@ def test_narrow_asks_only_for_missing_instances() -> None:
     study = Request("s", 2, tuple(parse_element(t) for t in ("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.2")))
     assert narrow(study, ["1.2.3.4"]) is None  # the series of a missing instance is unknown
     assert narrow(series, []) is None
+
+
+def test_a_list_in_a_single_patient_id_is_warned_about_by_line(tmp_path: Path) -> None:
+    """A backslash in a PatientID makes the PACS read several patients: a warning names the rows,
+    never the values."""
+    plan = _plan(tmp_path, b"PatientID\nP1\nSECRET\\\\P2\nP3\n")
+    [warning] = plan.warnings
+    assert "the PatientID of 1 rows (lines 3) holds a backslash" in warning
+    assert "SECRET" not in warning
+    assert _plan(tmp_path, b"PatientID\nP1\nP2\n").warnings == ()
+
+
+def test_a_path_that_exists_from_the_working_directory_names_both_places(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ancestor's README used ./config/... paths, relative to where the command ran: the error
+    says where asyncdicom looked and where the file is."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "batch.csv").write_text("PatientID\n1\n")
+    doc = find_config(4242, batch="config/batch.csv")
+    config = write_yaml(tmp_path / "config" / "c.yml", doc)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    message = str(info.value)
+    assert f"file {tmp_path / 'config' / 'config' / 'batch.csv'} does not exist" in message
+    assert (
+        f"({tmp_path / 'config'}); it exists as {tmp_path / 'config' / 'batch.csv'}, from the current directory"
+        in message
+    )

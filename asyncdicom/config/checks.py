@@ -210,6 +210,15 @@ class Paths:
     def existing_file(self, value: object, where: str) -> Path:
         path = self.path(value, where)
         if not path.is_file():
+            text = as_str(value, where)
+            from_here = Path(text).expanduser().resolve()
+            if not Path(text).expanduser().is_absolute() and from_here.is_file():
+                raise ConfigError(
+                    where,
+                    f"file {path} does not exist: relative paths start at the config file's folder "
+                    f"({self.base}); it exists as {from_here}, from the current directory, so write that path "
+                    "or one relative to the config file",
+                )
             raise ConfigError(
                 where, f"file {path} does not exist; fix the path (relative paths start at the config file's folder)"
             )
