@@ -141,5 +141,8 @@ def summary(report: Mapping[str, Any]) -> None:
         info(f"{name}: {report['library_file']} ({report.get('library_rows', 0)} rows)")
     info(f"ledger: {report['ledger_file']}")
     held_back(report.get("held_back") or [])
+    repeated = {kind: count for kind, count in (report.get("problems") or {}).items() if count > 1}
+    for kind, count in repeated.items():
+        warning(f"{count} × {kind}")
     if report.get("message"):
         error(str(report["message"]))

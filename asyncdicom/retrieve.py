@@ -27,6 +27,7 @@ from asyncdicom.models import Request
 from asyncdicom.net.base import DicomSession, RetrieveOutcome
 from asyncdicom.net.dimse import Reply, Status, StoreFile
 from asyncdicom.net.scp import Received, StorageSCP
+from asyncdicom.problems import GroupedLog
 from asyncdicom.stats import RunStats
 from asyncdicom.write.pipeline import AnonymizeSettings, InstanceSink, Pipeline, Spooled
 from asyncdicom.write.spool import SpoolWriter, file_meta, read_header, spool_opener, sweep
@@ -82,13 +83,14 @@ class GetSink:
 class Retriever:
     """Everything a C-MOVE/C-GET run needs besides the scheduler."""
 
-    def __init__(self, config: Config, sink: InstanceSink, stats: RunStats) -> None:
+    def __init__(self, config: Config, sink: InstanceSink, stats: RunStats, problems: GroupedLog | None = None) -> None:
         assert config.output.directory is not None
         self.config = config
         self.get = config.request.type == "c-get"
         self.spool = spool_dir(config)
         self.tracker = Tracker()
         self.stats = stats
+        self.problems = problems or GroupedLog(log)
         self.pipeline = Pipeline(
             root=config.output.directory,
             structure=config.output.directory_structure,
@@ -157,7 +159,10 @@ class Retriever:
         if flight is None:
             file.discard()
             self.tracker.refused += 1
-            log.warning("refused instance %s: it belongs to no request in flight", received.sop_instance)
+            self.problems.warning(
+                "instance refused: no request in flight",
+                f"refused an instance from {received.calling_ae}: it belongs to no request in flight",
+            )
             return Status.UNABLE_TO_PROCESS, None
         return self.hand_over(file, flight)
 

@@ -25,6 +25,7 @@ from asyncdicom.ledger import Ledger, SyncReport, open_ledger
 from asyncdicom.net.base import DicomBackend
 from asyncdicom.net.scu import ScuBackend, ScuSettings
 from asyncdicom.plan import Plan
+from asyncdicom.problems import GroupedLog
 from asyncdicom.retrieve import Retriever
 from asyncdicom.stats import RunSnapshot, RunStats
 
@@ -95,6 +96,7 @@ class RunReport:
     quarantined_instances: int = 0
     held_back_instances: int = 0  # of the plan, in the ledger: quarantined, skipped or kept compressed
     held_back: list[dict[str, Any]] = field(default_factory=list)  # by kind and reason, with counts
+    problems: dict[str, int] = field(default_factory=dict)  # repeated problems of the run, by kind
 
     @property
     def exit_code(self) -> ExitCode:
@@ -207,12 +209,13 @@ async def _execute(
     interrupted = False
     fatal: AsyncDicomError | None = None
     unexpected: BaseException | None = None
+    problems = GroupedLog(log)
     async with ledger.recording(stats) as recorder, contextlib.AsyncExitStack() as stack:
         stack.enter_context(_problems_into(stats))
         operation = None
         if config.request.type in ("c-move", "c-get"):
             try:
-                retriever = await stack.enter_async_context(Retriever(config, recorder, stats).running())
+                retriever = await stack.enter_async_context(Retriever(config, recorder, stats, problems).running())
                 operation = retriever.operation
             except Exception as exc:
                 fatal = project_error(exc)
@@ -220,7 +223,7 @@ async def _execute(
             return Outcome.FATAL, fatal
         gate = window_gate(config)
         stats.window = gate.describe
-        scheduler = Scheduler(backend, settings, recorder, stats, gate, operation)
+        scheduler = Scheduler(backend, settings, recorder, stats, gate, operation, problems)
         async with anyio.create_task_group() as tg:
 
             async def on_signal() -> None:
@@ -257,6 +260,7 @@ async def _execute(
             tg.start_soon(on_signal)
             tg.start_soon(progress)
             tg.start_soon(work)
+    stats.problem_counts = problems.counts()
     if unexpected is not None:
         raise unexpected
     if interrupted:
@@ -347,6 +351,7 @@ async def _finish(
         quarantined_instances=snap.quarantined,
         held_back_instances=summary.held_back_total,
         held_back=[{"kind": h.kind, "reason": h.reason, "count": h.count} for h in summary.held_back],
+        problems=stats.problem_counts,
     )
     if outcome is Outcome.COMPLETE and (counts.failed or counts.partial):
         report.outcome = Outcome.FAILED_REQUESTS

@@ -95,6 +95,7 @@ class RunStats:
     problems: deque[str] = field(default_factory=lambda: deque(maxlen=PROBLEMS_SHOWN))
     window: Callable[[], str] = lambda: ""
     threads: int = 0
+    problem_counts: dict[str, int] = field(default_factory=dict)  # by kind, once the run is over
 
     def __post_init__(self) -> None:
         self._start = self.clock()

@@ -76,7 +76,11 @@ def test_rejected_associations_mean_slow_down(tmp_path: Path, pacs: QueryRetriev
     assert result.exit_code == 0, result.stderr
     assert (summary["done"], summary["failed"]) == (60, 0)
     assert summary["rejections"] >= 1
-    assert "PACS busy" in result.stderr
+    # one line for the first refusal, then a count: not one warning per refused association
+    assert result.stderr.count("PACS busy (") == 1
+    assert summary["problems"]["association refused: PACS busy"] == summary["rejections"]
+    if summary["rejections"] > 1:
+        assert f"{summary['rejections']} × association refused: PACS busy" in result.stderr
 
 
 def test_failures_exit_3_then_retry_failed(tmp_path: Path, pacs: QueryRetrieveSCP) -> None:

@@ -22,6 +22,7 @@ from asyncdicom.engine.retry import Action, Decision, RetryPolicy, Unreachable, 
 from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer
 from asyncdicom.models import Request, RequestResult, RequestState, narrow
 from asyncdicom.net.base import DicomBackend, DicomSession, FindOutcome, RetrieveOutcome
+from asyncdicom.problems import GroupedLog
 from asyncdicom.stats import RunStats
 
 log = logging.getLogger("asyncdicom.engine")
@@ -92,6 +93,7 @@ class Scheduler:
         stats: RunStats,
         gate: WindowGate | None = None,
         operation: Operation | None = None,
+        problems: GroupedLog | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
@@ -107,6 +109,7 @@ class Scheduler:
         self._associations = anyio.CapacityLimiter(settings.threads)
         self._threads = anyio.CapacityLimiter(settings.threads + 2)
         self._active: dict[DicomSession, int] = {}
+        self.problems = problems or GroupedLog(log)
         self._down_since: float | None = None  # first connection failure of the current run of them
         self._rounds = 0  # rounds of reconnection tries since then
         self._next_round = 0.0  # monotonic time of the next round: every worker tries then
@@ -230,7 +233,10 @@ class Scheduler:
         if decision.action is Action.SLOW_DOWN:
             self.stats.rejections += 1
             self._set_limit(self.concurrency.on_rejected())
-            log.warning("PACS busy (%s); holding at most %d associations", decision.reason, self.concurrency.limit)
+            self.problems.warning(
+                "association refused: PACS busy",
+                f"PACS busy ({decision.reason}); holding at most {self.concurrency.limit} associations",
+            )
         elif isinstance(error, SilentPeer):
             self.stats.silent += 1
         return decision
@@ -290,6 +296,9 @@ class Scheduler:
             for session, attempt in list(self._active.items()):
                 since = session.busy_since
                 if since is not None and now - since > self.latency.deadline(attempt):
-                    log.warning("no response for %.1f s; aborting the association and retrying", now - since)
+                    self.problems.warning(
+                        "silent PACS: association aborted",
+                        f"no response for {now - since:.1f} s; aborting the association and retrying",
+                    )
                     self._active.pop(session, None)
                     await anyio.to_thread.run_sync(functools.partial(session.abort, silent=True))
