@@ -7,6 +7,8 @@ Exit codes: 0 all done, 1 fatal, 2 config/usage error, 3 finished with failed re
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import logging
 import os
 import sys
@@ -276,28 +278,124 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
     def body() -> int:
         from asyncdicom.config import load_config
         from asyncdicom.ledger import open_ledger
+        from asyncdicom.ledger.base import iso_time
 
         cfg = load_config(config)
 
-        async def read() -> LedgerSummary:
+        async def read() -> tuple[LedgerSummary, list[dict[str, Any]]]:
             async with open_ledger(cfg.output.ledger_file, readonly=True) as ledger:
-                return await ledger.summary()
+                runs = [dataclasses.asdict(run) for run in await ledger.runs()]
+                return await ledger.summary(), runs
 
-        summary = anyio.run(read, backend="asyncio")
+        summary, runs = anyio.run(read, backend="asyncio")
         counts = summary.requests
-        report.info(
-            f"ledger {cfg.output.ledger_file}: {counts.done} done, {counts.failed} failed, "
-            f"{counts.pending} pending; {summary.matches} matches"
-        )
+        retrieve = cfg.request.type in ("c-move", "c-get")
+        found = f"{summary.instances} instances" if retrieve else f"{summary.matches} matches"
+        report.info(f"ledger {cfg.output.ledger_file}: {found}")
+        report.status_tables(dataclasses.asdict(counts), runs)
         for failure in summary.failures:
             report.info(f"  failed: line {failure.line}: {failure.error}")
         report.held_back([{"kind": h.kind, "reason": h.reason, "count": h.count} for h in summary.held_back])
         if json_out:
             document = {"schema": 1, "command": "status", "ledger_file": str(cfg.output.ledger_file)}
-            report.emit_json({**document, **summary.to_json()})
+            iso_runs = [
+                {**run, "started": iso_time(run["started"]), "finished": iso_time(run["finished"])} for run in runs
+            ]
+            report.emit_json({**document, **summary.to_json(), "runs": iso_runs})
         return int(ExitCode.OK)
 
     raise typer.Exit(_guard(body, "status" if json_out else None))
+
+
+REQUEST_COLUMNS = (
+    "line", "elements", "state", "status", "meaning", "attempts", "expected", "received", "stored", "held_back",
+    "first", "last", "folders", "error",
+)  # fmt: skip
+INSTANCE_COLUMNS = ("line", "sop_uid", "path", "size", "transfer_syntax", "state", "reason", "received")
+
+
+@app.command("report")
+def report_command(
+    config: ConfigArg,
+    format_: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    instances: Annotated[bool, typer.Option("--instances", help="One row per instance, not per request.")] = False,
+    state: Annotated[str | None, typer.Option("--state", help="Only requests in these states: failed,partial.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+) -> None:
+    """Export what the ledger of CONFIG knows: one row per request (or per instance) on stdout."""
+    format_ = "json" if json_out else format_
+
+    def body() -> int:
+        from asyncdicom.config import load_config
+        from asyncdicom.engine.retry import status_meaning
+        from asyncdicom.ledger import open_ledger
+
+        if format_ not in ("table", "csv", "json"):
+            where, msg = "--format", f"unknown format {format_!r}; use table, csv or json"
+            raise ConfigError(where, msg)
+        states = frozenset(part.strip() for part in state.split(",")) if state else None
+        known = {"pending", "done", "failed", "partial"}
+        if states is not None and not states <= known:
+            where, msg = "--state", f"unknown state {sorted(states - known)[0]!r}; use {', '.join(sorted(known))}"
+            raise ConfigError(where, msg)
+        cfg = load_config(config)
+
+        async def read() -> list[dict[str, Any]]:
+            async with open_ledger(cfg.output.ledger_file, readonly=True) as ledger:
+                if instances:
+                    return [dataclasses.asdict(row) for row in await ledger.instance_rows(states)]
+                rows = []
+                for row in await ledger.request_rows(states):
+                    item = dataclasses.asdict(row)
+                    item["elements"] = " ".join(f"{k}={v}" for k, v in row.elements.items() if v)
+                    item["status"] = f"0x{row.status:04X}" if row.status is not None else None
+                    item["meaning"] = status_meaning(row.status) if row.status is not None else None
+                    item["folders"] = "; ".join(row.folders)
+                    rows.append(item)
+                return rows
+
+        rows = anyio.run(read, backend="asyncio")
+        for row in rows:
+            for key in ("first", "last", "received"):
+                if isinstance(row.get(key), float):
+                    row[key] = report.iso(row[key])
+        columns = INSTANCE_COLUMNS if instances else REQUEST_COLUMNS
+        if format_ == "json":
+            report.emit_json({"schema": 1, "command": "report", "rows": rows})
+        elif format_ == "csv":
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(columns)
+            writer.writerows([[("" if row.get(c) is None else row.get(c)) for c in columns] for row in rows])
+        else:
+            report.rows_table(rows, columns)
+        return int(ExitCode.OK)
+
+    raise typer.Exit(_guard(body, "report" if format_ == "json" else None))
+
+
+@app.command()
+def verify(config: ConfigArg, json_out: JsonOpt = False) -> None:
+    """Check that every instance the ledger of CONFIG says is stored is on disk, unchanged; what is
+    missing or changed is fetched again by the next run (exit 3 when anything is)."""
+
+    def body() -> int:
+        from asyncdicom.config import load_config
+        from asyncdicom.verify import verify as check_disk
+
+        cfg = load_config(config)
+        if cfg.output.directory is None:
+            where, msg = "output.directory", "verify checks a retrieval's image tree; this config has none"
+            raise ConfigError(where, msg)
+        result = anyio.run(check_disk, cfg, backend="asyncio")
+        report.info(
+            f"checked {result.checked} stored instances: {result.missing} missing, {result.changed} changed"
+            + (f"; {result.requests} requests will fetch them again on the next run" if not result.ok else "")
+        )
+        if json_out:
+            report.emit_json({"schema": 1, "command": "verify", "ok": result.ok, **dataclasses.asdict(result)})
+        return int(ExitCode.OK if result.ok else ExitCode.FAILED_REQUESTS)
+
+    raise typer.Exit(_guard(body, "verify" if json_out else None))
 
 
 @app.command()

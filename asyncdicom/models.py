@@ -29,7 +29,7 @@ class InstanceState(StrEnum):
 
     STORED = "stored"  # at its final path
     RENAMED = "renamed"  # at its final path with a _1, _2… suffix: another instance had the name
-    DUPLICATE = "duplicate"  # the same instance was already stored at that path
+    DUPLICATE = "duplicate"  # placement only: the same instance was already stored there (recorded as stored)
     QUARANTINED = "quarantined"  # held back by the anonymizer, kept in the quarantine directory
     SKIPPED = "skipped"  # the anonymization script said to skip it; kept in the quarantine directory
 

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -97,6 +98,55 @@ def progress(snap: RunSnapshot, retrieve: bool = False) -> None:
     info(progress_line(snap, retrieve))
 
 
+def iso(epoch: float | None) -> str:
+    """Epoch seconds as local ISO 8601 with the offset ("" for none)."""
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def status_tables(counts: Mapping[str, int], runs: Sequence[Mapping[str, Any]]) -> None:
+    """``status``: requests by state, and the last runs with their duration and rates."""
+    states = Table(show_header=True, title_justify="left", box=None)
+    states.add_column("state")
+    states.add_column("requests", justify="right")
+    for state, number in counts.items():
+        states.add_row(state, f"{number:,}")
+    _stderr.print(states)
+    if not runs:
+        return
+    table = Table(title="last runs", title_justify="left", box=None)
+    for name in ("started", "seconds", "outcome", "requests", "requests/s", "instances", "MB/s"):
+        table.add_column(name, justify="left" if name in ("started", "outcome") else "right")
+    for run in runs:
+        seconds = (run["finished"] - run["started"]) if run.get("finished") else None
+        counts_ = run.get("counts") or {}
+        table.add_row(
+            iso(run["started"]),
+            f"{seconds:.0f}" if seconds is not None else "running",
+            run.get("outcome") or "",
+            str(counts_.get("ran", "")),
+            _per_second(counts_.get("ran", 0), seconds),
+            str(counts_.get("instances", "")),
+            _per_second(counts_.get("bytes", 0) / 1e6, seconds),
+        )
+    _stderr.print(table)
+
+
+def _per_second(value: float, seconds: float | None) -> str:
+    return f"{value / seconds:.1f}" if seconds else ""
+
+
+def rows_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """``report --format table``: the rows on stdout (the report is the command's output)."""
+    table = Table(box=None)
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row.get(name) is None else str(row.get(name)) for name in columns))
+    Console(highlight=False).print(table)
+
+
 def held_back(groups: Sequence[Mapping[str, Any]]) -> None:
     """One line per reason instances were held back (quarantined, skipped, kept compressed)."""
     if not groups:
@@ -123,7 +173,7 @@ def summary(report: Mapping[str, Any]) -> None:
         *(
             [
                 ("instances stored in this run", "instances_new"),
-                ("duplicates received", "duplicate_instances"),
+                ("received again (already stored)", "duplicate_instances"),
                 *([("quarantined or skipped", "quarantined_instances")] if report.get("quarantined_instances") else []),
                 ("instances in the ledger", "instances"),
             ]

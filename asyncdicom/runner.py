@@ -357,7 +357,8 @@ async def _finish(
         report.outcome = Outcome.FAILED_REQUESTS
     elif outcome is Outcome.COMPLETE and summary.held_back_total:
         report.outcome = Outcome.HELD_BACK
-    await ledger.finish_run(report.outcome, {"done": report.done, "failed": report.failed, "pending": report.pending})
+    done = {"done": report.done, "failed": report.failed, "pending": report.pending, "ran": snap.finished}
+    await ledger.finish_run(report.outcome, {**done, "instances": snap.instances, "bytes": snap.bytes})
     return report
 
 

@@ -56,6 +56,28 @@ def status_category(status: int) -> str:
     return "failure"
 
 
+_MEANINGS = {
+    0x0000: "success",
+    0x0001: "warning: requested optional attributes are not supported",
+    0xA700: "out of resources",
+    0xA701: "out of resources: unable to calculate the number of matches",
+    0xA702: "out of resources: unable to perform sub-operations",
+    0xA801: "move destination unknown",
+    0xA900: "identifier does not match the SOP class",
+    0xB000: "warning: some sub-operations failed",
+    0xC000: "unable to process",
+    0xFE00: "cancelled",
+}
+
+
+def status_meaning(status: int) -> str:
+    """What a C-FIND/C-MOVE/C-GET status means, in words (PS3.4 C.4)."""
+    if status in _MEANINGS:
+        return _MEANINGS[status]
+    category = status_category(status)
+    return "unable to process" if category == "failure" and 0xC000 <= status <= 0xCFFF else category
+
+
 @dataclass(frozen=True, slots=True)
 class Unreachable:
     """Connection failures in a row: seconds since the first, and how many rounds of tries."""

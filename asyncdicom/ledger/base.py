@@ -108,6 +108,50 @@ def iso_time(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
 
 
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """One request of the plan as ``report`` exports it (times as epoch seconds)."""
+
+    line: int
+    elements: dict[str, str]
+    state: str
+    status: int | None
+    category: str | None
+    error: str | None
+    attempts: int
+    expected: int | None  # what the PACS reported dealing with (completed + failed + warning)
+    received: int | None
+    stored: int
+    held_back: int
+    first: float | None  # its first instance arrived, or its last attempt started
+    last: float | None  # it was last settled
+    folders: tuple[str, ...]  # where its instances are, relative to the output directory
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRow:
+    """One received instance as ``report --instances`` exports it."""
+
+    sop_uid: str
+    line: int | None  # the CSV line of its request (None: left in the spool by an older run)
+    path: str
+    size: int
+    transfer_syntax: str | None
+    state: str
+    reason: str | None
+    received: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """One run: when, how it ended, and what it did."""
+
+    started: float
+    finished: float | None
+    outcome: str | None
+    counts: dict[str, int]
+
+
 class Recorder(Protocol):
     """Queues results for the ledger's single writer (results are durable once committed)."""
 
@@ -136,6 +180,19 @@ class Ledger(Protocol):
 
     async def summary(self) -> LedgerSummary:
         """Counts by state, the last run, and the first failures."""
+
+    async def request_rows(self, states: frozenset[str] | None = None) -> list[RequestRow]:
+        """The plan's requests in CSV order, with their instances counted (``states`` filters)."""
+
+    async def instance_rows(self, states: frozenset[str] | None = None) -> list[InstanceRow]:
+        """Every received instance of the plan, by CSV line (``states`` filters by request state)."""
+
+    async def runs(self, limit: int = 5) -> list[RunRow]:
+        """The last runs, newest first."""
+
+    async def forget_instances(self, uids: Sequence[str], *, ask_again_for_them: bool) -> int:
+        """Drop instances found missing or changed on disk and make their requests partial, so the
+        next run fetches them (by UID when ``ask_again_for_them``, else whole); how many requests."""
 
     async def export_library(self, path: Path, columns: Sequence[str]) -> int:
         """Write the C-FIND library CSV atomically; returns its row count."""

@@ -25,7 +25,17 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.errors import LedgerError, output_error
-from asyncdicom.ledger.base import Failure, HeldBackCount, LastRun, LedgerSummary, RequestCounts, SyncReport
+from asyncdicom.ledger.base import (
+    Failure,
+    HeldBackCount,
+    InstanceRow,
+    LastRun,
+    LedgerSummary,
+    RequestCounts,
+    RequestRow,
+    RunRow,
+    SyncReport,
+)
 from asyncdicom.models import (
     KEPT_COMPRESSED_PREFIX,
     HeldBack,
@@ -402,6 +412,111 @@ class Ledger:
             last_run=None if last is None else LastRun(last[0], last[1], last[2]),
             failures=failures,
         )
+
+    async def request_rows(self, states: frozenset[str] | None = None) -> list[RequestRow]:
+        """The plan's requests in CSV order, with their instances counted (``states`` filters)."""
+        async with self.db.execute(
+            "SELECT r.key, r.line, r.elements, r.state, r.status, r.category, r.error, r.attempts, r.completed, "
+            "r.failed_ops, r.warning_ops, r.received, r.elapsed, r.updated, "
+            "SUM(i.state IN ('stored', 'renamed', 'duplicate')), SUM(i.state IN ('quarantined', 'skipped')), "
+            "MIN(i.received) FROM requests r LEFT JOIN instances i ON i.request_key = r.key "
+            "WHERE r.in_plan = 1 GROUP BY r.key ORDER BY r.line, r.key"
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        async with self.db.execute(
+            "SELECT request_key, path FROM instances WHERE state IN ('stored', 'renamed', 'duplicate')"
+        ) as cursor:
+            folders: dict[str, set[str]] = {}
+            for key, path in await cursor.fetchall():
+                folders.setdefault(key, set()).add(str(path).rpartition("/")[0] or ".")
+        out = []
+        for (
+            key,
+            line,
+            elements,
+            state,
+            status,
+            category,
+            error,
+            attempts,
+            done,
+            failed,
+            warned,
+            received,
+            *rest,
+        ) in rows:
+            if states is not None and state not in states:
+                continue
+            elapsed, updated, stored, held, first_instance = rest
+            expected = None if done is None and failed is None else (done or 0) + (failed or 0) + (warned or 0)
+            first = first_instance or (updated - (elapsed or 0.0) if updated else None)
+            out.append(
+                RequestRow(
+                    line=int(line),
+                    elements={name: value or "" for name, value in json.loads(elements)},
+                    state=str(state),
+                    status=status,
+                    category=category,
+                    error=error,
+                    attempts=int(attempts),
+                    expected=expected,
+                    received=received,
+                    stored=int(stored or 0),
+                    held_back=int(held or 0),
+                    first=first,
+                    last=updated,
+                    folders=tuple(sorted(folders.get(str(key), ()))),
+                )
+            )
+        return out
+
+    async def instance_rows(self, states: frozenset[str] | None = None) -> list[InstanceRow]:
+        """Every received instance of the plan, by CSV line (``states`` filters by request state)."""
+        async with self.db.execute(
+            "SELECT i.sop_uid, r.line, i.path, i.size, i.transfer_syntax, i.state, i.warning, i.received, r.state "
+            "FROM instances i LEFT JOIN requests r ON r.key = i.request_key "
+            "WHERE r.in_plan = 1 OR i.request_key IS NULL ORDER BY r.line, i.received, i.sop_uid"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            InstanceRow(str(uid), line, str(path), int(size), syntax, str(state), reason, float(received))
+            for uid, line, path, size, syntax, state, reason, received, request_state in rows
+            if states is None or request_state in states
+        ]
+
+    async def runs(self, limit: int = 5) -> list[RunRow]:
+        """The last runs, newest first."""
+        async with self.db.execute(
+            "SELECT started, finished, outcome, counts FROM runs ORDER BY id DESC LIMIT ?", (limit,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            RunRow(started, finished, outcome, json.loads(counts) if counts else {})
+            for started, finished, outcome, counts in rows
+        ]
+
+    async def forget_instances(self, uids: Sequence[str], *, ask_again_for_them: bool) -> int:
+        """Drop instances found missing or changed on disk and make their requests partial, so the
+        next run fetches them (by UID when ``ask_again_for_them``, else whole); how many requests."""
+        by_request: dict[str, list[str]] = {}
+        for start in range(0, len(uids), 500):
+            chunk = list(uids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            async with self.db.execute(
+                f"SELECT sop_uid, request_key FROM instances WHERE sop_uid IN ({marks})", chunk
+            ) as cursor:
+                for uid, key in await cursor.fetchall():
+                    by_request.setdefault(str(key), []).append(str(uid))
+            await self.db.execute(f"DELETE FROM instances WHERE sop_uid IN ({marks})", chunk)
+        for key, lost in by_request.items():
+            missing = json.dumps(sorted(lost)) if ask_again_for_them else None
+            await self.db.execute(
+                "UPDATE requests SET state = 'partial', missing = ?, received = MAX(0, COALESCE(received, 0) - ?), "
+                "error = ? WHERE key = ?",
+                (missing, len(lost), f"{len(lost)} instances missing or changed on disk (asyncdicom verify)", key),
+            )
+        await self.db.commit()
+        return len(by_request)
 
     async def library_rows(self) -> list[tuple[int, dict[str, str]]]:
         """(CSV line, match attributes) of every done request of the plan, in CSV order."""

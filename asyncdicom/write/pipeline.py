@@ -339,7 +339,12 @@ class Pipeline:
         state: InstanceState,
         warning: str | None,
     ) -> None:
-        """Queue the ledger row of an instance durable at ``path``, then count it for its flight."""
+        """Queue the ledger row of an instance durable at ``path``, then count it for its flight.
+
+        An instance found already stored at its path (received again, e.g. after an interruption)
+        is recorded as stored: it may be the only copy, whose row the interrupted run never wrote
+        (the ledger keeps an existing row)."""
+        again = state is InstanceState.DUPLICATE
         await self.sink.record_instance(
             InstanceRecord(
                 sop_uid=header.sop_instance_uid,
@@ -347,9 +352,9 @@ class Pipeline:
                 path=path,
                 size=size,
                 transfer_syntax=header.transfer_syntax or transfer_syntax,
-                state=state,
+                state=InstanceState.STORED if again else state,
                 warning=warning,
             )
         )
         if flight is not None:
-            self.tracker.placed(flight, header.sop_instance_uid, state is InstanceState.DUPLICATE)
+            self.tracker.placed(flight, header.sop_instance_uid, again)
