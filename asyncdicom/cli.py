@@ -411,6 +411,10 @@ def anonymize(
         typer.Option("--quarantine-directory", help="Keep the originals of quarantined or skipped files here."),
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes for a folder (0: one per core).")] = 0,
+    keep_names: Annotated[
+        bool,
+        typer.Option("--keep-names", help="Folder: keep input file names (else named by the anonymized UID)."),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Anonymize INPUT into OUTPUT with a CTP script; exit 3 when a file was quarantined or skipped."""
@@ -452,6 +456,7 @@ def anonymize(
             mode,
             quarantine_directory,
             tuple(params.items()),
+            keep_names=keep_names,
         )
         with report.file_progress("anonymizing") as progress:
             summary = batch.run(job, source, target, progress if not quiet else None, workers or None)

@@ -22,6 +22,7 @@ import anyio.lowlevel
 
 from asyncdicom.anonymize.worker import anonymize_file
 from asyncdicom.config import Config
+from asyncdicom.config.schema import state_folder
 from asyncdicom.errors import FatalRunError, NetworkError, OutputError
 from asyncdicom.models import Request
 from asyncdicom.net.base import DicomSession, RetrieveOutcome
@@ -42,7 +43,7 @@ SETTLED = ("completed", "failed", "warning")  # sub-operation counts of instance
 def spool_dir(config: Config) -> Path:
     """Where received bytes wait: on the output volume, so the final move is a rename."""
     assert config.output.directory is not None
-    return config.output.directory / ".asyncdicom" / "spool"
+    return state_folder(config.output.directory, config.anonymization.enabled) / "spool"
 
 
 def anonymize_settings(config: Config) -> AnonymizeSettings | None:

@@ -55,6 +55,8 @@ class TestAncestorSamples:
         assert config.output.filename == "InstanceNumber"
         assert config.output.decompress is True
         assert config.warnings == (
+            f"output.library_file: {tmp_path / 'data' / 'database-c-move.csv'} is inside the output tree, which is "
+            "anonymized, but it holds the batch's original identifiers; put it beside the tree",
             "output.filename InstanceNumber repeats across series, and output.directory_structure has no "
             "series-level key (SeriesInstanceUID): files of different series will collide and be suffixed _1, _2…; "
             "add SeriesInstanceUID to the structure",
@@ -251,3 +253,21 @@ class TestDefaults:
         assert examples, "config/ has no examples"
         for path in examples:
             assert load_config(path).request.type in ("c-find", "c-move", "c-get", "c-echo"), path
+
+
+def test_anonymized_trees_keep_ledger_and_spool_beside_them(tmp_path: Path) -> None:
+    """With anonymization on, the ledger (original identifiers) defaults to <output>-private, and a
+    request CSV put inside the anonymized tree is warned about."""
+    (tmp_path / "anon.script").write_text('<script><e en="T" t="00100010">@empty()</e></script>\n')
+    doc = find_config(4242)
+    doc["request"]["type"] = "c-get"
+    doc["output"] = {"directory": "images", "database_file": "images/requests.csv"}
+    doc["anonymization"] = {"enabled": True, "script": "anon.script"}
+    config = load_config(write_yaml(tmp_path / "c.yml", doc))
+    assert config.output.ledger_file == tmp_path / "images-private" / "c.sqlite3"
+    [warning] = config.warnings
+    assert warning.startswith(f"output.library_file: {tmp_path / 'images' / 'requests.csv'} is inside the output tree")
+    doc["anonymization"]["enabled"] = False
+    assert load_config(write_yaml(tmp_path / "c.yml", doc)).output.ledger_file == (
+        tmp_path / "images" / ".asyncdicom" / "c.sqlite3"
+    )

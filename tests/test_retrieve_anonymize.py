@@ -40,6 +40,7 @@ def test_retrieve_anonymizes_before_placing_and_quarantines_misses(
     write_batch(tmp_path, rows)
     doc = retrieve_config(orthanc, kind, rows, "STUDY", structure="PatientID/StudyInstanceUID")
     doc["anonymization"] = {"enabled": True, "script": "anon.script", "lookup_table": "lookup.properties"}
+    doc["output"]["database_file"] = "retrieved.csv"  # beside the anonymized tree: it holds the batch's UIDs
     write_yaml(tmp_path / "c.yml", doc)
     result, summary = cli_json("run", tmp_path / "c.yml")
     per_study = first.series * first.instances
@@ -56,7 +57,7 @@ def test_retrieve_anonymizes_before_placing_and_quarantines_misses(
     assert f"{per_study} × quarantined: {group['reason']}" in result.stderr
     originals = [str(ds.SOPInstanceUID) for ds in orthanc.instances if ds.StudyInstanceUID == second.study_uid]
     assert not any(uid in result.stderr for uid in originals) and second.patient_id not in result.stderr
-    requests = {row["StudyInstanceUID"]: row for row in library(tmp_path / "out" / "retrieved.csv")}
+    requests = {row["StudyInstanceUID"]: row for row in library(tmp_path / "retrieved.csv")}
     assert requests[second.study_uid]["held_back"] == str(per_study)
     assert requests[second.study_uid]["why"] == f"{per_study} × {group['reason']}"
     assert requests[first.study_uid]["held_back"] == "0"
@@ -79,11 +80,18 @@ def test_retrieve_anonymizes_before_placing_and_quarantines_misses(
     held = sorted(quarantine.glob("*.dcm"))
     assert len(held) == per_study
     assert {dcmread(p).PatientID for p in held} == {second.patient_id}  # originals, out of the tree
-    with sqlite3.connect(tmp_path / "out" / ".asyncdicom" / "c.sqlite3") as db:
+    # nothing in the output tree holds an original identifier: ledger and spool live beside it
+    originals_all = [str(ds.SOPInstanceUID).encode() for ds in orthanc.instances if ds.StudyInstanceUID in
+                     (first.study_uid, second.study_uid)] + [first.patient_id.encode(), second.patient_id.encode(), first.study_uid.encode(), second.study_uid.encode()]  # fmt: skip
+    for path in (p for p in (tmp_path / "out").rglob("*") if p.is_file()):
+        content = path.read_bytes()
+        assert not any(identifier in content for identifier in originals_all), path
+    with sqlite3.connect(tmp_path / "out-private" / "c.sqlite3") as db:
         states = db.execute("SELECT state, warning, COUNT(*) FROM instances GROUP BY state, warning").fetchall()
     assert ("stored", None, per_study) in states
     assert any(s == "quarantined" and "lookup" in (w or "") and n == per_study for s, w, n in states)
-    assert not list((tmp_path / "out" / ".asyncdicom" / "spool").iterdir())
+    assert not list((tmp_path / "out-private" / "spool").iterdir())
+    assert not (tmp_path / "out" / ".asyncdicom").exists()
 
 
 def test_bad_script_is_a_config_error_before_any_traffic(tmp_path: Path, orthanc: LoadedOrthanc) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asyncdicom.anonymize.worker import anonymize_file, anonymizer
+from asyncdicom.anonymize.worker import anonymize_file_named, anonymizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,7 @@ class Job:
     mode: str
     quarantine: Path | None = None
     params: tuple[tuple[str, str], ...] = ()
+    keep_names: bool = False  # folder mode: keep the input file names (they may be original UIDs)
 
 
 @dataclass(slots=True)
@@ -47,8 +49,8 @@ def _files(folder: Path) -> Iterator[Path]:
             yield path
 
 
-def _one(job: Job, source: Path, target: Path, relative: Path) -> tuple[str, str]:
-    status, reason = anonymize_file(
+def _one(job: Job, source: Path, target: Path, relative: Path, rename: bool = False) -> tuple[str, str]:
+    status, reason, uid = anonymize_file_named(
         str(job.script),
         str(job.lookup_table) if job.lookup_table else None,
         job.mode,
@@ -56,11 +58,33 @@ def _one(job: Job, source: Path, target: Path, relative: Path) -> tuple[str, str
         str(target),
         job.params,
     )
+    if status == "ok" and rename and uid and _SAFE_NAME.fullmatch(uid):
+        _rename(target, uid)
     if status != "ok" and job.quarantine is not None:
         held = job.quarantine / relative
         held.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, held)
     return status, reason
+
+
+_SAFE_NAME = re.compile(r"[0-9A-Za-z._-]{1,64}")
+
+
+def _rename(target: Path, uid: str) -> None:
+    """Name a written file after its anonymized SOP Instance UID (``_1``, ``_2``… if taken)."""
+    number = 0
+    while True:
+        name = f"{uid}.dcm" if number == 0 else f"{uid}_{number}.dcm"
+        candidate = target.with_name(name)
+        if candidate == target:
+            return
+        try:
+            os.link(target, candidate)  # fails if the name is taken: never overwrite
+        except FileExistsError:
+            number += 1
+            continue
+        os.unlink(target)
+        return
 
 
 def run(
@@ -80,7 +104,7 @@ def run(
     if count == 1 or len(files) < 2:
         for index, path in enumerate(files):
             relative = path.relative_to(source)
-            summary.add(*_one(job, path, target / relative, relative))
+            summary.add(*_one(job, path, target / relative, relative, not job.keep_names))
             if progress is not None:
                 progress(index + 1, len(files))
         return summary
@@ -88,7 +112,9 @@ def run(
     relatives = [path.relative_to(source) for path in files]
     chunk = max(1, min(16, len(files) // (count * 4)))
     with ProcessPoolExecutor(count) as pool:
-        results = pool.map(_one, [job] * len(files), files, [target / r for r in relatives], relatives, chunksize=chunk)
+        targets = [target / r for r in relatives]
+        renames = [not job.keep_names] * len(files)
+        results = pool.map(_one, [job] * len(files), files, targets, relatives, renames, chunksize=chunk)
         for index, result in enumerate(results):
             summary.add(*result)
             if progress is not None:

@@ -37,6 +37,7 @@ class Outcome:
     status: str
     reason: str = ""
     output: Path | None = None
+    sop_instance_uid: str = ""  # of the anonymized data set (a name for the file that reveals nothing)
 
 
 @dataclass(slots=True)
@@ -96,7 +97,7 @@ class Anonymizer:
             _write(out, UID(syntax) if syntax else ExplicitVRLittleEndian, target, ctx.charsets[0][1])
         except (OSError, ValueError, TypeError) as exc:
             return Outcome("quarantine", f"unable to write the result ({type(exc).__name__})")
-        return Outcome("ok", "", target)
+        return Outcome("ok", "", target, str(out.get("SOPInstanceUID", "") or ""))
 
 
 def _drop_after_pixels(ctx: Context, out: Dataset) -> None:

@@ -28,3 +28,16 @@ def anonymize_file(
     """(status, reason) of anonymizing ``source`` into ``target``; ``params`` override the script's."""
     outcome = anonymizer(script, lookup_table, mode, params).file(Path(source), Path(target))
     return outcome.status, outcome.reason
+
+
+def anonymize_file_named(
+    script: str,
+    lookup_table: str | None,
+    mode: str,
+    source: str,
+    target: str,
+    params: tuple[tuple[str, str], ...] = (),
+) -> tuple[str, str, str]:
+    """As :func:`anonymize_file`, with the anonymized SOP Instance UID ("" if the script removed it)."""
+    outcome = anonymizer(script, lookup_table, mode, params).file(Path(source), Path(target))
+    return outcome.status, outcome.reason, outcome.sop_instance_uid

@@ -52,6 +52,7 @@ from asyncdicom.config.schema import (
     ScheduleConfig,
     default,
     keys,
+    state_folder,
 )
 from asyncdicom.errors import ConfigError
 from asyncdicom.net.storage import COMMON_IMAGES, MAX_CONTEXTS, OTHER_CLASSES, QUERY_CONTEXTS
@@ -118,7 +119,14 @@ def parse_config(raw: object, *, source: Path, batch_file: Path | None = None) -
     request = _request(sections["request"], paths, batch_file)
     schedule = _schedule(sections["schedule"])
     anonymization = _anonymization(sections["anonymization"], paths)
-    output = _output(sections["output"], paths, request, source)
+    output = _output(sections["output"], paths, request, source, anonymization.enabled)
+    if anonymization.enabled and output.directory is not None:
+        for key, path in (("library_file", output.library_file), ("ledger_file", output.ledger_file)):
+            if path is not None and path.is_relative_to(output.directory):
+                warnings.append(
+                    f"output.{key}: {path} is inside the output tree, which is anonymized, but it holds the "
+                    "batch's original identifiers; put it beside the tree"
+                )
     if request.type in ("c-move", "c-get"):
         collision = collision_warning(output.directory_structure, output.filename)
         if collision:
@@ -226,7 +234,7 @@ def _check_anonymizer(script: Path | None, lookup_table: Path | None) -> None:
         raise ConfigError("anonymization.lookup_table", str(exc)) from None
 
 
-def _output(section: Section, paths: Paths, request: RequestConfig, source: Path) -> OutputConfig:
+def _output(section: Section, paths: Paths, request: RequestConfig, source: Path, anonymized: bool) -> OutputConfig:
     directory: Path | None = section.get("directory", paths.path)
     library: Path | None = section.get("library_file", paths.path)
     database: Path | None = section.get("database_file", paths.path, None)  # the alias: not given
@@ -239,8 +247,11 @@ def _output(section: Section, paths: Paths, request: RequestConfig, source: Path
         library = directory / "library.csv"
     if request.type in {"c-move", "c-get"} and directory is None:
         raise ConfigError("output.directory", f"required for {request.type}: where to store the images")
-    state_dir = directory or (library.parent if library else source.parent)
-    ledger = section.get("ledger_file", paths.path, state_dir / ".asyncdicom" / f"{source.stem}.sqlite3")
+    if directory is not None:
+        state_dir = state_folder(directory, anonymized)
+    else:
+        state_dir = (library.parent if library else source.parent) / ".asyncdicom"
+    ledger = section.get("ledger_file", paths.path, state_dir / f"{source.stem}.sqlite3")
     return OutputConfig(
         directory=directory,
         library_file=library,

@@ -115,6 +115,13 @@ class Config:
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def state_folder(directory: Path, anonymized: bool) -> Path:
+    """Where the ledger and the spool live by default: inside the output tree (``.asyncdicom``), or,
+    with anonymization on, beside it (``<directory>-private``): they hold original identifiers,
+    which an anonymized tree must not."""
+    return directory.parent / f"{directory.name}-private" if anonymized else directory / ".asyncdicom"
+
+
 def default(section: type[Any], name: str) -> Any:
     """The default of a section's field, as the dataclass states it."""
     for item in dataclasses.fields(section):

@@ -39,15 +39,24 @@ def test_folder_tree_is_mirrored_and_quarantines_are_summarised(tmp_path: Path) 
         str(tmp_path / "out"),
     )
     assert result.exit_code == 3, result.output
-    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.dcm"))
-    assert written == ["a/b/mr.dcm", "a/ct.dcm"]
+    out = tmp_path / "out"
+    written = {p.relative_to(out).parent.as_posix(): p for p in out.rglob("*.dcm")}
+    assert sorted(written) == ["a", "a/b"]  # the folders mirrored
+    for path in written.values():  # each file named after its anonymized SOP Instance UID, not the input's name
+        assert path.name == f"{dcmread(path).SOPInstanceUID}.dcm"
+    assert dcmread(written["a"]).SOPInstanceUID != dcmread(source / "a" / "ct.dcm").SOPInstanceUID
     assert "anonymized 2, skipped 0, quarantined 1" in result.output
     assert "quarantine: @lookup() failed" in result.output
     assert "4MR1" not in result.output  # no patient data in the summary
     assert [p.name for p in held.rglob("*.dcm")] == ["mr_small.dcm"]  # the original, kept apart
     assert (held / "mr_small.dcm").read_bytes() == (source / "mr_small.dcm").read_bytes()
-    ct = dcmread(tmp_path / "out" / "a" / "ct.dcm")
+    ct = dcmread(written["a"])
     assert ct.PatientID != dcmread(source / "a" / "ct.dcm").PatientID
+    kept = cli("anonymize", "--script", str(SAMPLE), "--lookup-table", str(LOOKUP), "--keep-names", "--workers", "1",
+               str(source), str(tmp_path / "kept"))  # fmt: skip
+    assert kept.exit_code == 3
+    names = sorted(p.relative_to(tmp_path / "kept").as_posix() for p in (tmp_path / "kept").rglob("*.dcm"))
+    assert names == ["a/b/mr.dcm", "a/ct.dcm"]
 
 
 def test_single_file_ok_exits_zero(tmp_path: Path) -> None:
