@@ -20,7 +20,7 @@ from pathlib import Path
 
 from asyncdicom.config import Config, load_config
 from asyncdicom.errors import AsyncDicomError, ConfigError
-from asyncdicom.retrieve import quarantine_dir
+from asyncdicom.retrieve import quarantine_dir, spool_dir
 
 IMAGE = "localhost/asyncdicom:latest"
 
@@ -45,7 +45,7 @@ def mounts(config: Config) -> list[Mount]:
     inputs += [path.parent for path in (section.script, section.lookup_table) if section.enabled and path is not None]
     outputs = [config.output.ledger_file.parent]
     if config.output.directory is not None:
-        outputs.append(config.output.directory)
+        outputs += [config.output.directory, spool_dir(config).parent]
         if section.enabled:
             outputs.append(section.quarantine_directory or quarantine_dir(config.output.directory))
     if config.output.library_file is not None:

@@ -109,3 +109,4 @@ class InstanceRecord:
     transfer_syntax: str
     state: InstanceState
     warning: str | None = None
+    replaces: str | None = None  # the SOP Instance UID of the held-back row this one supersedes

@@ -8,7 +8,10 @@ caused is at its final path, so "done" always means "on disk".
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
+import shutil
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -61,6 +64,16 @@ def quarantine_dir(output: Path) -> Path:
     return output.parent / f"{output.name}-quarantine"
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` becomes another name for ``source`` (a copy across file systems)."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copy2(source, target)
+
+
 class GetSink:
     """C-STOREs of one C-GET, written to spool files as the fragments arrive (worker thread)."""
 
@@ -84,7 +97,14 @@ class GetSink:
 class Retriever:
     """Everything a C-MOVE/C-GET run needs besides the scheduler."""
 
-    def __init__(self, config: Config, sink: InstanceSink, stats: RunStats, problems: GroupedLog | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sink: InstanceSink,
+        stats: RunStats,
+        problems: GroupedLog | None = None,
+        held_back: list[tuple[str, str, str, str]] | None = None,
+    ) -> None:
         assert config.output.directory is not None
         self.config = config
         self.get = config.request.type == "c-get"
@@ -92,6 +112,7 @@ class Retriever:
         self.tracker = Tracker()
         self.stats = stats
         self.problems = problems or GroupedLog(log)
+        self.held_back = held_back or []  # instances to anonymize again: (UID, request key, path, syntax)
         self.pipeline = Pipeline(
             root=config.output.directory,
             structure=config.output.directory_structure,
@@ -184,6 +205,24 @@ class Retriever:
             anyio.from_thread.run(pipeline.enqueue, Spooled(path, flight, file.transfer_syntax), token=self._token)
         return Status.SUCCESS, None
 
+    async def _again(self, held_back: list[tuple[str, str, str, str]]) -> None:
+        """Anonymize instances held back by an earlier run again, from their quarantine copies and
+        without asking the PACS (``run --retry-failed`` after the script or lookup table is fixed)."""
+        copies: list[Spooled] = []
+        for uid, key, quarantined, syntax in held_back:
+            source = Path(quarantined)
+            spooled = self.spool / f"again-{len(copies):08d}-{source.name}"
+            try:
+                await anyio.to_thread.run_sync(_link_or_copy, source, spooled)
+            except FileNotFoundError:
+                self.problems.warning("held back: copy gone", "a held-back instance's quarantine copy is gone")
+                continue
+            copies.append(Spooled(spooled, None, syntax, key, (uid, source)))
+        if copies:
+            log.info("anonymizing %d held-back instances again, from the quarantine", len(copies))
+        for item in copies:
+            await self.pipeline.enqueue(item)
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Retriever]:
         """Writers, spool leftovers and (for C-MOVE) the storage SCP, stopped cleanly on exit."""
@@ -196,6 +235,7 @@ class Retriever:
                     log.info("placing %d instances left in the spool by an earlier run", len(leftovers))
                 for path in leftovers:
                     await self.pipeline.enqueue(Spooled(path, None))
+                await self._again(self.held_back)
                 if not self.get:
                     local = self.config.local
                     self.scp = StorageSCP(

@@ -215,7 +215,9 @@ async def _execute(
         operation = None
         if config.request.type in ("c-move", "c-get"):
             try:
-                retriever = await stack.enter_async_context(Retriever(config, recorder, stats, problems).running())
+                again = await ledger.held_back_files() if options.retry_failed and config.anonymization.enabled else []
+                retriever = Retriever(config, recorder, stats, problems, again)
+                retriever = await stack.enter_async_context(retriever.running())
                 operation = retriever.operation
             except Exception as exc:
                 fatal = project_error(exc)

@@ -41,6 +41,7 @@ def test_command_binds_what_the_config_names(tmp_path: Path) -> None:
     volumes = [line[i + 1] for i, part in enumerate(line) if part == "-v"]
     assert volumes == [
         "/data/images:/data/images:rw,Z",
+        "/data/images-private:/data/images-private:rw,Z",  # ledger and spool: beside the anonymized tree
         "/data/images-quarantine:/data/images-quarantine:rw,Z",
         f"{tmp_path / 'config'}:{tmp_path / 'config'}:ro,Z",
         f"{tmp_path / 'ctp'}:{tmp_path / 'ctp'}:ro,Z",

@@ -92,6 +92,21 @@ def test_retrieve_anonymizes_before_placing_and_quarantines_misses(
     assert any(s == "quarantined" and "lookup" in (w or "") and n == per_study for s, w, n in states)
     assert not list((tmp_path / "out-private" / "spool").iterdir())
     assert not (tmp_path / "out" / ".asyncdicom").exists()
+    # the table fixed, run --retry-failed anonymizes the held-back instances from the quarantine,
+    # without asking the PACS again, and the counts stay right
+    (tmp_path / "lookup.properties").write_text(
+        f"ptid/{first.patient_id} = RESEARCH-1\nptid/{second.patient_id} = RESEARCH-2\n"
+    )
+    result, summary = cli_json("run", tmp_path / "c.yml", "--retry-failed")
+    assert result.exit_code == 0, result.stderr
+    assert (summary["outcome"], summary["ran"], summary["held_back_instances"]) == ("complete", 0, 0)
+    assert summary["instances_new"] == per_study and summary["instances"] == 2 * per_study
+    files = list((tmp_path / "out").rglob("*.dcm"))
+    assert len(files) == 2 * per_study
+    assert sorted({p.relative_to(tmp_path / "out").parts[0] for p in files}) == ["RESEARCH-1", "RESEARCH-2"]
+    assert not list(quarantine.glob("*.dcm"))
+    requests = {row["StudyInstanceUID"]: row for row in library(tmp_path / "retrieved.csv")}
+    assert requests[second.study_uid]["held_back"] == "0"
 
 
 def test_bad_script_is_a_config_error_before_any_traffic(tmp_path: Path, orthanc: LoadedOrthanc) -> None:

@@ -190,6 +190,10 @@ class Ledger(Protocol):
     async def runs(self, limit: int = 5) -> list[RunRow]:
         """The last runs, newest first."""
 
+    async def held_back_files(self) -> list[tuple[str, str, str, str]]:
+        """(SOP Instance UID, request key, quarantine path, transfer syntax) of the plan's
+        instances that the anonymizer quarantined or skipped."""
+
     async def forget_instances(self, uids: Sequence[str], *, ask_again_for_them: bool) -> int:
         """Drop instances found missing or changed on disk and make their requests partial, so the
         next run fetches them (by UID when ``ask_again_for_them``, else whole); how many requests."""

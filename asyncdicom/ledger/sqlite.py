@@ -326,6 +326,9 @@ class Ledger:
         db = self.db
         instances = [item for item in items if isinstance(item, InstanceRecord)]
         batch = [item for item in items if not isinstance(item, InstanceRecord)]
+        await db.executemany(  # a held-back instance processed again: its quarantine row goes
+            "DELETE FROM instances WHERE sop_uid = ?", ((i.replaces,) for i in instances if i.replaces)
+        )
         await db.executemany(
             "INSERT OR IGNORE INTO instances (sop_uid, request_key, path, size, transfer_syntax, state, received, "
             "warning) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -483,6 +486,16 @@ class Ledger:
             for uid, line, path, size, syntax, state, reason, received, request_state in rows
             if states is None or request_state in states
         ]
+
+    async def held_back_files(self) -> list[tuple[str, str, str, str]]:
+        """(SOP Instance UID, request key, quarantine path, transfer syntax) of every instance of
+        the plan the anonymizer quarantined or skipped."""
+        async with self.db.execute(
+            "SELECT i.sop_uid, i.request_key, i.path, COALESCE(i.transfer_syntax, '') FROM instances i "
+            "JOIN requests r ON r.key = i.request_key "
+            "WHERE r.in_plan = 1 AND i.state IN ('quarantined', 'skipped') ORDER BY r.line, i.received"
+        ) as cursor:
+            return [(str(a), str(b), str(c), str(d)) for a, b, c, d in await cursor.fetchall()]
 
     async def runs(self, limit: int = 5) -> list[RunRow]:
         """The last runs, newest first."""

@@ -49,6 +49,8 @@ class Spooled:
     path: Path
     flight: Flight | None
     transfer_syntax: str = ""
+    request_key: str | None = None  # without a flight: the request it belongs to
+    replaces: tuple[str, Path] | None = None  # a held-back instance again: its ledger UID and quarantine copy
 
 
 AnonymizeFile = Callable[[str, str | None, str, str, str], tuple[str, str]]
@@ -274,7 +276,10 @@ class Pipeline:
         if original is not None:
             # the anonymized copy is durable at its final path
             await anyio.to_thread.run_sync(partial(original.unlink, missing_ok=True))
-        await self._record(item.flight, item.transfer_syntax, header, placed, warning)
+        replaces = item.replaces[0] if item.replaces else None
+        await self._record(item.flight, item.transfer_syntax, header, placed, warning, item.request_key, replaces)
+        if item.replaces is not None:  # no longer held back: its original leaves the quarantine
+            await anyio.to_thread.run_sync(partial(item.replaces[1].unlink, missing_ok=True))
 
     async def _anonymize(self, source: Path, target: Path) -> tuple[str, str]:
         """Run the CTP script in a worker process: (status, reason)."""
@@ -308,7 +313,9 @@ class Pipeline:
         self._held_back(item.flight, HeldBack(state.value), reason)
         if self.stats is not None:
             self.stats.quarantined += 1
-        await self._note(item.flight, item.transfer_syntax, header, str(placed.path), placed.size, state, reason)
+        await self._note(
+            item.flight, item.transfer_syntax, header, str(placed.path), placed.size, state, reason, item.request_key
+        )
 
     def _quarantine_place(self, path: Path) -> tuple[Header, Placed]:
         assert self.quarantine is not None
@@ -320,14 +327,23 @@ class Pipeline:
         return header, self.placer.place(path, header)
 
     async def _record(
-        self, flight: Flight | None, transfer_syntax: str, header: Header, placed: Placed, warning: str | None
+        self,
+        flight: Flight | None,
+        transfer_syntax: str,
+        header: Header,
+        placed: Placed,
+        warning: str | None,
+        request_key: str | None = None,
+        replaces: str | None = None,
     ) -> None:
         duplicate = placed.state is InstanceState.DUPLICATE
         if self.stats is not None:
             self.stats.instances += not duplicate
             self.stats.duplicates += duplicate
             self.stats.bytes += 0 if duplicate else placed.size
-        await self._note(flight, transfer_syntax, header, placed.relative, placed.size, placed.state, warning)
+        await self._note(
+            flight, transfer_syntax, header, placed.relative, placed.size, placed.state, warning, request_key, replaces
+        )
 
     async def _note(
         self,
@@ -338,6 +354,8 @@ class Pipeline:
         size: int,
         state: InstanceState,
         warning: str | None,
+        request_key: str | None = None,
+        replaces: str | None = None,
     ) -> None:
         """Queue the ledger row of an instance durable at ``path``, then count it for its flight.
 
@@ -348,12 +366,13 @@ class Pipeline:
         await self.sink.record_instance(
             InstanceRecord(
                 sop_uid=header.sop_instance_uid,
-                request_key=flight.request.key if flight else None,
+                request_key=flight.request.key if flight else request_key,
                 path=path,
                 size=size,
                 transfer_syntax=header.transfer_syntax or transfer_syntax,
                 state=InstanceState.STORED if again else state,
                 warning=warning,
+                replaces=replaces,
             )
         )
         if flight is not None:
