@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -46,17 +47,28 @@ def info(message: str) -> None:
 
 
 @contextmanager
-def file_progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on a terminal (nothing under cron): call the result with (done, total)."""
-    if not _stderr.is_terminal:
-        yield lambda done, total: None
+def file_progress(label: str) -> Iterator[Callable[[int, int, int, int], None]]:
+    """A progress display on a terminal (nothing under cron): bar, files, ETA, files/s, MB/s and
+    files held back so far; call the result with (done, total, bytes, held back)."""
+    if not dashboard_wanted():
+        yield lambda done, total, size, held: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=_stderr, transient=True) as bar:
-        task = bar.add_task(label, total=None)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[rates]}"),
+        TextColumn("{task.fields[held]}"),
+    )
+    with Progress(*columns, console=_stderr, transient=True, refresh_per_second=4) as bar:
+        task = bar.add_task(label, total=None, rates="", held="")
+        start = time.monotonic()
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        def update(done: int, total: int, size: int, held: int) -> None:
+            seconds = max(time.monotonic() - start, 1e-6)
+            rates = f"{done / seconds:.0f} files/s · {size / 1e6 / seconds:.1f} MB/s"
+            bar.update(task, completed=done, total=total, rates=rates, held=f"{held} held back" if held else "")
 
         yield update
 

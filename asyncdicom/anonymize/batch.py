@@ -91,22 +91,26 @@ def run(
     job: Job,
     source: Path,
     target: Path,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, int, int], None] | None = None,
     workers: int | None = None,
 ) -> Summary:
-    """Anonymize ``source`` (a file, or a folder tree mirrored under ``target``)."""
+    """Anonymize ``source`` (a file, or a folder tree mirrored under ``target``); ``progress`` gets
+    (files done, files in all, bytes read, files held back so far)."""
     summary = Summary()
     if not source.is_dir():
         summary.add(*_one(job, source, target, Path(source.name)))
         return summary
     files = list(_files(source))
+    sizes = [path.stat().st_size for path in files]
+    done_bytes = 0
     count = workers or os.cpu_count() or 1
     if count == 1 or len(files) < 2:
         for index, path in enumerate(files):
             relative = path.relative_to(source)
             summary.add(*_one(job, path, target / relative, relative, not job.keep_names))
+            done_bytes += sizes[index]
             if progress is not None:
-                progress(index + 1, len(files))
+                progress(index + 1, len(files), done_bytes, summary.skipped + summary.quarantined)
         return summary
     warm(job)  # forked workers inherit the loaded script and lookup table
     relatives = [path.relative_to(source) for path in files]
@@ -117,8 +121,9 @@ def run(
         results = pool.map(_one, [job] * len(files), files, targets, relatives, renames, chunksize=chunk)
         for index, result in enumerate(results):
             summary.add(*result)
+            done_bytes += sizes[index]
             if progress is not None:
-                progress(index + 1, len(files))
+                progress(index + 1, len(files), done_bytes, summary.skipped + summary.quarantined)
     return summary
 
 

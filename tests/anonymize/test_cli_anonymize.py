@@ -208,3 +208,20 @@ def test_standard_elements_encoded_as_un_keep_their_vr(tmp_path: Path) -> None:
     assert written.get_item(0x00080016).VR == "UN" and written.get_item(0x00080012).VR == "UN"
     assert written.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.481.2"
     assert written.file_meta.MediaStorageSOPInstanceUID == dcmread(source).SOPInstanceUID
+
+
+def test_folder_progress_reports_files_bytes_and_held_back(tmp_path: Path) -> None:
+    """What the folder command's progress display shows: files done of all, bytes read (for MB/s)
+    and files held back so far."""
+    from asyncdicom.anonymize.batch import Job, run
+
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("syn_ct_phi.dcm", "syn_mr_latin1.dcm", "MR_small.dcm"):  # MR_small: not in the table
+        shutil.copy(VECTORS / "inputs" / name, source / name)
+    calls: list[tuple[int, int, int, int]] = []
+    summary = run(Job(SAMPLE, LOOKUP, "faithful"), source, tmp_path / "out", lambda *call: calls.append(call), 1)
+    total = sum(path.stat().st_size for path in source.iterdir())
+    assert calls[-1] == (3, 3, total, 1)
+    assert [call[0] for call in calls] == [1, 2, 3]
+    assert summary.quarantined == 1
