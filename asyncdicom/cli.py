@@ -374,6 +374,47 @@ def report_command(
 
 
 @app.command()
+def plan(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = 0) -> None:
+    """Before retrieving anything: ask the PACS what the batch in CONFIG covers (studies, series,
+    instances), which rows match nothing, and estimate the bytes and the time it will take."""
+    logs.setup(verbose, False, report.console())
+
+    def body() -> int:
+        from asyncdicom import preflight
+        from asyncdicom.runner import backend_for
+
+        cfg, batch = _load(config, csv)
+
+        async def work() -> preflight.PlanReport:
+            counted = await preflight.count(cfg, batch, backend_for(preflight.as_find(cfg)))
+            return await preflight.estimate(cfg, counted)
+
+        result = anyio.run(work, backend="asyncio")
+        report.info(
+            f"{_count(result.requests, 'request')} cover {result.studies:,} studies, {result.series:,} series and "
+            f"{result.instances:,} instances"
+            + (f" ({result.counted_below} matches counted one level down)" if result.counted_below else "")
+        )
+        report.info(f"about {result.bytes / 1e9:.2f} GB, by {result.bytes_basis}")
+        if result.seconds is not None:
+            report.info(f"about {result.seconds / 3600:.1f} h at {result.rate_basis}; {result.window}")
+        else:
+            report.info(f"duration unknown: {result.rate_basis}; {result.window}")
+        if result.unmatched_lines:
+            shown = ", ".join(map(str, result.unmatched_lines[:20])) + (
+                ", …" if len(result.unmatched_lines) > 20 else ""
+            )
+            report.warning(f"{len(result.unmatched_lines)} requests match nothing: CSV lines {shown}")
+        if result.failed_lines:
+            report.warning(f"{len(result.failed_lines)} requests could not be counted (see the log above)")
+        if json_out:
+            report.emit_json(result.to_json())
+        return int(ExitCode.FAILED_REQUESTS if result.failed_lines else ExitCode.OK)
+
+    raise typer.Exit(_guard(body, "plan" if json_out else None))
+
+
+@app.command()
 def verify(config: ConfigArg, json_out: JsonOpt = False) -> None:
     """Check that every instance the ledger of CONFIG says is stored is on disk, unchanged; what is
     missing or changed is fetched again by the next run (exit 3 when anything is)."""

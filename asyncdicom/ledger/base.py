@@ -190,6 +190,9 @@ class Ledger(Protocol):
     async def runs(self, limit: int = 5) -> list[RunRow]:
         """The last runs, newest first."""
 
+    async def remember(self, key: str, value: str) -> None:
+        """Keep ``value`` in the ledger's meta table under ``key``."""
+
     async def held_back_files(self) -> list[tuple[str, str, str, str]]:
         """(SOP Instance UID, request key, quarantine path, transfer syntax) of the plan's
         instances that the anonymizer quarantined or skipped."""

@@ -487,6 +487,11 @@ class Ledger:
             if states is None or request_state in states
         ]
 
+    async def remember(self, key: str, value: str) -> None:
+        """Keep ``value`` in the ledger's meta table under ``key`` (e.g. the last plan)."""
+        await self._set_meta(key, value)
+        await self.db.commit()
+
     async def held_back_files(self) -> list[tuple[str, str, str, str]]:
         """(SOP Instance UID, request key, quarantine path, transfer syntax) of every instance of
         the plan the anonymizer quarantined or skipped."""
