@@ -85,10 +85,15 @@ def render(header: Header, now: RunSnapshot, earlier: RunSnapshot | None = None)
     percent = f"{100 * now.finished / total:.0f}%" if total else "–"
     grid.add_row("requests", _with_bar(now.finished, total, f"{now.finished:,}/{total:,}  {percent}  ETA {eta}"))
     if retrieve:
-        expected = max(now.expected, now.received)
-        grid.add_row(
-            "instances", _with_bar(now.received, expected, f"{now.received:,}/{expected:,} reported by the PACS so far")
-        )
+        if now.planned_instances > now.expected:  # `asyncdicom plan` counted the whole batch beforehand
+            expected = max(now.planned_instances, now.received)
+            figures = f"{now.received:,}/{expected:,} planned"
+            if instances_per_second > 0 and expected > now.received:
+                figures += f"  ETA {_clock((expected - now.received) / instances_per_second)}"
+        else:
+            expected = max(now.expected, now.received)
+            figures = f"{now.received:,}/{expected:,} reported by the PACS so far"
+        grid.add_row("instances", _with_bar(now.received, expected, figures))
         rates = (
             f"{per_second:.1f} requests/s · {instances_per_second:.0f} instances/s · {megabytes_per_second:.1f} MB/s"
         )

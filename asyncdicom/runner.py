@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import signal
 import time
@@ -22,6 +23,7 @@ from asyncdicom.engine.retry import RetryPolicy
 from asyncdicom.engine.scheduler import EngineSettings, Scheduler
 from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError, OutputError, leaves
 from asyncdicom.ledger import Ledger, SyncReport, open_ledger
+from asyncdicom.ledger.base import iso_time
 from asyncdicom.net.base import DicomBackend
 from asyncdicom.net.scu import ScuBackend, ScuSettings
 from asyncdicom.plan import Plan
@@ -97,6 +99,8 @@ class RunReport:
     held_back_instances: int = 0  # of the plan, in the ledger: quarantined, skipped or kept compressed
     held_back: list[dict[str, Any]] = field(default_factory=list)  # by kind and reason, with counts
     problems: dict[str, int] = field(default_factory=dict)  # repeated problems of the run, by kind
+    started: str | None = None  # ISO 8601 with the time zone
+    finished: str | None = None
 
     @property
     def exit_code(self) -> ExitCode:
@@ -186,6 +190,7 @@ async def run(config: Config, plan: Plan, backend: DicomBackend, options: RunOpt
             log.info("%s", note)
         pending = await ledger.pending(plan)
         stats = RunStats(len(plan.requests), len(plan.requests) - len(pending), config.request.threads)
+        stats.planned_instances = await _instances_left(ledger)
         await ledger.start_run()
         outcome, error = await _execute(config, ledger, backend, pending, stats, options)
         if isinstance(error, OutputError):
@@ -294,6 +299,18 @@ def _problems_into(stats: RunStats) -> Iterator[None]:
         log.removeHandler(handler)
 
 
+async def _instances_left(ledger: Ledger) -> int:
+    """Instances ``asyncdicom plan`` counted that the ledger does not hold yet (0 without a plan)."""
+    kept = await ledger.get_meta("plan")
+    if not kept:
+        return 0
+    try:
+        planned = int(json.loads(kept).get("instances", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0
+    return max(0, planned - (await ledger.summary()).instances)
+
+
 def project_error(exc: BaseException) -> AsyncDicomError:
     """The error to report for ``exc``, which may be an exception group: its first AsyncDicomError
     (the cause; a worker's BrokenResourceError or a cancellation beside it is a consequence).
@@ -354,6 +371,8 @@ async def _finish(
         held_back_instances=summary.held_back_total,
         held_back=[{"kind": h.kind, "reason": h.reason, "count": h.count} for h in summary.held_back],
         problems=stats.problem_counts,
+        started=iso_time(time.time() - snap.elapsed),
+        finished=iso_time(time.time()),
     )
     if outcome is Outcome.COMPLETE and (counts.failed or counts.partial):
         report.outcome = Outcome.FAILED_REQUESTS

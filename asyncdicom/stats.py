@@ -45,6 +45,7 @@ class RunSnapshot:
     latency_p95: float | None = None
     problems: tuple[str, ...] = ()  # the last few, newest last (no patient data)
     window: str = ""  # the schedule: "", "open, closes in …", "closed, opens in …"
+    planned_instances: int = 0  # what `asyncdicom plan` counted and the ledger did not hold yet
 
     @property
     def finished(self) -> int:
@@ -96,6 +97,7 @@ class RunStats:
     window: Callable[[], str] = lambda: ""
     threads: int = 0
     problem_counts: dict[str, int] = field(default_factory=dict)  # by kind, once the run is over
+    planned_instances: int = 0
 
     def __post_init__(self) -> None:
         self._start = self.clock()
@@ -131,6 +133,7 @@ class RunStats:
             latency_p95=p95,
             problems=tuple(self.problems),
             window=self.window(),
+            planned_instances=self.planned_instances,
         )
 
     def __repr__(self) -> str:

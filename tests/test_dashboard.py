@@ -142,3 +142,12 @@ def test_dashboard_under_a_pseudo_terminal(tmp_path: Path, orthanc: LoadedOrthan
     assert "asyncdicom run: complete" in text  # and the final summary after it
     summary = json.loads(stdout)
     assert (summary["done"], summary["outcome"]) == (40, "complete")
+
+
+def test_a_plan_gives_the_instance_bar_its_total_and_an_eta() -> None:
+    """After `asyncdicom plan`, the instances bar runs to the planned total, with an ETA at the
+    instance rate."""
+    earlier = _snapshot(50.0, done=10, instances=1000)
+    now = _snapshot(60.0, done=12, instances=1500, expected=1600, planned_instances=9600)
+    text = _text(render(HEADER, now, earlier))
+    assert "1,500/9,600 planned  ETA 0:02:42" in text  # 8,100 left at 50 instances/s

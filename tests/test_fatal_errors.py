@@ -43,6 +43,7 @@ def test_unreachable_pacs_gives_up_after_the_stated_time(tmp_path: Path, threads
     assert summary["message"].startswith(refused)
     assert re.search(r"; gave up after 1\.5\d* s \(request.unreachable_timeout\)$", summary["message"])
     assert summary["pending"] == 10
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", summary["started"])  # ISO 8601, with zone
     assert 1.5 <= elapsed < 8
     # rounds of 1 s then 0.5 s (cut at the 1.5 s mark): two announced retries, shared by the workers
     assert stderr.count("trying again in") == 2, stderr

@@ -193,6 +193,9 @@ class Ledger(Protocol):
     async def remember(self, key: str, value: str) -> None:
         """Keep ``value`` in the ledger's meta table under ``key``."""
 
+    async def get_meta(self, key: str) -> str | None:
+        """What :meth:`remember` kept under ``key``, if anything."""
+
     async def held_back_files(self) -> list[tuple[str, str, str, str]]:
         """(SOP Instance UID, request key, quarantine path, transfer syntax) of the plan's
         instances that the anonymizer quarantined or skipped."""
