@@ -19,8 +19,7 @@ from typing import Any
 
 from asyncdicom.config import Config
 from asyncdicom.elements import ElementSpec, parse_element, parse_path
-from asyncdicom.engine.retry import RetryPolicy
-from asyncdicom.engine.scheduler import EngineSettings, Scheduler
+from asyncdicom.engine.scheduler import Scheduler, settings_for
 from asyncdicom.ledger import open_ledger
 from asyncdicom.models import Request, RequestResult
 from asyncdicom.net.base import DicomBackend
@@ -81,13 +80,7 @@ def _query(key: str, line: int, level: str, given: dict[str, str]) -> Request:
 
 
 async def _finds(config: Config, backend: DicomBackend, queries: list[Request]) -> dict[str, RequestResult]:
-    settings = EngineSettings(
-        threads=config.request.threads,
-        throttle_time=config.request.throttle_time,
-        max_rate=config.request.max_rate,
-        timeout=config.request.timeout,
-        policy=RetryPolicy(retries=config.request.retries, give_up_unreachable=config.request.unreachable_timeout),
-    )
+    settings = settings_for(config.request, find=True)
     sink = _Collector()
     await Scheduler(backend, settings, sink, RunStats(len(queries), 0, config.request.threads)).run(queries)
     return sink.results

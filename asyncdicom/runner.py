@@ -19,8 +19,7 @@ import anyio
 from asyncdicom.config import Config
 from asyncdicom.engine.gates import WindowGate
 from asyncdicom.engine.limits import TimeWindow
-from asyncdicom.engine.retry import RetryPolicy
-from asyncdicom.engine.scheduler import EngineSettings, Scheduler
+from asyncdicom.engine.scheduler import Scheduler, settings_for
 from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError, OutputError, leaves
 from asyncdicom.ledger import Ledger, SyncReport, open_ledger
 from asyncdicom.ledger.base import iso_time
@@ -203,14 +202,7 @@ async def run(config: Config, plan: Plan, backend: DicomBackend, options: RunOpt
 async def _execute(
     config: Config, ledger: Ledger, backend: DicomBackend, pending: list[Any], stats: RunStats, options: RunOptions
 ) -> tuple[Outcome, AsyncDicomError | None]:
-    settings = EngineSettings(
-        threads=config.request.threads,
-        throttle_time=config.request.throttle_time,
-        max_rate=config.request.max_rate,
-        timeout=config.request.timeout,
-        policy=RetryPolicy(retries=config.request.retries, give_up_unreachable=config.request.unreachable_timeout),
-        adaptive_silence=config.request.type == "c-find",
-    )
+    settings = settings_for(config.request, find=config.request.type == "c-find")
     interrupted = False
     fatal: AsyncDicomError | None = None
     unexpected: BaseException | None = None

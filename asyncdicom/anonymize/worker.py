@@ -26,8 +26,8 @@ def anonymize_file(
     params: tuple[tuple[str, str], ...] = (),
 ) -> tuple[str, str]:
     """(status, reason) of anonymizing ``source`` into ``target``; ``params`` override the script's."""
-    outcome = anonymizer(script, lookup_table, mode, params).file(Path(source), Path(target))
-    return outcome.status, outcome.reason
+    status, reason, _ = anonymize_file_named(script, lookup_table, mode, source, target, params)
+    return status, reason
 
 
 def anonymize_file_named(

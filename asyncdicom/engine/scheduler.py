@@ -16,6 +16,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import ObjectReceiveStream
 
+from asyncdicom.config import RequestConfig
 from asyncdicom.engine.gates import Throttle, WindowGate
 from asyncdicom.engine.limits import AdaptiveConcurrency, LatencyTracker
 from asyncdicom.engine.retry import Action, Decision, RetryPolicy, Unreachable, status_category
@@ -57,6 +58,18 @@ class EngineSettings:
     timeout: float = 30.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     adaptive_silence: bool = True  # False for retrieves: a big instance may legitimately take long
+
+
+def settings_for(request: RequestConfig, *, find: bool) -> EngineSettings:
+    """The engine's knobs from the config's ``request`` section (``find``: adaptive silence)."""
+    return EngineSettings(
+        threads=request.threads,
+        throttle_time=request.throttle_time,
+        max_rate=request.max_rate,
+        timeout=request.timeout,
+        policy=RetryPolicy(retries=request.retries, give_up_unreachable=request.unreachable_timeout),
+        adaptive_silence=find,
+    )
 
 
 async def _find(session: DicomSession, request: Request, threads: anyio.CapacityLimiter) -> Outcome:
