@@ -415,7 +415,13 @@ def plan(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False, verbo
 
 
 @app.command()
-def verify(config: ConfigArg, json_out: JsonOpt = False) -> None:
+def verify(
+    config: ConfigArg,
+    json_out: JsonOpt = False,
+    checksums: Annotated[
+        bool, typer.Option("--checksums", help="Read every file: its SHA-256 must match the one kept before.")
+    ] = False,
+) -> None:
     """Check that every instance the ledger of CONFIG says is stored is on disk, unchanged; what is
     missing or changed is fetched again by the next run (exit 3 when anything is)."""
 
@@ -427,7 +433,7 @@ def verify(config: ConfigArg, json_out: JsonOpt = False) -> None:
         if cfg.output.directory is None:
             where, msg = "output.directory", "verify checks a retrieval's image tree; this config has none"
             raise ConfigError(where, msg)
-        result = anyio.run(check_disk, cfg, backend="asyncio")
+        result = anyio.run(check_disk, cfg, checksums, backend="asyncio")
         report.info(
             f"checked {result.checked} stored instances: {result.missing} missing, {result.changed} changed"
             + (f"; {result.requests} requests will fetch them again on the next run" if not result.ok else "")

@@ -6,6 +6,7 @@ deleted), so that the next run can place a fresh copy where it was."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -33,14 +34,22 @@ class VerifyReport:
         return not (self.missing or self.changed)
 
 
-def _problem(root: str, row: InstanceRow) -> str | None:
-    """The problem of one stored instance: "missing", "changed" (then moved aside) or None."""
+def _problem(root: str, row: InstanceRow, digests: dict[str, str] | None) -> str | None:
+    """The problem of one stored instance: "missing", "changed" (then moved aside) or None. With
+    ``digests``, the file's SHA-256 is compared with the one kept by an earlier check (and is put
+    there for the ledger to keep when it has none)."""
     path = os.path.join(root, row.path)
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
         return "missing"
-    if size == row.size:
+    same = size == row.size
+    if same and digests is not None:
+        digest = _sha256(path)
+        if row.sha256 is None:
+            digests[row.sop_uid] = digest
+        same = row.sha256 in (None, digest)
+    if same:
         return None
     aside = os.path.join(root, ".asyncdicom", "changed", row.path)
     os.makedirs(os.path.dirname(aside), exist_ok=True)
@@ -48,13 +57,26 @@ def _problem(root: str, row: InstanceRow) -> str | None:
     return "changed"
 
 
-async def verify(config: Config) -> VerifyReport:
-    """Check every stored instance of the plan's requests; forget those missing or changed."""
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def verify(config: Config, checksums: bool = False) -> VerifyReport:
+    """Check every stored instance of the plan's requests; forget those missing or changed. With
+    ``checksums``, read every file too: a SHA-256 kept by an earlier ``verify --checksums`` must
+    match (the first such check keeps them)."""
     assert config.output.directory is not None
     root = str(config.output.directory)
     async with open_ledger(config.output.ledger_file) as ledger:
         rows = [row for row in await ledger.instance_rows() if row.state in STORED]
-        found = await anyio.to_thread.run_sync(lambda: [_problem(root, row) for row in rows])
+        digests: dict[str, str] | None = {} if checksums else None
+        found = await anyio.to_thread.run_sync(lambda: [_problem(root, row, digests) for row in rows])
+        if digests:
+            await ledger.checksums(list(digests.items()))
         bad = [row.sop_uid for row, problem in zip(rows, found, strict=True) if problem]
         # anonymized files carry new UIDs the PACS does not know: their requests are asked for whole
         requests = await ledger.forget_instances(bad, ask_again_for_them=not config.anonymization.enabled)

@@ -97,3 +97,23 @@ def test_status_while_a_run_is_active(tmp_path: Path, orthanc: LoadedOrthanc) ->
     assert doc["requests"]["done"] >= 2 and doc["requests"]["pending"] > 0
     assert doc["runs"][0]["finished"] is None and doc["runs"][0]["started"].startswith("20")
     assert "running" in result.stderr
+
+
+def test_verify_checksums_finds_a_change_that_keeps_the_size(tmp_path: Path, orthanc: LoadedOrthanc) -> None:
+    """The first verify --checksums keeps each file's SHA-256; a later one finds a byte changed in
+    place, which the size check alone cannot see."""
+    config = _retrieved(tmp_path, orthanc, studies=2)
+    assert cli("run", config).exit_code == 0
+    result, doc = cli_json("verify", config, "--checksums")
+    assert (result.exit_code, doc["checked"], doc["changed"]) == (0, 8, 0)
+    with sqlite3.connect(tmp_path / "out" / ".asyncdicom" / "c.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM instances WHERE sha256 IS NOT NULL").fetchone()[0] == 8
+    victim = sorted(stored(tmp_path).values())[3]
+    content = bytearray(victim.read_bytes())
+    content[-1] ^= 0xFF
+    victim.write_bytes(bytes(content))
+    assert cli_json("verify", config)[1]["changed"] == 0  # same size
+    result, doc = cli_json("verify", config, "--checksums")
+    assert (result.exit_code, doc["changed"], doc["requests"]) == (3, 1, 1)
+    assert cli("run", config).exit_code == 0
+    assert cli_json("verify", config, "--checksums")[1]["ok"] is True

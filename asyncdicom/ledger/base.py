@@ -140,6 +140,7 @@ class InstanceRow:
     state: str
     reason: str | None
     received: float
+    sha256: str | None = None  # kept by ``verify --checksums``
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,9 @@ class Ledger(Protocol):
 
     async def get_meta(self, key: str) -> str | None:
         """What :meth:`remember` kept under ``key``, if anything."""
+
+    async def checksums(self, items: Sequence[tuple[str, str]]) -> None:
+        """Keep the SHA-256 of stored instances: (SOP Instance UID, hex digest)."""
 
     async def held_back_files(self) -> list[tuple[str, str, str, str]]:
         """(SOP Instance UID, request key, quarantine path, transfer syntax) of the plan's

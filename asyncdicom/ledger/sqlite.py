@@ -48,7 +48,7 @@ from asyncdicom.models import (
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BATCH = 500
 
 _MIGRATIONS: dict[int, str] = {
@@ -122,6 +122,10 @@ _MIGRATIONS: dict[int, str] = {
         warning TEXT
     );
     CREATE INDEX instances_request ON instances (request_key);
+    """,
+    # 3: verify --checksums keeps each stored file's SHA-256 once it has computed it
+    3: """
+    ALTER TABLE instances ADD COLUMN sha256 TEXT;
     """,
 }
 
@@ -476,20 +480,26 @@ class Ledger:
     async def instance_rows(self, states: frozenset[str] | None = None) -> list[InstanceRow]:
         """Every received instance of the plan, by CSV line (``states`` filters by request state)."""
         async with self.db.execute(
-            "SELECT i.sop_uid, r.line, i.path, i.size, i.transfer_syntax, i.state, i.warning, i.received, r.state "
+            "SELECT i.sop_uid, r.line, i.path, i.size, i.transfer_syntax, i.state, i.warning, i.received, r.state, "
+            "i.sha256 "
             "FROM instances i LEFT JOIN requests r ON r.key = i.request_key "
             "WHERE r.in_plan = 1 OR i.request_key IS NULL ORDER BY r.line, i.received, i.sop_uid"
         ) as cursor:
             rows = await cursor.fetchall()
         return [
-            InstanceRow(str(uid), line, str(path), int(size), syntax, str(state), reason, float(received))
-            for uid, line, path, size, syntax, state, reason, received, request_state in rows
+            InstanceRow(str(uid), line, str(path), int(size), syntax, str(state), reason, float(received), sha256)
+            for uid, line, path, size, syntax, state, reason, received, request_state, sha256 in rows
             if states is None or request_state in states
         ]
 
     async def remember(self, key: str, value: str) -> None:
         """Keep ``value`` in the ledger's meta table under ``key`` (e.g. the last plan)."""
         await self._set_meta(key, value)
+        await self.db.commit()
+
+    async def checksums(self, items: Sequence[tuple[str, str]]) -> None:
+        """Keep the SHA-256 of stored instances: (SOP Instance UID, hex digest)."""
+        await self.db.executemany("UPDATE instances SET sha256 = ? WHERE sop_uid = ?", ((d, u) for u, d in items))
         await self.db.commit()
 
     async def held_back_files(self) -> list[tuple[str, str, str, str]]:
