@@ -105,9 +105,10 @@ def test_narrow_terminal_wraps_without_losing_counts() -> None:
 
 
 @pytest.mark.orthanc
-def test_dashboard_under_a_pseudo_terminal(tmp_path: Path, orthanc: LoadedOrthanc) -> None:
+@pytest.mark.parametrize("term", ["xterm-256color", "dumb", "no-color"])
+def test_dashboard_under_a_pseudo_terminal(tmp_path: Path, orthanc: LoadedOrthanc, term: str) -> None:
     """asyncdicom run on a (pseudo-)terminal shows the live dashboard while it works, then a clean
-    final summary; --json still goes to stdout alone."""
+    final summary; --json still goes to stdout alone. With TERM=dumb or NO_COLOR, no dashboard."""
     studies = sorted({str(ds.StudyInstanceUID) for ds in orthanc.instances})[:40]
     rows = [{"StudyInstanceUID": uid} for uid in studies]
     write_batch(tmp_path, rows)
@@ -117,7 +118,9 @@ def test_dashboard_under_a_pseudo_terminal(tmp_path: Path, orthanc: LoadedOrthan
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "COLUMNS", "FORCE_COLOR")}
-    env.update(TERM="xterm-256color", PYTHONUNBUFFERED="1")
+    env.update(TERM="xterm-256color" if term == "no-color" else term, PYTHONUNBUFFERED="1")
+    if term == "no-color":
+        env["NO_COLOR"] = "1"
     process = subprocess.Popen(
         [sys.executable, "-m", "asyncdicom", "run", str(config), "--json"],
         stdout=subprocess.PIPE,
@@ -138,7 +141,8 @@ def test_dashboard_under_a_pseudo_terminal(tmp_path: Path, orthanc: LoadedOrthan
     os.close(master)
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode("utf-8", "replace"))
     assert process.returncode == 0, text[-3000:]
-    assert "reported by the PACS so far" in text and "instances/s" in text  # the dashboard appeared
+    dashboard_shown = "reported by the PACS so far" in text and "instances/s" in text
+    assert dashboard_shown is (term == "xterm-256color")
     assert "asyncdicom run: complete" in text  # and the final summary after it
     summary = json.loads(stdout)
     assert (summary["done"], summary["outcome"]) == (40, "complete")
@@ -151,3 +155,19 @@ def test_a_plan_gives_the_instance_bar_its_total_and_an_eta() -> None:
     now = _snapshot(60.0, done=12, instances=1500, expected=1600, planned_instances=9600)
     text = _text(render(HEADER, now, earlier))
     assert "1,500/9,600 planned  ETA 0:02:42" in text  # 8,100 left at 50 instances/s
+
+
+def test_no_escape_codes_reach_a_file(tmp_path: Path) -> None:
+    """Where stderr is a file or a pipe (cron), there is no dashboard and no escape code, even with
+    a colourful TERM."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    env["TERM"] = "xterm-256color"
+    result = subprocess.run(
+        [sys.executable, "-m", "asyncdicom", "demo", "--directory", str(tmp_path / "demo")],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert b"\x1b[" not in result.stderr and b"\x1b[" not in result.stdout
+    assert b"asyncdicom run: complete" in result.stderr
