@@ -374,7 +374,15 @@ def report_command(
 
 
 @app.command()
-def plan(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = 0) -> None:
+def plan(
+    config: ConfigArg,
+    csv: CsvOpt = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+    sample: Annotated[
+        int, typer.Option("--sample", help="Without earlier runs: time a retrieve of N requests (files deleted).")
+    ] = 0,
+) -> None:
     """Before retrieving anything: ask the PACS what the batch in CONFIG covers (studies, series,
     instances), which rows match nothing, and estimate the bytes and the time it will take."""
     logs.setup(verbose, False, report.console())
@@ -387,7 +395,8 @@ def plan(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False, verbo
 
         async def work() -> preflight.PlanReport:
             counted = await preflight.count(cfg, batch, backend_for(preflight.as_find(cfg)))
-            return await preflight.estimate(cfg, counted)
+            measured = await _sample(cfg, batch, sample) if sample > 0 else None
+            return await preflight.estimate(cfg, counted, measured)
 
         result = anyio.run(work, backend="asyncio")
         report.info(
@@ -412,6 +421,31 @@ def plan(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False, verbo
         return int(ExitCode.FAILED_REQUESTS if result.failed_lines else ExitCode.OK)
 
     raise typer.Exit(_guard(body, "plan" if json_out else None))
+
+
+async def _sample(cfg: Config, batch: Plan, count: int) -> Any:
+    """Retrieve the first ``count`` requests into a throwaway folder beside the output, and time it."""
+    import shutil
+    import tempfile
+
+    from asyncdicom import preflight
+    from asyncdicom.runner import RunOptions, backend_for
+    from asyncdicom.runner import run as run_plan
+
+    if cfg.request.type not in ("c-move", "c-get") or cfg.output.directory is None:
+        return None
+    cfg.output.directory.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".asyncdicom-sample-", dir=cfg.output.directory.parent))
+    try:
+        output = replace(cfg.output, directory=scratch / "images", library_file=None, ledger_file=scratch / "l.sqlite3")
+        anonymization = replace(cfg.anonymization, quarantine_directory=scratch / "quarantine")
+        trial = replace(cfg, output=output, anonymization=anonymization)
+        requests = batch.requests[:count]
+        result = await run_plan(trial, replace(batch, requests=requests), backend_for(trial), RunOptions())
+        size = sum(path.stat().st_size for path in (scratch / "images").rglob("*.dcm"))
+        return preflight.Sample(len(requests), result.instances_new, size, result.elapsed)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @app.command()

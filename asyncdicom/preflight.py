@@ -133,9 +133,19 @@ async def count(config: Config, plan: Plan, backend: DicomBackend) -> PlanReport
     return report
 
 
-async def estimate(config: Config, report: PlanReport) -> PlanReport:
-    """Bytes and duration from what this ledger already knows; the fit in the schedule window.
-    The plan is kept in the ledger's meta table."""
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """A short retrieve made for the estimate: how many instances, bytes and seconds, of how many requests."""
+
+    requests: int
+    instances: int
+    bytes: int
+    seconds: float
+
+
+async def estimate(config: Config, report: PlanReport, sample: Sample | None = None) -> PlanReport:
+    """Bytes and duration from what this ledger already knows, else from ``sample``; the fit in the
+    schedule window. The plan is kept in the ledger's meta table."""
     async with open_ledger(config.output.ledger_file) as ledger:
         rows = [row for row in await ledger.instance_rows() if row.state in ("stored", "renamed")]
         runs = [run for run in await ledger.runs(limit=20) if run.finished and run.counts.get("instances")]
@@ -143,6 +153,9 @@ async def estimate(config: Config, report: PlanReport) -> PlanReport:
             mean = sum(row.size for row in rows) / len(rows)
             report.bytes = int(mean * report.instances)
             report.bytes_basis = f"the mean size of the {len(rows)} instances this ledger holds"
+        elif sample is not None and sample.instances:
+            report.bytes = int(sample.bytes / sample.instances * report.instances)
+            report.bytes_basis = f"the mean size of the {sample.instances} instances of a sample retrieve"
         else:
             report.bytes = ASSUMED_INSTANCE_BYTES * report.instances
             report.bytes_basis = f"an assumed {ASSUMED_INSTANCE_BYTES / 1e6:.3f} MB per instance (a CT slice)"
@@ -153,8 +166,15 @@ async def estimate(config: Config, report: PlanReport) -> PlanReport:
             if rate > 0:
                 report.seconds = report.instances / rate
                 report.rate_basis = f"{rate:.0f} instances/s, as measured by this ledger's last {len(runs)} runs"
+        if report.seconds is None and sample is not None and sample.instances and sample.seconds > 0:
+            rate = sample.instances / sample.seconds
+            report.seconds = report.instances / rate
+            report.rate_basis = (
+                f"{rate:.0f} instances/s, as measured by retrieving {sample.requests} requests as a sample "
+                "(its files were deleted)"
+            )
         if report.seconds is None:
-            report.rate_basis = "no earlier run of this ledger to measure a rate by"
+            report.rate_basis = "no earlier run of this ledger to measure a rate by (plan --sample N makes one)"
         report.window = _window(config, report.seconds)
         await ledger.remember("plan", json.dumps(report.to_json()))
     return report

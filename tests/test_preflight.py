@@ -30,6 +30,12 @@ def test_plan_counts_with_the_pacs_numbers_and_lists_rows_that_match_nothing(
     assert planned["unmatched_lines"] == [7] and planned["counted_below"] == 0
     assert "assumed" in planned["bytes_basis"] and planned["seconds"] is None
     assert "1 requests match nothing: CSV lines 7" in result.stderr
+    result, sampled = cli_json("plan", config, "--sample", "2")
+    assert result.exit_code == 0, result.stderr
+    assert "retrieving 2 requests as a sample" in sampled["rate_basis"] and sampled["seconds"] > 0
+    assert sampled["bytes_basis"] == "the mean size of the 8 instances of a sample retrieve"
+    assert not list(tmp_path.glob(".asyncdicom-sample-*"))  # the sample's files are gone
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.dcm"))
     assert cli("run", config).exit_code == 3  # the unmatched request fails
     result, again = cli_json("plan", config)
     assert again["bytes_basis"] == "the mean size of the 20 instances this ledger holds"
