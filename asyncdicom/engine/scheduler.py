@@ -19,7 +19,7 @@ from anyio.abc import ObjectReceiveStream
 from asyncdicom.config import RequestConfig
 from asyncdicom.engine.gates import Throttle, WindowGate
 from asyncdicom.engine.limits import AdaptiveConcurrency, LatencyTracker
-from asyncdicom.engine.retry import Action, Decision, RetryPolicy, Unreachable, status_category
+from asyncdicom.engine.retry import Action, Decision, RetryPolicy, Unreachable, status_category, status_meaning
 from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer
 from asyncdicom.models import Request, RequestResult, RequestState, narrow
 from asyncdicom.net.base import DicomBackend, DicomSession, FindOutcome, RetrieveOutcome
@@ -299,6 +299,14 @@ class Scheduler:
         if isinstance(outcome, RetrieveOutcome):
             total = max(received, len(outcome.received))
             result = replace(result, counts=outcome.counts, received=total, missing=outcome.failed_uids)
+        if state is not RequestState.DONE:
+            meaning = f" ({status_meaning(status)})" if status is not None else ""
+            where = f"CSV line {request.line}" if request.line else "the request"
+            self.problems.warning(
+                f"request {state}: {result.category}{meaning}",
+                f"{where} {'partly retrieved' if state is RequestState.PARTIAL else 'failed'}: "
+                f"{result.error or result.category}{meaning}; see asyncdicom status and docs/troubleshooting.md",
+            )
         await self.sink.record(request, result)
 
     async def _watchdog(self) -> None:
