@@ -264,11 +264,26 @@ def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> N
             f"{config}: OK: {cfg.request.type}, {cfg.request.model} model, "
             f"{_count(cfg.request.threads, 'thread')}; {_count(len(plan.requests), 'request')}{source}{dupes}"
         )
+        window = _window_text(cfg)
+        if window:
+            doc["schedule"] = window
+            report.info(f"schedule: {window}")
         if json_out:
             report.emit_json(doc)
         return int(ExitCode.OK)
 
     raise typer.Exit(_guard(body, "check" if json_out else None))
+
+
+def _window_text(cfg: Config) -> str:
+    """The schedule window now, and when it next opens ("" without a schedule)."""
+    from asyncdicom.runner import window_gate
+
+    gate = window_gate(cfg)
+    if gate.window is None:
+        return ""
+    state = gate.describe()
+    return state if state.startswith("open") else f"{state}: at {gate.opening_text()}"
 
 
 @app.command()
@@ -292,6 +307,9 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
         retrieve = cfg.request.type in ("c-move", "c-get")
         found = f"{summary.instances} instances" if retrieve else f"{summary.matches} matches"
         report.info(f"ledger {cfg.output.ledger_file}: {found}")
+        window = _window_text(cfg)
+        if window:
+            report.info(f"schedule: {window}")
         report.status_tables(dataclasses.asdict(counts), runs)
         for failure in summary.failures:
             report.info(f"  failed: line {failure.line}: {failure.error}")
@@ -301,7 +319,7 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
             iso_runs = [
                 {**run, "started": iso_time(run["started"]), "finished": iso_time(run["finished"])} for run in runs
             ]
-            report.emit_json({**document, **summary.to_json(), "runs": iso_runs})
+            report.emit_json({**document, **summary.to_json(), "runs": iso_runs, "schedule": window or None})
         return int(ExitCode.OK)
 
     raise typer.Exit(_guard(body, "status" if json_out else None))

@@ -39,6 +39,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     FAILED_REQUESTS = 3
     OUTPUT = 4
+    OUTSIDE_WINDOW = 5
     INTERRUPTED = 130
 
 

@@ -44,6 +44,7 @@ class Outcome(StrEnum):
     INTERRUPTED = "interrupted"
     FATAL = "fatal"
     OUTPUT_ERROR = "output-error"
+    OUTSIDE_WINDOW = "outside-window"  # schedule.outside_window: exit, and the window was closed
 
 
 _EXIT_CODES = {
@@ -53,6 +54,7 @@ _EXIT_CODES = {
     Outcome.INTERRUPTED: ExitCode.INTERRUPTED,
     Outcome.FATAL: ExitCode.FATAL,
     Outcome.OUTPUT_ERROR: ExitCode.OUTPUT,
+    Outcome.OUTSIDE_WINDOW: ExitCode.OUTSIDE_WINDOW,
 }
 PROGRESS_EVERY = 2.0
 
@@ -137,11 +139,10 @@ def window_gate(config: Config) -> WindowGate:
         return WindowGate(None)
     zone = ZoneInfo(schedule.timezone) if schedule.timezone else None
     window = TimeWindow(schedule.start_time, schedule.end_time, zone)
-
-    def waiting(delay: float) -> None:
-        log.info("outside the schedule window; waiting %.0f s until %s", delay, schedule.start_time)
-
-    return WindowGate(window, on_wait=waiting)
+    gate: WindowGate = WindowGate(
+        window, on_wait=lambda delay: log.info("outside the schedule window; waiting until %s", gate.opening_text())
+    )
+    return gate
 
 
 def input_digests(config: Config, plan: Plan) -> dict[str, str]:
@@ -192,7 +193,14 @@ async def run(config: Config, plan: Plan, backend: DicomBackend, options: RunOpt
         stats = RunStats(len(plan.requests), len(plan.requests) - len(pending), config.request.threads)
         stats.planned_instances = await _instances_left(ledger)
         await ledger.start_run()
-        outcome, error = await _execute(config, ledger, backend, pending, stats, options)
+        gate = window_gate(config)
+        if config.schedule.outside_window == "exit" and pending and gate.describe().startswith("closed"):
+            message = f"outside the schedule window, so nothing was sent; it opens at {gate.opening_text()}"
+            log.info("%s", message)
+            outcome, error = Outcome.OUTSIDE_WINDOW, None
+            notes = [*notes, message]
+        else:
+            outcome, error = await _execute(config, ledger, backend, pending, stats, options)
         if isinstance(error, OutputError):
             outcome = Outcome.OUTPUT_ERROR
         with anyio.CancelScope(shield=True):

@@ -271,3 +271,25 @@ def test_anonymized_trees_keep_ledger_and_spool_beside_them(tmp_path: Path) -> N
     assert load_config(write_yaml(tmp_path / "c.yml", doc)).output.ledger_file == (
         tmp_path / "images" / ".asyncdicom" / "c.sqlite3"
     )
+
+
+def test_check_shows_the_window_and_when_it_next_opens(tmp_path: Path) -> None:
+    """check says whether the schedule window is open, and when it opens, locally and in UTC."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.cli_helpers import cli_json
+
+    now = datetime.now(UTC)
+    for start, end, expected in ((2, 3, "closed, opens in 1h 5"), (-1, 1, "open, closes in 5")):
+        doc = find_config(4242)
+        doc["schedule"] = {
+            "enabled": True,
+            "start_time": f"{(now + timedelta(hours=start)):%H:%M}",
+            "end_time": f"{(now + timedelta(hours=end)):%H:%M}",
+            "timezone": "UTC",
+        }
+        result, report = cli_json("check", write_yaml(tmp_path / "c.yml", doc))
+        assert result.exit_code == 0, result.stderr
+        assert report["schedule"].startswith(expected), report["schedule"]
+        if start > 0:
+            assert " UTC (" in report["schedule"] and report["schedule"].count("Z)") == 1

@@ -99,3 +99,26 @@ def test_full_output_volume_is_its_own_error(tmp_path: Path, orthanc: LoadedOrth
         files = [p for p in (volume / "out").rglob("*.dcm") if ".asyncdicom" not in p.parts]
         assert summary["instances"] <= len(files)
     assert (tmp_path / "retrieved.csv").is_file()
+
+
+def test_outside_the_window_with_exit_sends_nothing(tmp_path: Path) -> None:
+    """schedule.outside_window: exit ends a run started outside the window at once, with exit code 5,
+    the JSON summary, and every request still pending (nothing listens on the port: a single
+    request sent would have ended the run with exit 1)."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    (tmp_path / "batch.csv").write_text("PatientID\nP1\nP2\n")
+    doc = find_config(free_port(), batch="batch.csv", unreachable_timeout=0)
+    doc["schedule"] = {
+        "enabled": True,
+        "start_time": f"{now + timedelta(hours=2):%H:%M}",
+        "end_time": f"{now + timedelta(hours=3):%H:%M}",
+        "timezone": "UTC",
+        "outside_window": "exit",
+    }
+    result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
+    assert result.exit_code == 5, result.stderr
+    assert (summary["outcome"], summary["pending"], summary["ran"]) == ("outside-window", 2, 0)
+    assert "outside the schedule window, so nothing was sent; it opens at " in result.stderr
+    assert " UTC (" in summary["notes"][-1]

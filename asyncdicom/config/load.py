@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import yaml
 
@@ -190,13 +190,14 @@ def _schedule(section: Section) -> ScheduleConfig:
     start = section.get("start_time", as_time)
     end = section.get("end_time", as_time)
     timezone = section.get("timezone", as_timezone)
+    outside = cast(Literal["wait", "exit"], section.get("outside_window", choice("wait", "exit")))
     if enabled:
         for key, value in (("start_time", start), ("end_time", end)):
             if value is None:
                 raise ConfigError(f"schedule.{key}", "required when schedule.enabled is true ('HH:MM')")
         if start == end:
             raise ConfigError("schedule.end_time", "equals schedule.start_time, so the window would be empty")
-    return ScheduleConfig(enabled=enabled, start_time=start, end_time=end, timezone=timezone)
+    return ScheduleConfig(enabled=enabled, start_time=start, end_time=end, timezone=timezone, outside_window=outside)
 
 
 def _anonymization(section: Section, paths: Paths) -> AnonymizationConfig:

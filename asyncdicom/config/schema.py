@@ -63,6 +63,7 @@ class ScheduleConfig:
     start_time: time | None = None
     end_time: time | None = None
     timezone: str | None = None
+    outside_window: Literal["wait", "exit"] = "wait"  # exit: end at once with exit code 5, sending nothing
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import anyio
 
@@ -23,6 +23,7 @@ class WindowGate:
         self.window = window
         self._on_wait = on_wait
         self._now = now
+        self._announced: datetime | None = None
 
     def describe(self) -> str:
         """The window's state in words: "" without a window, else "open, closes in 3h 05m" or
@@ -35,12 +36,34 @@ class WindowGate:
             return f"closed, opens in {duration(opens)}"
         return f"open, closes in {duration(self.window.seconds_until_close(now))}"
 
+    def next_opening(self) -> datetime | None:
+        """When the window next opens (now when it is open), in its time zone; None without one."""
+        if self.window is None:
+            return None
+        now = self._now()
+        opening = now + timedelta(seconds=self.window.seconds_until_open(now))
+        return opening.astimezone(self.window.zone) if self.window.zone else opening.astimezone()
+
+    def opening_text(self) -> str:
+        """When the window opens, locally and in UTC: "19:00 America/New_York (2026-12-01;
+        2026-12-02T00:00:00Z), in 7h 12m"."""
+        opening = self.next_opening()
+        assert opening is not None
+        assert self.window is not None
+        zone = self.window.zone.key if self.window.zone else (opening.tzname() or "local time")
+        utc = opening.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        delay = (opening - self._now()).total_seconds()
+        return f"{opening:%H:%M} {zone} ({opening:%Y-%m-%d}; {utc}), in {duration(delay)}"
+
     async def wait_open(self) -> None:
-        """Return at once inside the window, else sleep until it opens."""
+        """Return at once inside the window, else sleep until it opens; the wait is announced once
+        per closed period, however many workers wait."""
         if self.window is None:
             return
         while (delay := self.window.seconds_until_open(self._now())) > 0:
-            if self._on_wait is not None:
+            opening = self.next_opening()
+            if self._on_wait is not None and opening != self._announced:
+                self._announced = opening
                 self._on_wait(delay)
             await anyio.sleep(delay)
 

@@ -109,3 +109,38 @@ class TestLatencyTracker:
         assert tracker.deadline() == 5.0
         assert tracker.deadline(attempt=1) == 10.0
         assert tracker.deadline(attempt=5) == 30
+
+
+class TestWindowGate:
+    """The async gate with an injected clock: what it says, and that it says it once."""
+
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)  # 07:00 in New York
+
+    def _gate(self, calls: list[float]) -> object:
+        from asyncdicom.engine.gates import WindowGate
+
+        window = TimeWindow(time(19, 0), time(6, 0), ZoneInfo("America/New_York"))
+        return WindowGate(window, on_wait=calls.append, now=lambda: self.now)
+
+    def test_announcement_names_the_zone_and_utc(self) -> None:
+        gate = self._gate([])
+        assert gate.describe() == "closed, opens in 12h 00m"  # type: ignore[attr-defined]
+        assert gate.opening_text() == (  # type: ignore[attr-defined]
+            "19:00 America/New_York (2026-12-01; 2026-12-02T00:00:00Z), in 12h 00m"
+        )
+
+    def test_eight_waiting_workers_announce_the_wait_once(self) -> None:
+        """The wait was printed once per thread (8 times); now once per closed period."""
+        import anyio
+
+        calls: list[float] = []
+        gate = self._gate(calls)
+
+        async def main() -> None:
+            with anyio.move_on_after(0.2):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(8):
+                        tg.start_soon(gate.wait_open)  # type: ignore[attr-defined]
+
+        anyio.run(main)
+        assert calls == [12 * 3600.0]
