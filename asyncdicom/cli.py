@@ -134,9 +134,16 @@ def run(
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="No live dashboard or progress lines (the summary stays).")
     ] = False,
+    log_file: Annotated[
+        Path | None, typer.Option("--log-file", help="Also append the log to this file (info and up, even with -q).")
+    ] = None,
 ) -> None:
     """Run the batch in CONFIG, resuming where an earlier run stopped."""
-    logs.setup(verbose, quiet, report.console())
+    try:
+        logs.setup(verbose, quiet, report.console(), log_file)
+    except ConfigError as exc:
+        report.error(str(exc))
+        raise typer.Exit(int(exc.exit_code)) from None
 
     def body() -> int:
         from asyncdicom.runner import RunOptions, backend_for, echo

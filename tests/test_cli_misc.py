@@ -55,3 +55,22 @@ def test_json_error_document(tmp_path: Path) -> None:
         "exit_code": 2,
         "error": "pacs.port: port 99999 is out of range; use 1 to 65535",
     }
+
+
+def test_log_file_gets_plain_lines_even_with_quiet(tmp_path: Path) -> None:
+    """--log-file appends the run's log as plain lines (info and up), even when -q keeps stderr to
+    warnings; an unwritable path is a usage error."""
+    from tests.cli_helpers import cli
+    from tests.conftest import find_config, write_yaml
+    from tests.pacs_servers import free_port
+
+    doc = find_config(free_port(), unreachable_timeout=0)
+    config = write_yaml(tmp_path / "c.yml", doc)
+    result = cli("run", config, "-q", "--log-file", tmp_path / "logs" / "run.log")
+    assert result.exit_code == 1
+    text = (tmp_path / "logs" / "run.log").read_text()
+    assert " INFO plan: 1 requests" in text and "\x1b[" not in text
+    assert "plan: 1 requests" not in result.stderr  # -q: stderr has warnings and errors only
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    bad = cli("run", config, "--log-file", tmp_path / "blocked" / "run.log")
+    assert bad.exit_code == 2 and "--log-file: unable to open" in bad.stderr
