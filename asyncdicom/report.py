@@ -8,13 +8,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from asyncdicom.ledger.base import iso_time
 from asyncdicom.stats import RunSnapshot
 
 _stderr = Console(stderr=True, highlight=False)
@@ -111,10 +111,8 @@ def progress(snap: RunSnapshot, retrieve: bool = False) -> None:
 
 
 def iso(epoch: float | None) -> str:
-    """Epoch seconds as local ISO 8601 with the offset ("" for none)."""
-    if epoch is None:
-        return ""
-    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+    """Epoch seconds as local ISO 8601 with the offset ("" for none), for tables."""
+    return iso_time(epoch) or ""
 
 
 def status_tables(counts: Mapping[str, int], runs: Sequence[Mapping[str, Any]]) -> None:

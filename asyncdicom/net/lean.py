@@ -289,7 +289,8 @@ class LeanAssociation:
                     if event.kind is PduType.RELEASE_RQ:  # the peer wants to release: answer; the request is lost
                         with contextlib.suppress(OSError):
                             self._sock.sendall(release_rp())
-                    self._fail()
+                    msg = f"{self._where} ended the association ({event.kind.name})"
+                    raise AssociationAborted(msg)  # handled below, with every other end
         except ProtocolError as exc:
             self._fail(exc)
         except (OSError, AssociationAborted):
