@@ -203,8 +203,23 @@ def _echo_result(cfg: Config, result: tuple[int, float], json_out: bool) -> int:
 
 
 @app.command()
-def echo(config: ConfigArg, json_out: JsonOpt = False, verbose: VerboseOpt = 0) -> None:
-    """Verify that the PACS in CONFIG answers a C-ECHO."""
+def echo(
+    config: ConfigArg,
+    move: Annotated[
+        bool,
+        typer.Option(
+            "--move",
+            help="Also check the way back: ask the PACS to C-MOVE one instance to our storage SCP "
+            "(local.aet, local.port) and say whether it arrived (nothing is written).",
+        ),
+    ] = False,
+    study: Annotated[
+        str | None, typer.Option("--study", help="With --move: the Study Instance UID to send an instance of.")
+    ] = None,
+    json_out: JsonOpt = False,
+    verbose: VerboseOpt = 0,
+) -> None:
+    """Verify that the PACS in CONFIG answers a C-ECHO (and, with --move, can send to us)."""
     logs.setup(verbose)
 
     def body() -> int:
@@ -215,9 +230,40 @@ def echo(config: ConfigArg, json_out: JsonOpt = False, verbose: VerboseOpt = 0) 
         cfg = load_config(config)
         for message in cfg.warnings:
             report.warning(message)
-        return _echo_result(cfg, anyio.run(echo_pacs, backend_for(cfg), backend="asyncio"), json_out)
+        if not move:
+            return _echo_result(cfg, anyio.run(echo_pacs, backend_for(cfg), backend="asyncio"), json_out)
+        return _echo_move(cfg, study, json_out)
 
     raise typer.Exit(_guard(body, "echo" if json_out else None))
+
+
+def _echo_move(cfg: Config, study: str | None, json_out: bool) -> int:
+    from asyncdicom import wayback
+    from asyncdicom.runner import backend_for
+
+    find = backend_for(replace(cfg, request=replace(cfg.request, type="c-find")))
+    move = backend_for(replace(cfg, request=replace(cfg.request, type="c-move")))
+    result = anyio.run(wayback.check, cfg, find, move, study, backend="asyncio")
+    where = f"{cfg.pacs.aet}@{cfg.pacs.hostname}:{cfg.pacs.port}"
+    if json_out:
+        report.emit_json(
+            {
+                "schema": 1,
+                "command": "echo",
+                "pacs": where,
+                "move": True,
+                "ok": result.ok,
+                "status": result.status,
+                "seconds": round(result.seconds, 4),
+                "bytes": result.bytes,
+                "message": result.message,
+            }
+        )
+    if result.ok:
+        report.info(f"C-MOVE from {where}: {result.message}")
+        return int(ExitCode.OK)
+    report.error(f"C-MOVE from {where}: {result.message}")
+    return int(ExitCode.FATAL)
 
 
 def _describe(cfg: Config) -> Mapping[str, object]:
@@ -287,10 +333,11 @@ def _window_text(cfg: Config) -> str:
     from asyncdicom.runner import window_gate
 
     gate = window_gate(cfg)
-    if gate.window is None:
+    if gate.schedule is None:
         return ""
     state = gate.describe()
-    return state if state.startswith("open") else f"{state}: at {gate.opening_text()}"
+    now = state if state.startswith("open") else f"{state}: at {gate.opening_text()}"
+    return f"{cfg.schedule.describe()}; {now}"
 
 
 @app.command()

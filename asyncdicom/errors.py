@@ -141,6 +141,13 @@ class SilentPeer(NetworkError):
     """The PACS sent nothing for longer than the adaptive deadline; the association was aborted."""
 
 
+class WindowClosed(AsyncDicomError):
+    """The schedule window closed and ``schedule.outside_window`` is ``exit``: the run ends after the
+    drain, leaving what is unfinished resumable."""
+
+    exit_code = ExitCode.OUTSIDE_WINDOW
+
+
 class OutputError(AsyncDicomError):
     """A file under the output directory could not be written; what was stored is recorded."""
 

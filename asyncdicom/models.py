@@ -96,6 +96,7 @@ class RequestResult:
     counts: dict[str, int] | None = None
     received: int | None = None
     missing: tuple[str, ...] = ()
+    transient: bool = False  # failed in a way that may not recur: a plain rerun tries it again
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,13 @@ import anyio.lowlevel
 from asyncdicom.anonymize.worker import anonymize_file
 from asyncdicom.config import Config
 from asyncdicom.config.schema import state_folder
+from asyncdicom.coverage import missing_parts
 from asyncdicom.errors import FatalRunError, NetworkError, OutputError
+from asyncdicom.events import emit
 from asyncdicom.models import Request
-from asyncdicom.net.base import DicomSession, RetrieveOutcome
+from asyncdicom.net.base import CountsCallback, DicomBackend, DicomSession, FindOutcome, RetrieveOutcome
 from asyncdicom.net.dimse import Reply, Status, StoreFile
+from asyncdicom.net.pace import Pacer
 from asyncdicom.net.scp import Received, StorageSCP
 from asyncdicom.problems import GroupedLog
 from asyncdicom.stats import RunStats
@@ -62,6 +65,28 @@ def anonymize_settings(config: Config) -> AnonymizeSettings | None:
 def quarantine_dir(output: Path) -> Path:
     """The default quarantine: beside the output tree, never in it (its files hold patient data)."""
     return output.parent / f"{output.name}-quarantine"
+
+
+def merged(outcomes: list[RetrieveOutcome]) -> RetrieveOutcome:
+    """One outcome for a request retrieved in parts: the first status that is not success (else
+    success), counts and failed UIDs added up. No parts: everything was stored already."""
+    if not outcomes:
+        return RetrieveOutcome(status=0x0000, comment="every instance was stored already")
+    if len(outcomes) == 1:
+        return outcomes[0]
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        for name, value in outcome.counts.items():
+            counts[name] = counts.get(name, 0) + value
+    status = next((o.status for o in outcomes if o.status != 0x0000), 0x0000)
+    return RetrieveOutcome(
+        status=status,
+        counts=counts,
+        failed_uids=tuple(uid for o in outcomes for uid in o.failed_uids),
+        elapsed=sum(o.elapsed for o in outcomes),
+        comment=next((o.comment for o in outcomes if o.comment), None),
+        pending=sum(o.pending for o in outcomes),
+    )
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -104,6 +129,9 @@ class Retriever:
         stats: RunStats,
         problems: GroupedLog | None = None,
         held_back: list[tuple[str, str, str, str]] | None = None,
+        stored: dict[str, set[str]] | None = None,
+        finder: DicomBackend | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         assert config.output.directory is not None
         self.config = config
@@ -113,6 +141,9 @@ class Retriever:
         self.stats = stats
         self.problems = problems or GroupedLog(log)
         self.held_back = held_back or []  # instances to anonymize again: (UID, request key, path, syntax)
+        self.stored = stored if stored is not None else {}  # request key → UIDs stored (unfinished requests)
+        self.finder = finder  # C-FINDs that learn what an interrupted request still misses
+        self.pacer = pacer  # request.max_megabytes_per_second, shared with the C-GET associations
         self.pipeline = Pipeline(
             root=config.output.directory,
             structure=config.output.directory_structure,
@@ -124,6 +155,13 @@ class Retriever:
             anonymize=anonymize_settings(config),
         )
         self.scp: StorageSCP | None = None
+        self._listening = False
+        self._flights: dict[DicomSession, Flight] = {}
+
+    def progress(self, session: DicomSession) -> float | None:
+        """When the retrieve running on ``session`` last delivered an instance (monotonic), if it has."""
+        flight = self._flights.get(session)
+        return flight.last if flight is not None else None
         self._token: anyio.lowlevel.EventLoopToken | None = None
 
     async def operation(
@@ -131,6 +169,7 @@ class Retriever:
     ) -> RetrieveOutcome:
         """One C-MOVE or C-GET, returning once all it delivered is at its final path."""
         flight = self.tracker.open(request)
+        self._flights[session] = flight
         try:
             sink = GetSink(self, flight, self.config.pacs.aet) if self.get else None
             expected = self.stats.expected_in_flight
@@ -139,9 +178,7 @@ class Retriever:
                 expected[flight.message_id] = sum(counts.get(k, 0) for k in ("remaining", *SETTLED))
 
             try:
-                outcome: RetrieveOutcome = await anyio.to_thread.run_sync(
-                    session.retrieve, request, flight.message_id, sink, on_counts, limiter=threads
-                )
+                outcome = await self._retrieve(session, request, flight, sink, on_counts, threads)
             except NetworkError as exc:
                 await self.pipeline.settle(flight)
                 self._stop_if_unwritable()
@@ -158,8 +195,55 @@ class Retriever:
                 outcome, received=frozenset(flight.received), stored=flight.stored, duplicates=flight.duplicates
             )
         finally:
+            self._flights.pop(session, None)
             self.stats.expected_in_flight.pop(flight.message_id, None)
             self.tracker.close(flight)
+            if flight.received:
+                self.stored.setdefault(request.key, set()).update(flight.received)
+
+    async def _retrieve(
+        self,
+        session: DicomSession,
+        request: Request,
+        flight: Flight,
+        sink: GetSink | None,
+        on_counts: CountsCallback,
+        threads: anyio.CapacityLimiter,
+    ) -> RetrieveOutcome:
+        """The request's C-MOVE or C-GET; for a request some of whose instances are stored already,
+        only the parts still missing (see :mod:`asyncdicom.coverage`)."""
+        parts = [request]
+        known = self.stored.get(request.key)
+        if known and self.finder is not None:
+            found = await self._missing(request, known, threads)
+            if found is not None:
+                log.info(
+                    "resuming CSV line %d: %d instances stored earlier; asking for the rest in %d parts",
+                    request.line,
+                    len(known),
+                    len(found),
+                )
+                self.stats.resumed += 1
+                parts = found
+        outcomes = [
+            await anyio.to_thread.run_sync(session.retrieve, part, flight.message_id, sink, on_counts, limiter=threads)
+            for part in parts
+        ]
+        return merged(outcomes)
+
+    async def _missing(self, request: Request, known: set[str], threads: anyio.CapacityLimiter) -> list[Request] | None:
+        """What ``request`` still misses, from C-FINDs on an association of their own."""
+        assert self.finder is not None
+        session = self.finder.session()
+
+        async def find(query: Request) -> FindOutcome:
+            return await anyio.to_thread.run_sync(session.find, query, limiter=threads)
+
+        try:
+            return await missing_parts(request, known, find, self.config.request.model)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close, limiter=threads)
 
     def _stop_if_unwritable(self) -> None:
         """A full or unwritable output volume stops the run (a retry would fail the same way)."""
@@ -181,6 +265,7 @@ class Retriever:
         if flight is None:
             file.discard()
             self.tracker.refused += 1
+            emit("instance-refused", calling_ae=received.calling_ae)
             self.problems.warning(
                 "instance refused: no request in flight",
                 f"refused an instance from {received.calling_ae}: it belongs to no request in flight",
@@ -192,8 +277,9 @@ class Retriever:
         """Receive thread, before answering the C-STORE: the status, and the placement to do once
         answered when nothing heavy is configured; otherwise queue the file for the writers."""
         pipeline = self.pipeline
+        flight.last = time.monotonic()
         if flight.first is None:  # the PACS's latency: how long the first instance took to come
-            flight.first = time.monotonic()
+            flight.first = flight.last
             self.stats.latencies.append(flight.first - flight.opened)
         if pipeline.direct:
             self.tracker.handed_over(flight)
@@ -225,7 +311,7 @@ class Retriever:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Retriever]:
-        """Writers, spool leftovers and (for C-MOVE) the storage SCP, stopped cleanly on exit."""
+        """Writers and spool leftovers; the storage SCP (C-MOVE) is stopped cleanly on exit."""
         self._token = anyio.lowlevel.current_token()
         leftovers = await anyio.to_thread.run_sync(sweep, self.spool)
         async with anyio.create_task_group() as tg:
@@ -236,24 +322,36 @@ class Retriever:
                 for path in leftovers:
                     await self.pipeline.enqueue(Spooled(path, None))
                 await self._again(self.held_back)
-                if not self.get:
-                    local = self.config.local
-                    self.scp = StorageSCP(
-                        ae_title=local.aet,
-                        port=local.port,
-                        allowed_aets=local.allowed_aets,
-                        max_associations=2 * self.config.request.threads + 2,
-                        open_file=spool_opener(self.spool),
-                        on_received=self.on_received,
-                        host=local.bind_address,
-                    )
-                    try:
-                        await anyio.to_thread.run_sync(self.scp.start)
-                    except NetworkError as exc:
-                        raise FatalRunError(str(exc)) from None
                 yield self
             finally:
                 with anyio.CancelScope(shield=True):
-                    if self.scp is not None:
-                        await anyio.to_thread.run_sync(self.scp.stop)
+                    await self.stop_listening()
                     self.pipeline.close()
+
+    async def listen(self) -> None:
+        """Start the storage SCP (C-MOVE only), while requests may run: the scheduler calls this
+        when the schedule window opens."""
+        if self.get or self._listening:
+            return
+        local = self.config.local
+        self.scp = StorageSCP(
+            ae_title=local.aet,
+            port=local.port,
+            allowed_aets=local.allowed_aets,
+            max_associations=2 * self.config.request.threads + 2,
+            open_file=spool_opener(self.spool),
+            on_received=self.on_received,
+            host=local.bind_address,
+            pacer=self.pacer,
+        )
+        try:
+            await anyio.to_thread.run_sync(self.scp.start)
+        except NetworkError as exc:
+            raise FatalRunError(str(exc)) from None
+        self._listening = True
+
+    async def stop_listening(self) -> None:
+        """Stop the storage SCP (when the window has closed and its requests have drained)."""
+        if self.scp is not None and self._listening:
+            self._listening = False
+            await anyio.to_thread.run_sync(self.scp.stop)

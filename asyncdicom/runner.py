@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -16,14 +18,16 @@ from zoneinfo import ZoneInfo
 
 import anyio
 
+from asyncdicom import events
 from asyncdicom.config import Config
 from asyncdicom.engine.gates import WindowGate
-from asyncdicom.engine.limits import TimeWindow
-from asyncdicom.engine.scheduler import Scheduler, settings_for
-from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError, OutputError, leaves
+from asyncdicom.engine.schedule import Schedule, Window
+from asyncdicom.engine.scheduler import Scheduler, settings_for, with_schedule
+from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError, OutputError, WindowClosed, leaves
 from asyncdicom.ledger import Ledger, SyncReport, open_ledger
 from asyncdicom.ledger.base import iso_time
 from asyncdicom.net.base import DicomBackend
+from asyncdicom.net.pace import MEGABYTE, Pacer
 from asyncdicom.net.scu import ScuBackend, ScuSettings
 from asyncdicom.plan import Plan
 from asyncdicom.problems import GroupedLog
@@ -114,8 +118,14 @@ class RunReport:
         return {"schema": 1, "command": "run", **asdict(self), "exit_code": int(self.exit_code)}
 
 
+def pacer_for(config: Config) -> Pacer | None:
+    """The cap on received bytes of ``request.max_megabytes_per_second`` (None: no cap)."""
+    rate = config.request.max_megabytes_per_second
+    return Pacer(rate * MEGABYTE) if rate > 0 and config.request.type in ("c-move", "c-get") else None
+
+
 def backend_for(config: Config) -> ScuBackend:
-    """The DICOM backend for the configured PACS."""
+    """The DICOM backend for the configured PACS, with the cap on received bytes if one is set."""
     pacs, request = config.pacs, config.request
     return ScuBackend(
         ScuSettings(
@@ -128,6 +138,7 @@ def backend_for(config: Config) -> ScuBackend:
             connect_timeout=request.connect_timeout,
             timeout=request.timeout,
             sop_classes=request.sop_classes,
+            pacer=pacer_for(config),
         )
     )
 
@@ -135,12 +146,13 @@ def backend_for(config: Config) -> ScuBackend:
 def window_gate(config: Config) -> WindowGate:
     """The schedule gate of the config (always open when the schedule is disabled)."""
     schedule = config.schedule
-    if not schedule.enabled or schedule.start_time is None or schedule.end_time is None:
+    windows = schedule.all_windows()
+    if not schedule.enabled or not windows:
         return WindowGate(None)
     zone = ZoneInfo(schedule.timezone) if schedule.timezone else None
-    window = TimeWindow(schedule.start_time, schedule.end_time, zone)
+    weekly = Schedule(tuple(Window(w.start_time, w.end_time, frozenset(w.days)) for w in windows), zone)
     gate: WindowGate = WindowGate(
-        window, on_wait=lambda delay: log.info("outside the schedule window; waiting until %s", gate.opening_text())
+        weekly, on_wait=lambda delay: log.info("outside the schedule window; waiting until %s", gate.opening_text())
     )
     return gate
 
@@ -175,6 +187,11 @@ def describe_sync(plan: Plan, sync: SyncReport) -> list[str]:
             f"resuming: {sync.done} done earlier (skipped), {sync.failed} failed earlier"
             + (" (skipped; --retry-failed runs them again)" if sync.failed else "")
             + (f", {sync.retried} failures to retry" if sync.retried else "")
+            + (
+                f", {sync.continued} that failed transiently (busy, aborted or silent PACS) run again"
+                if sync.continued
+                else ""
+            )
         )
     return notes
 
@@ -183,35 +200,54 @@ async def run(config: Config, plan: Plan, backend: DicomBackend, options: RunOpt
     """Run the plan against the backend, resuming from the ledger."""
     options = options or RunOptions()
     async with open_ledger(config.output.ledger_file) as ledger:
-        sync = await ledger.sync_plan(
-            plan, digests=input_digests(config, plan), restart=options.restart, retry_failed=options.retry_failed
-        )
-        notes = describe_sync(plan, sync)
-        for note in notes:
-            log.info("%s", note)
-        pending = await ledger.pending(plan)
-        stats = RunStats(len(plan.requests), len(plan.requests) - len(pending), config.request.threads)
-        stats.planned_instances = await _instances_left(ledger)
-        await ledger.start_run()
-        gate = window_gate(config)
-        if config.schedule.outside_window == "exit" and pending and gate.describe().startswith("closed"):
-            message = f"outside the schedule window, so nothing was sent; it opens at {gate.opening_text()}"
-            log.info("%s", message)
-            outcome, error = Outcome.OUTSIDE_WINDOW, None
-            notes = [*notes, message]
-        else:
-            outcome, error = await _execute(config, ledger, backend, pending, stats, options)
-        if isinstance(error, OutputError):
-            outcome = Outcome.OUTPUT_ERROR
-        with anyio.CancelScope(shield=True):
-            report = await _finish(config, plan, ledger, stats, outcome, str(error) if error else None, notes)
+        with events.recording(events.events_file(config.output.ledger_file)):
+            return await _run(config, plan, backend, options, ledger)
+
+
+async def _run(config: Config, plan: Plan, backend: DicomBackend, options: RunOptions, ledger: Ledger) -> RunReport:
+    sync = await ledger.sync_plan(
+        plan, digests=input_digests(config, plan), restart=options.restart, retry_failed=options.retry_failed
+    )
+    notes = describe_sync(plan, sync)
+    for note in notes:
+        log.info("%s", note)
+    pending = await ledger.pending(plan)
+    stats = RunStats(len(plan.requests), len(plan.requests) - len(pending), config.request.threads)
+    stats.planned_instances = await _instances_left(ledger)
+    await ledger.start_run()
+    events.emit("run-started", kind=config.request.type, planned=len(plan.requests), pending=len(pending))
+    gate = window_gate(config)
+    if config.schedule.outside_window == "exit" and pending and gate.describe().startswith("closed"):
+        message = f"outside the schedule window, so nothing was sent; it opens at {gate.opening_text()}"
+        log.info("%s", message)
+        outcome, error = Outcome.OUTSIDE_WINDOW, None
+        notes = [*notes, message]
+    else:
+        outcome, error = await _execute(config, ledger, backend, pending, stats, options)
+    if isinstance(error, OutputError):
+        outcome = Outcome.OUTPUT_ERROR
+    with anyio.CancelScope(shield=True):
+        report = await _finish(config, plan, ledger, stats, outcome, str(error) if error else None, notes)
+    events.emit(
+        "run-finished",
+        outcome=report.outcome,
+        exit_code=int(report.exit_code),
+        done=report.done,
+        failed=report.failed,
+        partial=report.partial,
+        pending=report.pending,
+        instances_new=report.instances_new,
+        message=report.message,
+    )
     return report
 
 
 async def _execute(
     config: Config, ledger: Ledger, backend: DicomBackend, pending: list[Any], stats: RunStats, options: RunOptions
 ) -> tuple[Outcome, AsyncDicomError | None]:
-    settings = settings_for(config.request, find=config.request.type == "c-find")
+    destination = f"AE title {config.local.aet} at {socket.gethostname()}, port {config.local.port}"
+    settings = settings_for(config.request, find=config.request.type == "c-find", destination=destination)
+    settings = with_schedule(settings, config.schedule)
     interrupted = False
     fatal: AsyncDicomError | None = None
     unexpected: BaseException | None = None
@@ -219,10 +255,16 @@ async def _execute(
     async with ledger.recording(stats) as recorder, contextlib.AsyncExitStack() as stack:
         stack.enter_context(_problems_into(stats))
         operation = None
+        retriever: Retriever | None = None
         if config.request.type in ("c-move", "c-get"):
             try:
                 again = await ledger.held_back_files() if options.retry_failed and config.anonymization.enabled else []
-                retriever = Retriever(config, recorder, stats, problems, again)
+                stored = {} if options.restart else await ledger.stored_by_request()  # restart: ask for everything
+                finder = backend_for(
+                    dataclasses.replace(config, request=dataclasses.replace(config.request, type="c-find"))
+                )
+                pacer = backend.settings.pacer if isinstance(backend, ScuBackend) else None
+                retriever = Retriever(config, recorder, stats, problems, again, stored, finder, pacer)
                 retriever = await stack.enter_async_context(retriever.running())
                 operation = retriever.operation
             except Exception as exc:
@@ -231,15 +273,37 @@ async def _execute(
             return Outcome.FATAL, fatal
         gate = window_gate(config)
         stats.window = gate.describe
-        scheduler = Scheduler(backend, settings, recorder, stats, gate, operation, problems)
+        scheduler = Scheduler(
+            backend,
+            settings,
+            recorder,
+            stats,
+            gate,
+            operation,
+            problems,
+            on_open=retriever.listen if retriever else None,
+            on_close=retriever.stop_listening if retriever else None,
+            progress=retriever.progress if retriever else None,
+            pacer=retriever.pacer if retriever else None,
+        )
         async with anyio.create_task_group() as tg:
 
             async def on_signal() -> None:
                 nonlocal interrupted
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
-                        log.warning("%s received: stopping after saving what is done", signal.Signals(signum).name)
-                        interrupted = True
+                        name = signal.Signals(signum).name
+                        if not interrupted:
+                            interrupted = True
+                            log.warning(
+                                "%s received: no new request starts; requests in flight get %s s to finish "
+                                "(send it again to abort them now; everything stays resumable)",
+                                name,
+                                f"{settings.drain:g}",
+                            )
+                            tg.start_soon(scheduler.stop)
+                            continue
+                        log.warning("%s received again: aborting the requests in flight", name)
                         tg.cancel_scope.cancel()
                         with anyio.CancelScope(shield=True):
                             await scheduler.abort_all()
@@ -273,6 +337,8 @@ async def _execute(
         raise unexpected
     if interrupted:
         return Outcome.INTERRUPTED, None
+    if isinstance(fatal, WindowClosed):
+        return Outcome.OUTSIDE_WINDOW, fatal
     if fatal is not None:
         return Outcome.FATAL, fatal
     return (Outcome.FAILED_REQUESTS if stats.failed or stats.partial else Outcome.COMPLETE), None

@@ -88,6 +88,7 @@ class RunStats:
     retries: int = 0
     rejections: int = 0
     silent: int = 0
+    resumed: int = 0  # interrupted requests resumed by asking only for what was missing
     retrying: int = 0
     bytes: int = 0
     expected_settled: int = 0

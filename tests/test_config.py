@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from asyncdicom.config import load_config
+from asyncdicom.config import Config, load_config
 from asyncdicom.errors import ConfigError, ExitCode
 from tests.conftest import SAMPLES, find_config, write_yaml
 
@@ -290,6 +290,80 @@ def test_check_shows_the_window_and_when_it_next_opens(tmp_path: Path) -> None:
         }
         result, report = cli_json("check", write_yaml(tmp_path / "c.yml", doc))
         assert result.exit_code == 0, result.stderr
-        assert report["schedule"].startswith(expected), report["schedule"]
+        assert report["schedule"].startswith("every day ") and f" (UTC); {expected}" in report["schedule"]
         if start > 0:
             assert " UTC (" in report["schedule"] and report["schedule"].count("Z)") == 1
+
+
+class TestScheduleWindows:
+    """schedule.days and schedule.windows: what loads, and errors that name the key path."""
+
+    def _load(self, tmp_path: Path, schedule: dict[str, object]) -> Config:
+        doc = find_config(4242)
+        doc["schedule"] = {"enabled": True, **schedule}
+        return load_config(write_yaml(tmp_path / "c.yml", doc))
+
+    def test_days_and_ranges(self, tmp_path: Path) -> None:
+        config = self._load(tmp_path, {"start_time": "19:00", "end_time": "06:00", "days": ["mon-wed", "Friday"]})
+        assert config.schedule.days == (0, 1, 2, 4)
+        assert self._load(tmp_path, {"start_time": "08:00", "end_time": "08:00", "days": "fri-mon"}).schedule.days == (
+            0,
+            4,
+            5,
+            6,
+        )
+        assert config.schedule.describe() == "mon-wed, fri 19:00-06:00 (local time)"
+
+    def test_windows(self, tmp_path: Path) -> None:
+        config = self._load(
+            tmp_path,
+            {
+                "timezone": "Europe/Paris",
+                "windows": [
+                    {"days": ["mon-fri"], "start_time": "19:00", "end_time": "06:00"},
+                    {"days": ["sat", "sun"], "start_time": "00:00", "end_time": "00:00"},
+                ],
+            },
+        )
+        assert [w.days for w in config.schedule.all_windows()] == [(0, 1, 2, 3, 4), (5, 6)]
+        assert config.schedule.describe() == "mon-fri 19:00-06:00, sat, sun 00:00-00:00 (Europe/Paris)"
+
+    @pytest.mark.parametrize(
+        ("schedule", "message"),
+        [
+            (
+                {"start_time": "19:00", "end_time": "06:00", "days": ["mon", "funday"]},
+                "schedule.days[1]: 'funday' is not a day",
+            ),
+            ({"start_time": "19:00", "end_time": "06:00", "days": []}, "schedule.days: expected a list of days"),
+            (
+                {"windows": [{"days": ["sat"], "start_time": "25:00", "end_time": "06:00"}]},
+                "schedule.windows[0].start_time: expected a 24-hour time",
+            ),
+            (
+                {"windows": [{"days": ["sat"], "start_time": "01:00"}]},
+                "schedule.windows[0].end_time: required key is missing",
+            ),
+            (
+                {"windows": [{"start_time": "01:00", "end_time": "02:00", "day": ["sat"]}]},
+                "schedule.windows[0].day: unknown key; did you mean 'days'?",
+            ),
+            ({"windows": "weekends"}, "schedule.windows: expected a list of windows"),
+            (
+                {"windows": [{"start_time": "01:00", "end_time": "02:00"}] * 65},
+                "schedule.windows: lists 65 windows; at most 64",
+            ),
+            (
+                {"start_time": "01:00", "end_time": "02:00", "windows": [{"start_time": "01:00", "end_time": "02:00"}]},
+                "schedule.start_time: give either schedule.windows or start_time/end_time/days",
+            ),
+            (
+                {"drain_seconds": -1, "start_time": "01:00", "end_time": "02:00"},
+                "schedule.drain_seconds: must be 0 or more",
+            ),
+        ],
+    )
+    def test_errors_name_the_key_path(self, tmp_path: Path, schedule: dict[str, object], message: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            self._load(tmp_path, schedule)
+        assert str(caught.value).startswith(message), str(caught.value)

@@ -77,6 +77,20 @@ async def test_sync_resume_restart_and_retry(tmp_path: Path) -> None:
         assert (restart.new, restart.done) == (3, 0)
 
 
+async def test_transient_failures_run_again_without_being_asked(tmp_path: Path) -> None:
+    """A request that failed because the PACS was busy, aborted or silent is pending again on the
+    next run (no --retry-failed); one the PACS could not process stays failed."""
+    plan = _plan(tmp_path, "1\n2\n")
+    async with open_ledger(tmp_path / "l.sqlite3") as ledger:
+        await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=False)
+        async with ledger.recording(RunStats(2, 0, 1)) as rec:
+            await rec.record(plan.requests[0], RequestResult("failed", 4, None, "network", "aborted", transient=True))
+            await rec.record(plan.requests[1], RequestResult("failed", 1, 0xC000, "failure", "failure status 0xC000"))
+        again = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=False)
+        assert (again.continued, again.failed, again.pending) == (1, 1, 1)
+        assert [r.key for r in await ledger.pending(plan)] == [plan.requests[0].key]
+
+
 async def test_changed_csv_keeps_done_rows_and_drops_removed(tmp_path: Path) -> None:
     """A changed CSV: unchanged rows stay done, new rows are pending, removed rows leave the library."""
     old = _plan(tmp_path, "1\n2\n")

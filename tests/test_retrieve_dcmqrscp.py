@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from pydicom.dataset import Dataset
 
 from tests.cli_helpers import cli_json
@@ -77,9 +79,11 @@ def test_unknown_destination_is_fatal(tmp_path: Path, qr: Qr) -> None:
     rows = [{"StudyInstanceUID": str(qr.instances[0].StudyInstanceUID)}]
     result, summary = cli_json("run", _config(tmp_path, qr, "c-move", rows, "STUDY", aet="NOBODY"))
     assert result.exit_code == 1
+    config = yaml.safe_load((tmp_path / "c.yml").read_text())
     assert summary["message"] == (
-        "the PACS does not know our AE title as a C-MOVE destination (0xA801); register local.aet with "
-        "this machine's address and local.port on the PACS"
+        f"the PACS does not know AE title NOBODY at {socket.gethostname()}, port {config['local']['port']} as a "
+        "C-MOVE destination (0xA801): register that AE title, this host and port on the PACS; check with "
+        "asyncdicom echo --move"
     )
     assert summary["pending"] == 1
 

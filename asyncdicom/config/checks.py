@@ -12,6 +12,7 @@ from datetime import time
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from asyncdicom.config.schema import DAY_NAMES, EVERY_DAY, WindowConfig
 from asyncdicom.elements import ElementError, ElementSpec, parse_element, parse_path
 from asyncdicom.errors import ConfigError
 
@@ -185,6 +186,80 @@ def as_time(value: object, where: str) -> time:
         raise ConfigError(where, f"expected a 24-hour time in the form HH:MM, such as '19:00' or '06:30', got {shown}")
     hours, minutes = value.strip().split(":")
     return time(int(hours), int(minutes))
+
+
+MAX_WINDOWS = 64
+_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _day(text: str, where: str) -> int:
+    name = text.strip().lower()
+    for number, (short, full) in enumerate(zip(DAY_NAMES, _FULL_DAYS, strict=True)):
+        if name in (short, full):
+            return number
+    raise ConfigError(
+        where, f"'{text}' is not a day; use mon, tue, wed, thu, fri, sat or sun, or a range such as mon-fri"
+    )
+
+
+def as_days(value: object, where: str) -> tuple[int, ...]:
+    """Days as numbers (0 = Monday) from ``[mon, tue]``, ``mon-fri`` or ``[mon-thu, sat]``; a range
+    may wrap round the week (``fri-mon``)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ConfigError(where, f"expected a list of days such as [mon, tue, wed], got {typename(value)}")
+    if len(items) > 7 * 4:
+        raise ConfigError(where, f"lists {len(items)} items; a week has 7 days")
+    days: set[int] = set()
+    for index, item in enumerate(items):
+        item_where = where if isinstance(value, str) else f"{where}[{index}]"
+        if not isinstance(item, str):
+            raise ConfigError(item_where, f"expected a day name such as mon, got {typename(item)}")
+        if "-" in item:
+            first, _, last = item.partition("-")
+            start, end = _day(first, item_where), _day(last, item_where)
+            days.update((start + step) % 7 for step in range((end - start) % 7 + 1))
+        else:
+            days.add(_day(item, item_where))
+    return tuple(sorted(days))
+
+
+def as_windows(value: object, where: str) -> tuple[WindowConfig, ...]:
+    """``schedule.windows``: a list of ``{days, start_time, end_time}``."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            where,
+            "expected a list of windows such as [{days: [sat, sun], start_time: '00:00', end_time: '00:00'}], "
+            f"got {typename(value)}",
+        )
+    if len(value) > MAX_WINDOWS:
+        raise ConfigError(where, f"lists {len(value)} windows; at most {MAX_WINDOWS} are allowed")
+    windows = []
+    for index, item in enumerate(value):
+        item_where = f"{where}[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(
+                item_where,
+                f"expected a mapping with days, start_time and end_time, got {typename(item)}",
+            )
+        for key in item:
+            if key not in ("days", "start_time", "end_time"):
+                raise ConfigError(
+                    f"{item_where}.{key}",
+                    f"unknown key{suggest(str(key), ['days', 'start_time', 'end_time'])}",
+                )
+        for key in ("start_time", "end_time"):
+            if item.get(key) is None:
+                raise ConfigError(f"{item_where}.{key}", "required key is missing ('HH:MM')")
+        days = as_days(item["days"], f"{item_where}.days") if item.get("days") is not None else EVERY_DAY
+        windows.append(
+            WindowConfig(
+                days=days,
+                start_time=as_time(item["start_time"], f"{item_where}.start_time"),
+                end_time=as_time(item["end_time"], f"{item_where}.end_time"),
+            )
+        )
+    return tuple(windows)
 
 
 def as_timezone(value: object, where: str) -> str:

@@ -20,10 +20,12 @@ from asyncdicom.config.checks import (
     ae_list,
     as_ae,
     as_bool,
+    as_days,
     as_port,
     as_str,
     as_time,
     as_timezone,
+    as_windows,
     choice,
     elements,
     ip_address,
@@ -179,6 +181,8 @@ def _request(section: Section, paths: Paths, batch_file: Path | None) -> Request
         elements=specs,
         timeout=section.get("timeout", positive_float),
         connect_timeout=section.get("connect_timeout", positive_float),
+        max_megabytes_per_second=section.get("max_megabytes_per_second", non_negative_float),
+        idle_timeout=section.get("idle_timeout", positive_float),
         unreachable_timeout=section.get("unreachable_timeout", non_negative_float),
         retries=section.get("retries", non_negative_int),
         sop_classes=sop_classes,
@@ -189,15 +193,34 @@ def _schedule(section: Section) -> ScheduleConfig:
     enabled = section.get("enabled", as_bool)
     start = section.get("start_time", as_time)
     end = section.get("end_time", as_time)
+    days = section.get("days", as_days)
+    windows = section.get("windows", as_windows)
     timezone = section.get("timezone", as_timezone)
     outside = cast(Literal["wait", "exit"], section.get("outside_window", choice("wait", "exit")))
-    if enabled:
+    drain = section.get("drain_seconds", non_negative_float)
+    if windows:
+        for key in ("start_time", "end_time", "days"):
+            if section.has(key):
+                raise ConfigError(
+                    f"schedule.{key}", "give either schedule.windows or start_time/end_time/days, not both"
+                )
+    elif enabled:
         for key, value in (("start_time", start), ("end_time", end)):
             if value is None:
-                raise ConfigError(f"schedule.{key}", "required when schedule.enabled is true ('HH:MM')")
-        if start == end:
-            raise ConfigError("schedule.end_time", "equals schedule.start_time, so the window would be empty")
-    return ScheduleConfig(enabled=enabled, start_time=start, end_time=end, timezone=timezone, outside_window=outside)
+                raise ConfigError(
+                    f"schedule.{key}",
+                    "required when schedule.enabled is true ('HH:MM'), unless schedule.windows is given",
+                )
+    return ScheduleConfig(
+        enabled=enabled,
+        start_time=start,
+        end_time=end,
+        days=days,
+        windows=windows,
+        timezone=timezone,
+        outside_window=outside,
+        drain_seconds=drain,
+    )
 
 
 def _anonymization(section: Section, paths: Paths) -> AnonymizationConfig:

@@ -46,13 +46,28 @@ class RequestConfig:
     threads: int = 4
     throttle_time: float = 0.0
     max_rate: float = 0.0
+    max_megabytes_per_second: float = 0.0  # cap on received C-GET/C-MOVE data; 0: none
     elements_batch_file: Path | None = None
     elements: tuple[ElementSpec, ...] = ()
     timeout: float = 30.0
+    idle_timeout: float = 300.0  # a C-MOVE/C-GET with no response and no instance this long is aborted
     connect_timeout: float = 10.0
     unreachable_timeout: float = 60.0  # give up once the PACS has been unreachable this long
     retries: int = 3
     sop_classes: tuple[str, ...] = ()
+
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+EVERY_DAY = tuple(range(7))  # 0 = Monday
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowConfig:
+    """One item of ``schedule.windows``: on ``days``, from ``start_time`` to ``end_time``."""
+
+    days: tuple[int, ...] = EVERY_DAY
+    start_time: time
+    end_time: time  # earlier than start_time: the next day; equal: 24 hours
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,8 +77,44 @@ class ScheduleConfig:
     enabled: bool = False
     start_time: time | None = None
     end_time: time | None = None
+    days: tuple[int, ...] = ()  # the days start_time/end_time apply to; empty: every day
+    windows: tuple[WindowConfig, ...] = ()  # instead of start_time/end_time/days
     timezone: str | None = None
     outside_window: Literal["wait", "exit"] = "wait"  # exit: end at once with exit code 5, sending nothing
+    drain_seconds: float = 60.0  # at closing time, how long requests in flight may take to finish
+
+    def all_windows(self) -> tuple[WindowConfig, ...]:
+        """Every window: ``windows``, or the one ``start_time``/``end_time``/``days`` describe."""
+        if self.windows:
+            return self.windows
+        if self.start_time is None or self.end_time is None:
+            return ()
+        days = self.days or EVERY_DAY
+        return (WindowConfig(days=days, start_time=self.start_time, end_time=self.end_time),)
+
+    def describe(self) -> str:
+        """The windows in words: "mon-fri 19:00-06:00, sat-sun 00:00-00:00 (Europe/Paris)"."""
+        parts = [f"{days_text(w.days)} {w.start_time:%H:%M}-{w.end_time:%H:%M}" for w in self.all_windows()]
+        return ", ".join(parts) + f" ({self.timezone or 'local time'})"
+
+
+def days_text(days: tuple[int, ...]) -> str:
+    """``every day``, ``mon-fri``, ``mon, wed, fri``: runs of three or more days as ranges."""
+    if len(days) == 7:
+        return "every day"
+    runs: list[list[int]] = []
+    for day in days:
+        if runs and runs[-1][-1] == day - 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    words: list[str] = []
+    for run in runs:
+        if len(run) >= 3:
+            words.append(f"{DAY_NAMES[run[0]]}-{DAY_NAMES[run[-1]]}")
+        else:
+            words.extend(DAY_NAMES[day] for day in run)
+    return ", ".join(words)
 
 
 @dataclass(frozen=True, kw_only=True)

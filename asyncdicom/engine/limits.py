@@ -1,12 +1,10 @@
-"""Rate, time-window and concurrency arithmetic (pure: injected clocks, no awaits, no sleeps)."""
+"""Rate and concurrency arithmetic (pure: injected clocks, no awaits, no sleeps)."""
 
 from __future__ import annotations
 
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 
 @dataclass
@@ -29,47 +27,6 @@ class TokenBucket:
         tokens = min(self.capacity, tokens + (now - self._stamp) * self.rate) - 1.0
         self._tokens, self._stamp = tokens, now
         return 0.0 if tokens >= 0 else -tokens / self.rate
-
-
-@dataclass(frozen=True)
-class TimeWindow:
-    """Daily window ``[start, end)`` in a time zone; crosses midnight when ``end <= start``."""
-
-    start: time
-    end: time
-    zone: ZoneInfo | None = None
-
-    def seconds_until_open(self, now: datetime) -> float:
-        """0 when ``now`` is inside the window, else the seconds until it next opens."""
-        local = now.astimezone(self.zone) if self.zone else now.astimezone()
-        clock = local.timetz().replace(tzinfo=None)
-        if self._inside(clock):
-            return 0.0
-        opening = local.replace(hour=self.start.hour, minute=self.start.minute, second=0, microsecond=0)
-        if opening <= local:
-            opening = _next_day_at(local, self.start)
-        return max(0.0, (opening - local).total_seconds())
-
-    def seconds_until_close(self, now: datetime) -> float:
-        """Seconds left before the window closes (0 when closed)."""
-        local = now.astimezone(self.zone) if self.zone else now.astimezone()
-        if not self._inside(local.timetz().replace(tzinfo=None)):
-            return 0.0
-        closing = local.replace(hour=self.end.hour, minute=self.end.minute, second=0, microsecond=0)
-        if closing <= local:
-            closing = _next_day_at(local, self.end)
-        return (closing - local).total_seconds()
-
-    def _inside(self, clock: time) -> bool:
-        if self.start < self.end:
-            return self.start <= clock < self.end
-        return clock >= self.start or clock < self.end
-
-
-def _next_day_at(local: datetime, at: time) -> datetime:
-    """The wall-clock time ``at`` on the day after ``local``, in the same zone (DST-safe)."""
-    day = (local + timedelta(days=1)).date()
-    return datetime.combine(day, at, tzinfo=local.tzinfo)
 
 
 @dataclass

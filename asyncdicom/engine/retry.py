@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import Enum
 
 from asyncdicom.errors import (
@@ -15,11 +17,6 @@ from asyncdicom.errors import (
     SilentPeer,
 )
 from asyncdicom.net.base import RetrieveOutcome
-
-_UNKNOWN_DESTINATION = (
-    "the PACS does not know our AE title as a C-MOVE destination (0xA801); register local.aet with "
-    "this machine's address and local.port on the PACS"
-)
 
 
 class Action(Enum):
@@ -41,6 +38,7 @@ class Decision:
     action: Action
     delay: float = 0.0
     reason: str = ""
+    transient: bool = False  # a failure that may not recur (busy, aborted, silent): the next run tries again
 
 
 def status_category(status: int) -> str:
@@ -94,19 +92,33 @@ class RetryPolicy:
     base_delay: float = 0.25
     max_delay: float = 30.0
     give_up_unreachable: float = 60.0  # seconds of connection failures in a row before the run stops
+    jitter: float = 0.0  # each delay is spread by ± this fraction, so workers do not retry in step
+    destination: str = "our AE title"  # for 0xA801: "AE title ASYNCDICOM, host …, port 11112"
+    random: Callable[[], float] = field(default=random.random, repr=False, compare=False)
 
     def backoff(self, attempt: int) -> float:
-        """Delay before attempt ``attempt + 1``: 0.25 s, 0.5 s, 1 s, … up to ``max_delay``."""
-        return float(min(self.max_delay, self.base_delay * (2 ** max(0, attempt))))
+        """Delay before attempt ``attempt + 1``: 0.25 s, 0.5 s, 1 s, … up to ``max_delay``, spread
+        by ``jitter``."""
+        delay = min(self.max_delay, self.base_delay * (2 ** max(0, attempt)))
+        if self.jitter:
+            delay *= 1.0 + self.jitter * (2.0 * self.random() - 1.0)
+        return float(delay)
+
+    def _unknown_destination(self) -> str:
+        return (
+            f"the PACS does not know {self.destination} as a C-MOVE destination (0xA801): "
+            "register that AE title, this host and port on the PACS; check with asyncdicom echo --move"
+        )
 
     def for_status(self, status: int, attempt: int) -> Decision:
         """Decide from the final DIMSE status of attempt number ``attempt`` (0-based)."""
         category = status_category(status)
         if category in ("success", "warning"):
             return Decision(Action.DONE, reason=category)
-        if 0xA700 <= status <= 0xA7FF and attempt < self.retries:
+        busy = 0xA700 <= status <= 0xA7FF
+        if busy and attempt < self.retries:
             return Decision(Action.RETRY, self.backoff(attempt + 2), f"PACS out of resources (0x{status:04X})")
-        return Decision(Action.FAIL, reason=f"{category} status 0x{status:04X}")
+        return Decision(Action.FAIL, reason=f"{category} status 0x{status:04X}", transient=busy or status == 0xFE00)
 
     def for_retrieve(self, outcome: RetrieveOutcome, attempt: int) -> Decision:
         """Decide whether a C-MOVE/C-GET is complete: what the PACS reported completed must have
@@ -119,7 +131,7 @@ class RetryPolicy:
         if category in ("success", "warning") and not failed and arrived >= completed:
             return Decision(Action.DONE, reason=category)
         if outcome.status == 0xA801:
-            return Decision(Action.FATAL, reason=_UNKNOWN_DESTINATION)
+            return Decision(Action.FATAL, reason=self._unknown_destination())
         if category in ("success", "warning"):
             reason = (
                 f"{len(outcome.failed_uids) or outcome.counts.get('failed', 0)} sub-operations failed"
@@ -134,7 +146,8 @@ class RetryPolicy:
             return Decision(Action.RETRY, self.backoff(attempt + 2), reason)
         if arrived:
             return Decision(Action.RETRY if more else Action.PARTIAL, self.backoff(attempt), reason)
-        return Decision(Action.FAIL, reason=reason)
+        transient = 0xA700 <= outcome.status <= 0xA7FF or outcome.status == 0xFE00
+        return Decision(Action.FAIL, reason=reason, transient=transient)
 
     def for_error(self, error: NetworkError, attempt: int, unreachable: Unreachable | None = None) -> Decision:
         """Decide from a network error; ``unreachable`` is how long connections have failed in a row
@@ -154,6 +167,9 @@ class RetryPolicy:
             return Decision(Action.RECONNECT, min(self.backoff(unreachable.rounds + 1), left), str(error))
         if isinstance(error, ProtocolError):  # a peer that broke the protocol will do so again
             return Decision(Action.FAIL, reason=str(error))
-        if isinstance(error, SilentPeer | AssociationAborted) and attempt < self.retries:
-            return Decision(Action.RETRY, 0.0 if isinstance(error, SilentPeer) else self.backoff(attempt), str(error))
+        if isinstance(error, SilentPeer | AssociationAborted):
+            if attempt < self.retries:
+                delay = 0.0 if isinstance(error, SilentPeer) else self.backoff(attempt)
+                return Decision(Action.RETRY, delay, str(error))
+            return Decision(Action.FAIL, reason=str(error), transient=True)
         return Decision(Action.FAIL, reason=str(error))

@@ -9,20 +9,23 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import anyio
 from anyio.abc import ObjectReceiveStream
 
-from asyncdicom.config import RequestConfig
+from asyncdicom.config import RequestConfig, ScheduleConfig
+from asyncdicom.engine import failures
 from asyncdicom.engine.gates import Throttle, WindowGate
 from asyncdicom.engine.limits import AdaptiveConcurrency, LatencyTracker
 from asyncdicom.engine.retry import Action, Decision, RetryPolicy, Unreachable, status_category, status_meaning
-from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer
+from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer, WindowClosed
+from asyncdicom.events import emit
 from asyncdicom.models import Request, RequestResult, RequestState, narrow
 from asyncdicom.net.base import DicomBackend, DicomSession, FindOutcome, RetrieveOutcome
+from asyncdicom.net.pace import Pacer
 from asyncdicom.problems import GroupedLog
 from asyncdicom.stats import RunStats
 
@@ -58,23 +61,41 @@ class EngineSettings:
     timeout: float = 30.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     adaptive_silence: bool = True  # False for retrieves: a big instance may legitimately take long
+    idle_timeout: float = 300.0  # retrieves: abort after this long with no response and no instance
+    drain: float = 60.0  # seconds in-flight requests get to finish when the window closes or a signal comes
+    exit_when_closed: bool = False  # schedule.outside_window: exit: end the run when the window closes
 
 
-def settings_for(request: RequestConfig, *, find: bool) -> EngineSettings:
-    """The engine's knobs from the config's ``request`` section (``find``: adaptive silence)."""
+def settings_for(request: RequestConfig, *, find: bool, destination: str = "our AE title") -> EngineSettings:
+    """The engine's knobs from the config's ``request`` section (``find``: adaptive silence;
+    ``destination``: our C-MOVE destination in words, for the 0xA801 message)."""
     return EngineSettings(
         threads=request.threads,
         throttle_time=request.throttle_time,
         max_rate=request.max_rate,
         timeout=request.timeout,
-        policy=RetryPolicy(retries=request.retries, give_up_unreachable=request.unreachable_timeout),
+        idle_timeout=request.idle_timeout,
+        policy=RetryPolicy(
+            retries=request.retries,
+            give_up_unreachable=request.unreachable_timeout,
+            jitter=0.25,
+            destination=destination,
+        ),
         adaptive_silence=find,
     )
+
+
+def with_schedule(settings: EngineSettings, schedule: ScheduleConfig) -> EngineSettings:
+    """The settings with the schedule's drain time and closing behaviour."""
+    return replace(settings, drain=schedule.drain_seconds, exit_when_closed=schedule.outside_window == "exit")
 
 
 async def _find(session: DicomSession, request: Request, threads: anyio.CapacityLimiter) -> Outcome:
     """The default operation: one C-FIND in a worker thread."""
     return await anyio.to_thread.run_sync(session.find, request, limiter=threads)
+
+
+Hook = Callable[[], Awaitable[None]]
 
 
 class _Slot:
@@ -107,6 +128,10 @@ class Scheduler:
         gate: WindowGate | None = None,
         operation: Operation | None = None,
         problems: GroupedLog | None = None,
+        on_open: Hook | None = None,
+        on_close: Hook | None = None,
+        progress: Callable[[DicomSession], float | None] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
@@ -116,7 +141,8 @@ class Scheduler:
         self.throttle = Throttle(settings.max_rate)
         self.concurrency = AdaptiveConcurrency(settings.threads)
         self.latency = LatencyTracker(
-            ceiling=settings.timeout, min_samples=50 if settings.adaptive_silence else 1 << 62
+            ceiling=settings.timeout if settings.adaptive_silence else settings.idle_timeout,
+            min_samples=50 if settings.adaptive_silence else 1 << 62,
         )
         self.operation: Operation = operation or _find
         self._associations = anyio.CapacityLimiter(settings.threads)
@@ -126,6 +152,16 @@ class Scheduler:
         self._down_since: float | None = None  # first connection failure of the current run of them
         self._rounds = 0  # rounds of reconnection tries since then
         self._next_round = 0.0  # monotonic time of the next round: every worker tries then
+        self._on_open, self._on_close = on_open, on_close
+        self._progress = progress  # retrieves: when the session's request last delivered an instance
+        self._pacer = pacer  # the cap on received bytes: a new request waits while it is in debt
+        self._window_open = False  # requests may start (the schedule is open and on_open has run)
+        self._stopping = False  # a signal came: no request starts any more
+        self._changed = anyio.Event()  # set (and replaced) when the two flags above change
+        self._finished = anyio.Event()  # set (and replaced) each time a request's attempt ends
+        self._in_hand = 0  # requests between starting an attempt and being settled or set aside
+        self._cut: set[DicomSession] = set()  # sessions aborted by a drain: their attempt does not count
+        self._scope: anyio.CancelScope | None = None
 
     def __repr__(self) -> str:
         return (
@@ -137,18 +173,88 @@ class Scheduler:
         """Process every request; raises FatalRunError when the run cannot go on."""
         send, receive = anyio.create_memory_object_stream[Request](0)
         async with anyio.create_task_group() as tg:
+            self._scope = tg.cancel_scope
             tg.start_soon(self._watchdog)
+            tg.start_soon(self._windows)
             async with anyio.create_task_group() as workers:
                 for _ in range(self.settings.threads):
                     workers.start_soon(self._worker, receive.clone())
                 receive.close()
                 async with send:
                     for request in requests:
+                        if self._stopping:
+                            break
                         try:
                             await send.send(request)
                         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                             break  # every worker has stopped (their error is what the group raises)
             tg.cancel_scope.cancel()
+
+    def _set_state(self, *, window_open: bool | None = None, stopping: bool | None = None) -> None:
+        if window_open is not None:
+            self._window_open = window_open
+        if stopping is not None:
+            self._stopping = stopping
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def _may_start(self) -> bool:
+        """Wait until a request may start; False once the run is stopping."""
+        while not self._stopping and not self._window_open:
+            await self._changed.wait()
+        return not self._stopping
+
+    async def _windows(self) -> None:
+        """Open and close the way for requests as the schedule says; at closing time, drain."""
+        while True:
+            await self.gate.wait_open()
+            if self._on_open is not None:
+                await self._on_open()
+            self._set_state(window_open=True)
+            if self.gate.schedule is not None:
+                emit("window", state="open", closes_in=round(self.gate.seconds_until_close()))
+            await self.gate.wait_closed()
+            self._set_state(window_open=False)
+            emit("window", state="closed", in_flight=self._in_hand, drain_seconds=self.settings.drain)
+            log.info(
+                "the schedule window has closed: no new request starts; %d in flight get %s s to finish",
+                len(self._active),
+                f"{self.settings.drain:g}",
+            )
+            await self.drain(self.settings.drain)
+            if self._on_close is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._on_close()
+            if self.settings.exit_when_closed:
+                msg = "the schedule window closed; unfinished requests continue on the next run"
+                raise WindowClosed(msg)
+
+    async def drain(self, seconds: float) -> None:
+        """Give requests in flight ``seconds`` to finish, then abort those left; they stay
+        resumable (their attempt does not count, and what they received is kept)."""
+        with anyio.move_on_after(seconds):
+            while self._in_hand:
+                await self._finished.wait()
+        left = list(self._active)
+        if left:
+            log.warning(
+                "%d requests still in flight after %s s: aborting them; they resume later", len(left), f"{seconds:g}"
+            )
+            self._cut.update(left)
+            emit("drain-abort", requests=len(left), after_seconds=seconds)
+            for session in left:
+                await anyio.to_thread.run_sync(functools.partial(session.abort, silent=False))
+            with anyio.move_on_after(10):
+                while self._in_hand:
+                    await self._finished.wait()
+
+    async def stop(self, drain: float | None = None) -> None:
+        """After a signal: start nothing more, let requests in flight finish within the drain time
+        (the settings' by default), abort the rest, and end :meth:`run`."""
+        self._set_state(stopping=True)
+        await self.drain(self.settings.drain if drain is None else drain)
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def abort_all(self) -> None:
         """Abort every in-flight association (used on Ctrl-C so workers return promptly)."""
@@ -171,57 +277,82 @@ class Scheduler:
         """Settle one request, holding an association slot while talking to the PACS."""
         attempt = 0
         received: set[str] = set()  # instances of this request stored by any attempt so far
+        got_any = False  # some attempt stored instances (counted when the UIDs are unknown)
         while True:
-            await self.gate.wait_open()
+            if not await self._may_start():
+                return  # stopping: the request stays pending, and what it received is kept
             await self.throttle.acquire()
+            if self._pacer is not None and (debt := self._pacer.debt()) > 0:
+                await anyio.sleep(debt)
             await slot.acquire()
-            self._active[session] = attempt
-            self.stats.in_flight += 1
-            error: NetworkError | None = None
-            outcome: Outcome | None = None
+            self._in_hand += 1  # until settled or set aside: a drain waits for it
             try:
-                outcome = await self.operation(session, request, self._threads)
-            except NetworkError as exc:
-                error = exc
-            finally:
-                self.stats.in_flight -= 1
-                self._active.pop(session, None)
-            if isinstance(outcome, RetrieveOutcome):
-                received |= outcome.received
-            decision = self._decide(outcome, error, attempt)
-            if decision.action is Action.DONE:
-                assert outcome is not None
-                self.latency.add(outcome.elapsed / (outcome.pending + 1))
-                if isinstance(outcome, FindOutcome):
-                    self.stats.latencies.append(outcome.elapsed)
-                self._set_limit(self.concurrency.on_success())
-                await self._settle(request, RequestState.DONE, attempt, outcome, None)
-                break
-            if decision.action is Action.FATAL:
-                raise FatalRunError(decision.reason)
-            if decision.action is Action.SLOW_DOWN:
-                slot.release()
-                await anyio.sleep(decision.delay)
-                continue
-            if decision.action is Action.RECONNECT:
-                slot.release()
-                await anyio.sleep(decision.delay)
-                continue
-            if decision.action is Action.RETRY:
-                attempt += 1
-                self.stats.retries += 1
-                if isinstance(outcome, RetrieveOutcome) and outcome.failed_uids:
-                    request = narrow(request, outcome.failed_uids) or request
-                self.stats.retrying += 1
+                self._active[session] = attempt
+                self.stats.in_flight += 1
+                error: NetworkError | None = None
+                outcome: Outcome | None = None
                 try:
-                    await anyio.sleep(decision.delay)
+                    outcome = await self.operation(session, request, self._threads)
+                except NetworkError as exc:
+                    error = exc
                 finally:
-                    self.stats.retrying -= 1
+                    self.stats.in_flight -= 1
+                    self._active.pop(session, None)
+                if isinstance(outcome, RetrieveOutcome):
+                    received |= outcome.received
+                got_any = got_any or bool(received) or (error is not None and error.received > 0)
+                if session in self._cut:
+                    self._cut.discard(session)
+                    if outcome is None:  # aborted by the drain: not an attempt; resumes when the way opens
+                        slot.release()
+                        continue
+                decision = self._decide(outcome, error, attempt)
+                if decision.action is Action.DONE:
+                    assert outcome is not None
+                    self.latency.add(outcome.elapsed / (outcome.pending + 1))
+                    if isinstance(outcome, FindOutcome):
+                        self.stats.latencies.append(outcome.elapsed)
+                    self._set_limit(self.concurrency.on_success())
+                    with anyio.CancelScope(shield=True):  # a stop after the drain must not lose it
+                        await self._settle(request, RequestState.DONE, attempt, outcome, None)
+                    break
+                if decision.action is Action.FATAL:
+                    raise FatalRunError(decision.reason)
+                if decision.action in (Action.PARTIAL, Action.FAIL):
+                    state = (
+                        RequestState.PARTIAL if decision.action is Action.PARTIAL or got_any else RequestState.FAILED
+                    )
+                    with anyio.CancelScope(shield=True):
+                        await self._settle(
+                            request, state, attempt, outcome, decision.reason, error, len(received), decision.transient
+                        )
+                    break
+            finally:
+                self._in_hand -= 1
+                self._finished.set()
+                self._finished = anyio.Event()
+            if decision.action in (Action.SLOW_DOWN, Action.RECONNECT):
+                slot.release()
+                await anyio.sleep(decision.delay)
                 continue
-            partly = decision.action is Action.PARTIAL or bool(received) or (error is not None and error.received > 0)
-            state = RequestState.PARTIAL if partly else RequestState.FAILED
-            await self._settle(request, state, attempt, outcome, decision.reason, error, len(received))
-            break
+            assert decision.action is Action.RETRY
+            attempt += 1
+            self.stats.retries += 1
+            emit(
+                "retry",
+                key=request.key,
+                line=request.line,
+                attempt=attempt + 1,
+                reason=decision.reason,
+                delay=round(decision.delay, 3),
+            )
+            if isinstance(outcome, RetrieveOutcome) and outcome.failed_uids:
+                request = narrow(request, outcome.failed_uids) or request
+            self.stats.retrying += 1
+            try:
+                await anyio.sleep(decision.delay)
+            finally:
+                self.stats.retrying -= 1
         if self.settings.throttle_time:
             await anyio.sleep(self.settings.throttle_time)
         if slot.held and self._associations.borrowed_tokens > self._associations.total_tokens:
@@ -246,6 +377,7 @@ class Scheduler:
         if decision.action is Action.SLOW_DOWN:
             self.stats.rejections += 1
             self._set_limit(self.concurrency.on_rejected())
+            emit("refused", reason=decision.reason, limit=self.concurrency.limit)
             self.problems.warning(
                 "association refused: PACS busy",
                 f"PACS busy ({decision.reason}); holding at most {self.concurrency.limit} associations",
@@ -273,6 +405,7 @@ class Scheduler:
         if self._associations.total_tokens != limit:
             self._associations.total_tokens = limit
             self.stats.concurrency = limit
+            emit("concurrency", limit=limit)
 
     async def _settle(
         self,
@@ -283,6 +416,7 @@ class Scheduler:
         error: str | None,
         exception: NetworkError | None = None,
         received: int = 0,
+        transient: bool = False,
     ) -> None:
         status = outcome.status if outcome else None
         result = RequestResult(
@@ -293,6 +427,7 @@ class Scheduler:
             error=error or (outcome.comment if outcome else None),
             matches=outcome.matches if isinstance(outcome, FindOutcome) else (),
             elapsed=outcome.elapsed if outcome else 0.0,
+            transient=transient and state is RequestState.FAILED,
         )
         if exception is not None and exception.received:
             result = replace(result, received=exception.received)
@@ -302,10 +437,15 @@ class Scheduler:
         if state is not RequestState.DONE:
             meaning = f" ({status_meaning(status)})" if status is not None else ""
             where = f"CSV line {request.line}" if request.line else "the request"
+            failed_ops = bool(result.missing) or bool((result.counts or {}).get("failed"))
+            failure = failures.for_status(status, failed_ops) if status is not None else None
+            if failure is None:
+                failure = failures.for_error(exception) if exception is not None else failures.SUB_OPERATIONS
             self.problems.warning(
                 f"request {state}: {result.category}{meaning}",
                 f"{where} {'partly retrieved' if state is RequestState.PARTIAL else 'failed'}: "
-                f"{result.error or result.category}{meaning}; see asyncdicom status and docs/troubleshooting.md",
+                f"{result.error or result.category}{meaning}; what to do: {failure.advice} "
+                "(docs/troubleshooting.md)",
             )
         await self.sink.record(request, result)
 
@@ -316,10 +456,14 @@ class Scheduler:
             now = time.monotonic()
             for session, attempt in list(self._active.items()):
                 since = session.busy_since
+                if since is not None and self._progress is not None:
+                    since = max(since, self._progress(session) or since)
                 if since is not None and now - since > self.latency.deadline(attempt):
+                    what = "no response" if self._progress is None else "no response and no instance"
+                    emit("silent", seconds=round(now - since, 1), attempt=attempt + 1)
                     self.problems.warning(
                         "silent PACS: association aborted",
-                        f"no response for {now - since:.1f} s; aborting the association and retrying",
+                        f"{what} for {now - since:.1f} s; aborting the association and retrying",
                     )
                     self._active.pop(session, None)
                     await anyio.to_thread.run_sync(functools.partial(session.abort, silent=True))

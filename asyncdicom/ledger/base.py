@@ -31,6 +31,7 @@ class SyncReport:
     retried: int
     changed: tuple[str, ...]
     first_run: bool
+    continued: int = 0  # requests that failed transiently (busy, aborted, silent) and run again
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +200,9 @@ class Ledger(Protocol):
 
     async def checksums(self, items: Sequence[tuple[str, str]]) -> None:
         """Keep the SHA-256 of stored instances: (SOP Instance UID, hex digest)."""
+
+    async def stored_by_request(self) -> dict[str, set[str]]:
+        """SOP Instance UIDs already received for each unfinished request of the plan."""
 
     async def held_back_files(self) -> list[tuple[str, str, str, str]]:
         """(SOP Instance UID, request key, quarantine path, transfer syntax) of the plan's

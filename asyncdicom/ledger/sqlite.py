@@ -25,6 +25,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.errors import LedgerError, output_error
+from asyncdicom.events import emit
 from asyncdicom.ledger.base import (
     Failure,
     HeldBackCount,
@@ -40,6 +41,7 @@ from asyncdicom.models import (
     KEPT_COMPRESSED_PREFIX,
     HeldBack,
     InstanceRecord,
+    InstanceState,
     Request,
     RequestResult,
     RequestState,
@@ -48,7 +50,7 @@ from asyncdicom.models import (
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BATCH = 500
 
 _MIGRATIONS: dict[int, str] = {
@@ -126,6 +128,10 @@ _MIGRATIONS: dict[int, str] = {
     # 3: verify --checksums keeps each stored file's SHA-256 once it has computed it
     3: """
     ALTER TABLE instances ADD COLUMN sha256 TEXT;
+    """,
+    # 4: a failure that may not recur (PACS busy, aborted, silent) is continued by a plain rerun
+    4: """
+    ALTER TABLE requests ADD COLUMN transient INTEGER NOT NULL DEFAULT 0;
     """,
 }
 
@@ -241,6 +247,11 @@ class Ledger:
                 "WHERE in_plan = 1 AND state = 'failed'"
             )
             retried = cursor.rowcount
+        cursor = await db.execute(  # failures that may not recur are tried again without being asked
+            "UPDATE requests SET state = 'pending', attempts = 0, transient = 0 "
+            "WHERE in_plan = 1 AND state = 'failed' AND transient = 1"
+        )
+        continued = cursor.rowcount
         counts = await self._counts()
         for name, digest in digests.items():
             await self._set_meta(f"digest:{name}", digest)
@@ -255,6 +266,7 @@ class Ledger:
             pending=counts.get("pending", 0),
             dropped=dropped,
             retried=retried,
+            continued=continued,
             changed=()
             if first_run or restart
             else tuple(n for n, d in digests.items() if previous[n] not in (None, d)),
@@ -341,7 +353,7 @@ class Ledger:
         await db.executemany(
             "UPDATE requests SET state = ?, attempts = attempts + ?, status = ?, category = ?, "
             "error = ?, matches = ?, elapsed = ?, updated = ?, completed = ?, failed_ops = ?, warning_ops = ?, "
-            "received = ?, missing = ? WHERE key = ?",
+            "received = ?, missing = ?, transient = ? WHERE key = ?",
             (
                 (
                     res.state,
@@ -354,12 +366,17 @@ class Ledger:
                     now,
                     *_counts(res),
                     json.dumps(list(res.missing)) if res.missing else None,
+                    int(res.transient),
                     req.key,
                 )
                 for req, res in batch
             ),
         )
         await db.executemany("DELETE FROM matches WHERE request_key = ?", ((req.key,) for req, _ in batch))
+        events: list[InstanceRecord | tuple[Request, RequestResult]] = [
+            *batch,
+            *(i for i in instances if i.state in _HELD),
+        ]
         await db.executemany(
             "INSERT INTO matches (request_key, idx, attrs) VALUES (?, ?, ?)",
             (
@@ -369,6 +386,7 @@ class Ledger:
             ),
         )
         await db.commit()
+        _announce(events)  # once durable
 
     # --- runs and reports ---------------------------------------------------------------------
 
@@ -492,6 +510,18 @@ class Ledger:
             if states is None or request_state in states
         ]
 
+    async def stored_by_request(self) -> dict[str, set[str]]:
+        """SOP Instance UIDs already received for each unfinished request of the plan (an
+        interrupted request resumes by asking for the rest)."""
+        stored: dict[str, set[str]] = {}
+        async with self.db.execute(
+            "SELECT i.request_key, i.sop_uid FROM instances i JOIN requests r ON r.key = i.request_key "
+            "WHERE r.in_plan = 1 AND r.state != 'done'"
+        ) as cursor:
+            async for key, uid in cursor:
+                stored.setdefault(str(key), set()).add(str(uid))
+        return stored
+
     async def remember(self, key: str, value: str) -> None:
         """Keep ``value`` in the ledger's meta table under ``key`` (e.g. the last plan)."""
         await self._set_meta(key, value)
@@ -611,6 +641,30 @@ class Ledger:
 
 
 _Item = tuple[Request, RequestResult] | InstanceRecord
+
+
+_HELD = (InstanceState.QUARANTINED, InstanceState.SKIPPED)
+
+
+def _announce(items: Sequence[InstanceRecord | tuple[Request, RequestResult]]) -> None:
+    """Event-log lines for settled requests and held-back instances (after their commit)."""
+    for item in items:
+        if isinstance(item, InstanceRecord):
+            emit("held-back", sop_instance_uid=item.sop_uid, kind=item.state, request=item.request_key)
+            continue
+        request, result = item
+        emit(
+            "request",
+            key=request.key,
+            line=request.line,
+            state=result.state,
+            attempts=result.attempts,
+            status=f"0x{result.status:04X}" if result.status is not None else None,
+            category=result.category,
+            received=result.received,
+            missing=len(result.missing),
+            error=result.error,
+        )
 
 
 def _counts(result: RequestResult) -> tuple[int | None, int | None, int | None, int | None]:

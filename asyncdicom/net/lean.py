@@ -54,6 +54,7 @@ from asyncdicom.net.dimse import (
     us,
     use_kernel_timeouts,
 )
+from asyncdicom.net.pace import Pacer
 from asyncdicom.net.pdu import NEGOTIATION, PduReader, PduType, abort_rq, release_rp, release_rq
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -119,6 +120,7 @@ class LeanAssociation:
         connect_timeout: float,
         timeout: float,
         storage: Sequence[tuple[str, Sequence[str]]] = (),
+        pacer: Pacer | None = None,
     ) -> LeanAssociation:
         """Connect, negotiate and return an established association, or raise a NetworkError.
 
@@ -142,7 +144,7 @@ class LeanAssociation:
             msg = f"Unable to connect to {where} as {why}; check pacs.hostname and pacs.port, and the network"
             raise ConnectionFailed(msg) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        pdus = PduReader(sock, f"the PACS {where}")
+        pdus = PduReader(sock, f"the PACS {where}", pacer=pacer)
         try:
             frozen_storage = tuple((uid, tuple(syntaxes)) for uid, syntaxes in storage)
             sock.sendall(_associate_rq(called, calling, tuple(abstract_syntaxes), frozen_storage))
@@ -185,6 +187,12 @@ class LeanAssociation:
                 contexts.setdefault(proposed[context_id], (context_id, UID(syntax)))
         use_kernel_timeouts(sock, timeout)
         return cls(sock, pdus, contexts, peer_max, where, syntax_of)
+
+    def set_timeout(self, seconds: float) -> None:
+        """How long a receive or send may wait from now on (a retrieve watched for progress
+        elsewhere waits longer than a query)."""
+        with contextlib.suppress(OSError):
+            use_kernel_timeouts(self._sock, seconds)
 
     # --- requests -----------------------------------------------------------------------------
 

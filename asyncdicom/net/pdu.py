@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from enum import IntEnum
 
 from asyncdicom.errors import AssociationAborted, ProtocolError
+from asyncdicom.net.pace import Pacer
 
 HEADER = struct.Struct(">BxL")
 PDV = struct.Struct(">LBB")
@@ -82,12 +83,13 @@ class PduReader:
     A violation raises :class:`ProtocolError` before any buffer for the body exists.
     """
 
-    __slots__ = ("_header", "_header_view", "_sock", "max_pdu", "peer")
+    __slots__ = ("_header", "_header_view", "_sock", "max_pdu", "pacer", "peer")
 
-    def __init__(self, sock: socket.socket, peer: str, max_pdu: int = MAX_PDU) -> None:
+    def __init__(self, sock: socket.socket, peer: str, max_pdu: int = MAX_PDU, pacer: Pacer | None = None) -> None:
         self._sock = sock
         self.peer = peer
         self.max_pdu = max_pdu
+        self.pacer = pacer  # a cap on received bytes per second, paid before each P-DATA-TF body is read
         self._header = bytearray(6)
         self._header_view = memoryview(self._header)
 
@@ -114,6 +116,8 @@ class PduReader:
         if length < MIN_PDU or length != CONTROL_LENGTH.get(pdu_type, length):
             msg = f"{self.peer} sent a {_name(pdu_type)} PDU of malformed length {length}"
             raise ProtocolError(msg)
+        if self.pacer is not None and pdu_type is PduType.P_DATA_TF:
+            self.pacer.take(6 + length)
         pdu = bytearray(6 + length)
         pdu[:6] = self._header
         fill(self._sock, memoryview(pdu)[6:])

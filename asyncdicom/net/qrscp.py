@@ -65,6 +65,8 @@ class Faults:
     max_associations: int = 0  # reject associations beyond this many (0 = no limit)
     require_calling_aet: tuple[str, ...] = ()  # reject other calling AE titles (permanent rejection)
     max_pdu: int = 0  # our receive limit (0 = unlimited); small values force the peer to fragment
+    store_delay: float = 0.0  # seconds to wait before each C-STORE of a C-GET or C-MOVE (a slow PACS)
+    stall_after: int = 0  # the first C-GET or C-MOVE freezes after this many instances (until stop)
 
 
 @lru_cache(maxsize=256)
@@ -110,6 +112,7 @@ class QueryRetrieveSCP:
         self.faults = faults or Faults()
         self.destinations = dict(destinations or {})  # C-MOVE destination AE title → (host, port)
         self.finds = 0
+        self.retrieves = 0
         self._count = itertools.count(1)
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -206,11 +209,18 @@ class QueryRetrieveSCP:
         """The stored instances a C-GET or C-MOVE identifier asks for."""
         return [ds for ds in self.datasets if matches(ds, query)]
 
-    @staticmethod
-    def _sub_operations(event: evt.Event, selected: list[Dataset]) -> Iterator[int | tuple[int, Dataset | None]]:
+    def _sub_operations(self, event: evt.Event, selected: list[Dataset]) -> Iterator[int | tuple[int, Dataset | None]]:
         """The count, then one (status, dataset) per instance; stops at a C-CANCEL."""
         yield len(selected)
-        for ds in selected:
+        with self._lock:
+            self.retrieves += 1
+            stall = self.faults.stall_after if self.retrieves == 1 else 0
+        for index, ds in enumerate(selected):
+            if stall and index == stall:
+                self._release.wait(120)  # frozen: no response, no instance
+                return
+            if self.faults.store_delay:
+                self._release.wait(self.faults.store_delay)
             if event.is_cancelled:
                 yield 0xFE00, None
                 return

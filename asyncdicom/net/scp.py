@@ -38,6 +38,7 @@ from asyncdicom.net.dimse import (
     send_message,
     use_kernel_timeouts,
 )
+from asyncdicom.net.pace import Pacer
 from asyncdicom.net.pdu import PduReader, PduType, abort_rq, release_rp
 
 log = logging.getLogger("asyncdicom.scp")
@@ -75,6 +76,7 @@ class StorageSCP:
         on_received: Callable[[Received], Reply],
         host: str = "",
         timeout: float = 120.0,
+        pacer: Pacer | None = None,
     ) -> None:
         self.ae_title = ae_title
         self.port = port
@@ -84,6 +86,7 @@ class StorageSCP:
         self.open_file = open_file
         self.on_received = on_received
         self.timeout = timeout
+        self.pacer = pacer
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -210,7 +213,7 @@ class _Association:
     def __init__(self, server: StorageSCP, sock: socket.socket, address: str) -> None:
         self.server = server
         self.sock = sock
-        self.pdus = PduReader(sock, f"a peer at {address}")
+        self.pdus = PduReader(sock, f"a peer at {address}", pacer=server.pacer)
         self.calling = ""
         self.syntax_of: dict[int, str] = {}
         self.peer_max = 0

@@ -30,6 +30,7 @@ from asyncdicom.models import Request
 from asyncdicom.net.base import PENDING, CountsCallback, FindOutcome, RetrieveOutcome
 from asyncdicom.net.dimse import StoreSink
 from asyncdicom.net.lean import LeanAssociation
+from asyncdicom.net.pace import Pacer
 from asyncdicom.net.storage import storage_contexts
 
 FIND_MODELS = {
@@ -138,6 +139,8 @@ class ScuSettings:
     connect_timeout: float = 10.0
     timeout: float = 30.0
     sop_classes: tuple[str, ...] = ()  # storage classes to propose for C-GET besides the common ones
+    pacer: Pacer | None = None  # request.max_megabytes_per_second, shared with the storage SCP
+    retrieve_timeout: float = 86400.0  # socket wait inside a C-MOVE/C-GET: the engine's idle watchdog cuts it first
 
     @property
     def where(self) -> str:
@@ -174,6 +177,7 @@ class ScuBackend:
             connect_timeout=settings.connect_timeout,
             timeout=settings.timeout,
             storage=self._storage,
+            pacer=settings.pacer,
         )
         if self.needed not in assoc.contexts:
             assoc.release()
@@ -285,6 +289,7 @@ class ScuSession:
         on_counts: CountsCallback | None,
     ) -> RetrieveOutcome:
         start = self.busy_since = time.monotonic()
+        assoc.set_timeout(self._backend.settings.retrieve_timeout)
         model = self._backend.model
         counts: dict[str, int] = {}
         pending = 0
@@ -318,6 +323,8 @@ class ScuSession:
             raise _NoResponse(str(exc)) from None
         finally:
             self.busy_since = None
+            if assoc.alive:
+                assoc.set_timeout(self._backend.settings.timeout)
         msg = "the retrieve ended without a final response"  # pragma: no cover
         raise AssociationAborted(msg)  # pragma: no cover
 

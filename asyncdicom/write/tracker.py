@@ -42,6 +42,7 @@ class Flight:
     waiting: bool = False  # the retrieve is over and its task waits for the last instances
     opened: float = field(default_factory=time.monotonic)
     first: float | None = None  # when its first instance was handed over
+    last: float | None = None  # when its latest instance was handed over (progress for the idle watchdog)
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
     def matches(self, attrs: Mapping[str, str]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asyncdicom.engine.retry import Action, RetryPolicy, Unreachable, status_category
-from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, SilentPeer
+from asyncdicom.errors import AssociationAborted, AssociationRejected, ConnectionFailed, ProtocolError, SilentPeer
 
 
 @pytest.mark.parametrize(
@@ -41,12 +41,14 @@ class TestStatuses:
         first, second = self.policy.for_status(0xA700, 0), self.policy.for_status(0xA700, 1)
         assert (first.action, second.action) == (Action.RETRY, Action.RETRY)
         assert second.delay > first.delay
-        assert self.policy.for_status(0xA700, 2).action is Action.FAIL
+        last = self.policy.for_status(0xA700, 2)
+        assert (last.action, last.transient) == (Action.FAIL, True)  # a plain rerun tries it again
 
     def test_unable_to_process_fails_at_once(self) -> None:
         """0xC000 and 0xA900 are not retried."""
         assert self.policy.for_status(0xC000, 0).reason == "failure status 0xC000"
         assert self.policy.for_status(0xA900, 0).action is Action.FAIL
+        assert not self.policy.for_status(0xC000, 0).transient
 
 
 class TestErrors:
@@ -84,4 +86,7 @@ class TestErrors:
         silent = self.policy.for_error(SilentPeer("x"), 0)
         assert (silent.action, silent.delay) == (Action.RETRY, 0.0)
         assert self.policy.for_error(AssociationAborted("x"), 0).action is Action.RETRY
-        assert self.policy.for_error(AssociationAborted("x"), 1).action is Action.FAIL
+        aborted = self.policy.for_error(AssociationAborted("x"), 1)
+        assert (aborted.action, aborted.transient) == (Action.FAIL, True)
+        assert self.policy.for_error(SilentPeer("x"), 1).transient
+        assert not self.policy.for_error(ProtocolError("x"), 1).transient  # it would break the protocol again

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import anyio
 import pytest
 
 from asyncdicom.elements import parse_element
+from asyncdicom.engine.gates import WindowGate
 from asyncdicom.engine.retry import RetryPolicy
+from asyncdicom.engine.schedule import Schedule, Window
 from asyncdicom.engine.scheduler import EngineSettings, Scheduler
-from asyncdicom.errors import AssociationRejected, ConnectionFailed, FatalRunError, leaves
+from asyncdicom.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    ConnectionFailed,
+    FatalRunError,
+    WindowClosed,
+    leaves,
+)
+from asyncdicom.events import recording
 from asyncdicom.models import Request, RequestResult
 from asyncdicom.net.base import FindOutcome
 from asyncdicom.net.mock import SILENT, MockBackend
@@ -182,3 +199,163 @@ async def test_max_rate_limits_requests_per_second() -> None:
     start = time.monotonic()
     await _scheduler(backend, sink, 11, threads=4, max_rate=20.0).run(_requests(11))
     assert time.monotonic() - start >= 0.45
+
+
+class _Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+OPEN = datetime(2026, 12, 2, 1, 0, tzinfo=UTC)  # 20:00 in New York: inside 19:00-06:00
+CLOSED = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)  # 07:00 in New York
+
+
+def _gated(backend: MockBackend, sink: Sink, clock: _Clock, **settings: object) -> tuple[Scheduler, dict[str, Any]]:
+    """A one-thread scheduler behind a 19:00-06:00 New York window read from ``clock``; its open and
+    close hooks record how many requests the backend had seen at each call."""
+    seen: dict[str, Any] = {"opened": [], "closed": [], "closed_event": anyio.Event()}
+    calls: list[str] = settings.pop("calls")  # type: ignore[assignment]
+
+    async def opened() -> None:
+        seen["opened"].append(len(calls))
+
+    async def closed() -> None:
+        seen["closed"].append(len(calls))
+        seen["closed_event"].set()
+
+    schedule = Schedule((Window(clock_time(19, 0), clock_time(6, 0)),), ZoneInfo("America/New_York"))
+    gate = WindowGate(schedule, now=clock, poll=0.005)
+    opts: dict[str, object] = {"threads": 1, "policy": RetryPolicy(retries=2, base_delay=0.01), "drain": 0.2}
+    opts.update(settings)
+    scheduler = Scheduler(
+        backend,
+        EngineSettings(**opts),
+        sink,
+        RunStats(5, 0, 1),
+        gate,
+        on_open=opened,
+        on_close=closed,  # type: ignore[arg-type]
+    )
+    return scheduler, seen
+
+
+async def test_window_close_drains_and_the_run_continues_when_it_reopens() -> None:
+    """At closing time no request starts; the one in flight past the drain is aborted without
+    counting as an attempt; the way closes (hook) and reopens with the window, and every request
+    ends done."""
+    calls: list[str] = []
+    first = threading.Event()
+
+    def handler(request: Request) -> object:
+        calls.append(request.key)
+        if request.key == "k0" and not first.is_set():
+            first.set()
+            return SILENT
+        return _ok(request)
+
+    backend, sink, clock = MockBackend(handler), Sink(), _Clock(OPEN)
+    scheduler, seen = _gated(backend, sink, clock, calls=calls)
+
+    async def control() -> None:
+        await anyio.to_thread.run_sync(backend.silent_started.wait)
+        clock.now = CLOSED
+        await seen["closed_event"].wait()
+        clock.now = OPEN + timedelta(days=1)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(control)
+            await scheduler.run(_requests(5))
+    assert seen["opened"] == [0, 1]  # nothing was sent between closing and reopening
+    assert seen["closed"] == [1]
+    assert calls == ["k0", "k0", "k1", "k2", "k3", "k4"]
+    assert {key: (r.state, r.attempts) for key, r in sink.results.items()} == {f"k{i}": ("done", 1) for i in range(5)}
+    assert scheduler.stats.retries == 0 and scheduler.stats.silent == 0
+
+
+async def test_window_close_with_exit_ends_the_run_after_the_drain(tmp_path: Path) -> None:
+    """schedule.outside_window: exit: after the drain the run ends with WindowClosed; the request
+    cut by the drain is not recorded (it stays pending, resumable), and nothing else started."""
+    calls: list[str] = []
+
+    def handler(request: Request) -> object:
+        calls.append(request.key)
+        return SILENT if request.key == "k1" else _ok(request)
+
+    backend, sink, clock = MockBackend(handler), Sink(), _Clock(OPEN)
+    scheduler, seen = _gated(backend, sink, clock, calls=calls, exit_when_closed=True)
+
+    async def control() -> None:
+        await anyio.to_thread.run_sync(backend.silent_started.wait)
+        clock.now = CLOSED
+
+    async def go() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(control)
+            await scheduler.run(_requests(5))
+
+    with anyio.fail_after(10), pytest.raises(BaseException) as caught, recording(tmp_path / "e.jsonl"):
+        await go()
+    assert any(isinstance(leaf, WindowClosed) for leaf in leaves(caught.value))
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["window", "window", "drain-abort"]
+    assert (events[0]["state"], events[1]["state"], events[2]["requests"]) == ("open", "closed", 1)
+    assert calls == ["k0", "k1"]
+    assert set(sink.results) == {"k0"}
+    assert seen["closed"] == [2]
+
+
+async def test_stop_lets_the_request_in_flight_finish() -> None:
+    """A signal's stop: the request in flight completes within the drain and is recorded as done;
+    no other request starts; run() returns."""
+    calls: list[str] = []
+    release = threading.Event()
+    started = threading.Event()
+
+    def handler(request: Request) -> object:
+        calls.append(request.key)
+        started.set()
+        release.wait(5)
+        return _ok(request)
+
+    backend, sink = MockBackend(handler), Sink()
+    scheduler = _scheduler(backend, sink, 5, threads=1, drain=5.0)
+
+    async def control() -> None:
+        await anyio.to_thread.run_sync(started.wait)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(scheduler.stop)
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(control)
+            await scheduler.run(_requests(5))
+    assert calls == ["k0"]
+    assert {k: r.state for k, r in sink.results.items()} == {"k0": "done"}
+
+
+async def test_a_request_that_received_instances_is_partial_not_failed() -> None:
+    """Instances arrived in the first attempt, then the PACS froze through every retry: the request
+    is partial (a plain rerun continues it), never failed (a rerun used to skip it)."""
+    attempts: list[int] = []
+
+    def handler(request: Request) -> object:
+        attempts.append(1)
+        error = AssociationAborted("the association was aborted")
+        error.received = 5 if len(attempts) == 1 else 0
+        raise error
+
+    async def operation(session: Any, request: Request, threads: anyio.CapacityLimiter) -> Any:
+        return await anyio.to_thread.run_sync(session.retrieve, request, 1, None)
+
+    sink = Sink()
+    settings = EngineSettings(threads=1, policy=RetryPolicy(retries=2, base_delay=0.01))
+    scheduler = Scheduler(MockBackend(handler), settings, sink, RunStats(1, 0, 1), operation=operation)
+    await scheduler.run(_requests(1))
+    result = sink.results["k0"]
+    assert (result.state, result.attempts, len(attempts)) == ("partial", 3, 3)

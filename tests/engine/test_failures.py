@@ -1,0 +1,112 @@
+"""The failure table: the docs print it as it is, and the retry policy does what each row says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from asyncdicom.engine import failures
+from asyncdicom.engine.failures import Failure
+from asyncdicom.engine.retry import Action, Decision, RetryPolicy, Unreachable
+from asyncdicom.errors import (
+    AssociationAborted,
+    AssociationRejected,
+    ConnectionFailed,
+    NetworkError,
+    ProtocolError,
+    ServiceNotSupported,
+    SilentPeer,
+)
+from asyncdicom.net.base import RetrieveOutcome
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "troubleshooting.md"
+POLICY = RetryPolicy(retries=1, destination="AE title ME at host, port 104")
+
+
+def test_the_docs_print_the_table() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    section = text[text.index("## Failures") :]
+    rows = [
+        tuple(cell.strip() for cell in line.strip("|").split("|"))
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith(("| failure", "| ---"))
+    ]
+    assert rows == [(f.kind, f.action, f.advice) for f in failures.TABLE]
+
+
+def _first_action(row: Failure) -> Action:
+    """The action a row's text starts with."""
+    words = {
+        "slow down": Action.SLOW_DOWN,
+        "stop the run": Action.FATAL,
+        "retry": Action.RETRY,
+        "abort the association, retry": Action.RETRY,
+        "fail the request": Action.FAIL,
+        "reconnect": Action.RECONNECT,
+    }
+    for start, action in sorted(words.items(), key=lambda item: -len(item[0])):
+        if row.action.startswith(start):
+            return action
+    raise AssertionError(row.action)
+
+
+ERRORS: list[tuple[NetworkError, Failure]] = [
+    (AssociationRejected(2, 3, 2, "busy"), failures.BUSY),
+    (AssociationRejected(1, 1, 3, "calling AE title not recognised"), failures.REFUSED),
+    (AssociationAborted("reset"), failures.ABORTED),
+    (ProtocolError("bad PDU"), failures.BROKEN),
+    (ConnectionFailed("refused"), failures.UNREACHABLE),
+    (SilentPeer("silent"), failures.SILENT),
+    (ServiceNotSupported("no model"), failures.UNSUPPORTED),
+]
+STATUSES: list[tuple[int, Failure]] = [
+    (0xA702, failures.OUT_OF_RESOURCES),
+    (0xA801, failures.UNKNOWN_DESTINATION),
+    (0xA900, failures.WRONG_IDENTIFIER),
+    (0xC001, failures.UNABLE),
+    (0xFE00, failures.CANCELLED),
+]
+
+
+def test_every_row_is_reached() -> None:
+    reached = {row for _, row in ERRORS} | {row for _, row in STATUSES} | {failures.SUB_OPERATIONS}
+    assert reached == set(failures.TABLE)
+
+
+@pytest.mark.parametrize(("error", "row"), ERRORS, ids=lambda x: type(x).__name__ if isinstance(x, Exception) else "")
+def test_errors_do_what_their_row_says(error: NetworkError, row: Failure) -> None:
+    assert failures.for_error(error) is row
+    first = POLICY.for_error(error, 0, Unreachable(0.0, 1))
+    assert first.action is _first_action(row)
+    if first.action is Action.RETRY:
+        last = POLICY.for_error(error, 1)
+        assert last.action is Action.FAIL
+        assert last.transient == ("plain rerun continues" in row.action)
+
+
+@pytest.mark.parametrize(("status", "row"), STATUSES, ids=lambda x: f"0x{x:04X}" if isinstance(x, int) else "")
+def test_statuses_do_what_their_row_says(status: int, row: Failure) -> None:
+    assert failures.for_status(status) is row
+    decisions: list[Decision] = [POLICY.for_retrieve(RetrieveOutcome(status), attempt) for attempt in (0, 1)]
+    assert decisions[0].action is _first_action(row)
+    final = decisions[-1] if decisions[0].action is Action.RETRY else decisions[0]
+    if final.action is Action.FAIL:
+        assert final.transient == ("plain rerun continues" in row.action)
+    if status == 0xA801:
+        assert "AE title ME at host, port 104" in final.reason and "echo --move" in final.reason
+
+
+def test_failed_sub_operations_retry_then_partial() -> None:
+    outcome = RetrieveOutcome(0xB000, counts={"completed": 3, "failed": 1}, failed_uids=("1.2.3",))
+    assert failures.for_status(0xB000, failed_sub_operations=True) is failures.SUB_OPERATIONS
+    assert failures.for_status(0xB000) is None and failures.for_status(0x0000) is None
+    assert [POLICY.for_retrieve(outcome, a).action for a in (0, 1)] == [Action.RETRY, Action.PARTIAL]
+
+
+def test_back_off_is_jittered_within_its_bounds() -> None:
+    values = iter([0.0, 1.0, 0.5])
+    policy = RetryPolicy(jitter=0.25, random=lambda: next(values))
+    assert [policy.backoff(2) for _ in range(3)] == [0.75, 1.25, 1.0]
+    assert re.search(r"jittered", failures.ABORTED.action)

@@ -1,0 +1,134 @@
+"""Resuming a retrieve by parts: the C-FINDs down the hierarchy and the requests they lead to."""
+
+from __future__ import annotations
+
+import pytest
+
+from asyncdicom.coverage import MAX_UIDS, missing_parts
+from asyncdicom.elements import parse_element
+from asyncdicom.errors import AssociationAborted
+from asyncdicom.models import Request
+from asyncdicom.net.base import FindOutcome
+
+pytestmark = pytest.mark.anyio
+
+# study 1.1: series 1.1.1 (3 instances), series 1.1.2 (2 instances)
+PACS = {("1.1", "1.1.1"): ["1.1.1.1", "1.1.1.2", "1.1.1.3"], ("1.1", "1.1.2"): ["1.1.2.1", "1.1.2.2"]}
+
+
+def _request(*elements: str) -> Request:
+    return Request("key", 7, tuple(parse_element(e) for e in elements))
+
+
+def _keys(request: Request) -> dict[str, str | None]:
+    return {spec.leaf.keyword: spec.value for spec in request.elements}
+
+
+class FakePacs:
+    """Answers C-FINDs from :data:`PACS`, strictly by level, and remembers them."""
+
+    def __init__(self, status: int = 0) -> None:
+        self.queries: list[dict[str, str | None]] = []
+        self.status = status
+
+    async def __call__(self, query: Request) -> FindOutcome:
+        keys = _keys(query)
+        self.queries.append(keys)
+        level = keys["QueryRetrieveLevel"]
+        if level == "STUDY":
+            matches = [{"StudyInstanceUID": "1.1"}] if keys.get("AccessionNumber") == "ACC1" else []
+        elif level == "SERIES":
+            matches = [{"SeriesInstanceUID": s} for (st, s) in PACS if st == keys["StudyInstanceUID"]]
+        else:
+            uids = PACS.get((str(keys["StudyInstanceUID"]), str(keys["SeriesInstanceUID"])), [])
+            matches = [{"SOPInstanceUID": u} for u in uids]
+        return FindOutcome(self.status, tuple(matches))
+
+
+async def test_study_request_asks_for_untouched_series_whole_and_the_rest_by_instance() -> None:
+    pacs = FakePacs()
+    request = _request("QueryRetrieveLevel=STUDY", "AccessionNumber=ACC1")
+    parts = await missing_parts(request, {"1.1.1.1", "1.1.1.3"}, pacs, "study")
+    assert parts is not None
+    assert [_keys(p) for p in parts] == [
+        {
+            "QueryRetrieveLevel": "IMAGE",
+            "StudyInstanceUID": "1.1",
+            "SeriesInstanceUID": "1.1.1",
+            "SOPInstanceUID": "1.1.1.2",
+        },
+        {"QueryRetrieveLevel": "SERIES", "StudyInstanceUID": "1.1", "SeriesInstanceUID": "1.1.2"},
+    ]
+    assert all(p.key == "key" and p.line == 7 for p in parts)
+    assert [q["QueryRetrieveLevel"] for q in pacs.queries] == ["STUDY", "SERIES", "IMAGE", "IMAGE"]
+
+
+async def test_everything_stored_means_no_part() -> None:
+    request = _request("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.1")
+    assert (
+        await missing_parts(request, {"1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.2.1", "1.1.2.2"}, FakePacs(), "study") == []
+    )
+
+
+async def test_image_level_request_needs_no_find() -> None:
+    pacs = FakePacs()
+    request = _request(
+        "QueryRetrieveLevel=IMAGE",
+        "StudyInstanceUID=1.1",
+        "SeriesInstanceUID=1.1.1",
+        "SOPInstanceUID=1.1.1.1\\1.1.1.2\\1.1.1.3",
+    )
+    parts = await missing_parts(request, {"1.1.1.2"}, pacs, "study")
+    assert parts is not None and [_keys(p)["SOPInstanceUID"] for p in parts] == ["1.1.1.1\\1.1.1.3"]
+    assert pacs.queries == []
+
+
+async def test_patient_root_carries_the_patient_id() -> None:
+    pacs = FakePacs()
+    request = _request("QueryRetrieveLevel=SERIES", "PatientID=P1", "StudyInstanceUID=1.1", "SeriesInstanceUID=1.1.2")
+    parts = await missing_parts(request, {"1.1.2.1"}, pacs, "patient")
+    assert parts is not None and [_keys(p) for p in parts] == [
+        {
+            "QueryRetrieveLevel": "IMAGE",
+            "PatientID": "P1",
+            "StudyInstanceUID": "1.1",
+            "SeriesInstanceUID": "1.1.2",
+            "SOPInstanceUID": "1.1.2.2",
+        }
+    ]
+    assert all(q["PatientID"] == "P1" for q in pacs.queries)
+
+
+@pytest.mark.parametrize(
+    ("request_", "model", "pacs"),
+    [
+        (_request("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.1"), "psonly", FakePacs()),
+        (_request("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.1"), "patient", FakePacs()),  # no PatientID
+        (_request("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.1"), "study", FakePacs(status=0xC000)),
+        (_request("QueryRetrieveLevel=STUDY", "AccessionNumber=NOPE"), "study", FakePacs()),  # finds nothing
+        (_request("QueryRetrieveLevel=STUDY", "StudyDescription=CT*"), "study", FakePacs()),  # no key
+    ],
+)
+async def test_unknown_means_ask_for_the_whole_request(request_: Request, model: str, pacs: FakePacs) -> None:
+    assert await missing_parts(request_, {"1.1.1.1"}, pacs, model) is None
+
+
+async def test_a_failed_find_means_ask_for_the_whole_request() -> None:
+    async def broken(query: Request) -> FindOutcome:
+        raise AssociationAborted("gone")
+
+    request = _request("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.1")
+    assert await missing_parts(request, {"1.1.1.1"}, broken, "study") is None
+
+
+async def test_long_lists_are_split() -> None:
+    uids = [f"1.2.{i}" for i in range(MAX_UIDS * 2 + 1)]
+    request = _request(
+        "QueryRetrieveLevel=IMAGE",
+        "StudyInstanceUID=1.1",
+        "SeriesInstanceUID=1.1.1",
+        "SOPInstanceUID=" + "\\".join(uids),
+    )
+    parts = await missing_parts(request, {"1.2.0"}, FakePacs(), "study")
+    assert parts is not None
+    assert [len(str(_keys(p)["SOPInstanceUID"]).split("\\")) for p in parts] == [MAX_UIDS, MAX_UIDS]
