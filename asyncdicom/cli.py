@@ -313,9 +313,11 @@ def check(config: ConfigArg, csv: CsvOpt = None, json_out: JsonOpt = False) -> N
             report.warning(text)
         source = f" from {plan.source}" if plan.source else ""
         dupes = f" ({plan.duplicates} duplicate rows removed)" if plan.duplicates else ""
+        request = cfg.request
+        threads = f"auto threads (at most {request.max_threads})" if request.auto_threads else None
         report.info(
-            f"{config}: OK: {cfg.request.type}, {cfg.request.model} model, "
-            f"{_count(cfg.request.threads, 'thread')}; {_count(len(plan.requests), 'request')}{source}{dupes}"
+            f"{config}: OK: {request.type}, {request.model} model, "
+            f"{threads or _count(request.threads, 'thread')}; {_count(len(plan.requests), 'request')}{source}{dupes}"
         )
         window = _window_text(cfg)
         if window:

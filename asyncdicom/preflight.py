@@ -82,7 +82,7 @@ def _query(key: str, line: int, level: str, given: dict[str, str]) -> Request:
 async def _finds(config: Config, backend: DicomBackend, queries: list[Request]) -> dict[str, RequestResult]:
     settings = settings_for(config.request, find=True)
     sink = _Collector()
-    await Scheduler(backend, settings, sink, RunStats(len(queries), 0, config.request.threads)).run(queries)
+    await Scheduler(backend, settings, sink, RunStats(len(queries), 0, config.request.workers)).run(queries)
     return sink.results
 
 

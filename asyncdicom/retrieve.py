@@ -338,7 +338,7 @@ class Retriever:
             ae_title=local.aet,
             port=local.port,
             allowed_aets=local.allowed_aets,
-            max_associations=2 * self.config.request.threads + 2,
+            max_associations=2 * self.config.request.workers + 2,
             open_file=spool_opener(self.spool),
             on_received=self.on_received,
             host=local.bind_address,

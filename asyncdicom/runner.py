@@ -106,6 +106,8 @@ class RunReport:
     problems: dict[str, int] = field(default_factory=dict)  # repeated problems of the run, by kind
     started: str | None = None  # ISO 8601 with the time zone
     finished: str | None = None
+    threads: int | str = 0  # request.threads: a number, or "auto"
+    concurrency: int = 0  # associations allowed at the end (where threads: auto settled)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -212,7 +214,7 @@ async def _run(config: Config, plan: Plan, backend: DicomBackend, options: RunOp
     for note in notes:
         log.info("%s", note)
     pending = await ledger.pending(plan)
-    stats = RunStats(len(plan.requests), len(plan.requests) - len(pending), config.request.threads)
+    stats = RunStats(len(plan.requests), len(plan.requests) - len(pending), config.request.workers)
     stats.planned_instances = await _instances_left(ledger)
     await ledger.start_run()
     events.emit("run-started", kind=config.request.type, planned=len(plan.requests), pending=len(pending))
@@ -440,6 +442,8 @@ async def _finish(
         problems=stats.problem_counts,
         started=iso_time(time.time() - snap.elapsed),
         finished=iso_time(time.time()),
+        threads="auto" if config.request.auto_threads else config.request.threads,
+        concurrency=snap.concurrency,
     )
     if outcome is Outcome.COMPLETE and (counts.failed or counts.partial):
         report.outcome = Outcome.FAILED_REQUESTS

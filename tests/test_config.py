@@ -110,8 +110,13 @@ class TestValidation:
                 _with("schedule", "start_time", "7pm"),
                 "schedule.start_time: expected a 24-hour time in the form HH:MM, such as '19:00' or '06:30', got '7pm'",
             ),
-            (_with("request", "threads", 0), "request.threads: must be at least 1, got 0"),
-            (_with("request", "threads", "four"), "request.threads: expected a whole number, got a string"),
+            (_with("request", "threads", 0), "request.threads: 0 is out of range; use 1 to 64"),
+            (_with("request", "threads", 65), "request.threads: 65 is out of range; use 1 to 64"),
+            (_with("request", "max_threads", 100), "request.max_threads: 100 is out of range; use 1 to 64"),
+            (
+                _with("request", "threads", "four"),
+                "request.threads: expected a whole number of associations or auto, got a string",
+            ),
             (_with("request", "throttle_time", -1), "request.throttle_time: must be 0 or more, got -1"),
             (
                 _with("request", "type", "c-fetch"),

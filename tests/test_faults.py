@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,3 +197,25 @@ def test_demo_pacs_serves_c_move(tmp_path: Path) -> None:
         scp.stop()
     assert result.exit_code == 0, result.stderr
     assert (summary["done"], summary["instances_new"]) == (2, 4)
+
+
+@pytest.mark.parametrize("kind", ["refuses", "slows down"])
+def test_auto_threads_settle_at_the_pacs_limit(tmp_path: Path, kind: str) -> None:
+    """threads: auto against a PACS that refuses associations above 4, and one that serves 4 at
+    full speed and slows every association down above 4: it settles within one of 4, and no
+    request fails."""
+    # 40 ms a C-FIND: the PACS, not the CPU both ends share here, limits the throughput
+    faults = Faults(max_associations=4, delay=0.04) if kind == "refuses" else Faults(slow_above=4, delay=0.04)
+    limited = QueryRetrieveSCP(DATASETS, ae_title="FAULTY", faults=faults)
+    limited.start()
+    try:
+        result, summary = cli_json("run", _config(tmp_path, limited, rows=1000, threads="auto", max_threads=12))
+    finally:
+        limited.stop()
+    assert result.exit_code == 0, result.stderr
+    assert (summary["done"], summary["failed"], summary["threads"]) == (1000, 0, "auto")
+    assert 3 <= summary["concurrency"] <= 5, summary["concurrency"]
+    text = (tmp_path / "out" / ".asyncdicom" / "c.events.jsonl").read_text()
+    events = [json.loads(line) for line in text.splitlines()]
+    levels = [e["limit"] for e in events if e["event"] == "concurrency"]
+    assert levels[0] == 3 and max(levels) <= 6  # it started at 2 and grew; it never ran away

@@ -96,7 +96,7 @@ def test_sigkill_then_rerun_gives_the_same_files(tmp_path: Path, big: BigPacs, k
         p
         for p in out.rglob("*")
         if p.is_file()
-        and p.suffix not in (".dcm", ".sqlite3", ".lock", ".csv")
+        and p.suffix not in (".dcm", ".sqlite3", ".lock", ".csv", ".jsonl")
         and not p.name.endswith(("-wal", "-shm"))
     ]
     assert not list((out / ".asyncdicom" / "spool").iterdir())

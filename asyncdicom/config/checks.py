@@ -188,6 +188,27 @@ def as_time(value: object, where: str) -> time:
     return time(int(hours), int(minutes))
 
 
+MAX_THREADS = 64  # associations at once: more would hurt a clinical PACS and gain nothing
+
+
+def thread_count(value: object, where: str) -> int:
+    """``request.threads``: 1 to :data:`MAX_THREADS`, or ``auto`` (returned as 0)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(where, f"expected a whole number of associations or auto, got {typename(value)}")
+    return thread_count_max(value, where)
+
+
+def thread_count_max(value: object, where: str) -> int:
+    """A number of associations: 1 to :data:`MAX_THREADS`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(where, f"expected a whole number of associations, got {typename(value)}")
+    if not 1 <= value <= MAX_THREADS:
+        raise ConfigError(where, f"{value} is out of range; use 1 to {MAX_THREADS}")
+    return value
+
+
 MAX_WINDOWS = 64
 _FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 

@@ -33,9 +33,10 @@ from asyncdicom.config.checks import (
     non_negative_float,
     non_negative_int,
     positive_float,
-    positive_int,
     structure,
     suggest,
+    thread_count,
+    thread_count_max,
     typename,
     uid_list,
 )
@@ -149,9 +150,9 @@ def _request(section: Section, paths: Paths, batch_file: Path | None) -> Request
     if not section.raw:
         raise ConfigError("request", "required section is missing; give at least its type")
     kind = cast(RequestType, section.require("type", choice("c-find", "c-move", "c-get", "c-echo")))
-    threads = section.get("threads", positive_int, 0)  # 0: not given
-    concurrency = section.get("concurrency", positive_int, 0)
-    if threads and concurrency and threads != concurrency:
+    threads = section.get("threads", thread_count, -1)  # -1: not given; 0: auto
+    concurrency = section.get("concurrency", thread_count, -1)
+    if threads >= 0 and concurrency >= 0 and threads != concurrency:
         raise ConfigError(
             "request.concurrency", f"is {concurrency} but request.threads is {threads}; give only one of them"
         )
@@ -174,7 +175,8 @@ def _request(section: Section, paths: Paths, batch_file: Path | None) -> Request
     return RequestConfig(
         type=kind,
         model=cast(Model, section.get("model", choice("patient", "study", "psonly"))),
-        threads=threads or concurrency or default(RequestConfig, "threads"),
+        threads=next((n for n in (threads, concurrency) if n >= 0), default(RequestConfig, "threads")),
+        max_threads=section.get("max_threads", thread_count_max),
         throttle_time=section.get("throttle_time", non_negative_float),
         max_rate=section.get("max_rate", non_negative_float),
         elements_batch_file=batch,
@@ -293,7 +295,7 @@ def describe(config: Config) -> Mapping[str, object]:
         "local_aet": config.local.aet,
         "type": config.request.type,
         "model": config.request.model,
-        "threads": config.request.threads,
+        "threads": "auto" if config.request.auto_threads else config.request.threads,
         "library_file": str(config.output.library_file) if config.output.library_file else None,
         "ledger_file": str(config.output.ledger_file),
     }

@@ -43,7 +43,8 @@ class RequestConfig:
 
     type: RequestType
     model: Model = "study"
-    threads: int = 4
+    threads: int = 4  # associations at once; 0: auto (find the PACS's limit, up to max_threads)
+    max_threads: int = 16  # with threads: auto
     throttle_time: float = 0.0
     max_rate: float = 0.0
     max_megabytes_per_second: float = 0.0  # cap on received C-GET/C-MOVE data; 0: none
@@ -55,6 +56,16 @@ class RequestConfig:
     unreachable_timeout: float = 60.0  # give up once the PACS has been unreachable this long
     retries: int = 3
     sop_classes: tuple[str, ...] = ()
+
+    @property
+    def auto_threads(self) -> bool:
+        """``threads: auto``: the engine finds how many associations the PACS serves best."""
+        return self.threads == 0
+
+    @property
+    def workers(self) -> int:
+        """The most associations a run may hold: ``threads``, or ``max_threads`` with auto."""
+        return self.max_threads if self.auto_threads else self.threads
 
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -19,7 +19,7 @@ from anyio.abc import ObjectReceiveStream
 from asyncdicom.config import RequestConfig, ScheduleConfig
 from asyncdicom.engine import failures
 from asyncdicom.engine.gates import Throttle, WindowGate
-from asyncdicom.engine.limits import AdaptiveConcurrency, LatencyTracker
+from asyncdicom.engine.limits import AdaptiveConcurrency, AutoConcurrency, LatencyTracker
 from asyncdicom.engine.retry import Action, Decision, RetryPolicy, Unreachable, status_category, status_meaning
 from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer, WindowClosed
 from asyncdicom.events import emit
@@ -55,7 +55,8 @@ class ResultSink(Protocol):
 class EngineSettings:
     """Engine knobs taken from ``request``."""
 
-    threads: int
+    threads: int  # the most associations (max_threads with auto)
+    auto: bool = False  # request.threads: auto: find the level the PACS serves best
     throttle_time: float = 0.0
     max_rate: float = 0.0
     timeout: float = 30.0
@@ -70,7 +71,8 @@ def settings_for(request: RequestConfig, *, find: bool, destination: str = "our 
     """The engine's knobs from the config's ``request`` section (``find``: adaptive silence;
     ``destination``: our C-MOVE destination in words, for the 0xA801 message)."""
     return EngineSettings(
-        threads=request.threads,
+        threads=request.workers,
+        auto=request.auto_threads,
         throttle_time=request.throttle_time,
         max_rate=request.max_rate,
         timeout=request.timeout,
@@ -139,13 +141,17 @@ class Scheduler:
         self.stats = stats
         self.gate = gate or WindowGate(None)
         self.throttle = Throttle(settings.max_rate)
-        self.concurrency = AdaptiveConcurrency(settings.threads)
+        self.concurrency: AdaptiveConcurrency | AutoConcurrency = (
+            AutoConcurrency(settings.threads) if settings.auto else AdaptiveConcurrency(settings.threads)
+        )
         self.latency = LatencyTracker(
             ceiling=settings.timeout if settings.adaptive_silence else settings.idle_timeout,
             min_samples=50 if settings.adaptive_silence else 1 << 62,
         )
         self.operation: Operation = operation or _find
-        self._associations = anyio.CapacityLimiter(settings.threads)
+        self._associations = anyio.CapacityLimiter(self.concurrency.limit)
+        stats.threads = settings.threads
+        stats.concurrency = self.concurrency.limit
         self._threads = anyio.CapacityLimiter(settings.threads + 2)
         self._active: dict[DicomSession, int] = {}
         self.problems = problems or GroupedLog(log)
@@ -312,7 +318,8 @@ class Scheduler:
                     self.latency.add(outcome.elapsed / (outcome.pending + 1))
                     if isinstance(outcome, FindOutcome):
                         self.stats.latencies.append(outcome.elapsed)
-                    self._set_limit(self.concurrency.on_success())
+                    work = len(outcome.received) + 1 if isinstance(outcome, RetrieveOutcome) else 1
+                    self._set_limit(self.concurrency.on_success(time.monotonic(), work, outcome.elapsed))
                     with anyio.CancelScope(shield=True):  # a stop after the drain must not lose it
                         await self._settle(request, RequestState.DONE, attempt, outcome, None)
                     break
@@ -367,6 +374,8 @@ class Scheduler:
         if not isinstance(error, ConnectionFailed):
             self._down_since, self._rounds = None, 0
         if outcome is not None:
+            if self.settings.auto and 0xA700 <= outcome.status <= 0xA7FF:  # out of resources: too many
+                self._set_limit(self.concurrency.on_rejected(time.monotonic()))
             if isinstance(outcome, RetrieveOutcome):
                 return policy.for_retrieve(outcome, attempt)
             return policy.for_status(outcome.status, attempt)
@@ -376,7 +385,7 @@ class Scheduler:
         decision = policy.for_error(error, attempt)
         if decision.action is Action.SLOW_DOWN:
             self.stats.rejections += 1
-            self._set_limit(self.concurrency.on_rejected())
+            self._set_limit(self.concurrency.on_rejected(time.monotonic()))
             emit("refused", reason=decision.reason, limit=self.concurrency.limit)
             self.problems.warning(
                 "association refused: PACS busy",
@@ -384,6 +393,8 @@ class Scheduler:
             )
         elif isinstance(error, SilentPeer):
             self.stats.silent += 1
+            if self.settings.auto:  # a timeout: maybe too many associations for the PACS
+                self._set_limit(self.concurrency.on_rejected(time.monotonic()))
         return decision
 
     def _reconnect(self, error: ConnectionFailed, attempt: int) -> Decision:

@@ -67,6 +67,7 @@ class Faults:
     max_pdu: int = 0  # our receive limit (0 = unlimited); small values force the peer to fragment
     store_delay: float = 0.0  # seconds to wait before each C-STORE of a C-GET or C-MOVE (a slow PACS)
     stall_after: int = 0  # the first C-GET or C-MOVE freezes after this many instances (until stop)
+    slow_above: int = 0  # with more associations open than this, every C-FIND takes 4 x delay
 
 
 @lru_cache(maxsize=256)
@@ -113,6 +114,8 @@ class QueryRetrieveSCP:
         self.destinations = dict(destinations or {})  # C-MOVE destination AE title → (host, port)
         self.finds = 0
         self.retrieves = 0
+        self.open_associations = 0
+        self.most_open = 0  # the most associations open at once
         self._count = itertools.count(1)
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -150,12 +153,23 @@ class QueryRetrieveSCP:
             (evt.EVT_C_GET, self._on_get),
             (evt.EVT_C_MOVE, self._on_move),
             (evt.EVT_CONN_OPEN, _on_connect),
+            (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_CONN_CLOSE, self._on_close),
         ]
         server = ae.start_server((host, port), block=False, evt_handlers=cast(Any, handlers))
         assert server is not None
         self._server = server
         self.port = int(server.server_address[1])
         return self.port
+
+    def _on_open(self, event: evt.Event) -> None:
+        with self._lock:
+            self.open_associations += 1
+            self.most_open = max(self.most_open, self.open_associations)
+
+    def _on_close(self, event: evt.Event) -> None:
+        with self._lock:
+            self.open_associations -= 1
 
     def stop(self) -> None:
         """Stop serving and release any handler held silent."""
@@ -180,7 +194,8 @@ class QueryRetrieveSCP:
             self.finds = number
         self.started.set()
         if faults.delay:
-            self._release.wait(faults.delay)
+            crowded = faults.slow_above and self.open_associations > faults.slow_above
+            self._release.wait(faults.delay * (4 if crowded else 1))
         if faults.silent_every and number % faults.silent_every == 0:
             self._release.wait(60)  # say nothing until the requestor gives up
             return

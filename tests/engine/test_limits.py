@@ -67,3 +67,58 @@ class TestLatencyTracker:
         assert tracker.deadline() == 5.0
         assert tracker.deadline(attempt=1) == 10.0
         assert tracker.deadline(attempt=5) == 30
+
+
+class TestAutoConcurrency:
+    """threads: auto against simulated PACS: it settles within one of the PACS's limit N."""
+
+    @staticmethod
+    def _drive(n: int, *, refuse: bool, completions: int = 6000, maximum: int = 16) -> list[int]:
+        """Feed completions at the rate a PACS serving ``n`` associations would allow; above ``n``
+        it refuses (``refuse``) or slows every association down four times. Returns the levels."""
+        from asyncdicom.engine.limits import AutoConcurrency
+
+        control = AutoConcurrency(maximum=maximum, hold_epochs=10_000)
+        delay, now, levels = 0.01, 0.0, []
+        for _ in range(completions):
+            level = control.limit
+            if refuse and level > n:
+                control.on_rejected(now)
+                level = n
+            slow = 1.0 if refuse or level <= n else 4.0
+            now += delay * slow / level
+            control.on_success(now, 1, delay * slow)
+            levels.append(control.limit)
+        return levels
+
+    def test_settles_below_a_refusing_pacs(self) -> None:
+        for n in (1, 3, 5, 9):
+            levels = self._drive(n, refuse=True)
+            tail = sorted(levels[len(levels) // 2 :])
+            assert abs(tail[len(tail) // 2] - n) <= 1 and abs(levels[-1] - n) <= 1, (n, levels[-1])
+
+    def test_settles_where_a_pacs_slows_down(self) -> None:
+        for n in (2, 4, 6, 10):
+            levels = self._drive(n, refuse=False)
+            tail = sorted(levels[len(levels) // 2 :])
+            assert abs(tail[len(tail) // 2] - n) <= 1 and abs(levels[-1] - n) <= 1, (n, levels[-1])
+
+    def test_never_above_the_maximum_and_cuts_multiplicatively(self) -> None:
+        from asyncdicom.engine.limits import AutoConcurrency
+
+        assert max(self._drive(100, refuse=True, maximum=6)) == 6
+        control = AutoConcurrency(maximum=16, limit=12)
+        assert control.on_rejected(0.0) == 9  # x 0.75
+        assert control.on_rejected(0.1) == 9  # the same burst
+        assert control.on_rejected(5.0) == 6
+
+    def test_probes_again_after_a_quiet_hold(self) -> None:
+        from asyncdicom.engine.limits import AutoConcurrency
+
+        control = AutoConcurrency(maximum=8, limit=3, ceiling=3, hold_epochs=2)
+        now, seen = 0.0, set()
+        for _ in range(400):
+            now += 0.01  # a PACS whose throughput does not grow past 3
+            seen.add(control.on_success(now, 1, 0.01))
+        assert seen == {3, 4}  # it tried 4 after the hold, found no gain, and went back
+        assert control.limit == 3
