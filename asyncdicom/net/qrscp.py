@@ -68,6 +68,8 @@ class Faults:
     store_delay: float = 0.0  # seconds to wait before each C-STORE of a C-GET or C-MOVE (a slow PACS)
     stall_after: int = 0  # the first C-GET or C-MOVE freezes after this many instances (until stop)
     slow_above: int = 0  # with more associations open than this, every C-FIND takes 4 x delay
+    abort_retrieve_every: int = 0  # abort the association after 2 instances of every Nth C-GET/C-MOVE
+    busy_retrieves: int = 0  # the first N C-GET/C-MOVE requests end at once with 0xA702
 
 
 @lru_cache(maxsize=256)
@@ -226,13 +228,23 @@ class QueryRetrieveSCP:
 
     def _sub_operations(self, event: evt.Event, selected: list[Dataset]) -> Iterator[int | tuple[int, Dataset | None]]:
         """The count, then one (status, dataset) per instance; stops at a C-CANCEL."""
-        yield len(selected)
+        faults = self.faults
         with self._lock:
             self.retrieves += 1
-            stall = self.faults.stall_after if self.retrieves == 1 else 0
+            number = self.retrieves
+        stall = faults.stall_after if number == 1 else 0
+        abort = faults.abort_retrieve_every and number % faults.abort_retrieve_every == 0
+        if number <= faults.busy_retrieves:
+            yield 1
+            yield 0xA702, None  # out of resources: unable to perform sub-operations
+            return
+        yield len(selected)
         for index, ds in enumerate(selected):
             if stall and index == stall:
                 self._release.wait(120)  # frozen: no response, no instance
+                return
+            if abort and index == 2:
+                event.assoc.abort()
                 return
             if self.faults.store_delay:
                 self._release.wait(self.faults.store_delay)
