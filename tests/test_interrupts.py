@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from asyncdicom.demo import demo_datasets
 from asyncdicom.net.qrscp import Faults, QueryRetrieveSCP
@@ -218,3 +219,29 @@ def test_the_bandwidth_cap_holds(tmp_path: Path, kind: str) -> None:
     received = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*.dcm"))
     assert received > 3_000_000
     assert elapsed >= (received - (1 << 20)) / 1_000_000
+
+
+def test_the_storage_scp_listens_only_while_the_window_is_open(tmp_path: Path, slow: QueryRetrieveSCP) -> None:
+    """Outside the window (outside_window: wait) the run waits without a listening storage SCP;
+    a SIGINT during the wait ends it at once with 130, nothing sent."""
+    import socket
+    from datetime import datetime, timedelta
+
+    opens = datetime.now().astimezone() + timedelta(hours=2)
+    config = _config(tmp_path, slow, "c-move", drain=60)
+    doc = yaml.safe_load(config.read_text())
+    doc["schedule"].update(
+        {"enabled": True, "start_time": f"{opens:%H:%M}", "end_time": f"{opens + timedelta(hours=1):%H:%M}"}
+    )
+    write_yaml(config, doc)
+    process = spawn("run", config, "--json", "-v")
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "waiting until" in line:
+            break
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", slow.scp_port), timeout=5):  # type: ignore[attr-defined]
+        pass
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert json.loads(out)["instances_new"] == 0 and slow.retrieves == 0
