@@ -97,6 +97,7 @@ class RequestResult:
     received: int | None = None
     missing: tuple[str, ...] = ()
     transient: bool = False  # failed in a way that may not recur: a plain rerun tries it again
+    duplicates: int = 0  # instances received again although already stored (transferred twice)
 
 
 @dataclass(frozen=True, slots=True)

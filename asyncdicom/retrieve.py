@@ -157,12 +157,12 @@ class Retriever:
         self.scp: StorageSCP | None = None
         self._listening = False
         self._flights: dict[DicomSession, Flight] = {}
+        self._token: anyio.lowlevel.EventLoopToken | None = None
 
     def progress(self, session: DicomSession) -> float | None:
         """When the retrieve running on ``session`` last delivered an instance (monotonic), if it has."""
         flight = self._flights.get(session)
         return flight.last if flight is not None else None
-        self._token: anyio.lowlevel.EventLoopToken | None = None
 
     async def operation(
         self, session: DicomSession, request: Request, threads: anyio.CapacityLimiter

@@ -112,7 +112,7 @@ class RunReport:
     @property
     def exit_code(self) -> ExitCode:
         """0 all done, 1 fatal, 3 some requests failed or instances held back, 4 output volume
-        full or unwritable, 130 interrupted."""
+        full or unwritable, 5 outside the schedule window (outside_window: exit), 130 interrupted."""
         return _EXIT_CODES[self.outcome]
 
     def to_json(self) -> dict[str, Any]:

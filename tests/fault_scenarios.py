@@ -11,6 +11,7 @@ the seconds from the end of the fault to a complete run.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -47,6 +48,7 @@ class Result:
     lost: int = 0
     partial: int = 0
     stray: int = 0
+    twice: int = 0  # instances transferred twice (received again although stored), from the event log
     recover: list[float] = field(default_factory=list)
     note: str = ""
 
@@ -174,8 +176,18 @@ def wait_for(out: Path, count: int, process: subprocess.Popen[str], deadline: fl
     return True
 
 
+def transferred_twice(out: Path) -> int:
+    """Instances received again although stored, over every run (the event log's request events)."""
+    events = out / ".asyncdicom" / "c.events.jsonl"
+    if not events.exists():
+        return 0
+    lines = (json.loads(line) for line in events.read_text().splitlines())
+    return sum(int(e.get("duplicates") or 0) for e in lines if e["event"] == "request")
+
+
 def _record(result: Result, folder: Path, data: Data, complete: bool, seconds: float, note: str = "") -> None:
     result.tries += 1
+    result.twice += transferred_twice(folder / "out")
     lost, partial, stray = verify(folder / "out", data)
     result.lost += lost
     result.partial += partial
@@ -327,6 +339,7 @@ def disk_full(work: Path, data: Data, size_mb: int) -> Result:
             freed = time.monotonic()
             complete, _, err2 = finish(cfg)
             result.tries += 1
+            result.twice = transferred_twice(mount / "out")
             lost, partial, stray = verify(mount / "out", data)
             result.lost, result.partial, result.stray = lost, partial, stray
             if clear and complete and not (lost or partial or stray):

@@ -165,6 +165,7 @@ class Scheduler:
         self._stopping = False  # a signal came: no request starts any more
         self._changed = anyio.Event()  # set (and replaced) when the two flags above change
         self._finished = anyio.Event()  # set (and replaced) each time a request's attempt ends
+        self._duplicates: dict[str, int] = {}  # request key → duplicates of its earlier attempts
         self._in_hand = 0  # requests between starting an attempt and being settled or set aside
         self._cut: set[DicomSession] = set()  # sessions aborted by a drain: their attempt does not count
         self._scope: anyio.CancelScope | None = None
@@ -224,7 +225,7 @@ class Scheduler:
             emit("window", state="closed", in_flight=self._in_hand, drain_seconds=self.settings.drain)
             log.info(
                 "the schedule window has closed: no new request starts; %d in flight get %s s to finish",
-                len(self._active),
+                self._in_hand,
                 f"{self.settings.drain:g}",
             )
             await self.drain(self.settings.drain)
@@ -306,6 +307,8 @@ class Scheduler:
                     self._active.pop(session, None)
                 if isinstance(outcome, RetrieveOutcome):
                     received |= outcome.received
+                    if outcome.duplicates:
+                        self._duplicates[request.key] = self._duplicates.get(request.key, 0) + outcome.duplicates
                 got_any = got_any or bool(received) or (error is not None and error.received > 0)
                 if session in self._cut:
                     self._cut.discard(session)
@@ -444,7 +447,13 @@ class Scheduler:
             result = replace(result, received=exception.received)
         if isinstance(outcome, RetrieveOutcome):
             total = max(received, len(outcome.received))
-            result = replace(result, counts=outcome.counts, received=total, missing=outcome.failed_uids)
+            result = replace(
+                result,
+                counts=outcome.counts,
+                received=total,
+                missing=outcome.failed_uids,
+                duplicates=self._duplicates.pop(request.key, 0),
+            )
         if state is not RequestState.DONE:
             meaning = f" ({status_meaning(status)})" if status is not None else ""
             where = f"CSV line {request.line}" if request.line else "the request"

@@ -663,6 +663,7 @@ def _announce(items: Sequence[InstanceRecord | tuple[Request, RequestResult]]) -
             category=result.category,
             received=result.received,
             missing=len(result.missing),
+            duplicates=result.duplicates,
             error=result.error,
         )
 
