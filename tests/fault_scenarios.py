@@ -69,7 +69,8 @@ class Data:
 
 def make_data(folder: Path, studies: int, per_study: int, rows: int = 64) -> Data:
     folder.mkdir(parents=True, exist_ok=True)
-    datasets, expected = [], {}
+    datasets: list[Dataset] = []
+    expected: dict[str, str] = {}
     for spec in study_specs(studies, instances=per_study, prefix="F"):
         series = generate_uid()
         for n in range(1, per_study + 1):
@@ -200,27 +201,27 @@ def _record(result: Result, folder: Path, data: Data, complete: bool, seconds: f
 
 
 @contextmanager
-def test_pacs(data: Data, faults: Faults) -> Iterator[QueryRetrieveSCP]:
+def test_pacs(data: Data, faults: Faults) -> Iterator[tuple[QueryRetrieveSCP, int]]:
+    """The misbehaving test PACS, and the port it sends C-MOVE sub-operations to."""
     scp_port = free_port()
     pacs = QueryRetrieveSCP(
         data.datasets, ae_title="FAULTY", faults=faults, destinations={"ASYNCDICOM": ("127.0.0.1", scp_port)}
     )
     pacs.start()
-    pacs.scp_port = scp_port  # type: ignore[attr-defined]
     try:
-        yield pacs
+        yield pacs, scp_port
     finally:
         pacs.stop()
 
 
 @contextmanager
-def orthanc(folder: Path, data: Data) -> Iterator[Orthanc]:
+def orthanc(folder: Path, data: Data) -> Iterator[tuple[Orthanc, int]]:
+    """Orthanc holding the data, and the port it sends C-MOVE sub-operations to."""
     scp_port = free_port()
     server = Orthanc(folder / "orthanc", modalities={"ASYNCDICOM": ("127.0.0.1", scp_port)}).start()
-    server.scp_port = scp_port  # type: ignore[attr-defined]
     try:
         server.store(data.folder)
-        yield server
+        yield server, scp_port
     finally:
         if server.process is not None and server.process.poll() is None:
             os.kill(server.process.pid, signal.SIGCONT)
@@ -234,8 +235,8 @@ def sigkill(work: Path, data: Data, kind: str, kills: int) -> Result:
     """SIGKILL asyncdicom ``kills`` times at random moments, resuming each time; then finish."""
     result = Result(f"SIGKILL x{kills} ({kind}, Orthanc)")
     rng = random.Random(kills)
-    with orthanc(work, data) as server:
-        cfg = config(work, server.dicom_port, "ORTHANC", server.scp_port, kind, data.studies)  # type: ignore[attr-defined]
+    with orthanc(work, data) as (server, scp_port):
+        cfg = config(work, server.dicom_port, "ORTHANC", scp_port, kind, data.studies)
         for _ in range(kills):
             process = spawn(cfg)
             wait_for(work / "out", 1, process)
@@ -248,52 +249,27 @@ def sigkill(work: Path, data: Data, kind: str, kills: int) -> Result:
     return result
 
 
-def freeze(work: Path, data: Data, seconds: float) -> Result:
-    """SIGSTOP Orthanc mid-run for longer than the timeouts, then SIGCONT."""
-    result = Result(f"PACS frozen {seconds:g} s (c-move, Orthanc)")
-    with orthanc(work, data) as server:
+def _outage(
+    work: Path,
+    data: Data,
+    name: str,
+    down: Callable[[Orthanc], None],
+    up: Callable[[Orthanc], None],
+    seconds: float,
+    **request: Any,
+) -> Result:
+    """A C-MOVE run against Orthanc that is taken ``down`` a quarter of the way through and brought
+    ``up`` again ``seconds`` later; recovery counts from then."""
+    result = Result(name)
+    with orthanc(work, data) as (server, scp_port):
         cfg = config(
-            work,
-            server.dicom_port,
-            "ORTHANC",
-            server.scp_port,
-            "c-move",
-            data.studies,  # type: ignore[attr-defined]
-            timeout=2,
-            idle_timeout=3,
-            unreachable_timeout=120,
+            work, server.dicom_port, "ORTHANC", scp_port, "c-move", data.studies, unreachable_timeout=120, **request
         )
         process = spawn(cfg)
         wait_for(work / "out", len(data.expected) // 4, process)
-        assert server.process is not None
-        os.kill(server.process.pid, signal.SIGSTOP)
+        down(server)
         time.sleep(seconds)  # the fault lasts this long
-        os.kill(server.process.pid, signal.SIGCONT)
-        thawed = time.monotonic()
-        process.communicate(timeout=600)
-        complete, _, err = finish(cfg)
-        _record(result, work, data, complete, time.monotonic() - thawed, "" if complete else err[-300:])
-    return result
-
-
-def restart(work: Path, data: Data, down: float) -> Result:
-    """Stop Orthanc mid-run and start it again ``down`` seconds later."""
-    result = Result(f"PACS restarted, {down:g} s down (c-move, Orthanc)")
-    with orthanc(work, data) as server:
-        cfg = config(
-            work,
-            server.dicom_port,
-            "ORTHANC",
-            server.scp_port,
-            "c-move",
-            data.studies,  # type: ignore[attr-defined]
-            unreachable_timeout=120,
-        )
-        process = spawn(cfg)
-        wait_for(work / "out", len(data.expected) // 4, process)
-        server.stop()
-        time.sleep(down)  # the outage lasts this long
-        server.start()
+        up(server)
         back = time.monotonic()
         process.communicate(timeout=600)
         complete, _, err = finish(cfg)
@@ -301,11 +277,37 @@ def restart(work: Path, data: Data, down: float) -> Result:
     return result
 
 
+def _signal(sig: signal.Signals) -> Callable[[Orthanc], None]:
+    def send(server: Orthanc) -> None:
+        assert server.process is not None
+        os.kill(server.process.pid, sig)
+
+    return send
+
+
+def _start(server: Orthanc) -> None:
+    server.start()
+
+
+def freeze(work: Path, data: Data, seconds: float) -> Result:
+    """SIGSTOP Orthanc mid-run for longer than the timeouts, then SIGCONT."""
+    name = f"PACS frozen {seconds:g} s (c-move, Orthanc)"
+    return _outage(
+        work, data, name, _signal(signal.SIGSTOP), _signal(signal.SIGCONT), seconds, timeout=2, idle_timeout=3
+    )
+
+
+def restart(work: Path, data: Data, down: float) -> Result:
+    """Stop Orthanc mid-run and start it again ``down`` seconds later."""
+    name = f"PACS restarted, {down:g} s down (c-move, Orthanc)"
+    return _outage(work, data, name, Orthanc.stop, _start, down)
+
+
 def with_test_pacs(work: Path, data: Data, name: str, faults: Faults, kind: str = "c-move", **request: Any) -> Result:
     """One run against the misbehaving test PACS, then plain reruns until complete."""
     result = Result(name)
-    with test_pacs(data, faults) as pacs:
-        cfg = config(work, pacs.port, "FAULTY", pacs.scp_port, kind, data.studies, **request)  # type: ignore[attr-defined]
+    with test_pacs(data, faults) as (pacs, scp_port):
+        cfg = config(work, pacs.port, "FAULTY", scp_port, kind, data.studies, **request)
         complete, seconds, err = finish(cfg)
         _record(result, work, data, complete, seconds, "" if complete else err[-300:])
     return result
@@ -322,15 +324,15 @@ def disk_full(work: Path, data: Data, size_mb: int) -> Result:
         result.note = "skipped: mounting a tmpfs needs root"
         return result
     try:
-        with test_pacs(data, Faults()) as pacs:
+        with test_pacs(data, Faults()) as (pacs, scp_port):
             cfg = config(
                 work,
                 pacs.port,
                 "FAULTY",
-                pacs.scp_port,
+                scp_port,
                 "c-get",
                 data.studies,
-                output=mount / "out",  # type: ignore[attr-defined]
+                output=mount / "out",
             )
             process = spawn(cfg)
             _, err = process.communicate(timeout=300)
@@ -371,15 +373,15 @@ def window_closes(work: Path, data: Data) -> Result:
     }
     threads = 2  # the run must last past the close: about 1.5 times the time left
     per_instance = max(0.05, 1.5 * threads * (end - now).total_seconds() / len(data.expected))
-    with test_pacs(data, Faults(store_delay=per_instance)) as pacs:
+    with test_pacs(data, Faults(store_delay=per_instance)) as (pacs, scp_port):
         cfg = config(
             work,
             pacs.port,
             "FAULTY",
-            pacs.scp_port,
+            scp_port,
             "c-move",
             data.studies,
-            schedule=schedule,  # type: ignore[attr-defined]
+            schedule=schedule,
         )
         process = spawn(cfg, "--json")
         out, err = process.communicate(timeout=300)
