@@ -238,8 +238,15 @@ def echo(
 
 
 def _echo_move(cfg: Config, study: str | None, json_out: bool) -> int:
+    import re
+
     from asyncdicom import wayback
     from asyncdicom.runner import backend_for
+
+    if study is not None and (len(study) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", study)):
+        why = "expected a Study Instance UID: digits separated by single dots, at most 64 characters"
+        option = "--study"
+        raise ConfigError(option, why)
 
     find = backend_for(replace(cfg, request=replace(cfg.request, type="c-find")))
     move = backend_for(replace(cfg, request=replace(cfg.request, type="c-move")))

@@ -78,3 +78,9 @@ def test_without_a_recent_study_it_asks_for_one(tmp_path: Path, orthanc: LoadedO
     result, doc = cli_json("echo", _config(tmp_path, orthanc), "--move")
     assert result.exit_code == 1
     assert "no study from the last 30 days" in doc["message"] and "--study UID" in doc["message"]
+
+
+def test_a_bad_study_uid_is_a_usage_error(tmp_path: Path, orthanc: LoadedOrthanc) -> None:
+    result, doc = cli_json("echo", _config(tmp_path, orthanc), "--move", "--study", "1.2.x")
+    assert result.exit_code == 2
+    assert doc["ok"] is False and "--study" in doc["error"]
