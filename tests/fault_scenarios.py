@@ -313,10 +313,10 @@ def with_test_pacs(work: Path, data: Data, name: str, faults: Faults, kind: str 
     return result
 
 
-def disk_full(work: Path, data: Data, size_mb: int) -> Result:
+def disk_full(work: Path, data: Data, size_mb: int, kind: str) -> Result:
     """The output on a tmpfs of ``size_mb``: the run stops with exit 4 and a clear message; after
     the tmpfs grows, a plain rerun completes."""
-    result = Result(f"disk full at {size_mb} MB (c-get, test PACS)")
+    result = Result(f"disk full at {size_mb} MB ({kind}, test PACS)")
     mount = work / "volume"
     mount.mkdir(parents=True)
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount)], check=False)
@@ -330,7 +330,7 @@ def disk_full(work: Path, data: Data, size_mb: int) -> Result:
                 pacs.port,
                 "FAULTY",
                 scp_port,
-                "c-get",
+                kind,
                 data.studies,
                 output=mount / "out",
             )
@@ -432,6 +432,7 @@ def scenarios(data_for: Callable[[int, int, int], Data], short: bool) -> dict[st
             timeout=1,
             idle_timeout=10,
         ),
-        "disk-full": lambda w: disk_full(w, data_for(6, 10, 256), 2 if short else 4),
+        "disk-full-get": lambda w: disk_full(w, data_for(6, 10, 256), 2 if short else 4, "c-get"),
+        "disk-full-move": lambda w: disk_full(w, data_for(6, 10, 256), 2 if short else 4, "c-move"),
         "window": lambda w: window_closes(w, small),
     }
