@@ -192,7 +192,11 @@ class Retriever:
             reported = sum(outcome.counts.get(k, 0) for k in SETTLED)
             self.stats.expected_settled += max(reported, len(flight.received))
             return replace(
-                outcome, received=frozenset(flight.received), stored=flight.stored, duplicates=flight.duplicates
+                outcome,
+                received=frozenset(flight.received),
+                stored=flight.stored,
+                duplicates=flight.duplicates,
+                arrived=flight.arrived,
             )
         finally:
             self._flights.pop(session, None)

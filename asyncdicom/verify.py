@@ -47,7 +47,7 @@ def _problem(root: str, row: InstanceRow, digests: dict[str, str] | None) -> str
     if same and digests is not None:
         digest = _sha256(path)
         if row.sha256 is None:
-            digests[row.sop_uid] = digest
+            digests[row.path] = digest
         same = row.sha256 in (None, digest)
     if same:
         return None

@@ -126,7 +126,7 @@ class RetryPolicy:
         category = status_category(outcome.status)
         completed = outcome.counts.get("completed", 0)
         failed = outcome.counts.get("failed", 0) + len(outcome.failed_uids) > 0
-        arrived = len(outcome.received)
+        arrived = max(outcome.arrived, len(outcome.received))
         more = attempt < self.retries
         if category in ("success", "warning") and not failed and arrived >= completed:
             return Decision(Action.DONE, reason=category)

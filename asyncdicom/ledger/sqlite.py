@@ -12,6 +12,7 @@ import csv
 import fcntl
 import io
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -50,7 +51,7 @@ from asyncdicom.models import (
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BATCH = 500
 
 _MIGRATIONS: dict[int, str] = {
@@ -133,6 +134,28 @@ _MIGRATIONS: dict[int, str] = {
     4: """
     ALTER TABLE requests ADD COLUMN transient INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: an archive may hold two different data sets under one SOP Instance UID: both are kept,
+    # each with its own row (one row per UID and path)
+    5: """
+    CREATE TABLE instances_v5 (
+        sop_uid TEXT NOT NULL,
+        request_key TEXT,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        transfer_syntax TEXT,
+        state TEXT NOT NULL,
+        received REAL NOT NULL,
+        warning TEXT,
+        sha256 TEXT,
+        PRIMARY KEY (sop_uid, path)
+    );
+    INSERT INTO instances_v5 SELECT sop_uid, request_key, path, size, transfer_syntax, state, received, warning,
+        sha256 FROM instances;
+    DROP TABLE instances;
+    ALTER TABLE instances_v5 RENAME TO instances;
+    CREATE INDEX instances_request ON instances (request_key);
+    CREATE INDEX instances_path ON instances (path);
+    """,
 }
 
 
@@ -144,6 +167,8 @@ _HELD_BACK = """
       AND (i.state IN ('quarantined', 'skipped') OR (i.state != 'duplicate' AND i.warning LIKE ?))
     GROUP BY kind, i.warning ORDER BY COUNT(*) DESC, kind, i.warning
 """
+log = logging.getLogger("asyncdicom.ledger")
+
 _SUMMARY_STATES = (RequestState.DONE, RequestState.FAILED, RequestState.PENDING, RequestState.PARTIAL)
 
 
@@ -345,6 +370,7 @@ class Ledger:
         await db.executemany(  # a held-back instance processed again: its quarantine row goes
             "DELETE FROM instances WHERE sop_uid = ?", ((i.replaces,) for i in instances if i.replaces)
         )
+        await self._warn_of_twins(instances)
         await db.executemany(
             "INSERT OR IGNORE INTO instances (sop_uid, request_key, path, size, transfer_syntax, state, received, "
             "warning) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -387,6 +413,28 @@ class Ledger:
         )
         await db.commit()
         _announce(events)  # once durable
+
+    async def _warn_of_twins(self, instances: Sequence[InstanceRecord]) -> None:
+        """Warn of instances whose SOP Instance UID is already stored at another path: the archive
+        holds two different data sets under one UID (identical ones are placed once)."""
+        uids = list({i.sop_uid for i in instances})
+        known: dict[str, set[str]] = {}
+        for start in range(0, len(uids), 500):
+            chunk = uids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            async with self.db.execute(f"SELECT sop_uid, path FROM instances WHERE sop_uid IN ({marks})", chunk) as cur:
+                for uid, path in await cur.fetchall():
+                    known.setdefault(str(uid), set()).add(str(path))
+        for record in instances:
+            paths = known.setdefault(record.sop_uid, set())
+            if paths and record.path not in paths:
+                log.warning(
+                    "SOP Instance UID %s was received twice with different content (the archive holds two data "
+                    "sets under one UID); both are kept",
+                    record.sop_uid,
+                )
+                emit("twin", sop_instance_uid=record.sop_uid, request=record.request_key)
+            paths.add(record.path)
 
     # --- runs and reports ---------------------------------------------------------------------
 
@@ -528,8 +576,8 @@ class Ledger:
         await self.db.commit()
 
     async def checksums(self, items: Sequence[tuple[str, str]]) -> None:
-        """Keep the SHA-256 of stored instances: (SOP Instance UID, hex digest)."""
-        await self.db.executemany("UPDATE instances SET sha256 = ? WHERE sop_uid = ?", ((d, u) for u, d in items))
+        """Keep the SHA-256 of stored instances: (path under the output directory, hex digest)."""
+        await self.db.executemany("UPDATE instances SET sha256 = ? WHERE path = ?", ((d, p) for p, d in items))
         await self.db.commit()
 
     async def held_back_files(self) -> list[tuple[str, str, str, str]]:

@@ -45,6 +45,7 @@ class RetrieveOutcome:
     received: frozenset[str] = frozenset()
     stored: int = 0
     duplicates: int = 0
+    arrived: int = 0  # instances received and accepted (an archive's two data sets under one UID count twice)
 
 
 class DicomSession(Protocol):

@@ -9,6 +9,7 @@ caller asks for it with :func:`sync_dirs`).
 
 from __future__ import annotations
 
+import filecmp
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -36,11 +37,15 @@ class Placed:
         return Path(self.directory, self.name)
 
 
-def _same_instance(path: str, sop_uid: str) -> bool:
+def _same_instance(path: str, spooled: str | Path, sop_uid: str) -> bool:
+    """Whether the file at ``path`` is this very instance: the same SOP Instance UID and the same
+    bytes (an archive may hold two different data sets under one UID; both are kept)."""
     try:
-        return read_header(path, ()).sop_instance_uid == sop_uid
+        if read_header(path, ()).sop_instance_uid != sop_uid:
+            return False
     except ValueError:
         return False
+    return filecmp.cmp(path, spooled, shallow=False)
 
 
 def _numbered(name: str, number: int) -> str:
@@ -109,7 +114,7 @@ class Placer:
                 # link() fails if the name exists: no window in which another writer's file is replaced
                 os.link(spooled, target)
             except FileExistsError:
-                if _same_instance(target, sop_uid):
+                if _same_instance(target, spooled, sop_uid):
                     os.unlink(spooled)
                     return Placed(directory, candidate, "/".join((*folders, candidate)), InstanceState.DUPLICATE, size)
                 number += 1

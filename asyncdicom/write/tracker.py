@@ -38,6 +38,7 @@ class Flight:
     received: set[str] = field(default_factory=set)
     stored: int = 0
     duplicates: int = 0
+    arrived: int = 0  # instances received and accepted, the same UID twice counting twice
     pending: int = 0
     waiting: bool = False  # the retrieve is over and its task waits for the last instances
     opened: float = field(default_factory=time.monotonic)
@@ -108,6 +109,7 @@ class Tracker:
             flight.pending -= 1
             idle = flight.pending == 0
         flight.received.add(sop_uid)
+        flight.arrived += 1
         if duplicate:
             flight.duplicates += 1
         else:
