@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
+import anyio
+
 from asyncdicom.elements import ElementSpec, parse_path
 from asyncdicom.errors import NetworkError
 from asyncdicom.models import Request
@@ -24,7 +26,7 @@ Find = Callable[[Request], Awaitable[FindOutcome]]
 
 MAX_UIDS = 500  # SOP Instance UIDs in one IMAGE-level retrieve: about 32 KiB of identifier
 MAX_INSTANCES = 200_000  # instances one request may cover before resuming by parts is not worth it
-_KEYS = ("PatientID", "AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_KEYS = ("PatientID", "AccessionNumber", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")  # retrieve keys
 
 
 class _Unknown(Exception):
@@ -141,3 +143,69 @@ def _image_parts(request: Request, patient: Keys, study: str, series: str, wante
         )
         for start in range(0, len(wanted), MAX_UIDS)
     ]
+
+
+MAX_SERIES_ASKED = 100  # series asked one by one for their SOP classes before giving up
+
+
+async def sop_classes(
+    request: Request,
+    find: Find,
+    model: str,
+    cache: dict[str, tuple[str, ...] | None],
+    locks: dict[str, anyio.Lock] | None = None,
+) -> tuple[str, ...] | None:
+    """The SOP classes of the instances ``request`` covers (to propose them for a C-GET), or None
+    when the PACS does not say. Per study: SOP Classes in Study at STUDY level, else SOPClassUID at
+    IMAGE level, series by series; ``cache`` keeps each study's answer for the run, and ``locks``
+    make concurrent requests for one study wait for the first one's C-FINDs."""
+    locks = {} if locks is None else locks
+    given = _given(request)
+    patient: Keys = [("PatientID", given["PatientID"])] if "PatientID" in given else []
+    if model == "patient" and not patient:
+        return None
+    try:
+        if "StudyInstanceUID" in given:
+            studies = given["StudyInstanceUID"].split("\\")
+        else:
+            keys: Keys = [(k, given[k]) for k in ("PatientID", "AccessionNumber") if k in given]
+            if not keys:
+                return None
+            query = _request(request, "STUDY", [*keys, ("StudyInstanceUID", None)])
+            studies = await _values(find, query, "StudyInstanceUID")
+        found: list[str] = []
+        for study in studies:
+            async with locks.setdefault(study, anyio.Lock()):
+                if study not in cache:
+                    cache[study] = await _study_classes(request, find, model, patient, study)
+            classes = cache[study]
+            if classes is None:
+                return None
+            found.extend(classes)
+    except _Unknown:
+        return None
+    return tuple(dict.fromkeys(found)) or None
+
+
+async def _study_classes(request: Request, find: Find, model: str, patient: Keys, study: str) -> tuple[str, ...] | None:
+    query = _request(request, "STUDY", [*patient, ("StudyInstanceUID", study), ("SOPClassesInStudy", None)])
+    listed = [uid for text in await _values(find, query, "SOPClassesInStudy") for uid in text.split("\\") if uid]
+    if listed:
+        return tuple(dict.fromkeys(listed))
+    if model == "psonly":
+        return None
+    query = _request(request, "SERIES", [*patient, ("StudyInstanceUID", study), ("SeriesInstanceUID", None)])
+    series_list = await _values(find, query, "SeriesInstanceUID")
+    if not series_list or len(series_list) > MAX_SERIES_ASKED:
+        return None
+    classes: list[str] = []
+    for series in series_list:
+        keys: Keys = [
+            *patient,
+            ("StudyInstanceUID", study),
+            ("SeriesInstanceUID", series),
+            ("SOPInstanceUID", None),
+            ("SOPClassUID", None),
+        ]
+        classes.extend(await _values(find, _request(request, "IMAGE", keys), "SOPClassUID"))
+    return tuple(dict.fromkeys(classes)) or None

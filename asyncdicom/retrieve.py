@@ -26,7 +26,7 @@ import anyio.lowlevel
 from asyncdicom.anonymize.worker import anonymize_file
 from asyncdicom.config import Config
 from asyncdicom.config.schema import state_folder
-from asyncdicom.coverage import missing_parts
+from asyncdicom.coverage import Find, missing_parts, sop_classes
 from asyncdicom.errors import FatalRunError, NetworkError, OutputError
 from asyncdicom.events import emit
 from asyncdicom.models import Request
@@ -157,6 +157,9 @@ class Retriever:
         self.scp: StorageSCP | None = None
         self._listening = False
         self._flights: dict[DicomSession, Flight] = {}
+        self._classes: dict[str, tuple[str, ...] | None] = {}  # study → its SOP classes (C-GET)
+        self._class_locks: dict[str, anyio.Lock] = {}
+        self._idle_finders: list[DicomSession] = []  # C-FIND sessions kept between uses
         self._token: anyio.lowlevel.EventLoopToken | None = None
 
     def progress(self, session: DicomSession) -> float | None:
@@ -229,25 +232,42 @@ class Retriever:
                 )
                 self.stats.resumed += 1
                 parts = found
+        classes = await self._sop_classes(request, threads) if sink is not None else ()
         outcomes = [
-            await anyio.to_thread.run_sync(session.retrieve, part, flight.message_id, sink, on_counts, limiter=threads)
+            await anyio.to_thread.run_sync(
+                session.retrieve, part, flight.message_id, sink, on_counts, classes, limiter=threads
+            )
             for part in parts
         ]
         return merged(outcomes)
 
-    async def _missing(self, request: Request, known: set[str], threads: anyio.CapacityLimiter) -> list[Request] | None:
-        """What ``request`` still misses, from C-FINDs on an association of their own."""
+    async def _sop_classes(self, request: Request, threads: anyio.CapacityLimiter) -> tuple[str, ...]:
+        """A C-GET's SOP classes, learnt from C-FINDs (cached per study), to propose them; () when
+        the PACS does not say (the usual proposal then)."""
+        if self.finder is None:
+            return ()
+        async with self._finding(threads) as find:
+            found = await sop_classes(request, find, self.config.request.model, self._classes, self._class_locks)
+        return found or ()
+
+    @asynccontextmanager
+    async def _finding(self, threads: anyio.CapacityLimiter) -> AsyncIterator[Find]:
+        """A C-FIND function on a kept association of its own (one per worker at most, reused)."""
         assert self.finder is not None
-        session = self.finder.session()
+        session = self._idle_finders.pop() if self._idle_finders else self.finder.session()
 
         async def find(query: Request) -> FindOutcome:
             return await anyio.to_thread.run_sync(session.find, query, limiter=threads)
 
         try:
-            return await missing_parts(request, known, find, self.config.request.model)
+            yield find
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(session.close, limiter=threads)
+            self._idle_finders.append(session)
+
+    async def _missing(self, request: Request, known: set[str], threads: anyio.CapacityLimiter) -> list[Request] | None:
+        """What ``request`` still misses, from C-FINDs on an association of their own."""
+        async with self._finding(threads) as find:
+            return await missing_parts(request, known, find, self.config.request.model)
 
     def _stop_if_unwritable(self) -> None:
         """A full or unwritable output volume stops the run (a retry would fail the same way)."""
@@ -330,6 +350,8 @@ class Retriever:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.stop_listening()
+                    for session in self._idle_finders:
+                        await anyio.to_thread.run_sync(session.close)
                     self.pipeline.close()
 
     async def listen(self) -> None:

@@ -132,3 +132,59 @@ async def test_long_lists_are_split() -> None:
     parts = await missing_parts(request, {"1.2.0"}, FakePacs(), "study")
     assert parts is not None
     assert [len(str(_keys(p)["SOPInstanceUID"]).split("\\")) for p in parts] == [MAX_UIDS, MAX_UIDS]
+
+
+class ClassPacs(FakePacs):
+    """FakePacs that also answers SOP Classes in Study (``listed``) or SOPClassUID per instance."""
+
+    def __init__(self, listed: bool) -> None:
+        super().__init__()
+        self.listed = listed
+
+    async def __call__(self, query: Request) -> FindOutcome:
+        keys = _keys(query)
+        if keys["QueryRetrieveLevel"] == "STUDY" and "SOPClassesInStudy" in keys:
+            self.queries.append(keys)
+            text = "1.2.840.10008.5.1.4.1.1.2\\1.2.840.10008.5.1.4.1.1.9.1.1" if self.listed else ""
+            return FindOutcome(0, ({"StudyInstanceUID": "1.1", "SOPClassesInStudy": text},))
+        outcome = await super().__call__(query)
+        if keys["QueryRetrieveLevel"] == "IMAGE":
+            classes = {"1.1.1": "1.2.840.10008.5.1.4.1.1.2", "1.1.2": "1.2.840.10008.5.1.4.1.1.9.1.1"}
+            series = str(keys["SeriesInstanceUID"])
+            matches = tuple({**m, "SOPClassUID": classes[series]} for m in outcome.matches)
+            return FindOutcome(0, matches)
+        return outcome
+
+
+@pytest.mark.parametrize("listed", [True, False])
+async def test_sop_classes_from_the_study_or_its_instances(listed: bool) -> None:
+    from asyncdicom.coverage import sop_classes
+
+    pacs, cache = ClassPacs(listed), {}
+    request = _request("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.1")
+    found = await sop_classes(request, pacs, "study", cache)
+    assert found == ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.9.1.1")
+    asked = len(pacs.queries)
+    assert asked == (1 if listed else 4)  # STUDY; or STUDY, SERIES and one IMAGE query per series
+    assert await sop_classes(request, pacs, "study", cache) == found
+    assert len(pacs.queries) == asked  # cached per study
+
+
+async def test_concurrent_requests_of_one_study_ask_once() -> None:
+    import anyio
+
+    from asyncdicom.coverage import sop_classes
+
+    pacs, cache, locks = ClassPacs(False), {}, {}
+    request = _request("QueryRetrieveLevel=SERIES", "StudyInstanceUID=1.1", "SeriesInstanceUID=1.1.1")
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(sop_classes, request, pacs, "study", cache, locks)
+    assert len(pacs.queries) == 4
+
+
+async def test_a_pacs_that_names_no_class_means_the_fixed_proposal() -> None:
+    from asyncdicom.coverage import sop_classes
+
+    request = _request("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.1")
+    assert await sop_classes(request, FakePacs(status=0xC000), "study", {}) is None

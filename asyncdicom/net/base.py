@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,10 +62,16 @@ class DicomSession(Protocol):
         """Send one C-FIND and collect every response (re-associating when needed)."""
 
     def retrieve(
-        self, request: Request, message_id: int, sink: Any, on_counts: CountsCallback | None = None
+        self,
+        request: Request,
+        message_id: int,
+        sink: Any,
+        on_counts: CountsCallback | None = None,
+        classes: Sequence[str] = (),
     ) -> RetrieveOutcome:
         """Send one C-MOVE (``sink`` None) or C-GET (C-STOREs go to ``sink``) and wait for its end;
-        ``on_counts`` gets the sub-operation counts of each pending response (in the worker thread)."""
+        ``on_counts`` gets the sub-operation counts of each pending response (in the worker thread);
+        ``classes``: a C-GET's SOP classes, when known, to propose presentation contexts for."""
 
     def echo(self) -> int:
         """Send one C-ECHO and return its status."""

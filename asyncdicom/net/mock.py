@@ -48,7 +48,9 @@ class MockSession:
         finally:
             self.busy_since = None
 
-    def retrieve(self, request: Request, message_id: int, sink: object, on_counts: object = None) -> RetrieveOutcome:
+    def retrieve(
+        self, request: Request, message_id: int, sink: object, on_counts: object = None, classes: object = ()
+    ) -> RetrieveOutcome:
         result = self._backend.handler(request)
         assert isinstance(result, RetrieveOutcome)
         return result

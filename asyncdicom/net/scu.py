@@ -9,8 +9,8 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from pydicom.datadict import keyword_for_tag
@@ -31,7 +31,7 @@ from asyncdicom.net.base import PENDING, CountsCallback, FindOutcome, RetrieveOu
 from asyncdicom.net.dimse import StoreSink
 from asyncdicom.net.lean import LeanAssociation
 from asyncdicom.net.pace import Pacer
-from asyncdicom.net.storage import storage_contexts
+from asyncdicom.net.storage import learned_contexts, storage_contexts
 
 FIND_MODELS = {
     "patient": PatientRootQueryRetrieveInformationModelFind,
@@ -165,8 +165,9 @@ class ScuBackend:
         """A new session; it associates lazily on first use."""
         return ScuSession(self)
 
-    def associate(self) -> LeanAssociation:
-        """Open one association to the configured PACS, or raise a NetworkError."""
+    def associate(self, classes: Sequence[str] = ()) -> LeanAssociation:
+        """Open one association to the configured PACS, or raise a NetworkError; for a C-GET whose
+        SOP ``classes`` are known, a proposal made for them."""
         settings = self.settings
         assoc = LeanAssociation.open(
             settings.host,
@@ -176,7 +177,7 @@ class ScuBackend:
             abstract_syntaxes=self._syntaxes,
             connect_timeout=settings.connect_timeout,
             timeout=settings.timeout,
-            storage=self._storage,
+            storage=learned_contexts(classes, settings.sop_classes) if classes else self._storage,
             pacer=settings.pacer,
         )
         if self.needed not in assoc.contexts:
@@ -204,14 +205,20 @@ class ScuSession:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.busy_since: float | None = None
+        self._proposed: frozenset[str] = frozenset()  # SOP classes the association was proposed for
 
-    def _association(self) -> tuple[LeanAssociation, bool]:
+    def _association(self, classes: Sequence[str] = ()) -> tuple[LeanAssociation, bool]:
+        """The kept association, when it suits ``classes`` (a C-GET's SOP classes): they were
+        accepted, or already proposed for and refused; else a new one proposed for them."""
         assoc = self._assoc
         if assoc is not None and assoc.alive:
-            return assoc, True
-        assoc = self._backend.associate()
+            if all(uid in assoc.contexts for uid in classes) or self._proposed.issuperset(classes):
+                return assoc, True
+            self.close()
+        assoc = self._backend.associate(classes)
         with self._lock:
             self._assoc = assoc
+            self._proposed = frozenset(classes)
         return assoc, False
 
     def _message_id(self) -> int:
@@ -226,16 +233,16 @@ class ScuSession:
         identifier = build_identifier(request.elements)
         return self._on_live_association(lambda assoc: self._find_once(assoc, identifier))
 
-    def _on_live_association(self, send: Callable[[LeanAssociation], _T]) -> _T:
+    def _on_live_association(self, send: Callable[[LeanAssociation], _T], classes: Sequence[str] = ()) -> _T:
         """Run ``send`` on the kept association; once more on a fresh one if a reused association
         died before the PACS answered anything."""
-        assoc, reused = self._association()
+        assoc, reused = self._association(classes)
         try:
             return send(assoc)
         except _NoResponse:
             if not reused:
                 raise
-        assoc, _ = self._association()
+        assoc, _ = self._association(classes)
         return send(assoc)
 
     def _find_once(self, assoc: LeanAssociation, identifier: Dataset) -> FindOutcome:
@@ -271,14 +278,28 @@ class ScuSession:
         raise AssociationAborted(msg)  # pragma: no cover
 
     def retrieve(
-        self, request: Request, message_id: int, sink: StoreSink | None, on_counts: CountsCallback | None = None
+        self,
+        request: Request,
+        message_id: int,
+        sink: StoreSink | None,
+        on_counts: CountsCallback | None = None,
+        classes: Sequence[str] = (),
     ) -> RetrieveOutcome:
         """Send one C-MOVE (to our AE title) or, with a ``sink``, one C-GET; collect its responses
-        (``on_counts`` sees the sub-operation counts of each pending one)."""
+        (``on_counts`` sees the sub-operation counts of each pending one). ``classes``: the SOP
+        classes a C-GET will receive, when known: the association is proposed for them."""
         identifier = retrieve_identifier(request)
-        return self._on_live_association(
-            lambda assoc: self._retrieve_once(assoc, identifier, message_id, sink, on_counts)
+        classes = classes if sink is not None else ()
+        outcome = self._on_live_association(
+            lambda assoc: self._retrieve_once(assoc, identifier, message_id, sink, on_counts), classes
         )
+        assoc = self._assoc
+        refused = [uid for uid in classes if assoc is not None and uid not in assoc.contexts]
+        if refused and outcome.status != 0x0000:
+            names = ", ".join(f"{UID(uid).name} ({uid})" for uid in refused)
+            why = f"the PACS accepted no presentation context for {names}; try request.type c-move"
+            outcome = replace(outcome, comment=f"{outcome.comment}; {why}" if outcome.comment else why)
+        return outcome
 
     def _retrieve_once(
         self,

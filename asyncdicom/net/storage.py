@@ -85,6 +85,26 @@ OTHER_CLASSES = (
 )
 
 
+def learned_contexts(classes: Sequence[str], extra: Sequence[str] = ()) -> list[tuple[str, tuple[str, ...]]]:
+    """The proposal for a C-GET whose SOP classes are known: each of ``classes`` with the
+    uncompressed syntaxes and one context per compressed syntax (so the PACS can send what it
+    stores), then the usual proposal as room allows (:func:`storage_contexts`)."""
+    room = MAX_CONTEXTS - QUERY_CONTEXTS
+    wanted = list(dict.fromkeys(classes))
+    plain: tuple[str, ...] = UNCOMPRESSED
+    contexts: list[tuple[str, tuple[str, ...]]] = [(uid, plain) for uid in wanted][:room]
+    for uid in wanted:
+        for syntax in COMPRESSED:
+            if len(contexts) < room:
+                contexts.append((uid, (syntax,)))
+    for uid, syntaxes in storage_contexts(extra):
+        if len(contexts) >= room:
+            break
+        if uid not in wanted:
+            contexts.append((uid, syntaxes))
+    return contexts
+
+
 def storage_contexts(extra: Sequence[str] = ()) -> list[tuple[str, tuple[str, ...]]]:
     """(SOP class, transfer syntaxes) for every storage context to propose, within the limit."""
     contexts: list[tuple[str, tuple[str, ...]]] = []
