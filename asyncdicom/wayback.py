@@ -21,7 +21,7 @@ from asyncdicom.config import Config
 from asyncdicom.elements import ElementSpec, parse_path
 from asyncdicom.errors import AsyncDicomError, NetworkError
 from asyncdicom.models import Request
-from asyncdicom.net.base import DicomBackend
+from asyncdicom.net.base import DicomBackend, DicomSession
 from asyncdicom.net.dimse import Reply, Status
 from asyncdicom.net.scp import Received, StorageSCP
 
@@ -77,21 +77,17 @@ def _query(level: str, keys: list[tuple[str, str | None]]) -> Request:
     return Request("echo-move", 0, specs)
 
 
-async def _first(backend: DicomBackend, query: Request, keyword: str) -> str | None:
-    session = backend.session()
-    try:
-        outcome = await anyio.to_thread.run_sync(session.find, query)
-    finally:
-        await anyio.to_thread.run_sync(session.close)
+async def _first(session: DicomSession, query: Request, keyword: str) -> str | None:
+    outcome = await anyio.to_thread.run_sync(session.find, query)
     for match in outcome.matches:
         if value := match.get(keyword, "").strip():
             return value
     return None
 
 
-async def find_instance(find: DicomBackend, model: str, study: str | None) -> tuple[Request | None, str]:
+async def find_instance(find: DicomSession, model: str, study: str | None) -> tuple[Request | None, str]:
     """An IMAGE-level C-MOVE request for one instance (of ``study``, else of a recent study), or
-    None and why not."""
+    None and why not; the C-FINDs go over ``find``'s one association."""
     if model == "psonly":
         return None, "request.model psonly has no image level; use study or patient"
     if study is None:
@@ -124,10 +120,13 @@ async def check(config: Config, find: DicomBackend, move: DicomBackend, study: s
     """Ask the PACS to send one instance to our storage SCP; report whether it came."""
     local = config.local
     ours = f"{local.aet} at {socket.gethostname()}, port {local.port}"
+    finder = find.session()
     try:
-        request, why = await find_instance(find, config.request.model, study)
+        request, why = await find_instance(finder, config.request.model, study)
     except NetworkError as exc:
         return WayBack(False, f"the C-FIND for an instance to send failed: {exc}")
+    finally:
+        await anyio.to_thread.run_sync(finder.close)
     if request is None:
         return WayBack(False, why)
     arrivals = _Arrivals()

@@ -43,3 +43,14 @@ def library(path: Path) -> list[dict[str, str]]:
 
     with path.open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def ledger_instances(ledger: Path) -> int:
+    """Instance rows in another process's ledger, read-only (0 while it cannot be read yet)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=1) as db:
+            return int(db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
+    except sqlite3.Error:
+        return 0

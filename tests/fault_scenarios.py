@@ -15,7 +15,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from asyncdicom.net.qrscp import Faults, QueryRetrieveSCP
+from tests.cli_helpers import ledger_instances
 from tests.factory import make_instance, study_specs
 from tests.pacs_servers import Orthanc, free_port
 
@@ -160,11 +160,7 @@ def finish(config_path: Path, attempts: int = 6) -> tuple[bool, float, str]:
 
 
 def instances_in_ledger(out: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{out / '.asyncdicom' / 'c.sqlite3'}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
-    except sqlite3.Error:
-        return 0
+    return ledger_instances(out / ".asyncdicom" / "c.sqlite3")
 
 
 def wait_for(out: Path, count: int, process: subprocess.Popen[str], deadline: float = 120) -> bool:

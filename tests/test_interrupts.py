@@ -16,7 +16,7 @@ import yaml
 
 from asyncdicom.demo import demo_datasets
 from asyncdicom.net.qrscp import Faults, QueryRetrieveSCP
-from tests.cli_helpers import cli_json, spawn
+from tests.cli_helpers import cli_json, ledger_instances, spawn
 from tests.conftest import write_yaml
 from tests.pacs_servers import free_port
 
@@ -63,11 +63,7 @@ def _config(
 
 
 def _ledger_instances(tmp_path: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{tmp_path / 'out/.asyncdicom/c.sqlite3'}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
-    except sqlite3.Error:
-        return 0
+    return ledger_instances(tmp_path / "out" / ".asyncdicom" / "c.sqlite3")
 
 
 def _cut_requests(tmp_path: Path) -> int:

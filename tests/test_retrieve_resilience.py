@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from tests.cli_helpers import cli_json, spawn
+from tests.cli_helpers import cli_json, ledger_instances, spawn
 from tests.conftest import write_yaml
 from tests.factory import study_specs, write_files
 from tests.pacs_servers import Orthanc, free_port
@@ -61,17 +60,9 @@ def _config(tmp_path: Path, big: BigPacs, kind: str) -> Path:
     return write_yaml(tmp_path / "c.yml", doc)
 
 
-def _instances_in_ledger(ledger: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-
-
 def _wait_for_instances(ledger: Path, count: int, process: object) -> None:
     deadline = time.monotonic() + 60
-    while _instances_in_ledger(ledger) < count:  # observable progress of another process
+    while ledger_instances(ledger) < count:  # observable progress of another process
         assert getattr(process, "poll", lambda: None)() is None, "the run ended too early"
         assert time.monotonic() < deadline, "no progress"
         time.sleep(0.05)
@@ -100,7 +91,7 @@ def test_sigkill_then_rerun_gives_the_same_files(tmp_path: Path, big: BigPacs, k
         and not p.name.endswith(("-wal", "-shm"))
     ]
     assert not list((out / ".asyncdicom" / "spool").iterdir())
-    assert _instances_in_ledger(ledger) == len(big.instances)
+    assert ledger_instances(ledger) == len(big.instances)
 
 
 def test_pacs_restart_mid_move_recovers(tmp_path: Path, big: BigPacs) -> None:

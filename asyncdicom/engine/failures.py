@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from asyncdicom.errors import (
-    AssociationAborted,
     AssociationRejected,
     ConnectionFailed,
     NetworkError,
@@ -124,9 +123,7 @@ def for_error(error: NetworkError) -> Failure:
         return SILENT
     if isinstance(error, ProtocolError):
         return BROKEN
-    if isinstance(error, AssociationAborted):
-        return ABORTED
-    return ABORTED
+    return ABORTED  # aborted, reset, or any other network error
 
 
 def for_status(status: int, failed_sub_operations: bool = False) -> Failure | None:
