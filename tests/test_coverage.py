@@ -188,3 +188,32 @@ async def test_a_pacs_that_names_no_class_means_the_fixed_proposal() -> None:
 
     request = _request("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.1")
     assert await sop_classes(request, FakePacs(status=0xC000), "study", {}) is None
+
+
+async def test_a_hostile_count_of_instances_means_ask_for_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More instances than MAX_INSTANCES: resuming by parts is given up, nothing more is asked."""
+    import asyncdicom.coverage as coverage
+
+    monkeypatch.setattr(coverage, "MAX_INSTANCES", 2)
+    request = _request("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.1")
+    pacs = FakePacs()
+    assert await missing_parts(request, {"1.1.1.1"}, pacs, "study") is None
+    assert [q["QueryRetrieveLevel"] for q in pacs.queries] == ["SERIES", "IMAGE"]
+
+
+async def test_too_many_series_to_ask_means_the_fixed_proposal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncdicom.coverage as coverage
+
+    monkeypatch.setattr(coverage, "MAX_SERIES_ASKED", 1)
+    request = _request("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.1")
+    pacs = ClassPacs(listed=False)
+    assert await coverage.sop_classes(request, pacs, "study", {}) is None
+    assert [q["QueryRetrieveLevel"] for q in pacs.queries] == ["STUDY", "SERIES"]  # no IMAGE query
+
+
+def test_a_hostile_list_of_classes_fits_one_association() -> None:
+    from asyncdicom.net.storage import MAX_CONTEXTS, QUERY_CONTEXTS, learned_contexts
+
+    classes = [f"1.2.3.{n}" for n in range(1000)]  # what 64 KiB of SOP Classes in Study can hold
+    contexts = learned_contexts(classes)
+    assert len(contexts) == MAX_CONTEXTS - QUERY_CONTEXTS
