@@ -13,7 +13,7 @@ instances already stored are then recognised as duplicates and not written twice
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 
 import anyio
 
@@ -59,10 +59,14 @@ async def _values(find: Find, query: Request, keyword: str) -> list[str]:
         outcome = await find(query)
     except NetworkError as exc:
         raise _Unknown(str(exc)) from None
+    _check(outcome)
+    return list(dict.fromkeys(value for match in outcome.matches if (value := match.get(keyword, "").strip())))
+
+
+def _check(outcome: FindOutcome) -> None:
     if outcome.status not in (0x0000, 0x0001, 0x0107) and not 0xB000 <= outcome.status <= 0xBFFF:
         msg = f"C-FIND status 0x{outcome.status:04X}"
         raise _Unknown(msg)
-    return list(dict.fromkeys(value for match in outcome.matches if (value := match.get(keyword, "").strip())))
 
 
 async def missing_parts(request: Request, stored: Collection[str], find: Find, model: str) -> list[Request] | None:
@@ -86,6 +90,22 @@ async def missing_parts(request: Request, stored: Collection[str], find: Find, m
 async def _walk(
     request: Request, given: dict[str, str], patient: Keys, stored: Collection[str], find: Find
 ) -> list[Request]:
+    parts: list[Request] = []
+    async for study, series, instances in _series(request, given, patient, find):
+        wanted = [uid for uid, _ in instances if uid not in stored]
+        if len(wanted) == len(instances):
+            whole: Keys = [*patient, ("StudyInstanceUID", study), ("SeriesInstanceUID", series)]
+            parts.append(_request(request, "SERIES", whole))
+        else:
+            parts.extend(_image_parts(request, patient, study, series, wanted))
+    return parts
+
+
+async def _series(
+    request: Request, given: dict[str, str], patient: Keys, find: Find, with_class: bool = False
+) -> AsyncIterator[tuple[str, str, list[tuple[str, str]]]]:
+    """(study, series, [(SOP Instance UID, SOP Class UID or "")]) for each series ``request``
+    covers that holds instances, from C-FINDs down the hierarchy; at most :data:`MAX_INSTANCES`."""
     if "StudyInstanceUID" in given:
         studies = given["StudyInstanceUID"].split("\\")
     else:
@@ -96,7 +116,6 @@ async def _walk(
         studies = await _values(
             find, _request(request, "STUDY", [*keys, ("StudyInstanceUID", None)]), "StudyInstanceUID"
         )
-    parts: list[Request] = []
     covered = 0
     for study in studies:
         if "SeriesInstanceUID" in given and len(studies) == 1:
@@ -105,27 +124,65 @@ async def _walk(
             query = _request(request, "SERIES", [*patient, ("StudyInstanceUID", study), ("SeriesInstanceUID", None)])
             series_list = await _values(find, query, "SeriesInstanceUID")
         for series in series_list:
-            query = _request(
-                request,
-                "IMAGE",
-                [*patient, ("StudyInstanceUID", study), ("SeriesInstanceUID", series), ("SOPInstanceUID", None)],
-            )
-            instances = await _values(find, query, "SOPInstanceUID")
+            keys = [*patient, ("StudyInstanceUID", study), ("SeriesInstanceUID", series), ("SOPInstanceUID", None)]
+            if with_class:
+                keys.append(("SOPClassUID", None))
+            instances = await _pairs(find, _request(request, "IMAGE", keys))
             covered += len(instances)
-            if not instances:
-                continue
             if covered > MAX_INSTANCES:
                 msg = "too many instances"
                 raise _Unknown(msg)
-            wanted = [uid for uid in instances if uid not in stored]
-            if len(wanted) == len(instances):
-                whole: Keys = [*patient, ("StudyInstanceUID", study), ("SeriesInstanceUID", series)]
-                parts.append(_request(request, "SERIES", whole))
-            else:
-                parts.extend(_image_parts(request, patient, study, series, wanted))
-    if not covered:  # the PACS found nothing, yet instances of this request were stored: do not trust it
+            if instances:
+                yield study, series, instances
+    if not covered:  # the PACS found nothing, yet the request was worth walking: do not trust it
         msg = "the C-FINDs found no instance"
         raise _Unknown(msg)
+
+
+async def _pairs(find: Find, query: Request) -> list[tuple[str, str]]:
+    """(SOP Instance UID, SOP Class UID) of each distinct instance ``query`` matches."""
+    try:
+        outcome = await find(query)
+    except NetworkError as exc:
+        raise _Unknown(str(exc)) from None
+    _check(outcome)
+    pairs: dict[str, str] = {}
+    for match in outcome.matches:
+        if uid := match.get("SOPInstanceUID", "").strip():
+            pairs.setdefault(uid, match.get("SOPClassUID", "").strip())
+    return list(pairs.items())
+
+
+async def class_parts(
+    request: Request, stored: Collection[str], find: Find, model: str, room: int
+) -> list[tuple[Request, tuple[str, ...]]] | None:
+    """A C-GET whose SOP classes need more presentation contexts than one association offers, split
+    so each part's classes fit: the classes in groups of at most ``room``, each group asked for by
+    its series (whole, when all their instances are in the group and none is stored) or by
+    instance lists; instances in ``stored`` are left out. None when the hierarchy cannot be walked."""
+    given = _given(request)
+    patient: Keys = [("PatientID", given["PatientID"])] if "PatientID" in given else []
+    if model == "psonly" or (model == "patient" and not patient) or room < 1:
+        return None
+    try:
+        found = [item async for item in _series(request, given, patient, find, with_class=True)]
+    except _Unknown:
+        return None
+    order = list(dict.fromkeys(cls for _, _, instances in found for _, cls in instances if cls))
+    groups = [tuple(order[start : start + room]) for start in range(0, len(order), room)]
+    parts: list[tuple[Request, tuple[str, ...]]] = []
+    for group in groups:
+        members = set(group)
+        for study, series, instances in found:
+            inside = [uid for uid, cls in instances if cls in members]
+            wanted = [uid for uid in inside if uid not in stored]
+            if not wanted:
+                continue
+            if len(wanted) == len(instances):
+                whole: Keys = [*patient, ("StudyInstanceUID", study), ("SeriesInstanceUID", series)]
+                parts.append((_request(request, "SERIES", whole), group))
+            else:
+                parts.extend((part, group) for part in _image_parts(request, patient, study, series, wanted))
     return parts
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from pydicom.uid import UID
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -167,6 +168,15 @@ def held_back(groups: Sequence[Mapping[str, Any]]) -> None:
         info(f"  {group['count']} × {group['kind']}: {group['reason'] or 'no reason recorded'}")
 
 
+def refused_classes(classes: Mapping[str, int]) -> None:
+    """One line per SOP class a C-GET needed and the PACS accepted no presentation context for."""
+    if not classes:
+        return
+    warning("the PACS accepted no C-GET presentation context for these SOP classes (use request.type c-move):")
+    for uid, count in classes.items():
+        info(f"  {UID(uid).name} ({uid}): {count} requests")
+
+
 def summary(report: Mapping[str, Any]) -> None:
     """The end-of-run table on stderr."""
     table = Table(title=f"asyncdicom run: {report['outcome']}", show_header=False, title_justify="left")
@@ -201,6 +211,7 @@ def summary(report: Mapping[str, Any]) -> None:
         info(f"{name}: {report['library_file']} ({report.get('library_rows', 0)} rows)")
     info(f"ledger: {report['ledger_file']}")
     held_back(report.get("held_back") or [])
+    refused_classes(report.get("refused_classes") or {})
     repeated = {kind: count for kind, count in (report.get("problems") or {}).items() if count > 1}
     for kind, count in repeated.items():
         warning(f"{count} × {kind}")

@@ -26,7 +26,7 @@ import anyio.lowlevel
 from asyncdicom.anonymize.worker import anonymize_file
 from asyncdicom.config import Config
 from asyncdicom.config.schema import state_folder
-from asyncdicom.coverage import Find, missing_parts, sop_classes
+from asyncdicom.coverage import Find, class_parts, missing_parts, sop_classes
 from asyncdicom.errors import FatalRunError, NetworkError, OutputError
 from asyncdicom.events import emit
 from asyncdicom.models import Request
@@ -34,6 +34,7 @@ from asyncdicom.net.base import CountsCallback, DicomBackend, DicomSession, Find
 from asyncdicom.net.dimse import Reply, Status, StoreFile
 from asyncdicom.net.pace import Pacer
 from asyncdicom.net.scp import Received, StorageSCP
+from asyncdicom.net.storage import CLASS_ROOM
 from asyncdicom.problems import GroupedLog
 from asyncdicom.stats import RunStats
 from asyncdicom.write.pipeline import AnonymizeSettings, InstanceSink, Pipeline, Spooled
@@ -86,6 +87,7 @@ def merged(outcomes: list[RetrieveOutcome]) -> RetrieveOutcome:
         elapsed=sum(o.elapsed for o in outcomes),
         comment=next((o.comment for o in outcomes if o.comment), None),
         pending=sum(o.pending for o in outcomes),
+        refused=tuple(dict.fromkeys(uid for o in outcomes for uid in o.refused)),
     )
 
 
@@ -233,11 +235,18 @@ class Retriever:
                 self.stats.resumed += 1
                 parts = found
         classes = await self._sop_classes(request, threads) if sink is not None else ()
+        plan = [(part, classes) for part in parts]
+        if len(classes) > CLASS_ROOM and self.finder is not None:  # more classes than one association takes
+            async with self._finding(threads) as find:
+                split = await class_parts(request, known or (), find, self.config.request.model, CLASS_ROOM)
+            if split is not None:
+                log.info("CSV line %d: %d SOP classes, asked for in %d parts", request.line, len(classes), len(split))
+                plan = split
         outcomes = [
             await anyio.to_thread.run_sync(
-                session.retrieve, part, flight.message_id, sink, on_counts, classes, limiter=threads
+                session.retrieve, part, flight.message_id, sink, on_counts, part_classes, limiter=threads
             )
-            for part in parts
+            for part, part_classes in plan
         ]
         return merged(outcomes)
 

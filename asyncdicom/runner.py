@@ -108,6 +108,7 @@ class RunReport:
     finished: str | None = None
     threads: int | str = 0  # request.threads: a number, or "auto"
     concurrency: int = 0  # associations allowed at the end (where threads: auto settled)
+    refused_classes: dict[str, int] = field(default_factory=dict)  # SOP class → C-GET requests it failed
 
     @property
     def exit_code(self) -> ExitCode:
@@ -444,6 +445,7 @@ async def _finish(
         finished=iso_time(time.time()),
         threads="auto" if config.request.auto_threads else config.request.threads,
         concurrency=snap.concurrency,
+        refused_classes=dict(stats.refused_classes),
     )
     if outcome is Outcome.COMPLETE and (counts.failed or counts.partial):
         report.outcome = Outcome.FAILED_REQUESTS

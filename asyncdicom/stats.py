@@ -99,6 +99,7 @@ class RunStats:
     threads: int = 0
     problem_counts: dict[str, int] = field(default_factory=dict)  # by kind, once the run is over
     planned_instances: int = 0
+    refused_classes: dict[str, int] = field(default_factory=dict)  # SOP class → C-GET requests it failed
 
     def __post_init__(self) -> None:
         self._start = self.clock()

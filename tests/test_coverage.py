@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asyncdicom.coverage import MAX_UIDS, missing_parts
+from asyncdicom.coverage import MAX_UIDS, class_parts, missing_parts
 from asyncdicom.elements import parse_element
 from asyncdicom.errors import AssociationAborted
 from asyncdicom.models import Request
@@ -217,3 +217,28 @@ def test_a_hostile_list_of_classes_fits_one_association() -> None:
     classes = [f"1.2.3.{n}" for n in range(1000)]  # what 64 KiB of SOP Classes in Study can hold
     contexts = learned_contexts(classes)
     assert len(contexts) == MAX_CONTEXTS - QUERY_CONTEXTS
+
+
+class ClassedPacs(FakePacs):
+    """:data:`PACS` with a SOP class per instance: the last digit of its UID names its class."""
+
+    async def __call__(self, query: Request) -> FindOutcome:
+        outcome = await super().__call__(query)
+        if _keys(query)["QueryRetrieveLevel"] != "IMAGE":
+            return outcome
+        return FindOutcome(0, tuple({**m, "SOPClassUID": f"9.{m['SOPInstanceUID'][-1]}"} for m in outcome.matches))
+
+
+async def test_classes_beyond_one_association_split_into_parts_that_fit() -> None:
+    """Classes 9.1, 9.2, 9.3 with room for two: series 1.1.2 (9.1, 9.2) fits whole in the first
+    group; series 1.1.1 is asked for by instances in each group; what is stored is left out."""
+    request = _request("QueryRetrieveLevel=STUDY", "StudyInstanceUID=1.1")
+    parts = await class_parts(request, {"1.1.1.1"}, ClassedPacs(), "study", room=2)
+    assert parts is not None
+    assert [(_keys(p)["QueryRetrieveLevel"], _keys(p).get("SOPInstanceUID"), c) for p, c in parts] == [
+        ("IMAGE", "1.1.1.2", ("9.1", "9.2")),
+        ("SERIES", None, ("9.1", "9.2")),
+        ("IMAGE", "1.1.1.3", ("9.3",)),
+    ]
+    assert await class_parts(request, set(), ClassedPacs(), "psonly", room=2) is None
+    assert await class_parts(request, set(), ClassedPacs(status=0xC000), "study", room=2) is None

@@ -93,6 +93,11 @@ SUB_OPERATIONS = Failure(
     "retry for the failed instances, at most request.retries times, then record the request as partial",
     "run again to ask for the missing instances; the PACS log says why they failed",
 )
+REFUSED_CLASS = Failure(
+    "C-GET of a SOP class the PACS accepted no presentation context for",
+    "record the request as partial (or failed, when nothing arrived) at once: asking again meets the same refusal",
+    "use request.type c-move for these studies; the summary and the request CSV name the classes",
+)
 
 TABLE = (
     BUSY,
@@ -108,6 +113,7 @@ TABLE = (
     UNABLE,
     CANCELLED,
     SUB_OPERATIONS,
+    REFUSED_CLASS,
 )
 
 

@@ -132,6 +132,9 @@ class RetryPolicy:
             return Decision(Action.DONE, reason=category)
         if outcome.status == 0xA801:
             return Decision(Action.FATAL, reason=self._unknown_destination())
+        if outcome.refused:  # asking again would meet the same refusal
+            reason = outcome.comment or "the PACS accepted no presentation context for some SOP classes"
+            return Decision(Action.PARTIAL if arrived else Action.FAIL, reason=reason)
         if category in ("success", "warning"):
             reason = (
                 f"{len(outcome.failed_uids) or outcome.counts.get('failed', 0)} sub-operations failed"

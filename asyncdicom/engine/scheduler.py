@@ -454,11 +454,15 @@ class Scheduler:
                 missing=outcome.failed_uids,
                 duplicates=self._duplicates.pop(request.key, 0),
             )
+            for uid in outcome.refused:
+                self.stats.refused_classes[uid] = self.stats.refused_classes.get(uid, 0) + 1
         if state is not RequestState.DONE:
             meaning = f" ({status_meaning(status)})" if status is not None else ""
             where = f"CSV line {request.line}" if request.line else "the request"
             failed_ops = bool(result.missing) or bool((result.counts or {}).get("failed"))
             failure = failures.for_status(status, failed_ops) if status is not None else None
+            if isinstance(outcome, RetrieveOutcome) and outcome.refused:
+                failure = failures.REFUSED_CLASS
             if failure is None:
                 failure = failures.for_error(exception) if exception is not None else failures.SUB_OPERATIONS
             self.problems.warning(

@@ -46,6 +46,7 @@ class RetrieveOutcome:
     stored: int = 0
     duplicates: int = 0
     arrived: int = 0  # instances received and accepted (an archive's two data sets under one UID count twice)
+    refused: tuple[str, ...] = ()  # SOP classes a C-GET needed and the PACS accepted no context for
 
 
 class DicomSession(Protocol):

@@ -70,6 +70,7 @@ class Faults:
     slow_above: int = 0  # with more associations open than this, every C-FIND takes 4 x delay
     abort_retrieve_every: int = 0  # abort the association after 2 instances of every Nth C-GET/C-MOVE
     busy_retrieves: int = 0  # the first N C-GET/C-MOVE requests end at once with 0xA702
+    refuse_classes: tuple[str, ...] = ()  # storage SOP classes whose C-GET contexts are rejected
 
 
 @lru_cache(maxsize=256)
@@ -147,9 +148,12 @@ class QueryRetrieveSCP:
             PatientStudyOnlyQueryRetrieveInformationModelGet,
         ):
             ae.add_supported_context(context, scp_role=True, scu_role=True)
-        for sop_class in sorted({str(ds.SOPClassUID) for ds in self.datasets if "SOPClassUID" in ds}):
+        classes = sorted({str(ds.SOPClassUID) for ds in self.datasets if "SOPClassUID" in ds})
+        for sop_class in classes[:128]:  # the most one association can propose
             ae.add_requested_context(sop_class)  # C-MOVE sub-associations
-            ae.add_supported_context(sop_class, scp_role=True, scu_role=True)  # C-GET role selection
+        for sop_class in classes:
+            if sop_class not in self.faults.refuse_classes:
+                ae.add_supported_context(sop_class, scp_role=True, scu_role=True)  # C-GET role selection
         handlers = [
             (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_C_GET, self._on_get),

@@ -298,6 +298,14 @@ class ScuSession:
         if refused and outcome.status != 0x0000:
             names = ", ".join(f"{UID(uid).name} ({uid})" for uid in refused)
             why = f"the PACS accepted no presentation context for {names}; try request.type c-move"
+            comment = f"{outcome.comment}; {why}" if outcome.comment else why
+            outcome = replace(outcome, comment=comment, refused=tuple(refused))
+        elif sink is not None and not classes and (outcome.counts.get("failed") or outcome.failed_uids):
+            why = (
+                "the PACS did not say which SOP classes this request holds, so the usual ones were proposed; "
+                "if its log names a class it had no presentation context for, add it to request.sop_classes "
+                "or use request.type c-move"
+            )
             outcome = replace(outcome, comment=f"{outcome.comment}; {why}" if outcome.comment else why)
         return outcome
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 MAX_CONTEXTS = 128
 QUERY_CONTEXTS = 2  # Verification and the C-GET information model
+CLASS_ROOM = MAX_CONTEXTS - QUERY_CONTEXTS  # SOP classes one C-GET association can take
 
 UNCOMPRESSED = (
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian

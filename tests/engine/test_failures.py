@@ -45,6 +45,7 @@ def _first_action(row: Failure) -> Action:
         "abort the association, retry": Action.RETRY,
         "fail the request": Action.FAIL,
         "reconnect": Action.RECONNECT,
+        "record the request as partial": Action.PARTIAL,
     }
     for start, action in sorted(words.items(), key=lambda item: -len(item[0])):
         if row.action.startswith(start):
@@ -71,7 +72,8 @@ STATUSES: list[tuple[int, Failure]] = [
 
 
 def test_every_row_is_reached() -> None:
-    reached = {row for _, row in ERRORS} | {row for _, row in STATUSES} | {failures.SUB_OPERATIONS}
+    reached = {row for _, row in ERRORS} | {row for _, row in STATUSES}
+    reached |= {failures.SUB_OPERATIONS, failures.REFUSED_CLASS}
     assert reached == set(failures.TABLE)
 
 
@@ -110,3 +112,13 @@ def test_back_off_is_jittered_within_its_bounds() -> None:
     policy = RetryPolicy(jitter=0.25, random=lambda: next(values))
     assert [policy.backoff(2) for _ in range(3)] == [0.75, 1.25, 1.0]
     assert re.search(r"jittered", failures.ABORTED.action)
+
+
+def test_a_refused_class_is_not_asked_for_again() -> None:
+    why = "the PACS accepted no presentation context for Encapsulated PDF Storage (1.2.840.10008.5.1.4.1.1.104.1)"
+    refused = ("1.2.840.10008.5.1.4.1.1.104.1",)
+    some = RetrieveOutcome(0xB000, counts={"completed": 2, "failed": 1}, arrived=2, comment=why, refused=refused)
+    none = RetrieveOutcome(0xA702, counts={"failed": 1}, comment=why, refused=refused)
+    assert (POLICY.for_retrieve(some, 0).action, POLICY.for_retrieve(some, 0).reason) == (Action.PARTIAL, why)
+    assert POLICY.for_retrieve(none, 0).action is Action.FAIL and not POLICY.for_retrieve(none, 0).transient
+    assert _first_action(failures.REFUSED_CLASS) is Action.PARTIAL  # at once: no retry
