@@ -7,11 +7,13 @@ with a message that the caller prefixes with a location (config key path or CSV 
 from __future__ import annotations
 
 import difflib
+import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
+from itertools import pairwise
 
 from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_dict, keyword_for_tag
 from pydicom.dataset import Dataset
@@ -373,3 +375,31 @@ def level_of(specs: Iterable[ElementSpec]) -> str | None:
         if spec.leaf.keyword == "QueryRetrieveLevel" and len(spec.path) == 1:
             return spec.value or None
     return None
+
+
+def column_text(attrs: Mapping[str, str], column: str) -> str:
+    """The library value of ``column`` in a match's ``attrs``: the value itself, or for a path
+    into a sequence (``Seq[0].Keyword``) the value found in the sequence's items, which a match
+    holds in the DICOM JSON model; "" when the match has none."""
+    if column in attrs or ("." not in column and "[" not in column):
+        return attrs.get(column, "")
+    try:
+        path = parse_path(column)
+        node: object = json.loads(attrs.get(path[0].keyword, "") or "[]")
+    except (ElementError, ValueError):
+        return ""
+    for previous, step in pairwise(path):
+        index = previous.index or 0
+        if not isinstance(node, list) or len(node) <= index or not isinstance(node[index], dict):
+            return ""
+        element = node[index].get(f"{step.tag:08X}")
+        node = element.get("Value", []) if isinstance(element, dict) else []
+    return "\\".join(_json_text(value) for value in node) if isinstance(node, list) else ""
+
+
+def _json_text(value: object) -> str:
+    """One value of the DICOM JSON model as DICOM writes it (a person name's groups joined by =)."""
+    if isinstance(value, dict):
+        groups = [str(value.get(group, "")) for group in ("Alphabetic", "Ideographic", "Phonetic")]
+        return "=".join(groups).rstrip("=")
+    return str(value)

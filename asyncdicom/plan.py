@@ -120,13 +120,13 @@ def _join_split_tags(row: list[str]) -> list[str]:
 
 
 def library_columns(elements: tuple[ElementSpec, ...], header: tuple[ElementSpec, ...]) -> tuple[str, ...]:
-    """Keywords for the library file: requested elements in the order given, config first."""
+    """Columns of the library file: requested elements in the order given, config first; a
+    sequence by its keyword (its items in the DICOM JSON model), a path into one by its path."""
     columns: list[str] = []
     for spec in (*elements, *header):
-        if len(spec.path) == 1 and spec.leaf.vr != "SQ" and spec.leaf.keyword != "QueryRetrieveLevel":
-            keyword = spec.leaf.keyword
-            if keyword not in columns:
-                columns.append(keyword)
+        name = spec.leaf.keyword if len(spec.path) == 1 else spec.name
+        if name and name != "QueryRetrieveLevel" and name not in columns:
+            columns.append(name)
     return tuple(columns)
 
 

@@ -11,7 +11,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from asyncdicom.net.storage import COMMON_IMAGES, OTHER_CLASSES, learned_contexts
+from asyncdicom.net.storage import AS_STORED, COMMON_IMAGES, OTHER_CLASSES, learned_contexts
 from tests.cli_helpers import cli_json
 from tests.conftest import write_yaml
 from tests.pacs_servers import Orthanc
@@ -29,7 +29,7 @@ def test_ecg_is_not_in_the_fixed_proposal() -> None:
 def test_learned_contexts_come_first_and_fit() -> None:
     contexts = learned_contexts([ECG, "1.2.840.10008.5.1.4.1.1.2"])
     assert contexts[0][0] == ECG and len(contexts) == 126
-    assert sum(1 for uid, _ in contexts if uid == ECG) == 8  # uncompressed, then one per compressed syntax
+    assert sum(1 for uid, _ in contexts if uid == ECG) == 1 + len(AS_STORED)  # uncompressed, then one per syntax
 
 
 @pytest.fixture(scope="module")

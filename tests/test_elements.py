@@ -149,3 +149,20 @@ class TestIdentifier:
             ("PatientID", "7"),
             ("StudyDate", "20200101"),
         ]
+
+
+def test_column_text_finds_values_inside_sequences() -> None:
+    from asyncdicom.elements import column_text
+
+    items = '[{"00081155": {"vr": "UI", "Value": ["1.2.3"]}, "00081160": {"vr": "IS", "Value": [1, 2]}},'
+    items += ' {"00081155": {"vr": "UI", "Value": ["4.5.6"]}}]'
+    names = '[{"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎"}]}}]'
+    attrs = {"PatientID": "P1", "SourceImageSequence": items, "OtherPatientIDsSequence": names, "Broken": "[{"}
+    assert column_text(attrs, "PatientID") == "P1"
+    assert column_text(attrs, "SourceImageSequence[0].ReferencedSOPInstanceUID") == "1.2.3"
+    assert column_text(attrs, "SourceImageSequence[1].ReferencedSOPInstanceUID") == "4.5.6"
+    assert column_text(attrs, "SourceImageSequence[0].ReferencedFrameNumber") == "1\\2"
+    assert column_text(attrs, "SourceImageSequence[2].ReferencedSOPInstanceUID") == ""  # no such item
+    assert column_text(attrs, "OtherPatientIDsSequence[0].PatientName") == "Yamada^Tarou=山田^太郎"
+    assert column_text(attrs, "ReferencedStudySequence[0].ReferencedSOPInstanceUID") == ""  # not in the match
+    assert column_text({"ReferencedStudySequence": "[{"}, "ReferencedStudySequence[0].ReferencedSOPInstanceUID") == ""

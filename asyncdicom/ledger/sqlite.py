@@ -25,6 +25,7 @@ import aiosqlite
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from asyncdicom.elements import column_text
 from asyncdicom.errors import LedgerError, output_error
 from asyncdicom.events import emit
 from asyncdicom.ledger.base import (
@@ -639,7 +640,7 @@ class Ledger:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow([*columns, "row"])
-        writer.writerows([*(attrs.get(c, "") for c in columns), line] for line, attrs in rows)
+        writer.writerows([*(column_text(attrs, c) for c in columns), line] for line, attrs in rows)
         await write_atomic(path, buffer.getvalue().encode("utf-8"))
         return len(rows)
 
@@ -680,7 +681,7 @@ class Ledger:
         marks = ", ".join("?" * (len(columns) + 1))
         await self.db.executemany(
             f"INSERT INTO library VALUES ({marks})",
-            ([*(attrs.get(c, "") for c in columns), line] for line, attrs in rows),
+            ([*(column_text(attrs, c) for c in columns), line] for line, attrs in rows),
         )
         await self.db.commit()
 

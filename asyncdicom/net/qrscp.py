@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -35,6 +35,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 _config.LOG_HANDLER_LEVEL = "none"
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
+
+
+def _syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    return str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
 
 
 def _on_connect(event: evt.Event) -> None:
@@ -148,12 +153,17 @@ class QueryRetrieveSCP:
             PatientStudyOnlyQueryRetrieveInformationModelGet,
         ):
             ae.add_supported_context(context, scp_role=True, scu_role=True)
-        classes = sorted({str(ds.SOPClassUID) for ds in self.datasets if "SOPClassUID" in ds})
-        for sop_class in classes[:128]:  # the most one association can propose
-            ae.add_requested_context(sop_class)  # C-MOVE sub-associations
+        held = {(str(ds.SOPClassUID), _syntax(ds)) for ds in self.datasets if "SOPClassUID" in ds}
+        classes = sorted({sop_class for sop_class, _ in held})
+        for sop_class, syntax in sorted(held):  # C-MOVE sub-associations: each class as held
+            if len(ae.requested_contexts) < 128 and syntax:
+                ae.add_requested_context(sop_class, syntax)
+        for sop_class in classes:  # then uncompressed, as room allows
+            if len(ae.requested_contexts) < 128:
+                ae.add_requested_context(sop_class)
         for sop_class in classes:
-            if sop_class not in self.faults.refuse_classes:
-                ae.add_supported_context(sop_class, scp_role=True, scu_role=True)  # C-GET role selection
+            if sop_class not in self.faults.refuse_classes:  # C-GET role selection, any syntax
+                ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES, scp_role=True, scu_role=True)
         handlers = [
             (evt.EVT_C_FIND, self._on_find),
             (evt.EVT_C_GET, self._on_get),
@@ -279,7 +289,9 @@ class QueryRetrieveSCP:
                 value: object = sum(1 for other in self.datasets if other.get("StudyInstanceUID") == study)
             elif elem.keyword == "ModalitiesInStudy":
                 study = ds.get("StudyInstanceUID")
-                value = sorted({str(o.Modality) for o in self.datasets if o.get("StudyInstanceUID") == study})
+                value = sorted(
+                    {str(o.Modality) for o in self.datasets if o.get("StudyInstanceUID") == study and o.get("Modality")}
+                )
             else:
                 value = ds.get(elem.keyword, None)
             out.add_new(elem.tag, elem.VR, value if elem.VR != "SQ" else [])

@@ -7,6 +7,7 @@ Every call here blocks and runs in a worker thread. Exceptions leave this module
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from asyncdicom.net.base import PENDING, CountsCallback, FindOutcome, RetrieveOu
 from asyncdicom.net.dimse import StoreSink
 from asyncdicom.net.lean import LeanAssociation
 from asyncdicom.net.pace import Pacer
-from asyncdicom.net.storage import learned_contexts, storage_contexts
+from asyncdicom.net.storage import CLASS_ROOM, CONTEXTS_PER_CLASS, learned_contexts, storage_contexts
 
 FIND_MODELS = {
     "patient": PatientRootQueryRetrieveInformationModelFind,
@@ -70,10 +71,12 @@ def retrieve_identifier(request: Request) -> Dataset:
 MAX_VALUE = 64 * 1024
 """The longest value kept in the library; a longer one fails the request (a query asks for
 short identifying attributes, not documents)."""
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 def identifier_to_text(ds: Dataset) -> dict[str, str]:
-    """Top-level, non-sequence elements of a response identifier as keyword → text.
+    """Top-level elements of a response identifier as keyword → text: values as DICOM writes them
+    (multiple values joined by a backslash), a sequence's items in the DICOM JSON model.
 
     Raises ProtocolError for a value longer than :data:`MAX_VALUE` or one pydicom cannot read."""
     try:
@@ -90,7 +93,7 @@ def _identifier_to_text(ds: Dataset) -> dict[str, str]:
     for tag in list(ds.keys()):
         length = getattr(ds.get_item(tag), "length", 0) or 0  # the raw element: nothing decoded yet
         keyword = keyword_for_tag(tag)
-        if length > MAX_VALUE:
+        if MAX_VALUE < length != UNDEFINED_LENGTH:  # a sequence of undefined length is bounded below
             msg = (
                 f"the PACS returned {Tag(tag)} {keyword or '(private)'} of {length} bytes, more than the "
                 f"{MAX_VALUE} a library value may hold; leave it out of request.elements"
@@ -99,7 +102,15 @@ def _identifier_to_text(ds: Dataset) -> dict[str, str]:
         if not keyword or tag >> 16 in (0x0000, 0x0002):
             continue
         elem = ds[tag]
-        if elem.VR == "SQ":
+        if elem.VR == "SQ":  # the items in the DICOM JSON model (PS3.18 F.2), bounded as a whole
+            text = json.dumps([item.to_json_dict() for item in elem.value], ensure_ascii=False)
+            if len(text) > MAX_VALUE:
+                msg = (
+                    f"the PACS returned {Tag(tag)} {keyword} with items of more than the {MAX_VALUE} "
+                    "characters a library value may hold; leave it out of request.elements"
+                )
+                raise ProtocolError(msg)
+            out[keyword] = text if elem.value else ""
             continue
         value = elem.value
         if value is None:
@@ -208,17 +219,22 @@ class ScuSession:
         self._proposed: frozenset[str] = frozenset()  # SOP classes the association was proposed for
 
     def _association(self, classes: Sequence[str] = ()) -> tuple[LeanAssociation, bool]:
-        """The kept association, when it suits ``classes`` (a C-GET's SOP classes): they were
-        accepted, or already proposed for and refused; else a new one proposed for them."""
+        """The kept association, when it suits ``classes`` (a C-GET's SOP classes): it was proposed
+        for them with every syntax they may be stored in (accepted or refused); else a new one
+        proposed for them, and for the classes of the last one too when all fit."""
         assoc = self._assoc
         if assoc is not None and assoc.alive:
-            if all(uid in assoc.contexts for uid in classes) or self._proposed.issuperset(classes):
+            if not classes or self._proposed.issuperset(classes):
                 return assoc, True
             self.close()
-        assoc = self._backend.associate(classes)
+        wanted = list(dict.fromkeys(classes))
+        kept = [uid for uid in self._proposed if uid not in wanted]
+        if (len(wanted) + len(kept)) * CONTEXTS_PER_CLASS <= CLASS_ROOM:  # the last classes too, if all fit
+            wanted += sorted(kept)
+        assoc = self._backend.associate(wanted)
         with self._lock:
             self._assoc = assoc
-            self._proposed = frozenset(classes)
+            self._proposed = frozenset(wanted)
         return assoc, False
 
     def _message_id(self) -> int:

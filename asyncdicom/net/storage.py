@@ -30,6 +30,16 @@ COMPRESSED = (
     "1.2.840.10008.1.2.4.91",  # JPEG 2000
     "1.2.840.10008.1.2.5",  # RLE Lossless
 )
+AS_STORED = (  # one context each for a learned class, so the PACS can send what it stores unchanged
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian: an acceptor may pick another in the first context
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian: kept implicit, not converted to explicit VR
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian: a PACS that cannot byte-swap sends it as it is
+    *COMPRESSED,
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS Lossy (Near-Lossless)
+)
+CONTEXTS_PER_CLASS = 1 + len(AS_STORED)  # a learned class: uncompressed, then each syntax as stored
 COMMON_IMAGES = (
     "1.2.840.10008.5.1.4.1.1.2",  # CT Image
     "1.2.840.10008.5.1.4.1.1.4",  # MR Image
@@ -88,14 +98,14 @@ OTHER_CLASSES = (
 
 def learned_contexts(classes: Sequence[str], extra: Sequence[str] = ()) -> list[tuple[str, tuple[str, ...]]]:
     """The proposal for a C-GET whose SOP classes are known: each of ``classes`` with the
-    uncompressed syntaxes and one context per compressed syntax (so the PACS can send what it
-    stores), then the usual proposal as room allows (:func:`storage_contexts`)."""
+    uncompressed syntaxes and one context per syntax of :data:`AS_STORED` (so the PACS can send
+    what it stores), then the usual proposal as room allows (:func:`storage_contexts`)."""
     room = MAX_CONTEXTS - QUERY_CONTEXTS
     wanted = list(dict.fromkeys(classes))
     plain: tuple[str, ...] = UNCOMPRESSED
     contexts: list[tuple[str, tuple[str, ...]]] = [(uid, plain) for uid in wanted][:room]
     for uid in wanted:
-        for syntax in COMPRESSED:
+        for syntax in AS_STORED:
             if len(contexts) < room:
                 contexts.append((uid, (syntax,)))
     for uid, syntaxes in storage_contexts(extra):

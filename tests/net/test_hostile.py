@@ -7,6 +7,8 @@ a library value by 64 KiB; the storage SCP serves a bounded number of connection
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import logging
 import socket
 import struct
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom.dsutils import encode
+from pynetdicom.dsutils import decode, encode
 
 from asyncdicom.errors import ProtocolError
 from asyncdicom.net.acse import associate_rq
@@ -25,6 +27,7 @@ from asyncdicom.net.dimse import Reply, pack_command, ui, us
 from asyncdicom.net.lean import MAX_IDENTIFIER, LeanAssociation
 from asyncdicom.net.pdu import HEADER, MAX_PDU, p_data
 from asyncdicom.net.scp import Received, StorageSCP
+from asyncdicom.net.scu import identifier_to_text
 from asyncdicom.write.spool import spool_opener
 from tests.cli_helpers import cli_json
 from tests.conftest import find_config, write_yaml
@@ -276,3 +279,32 @@ def test_command_set_parser_raises_only_protocol_errors() -> None:
         parse_command(struct.pack("<HHL", 0, 0x0900, 4) + b"\x00\x00")
     with pytest.raises(ProtocolError):
         parse_command(struct.pack("<HHL", 0, 0x0900, 1) + b"\x00")
+
+
+def _raw(ds: Dataset) -> Dataset:
+    """``ds`` as a PACS would send it (explicit VR little endian, sequences of undefined length),
+    decoded lazily as the DIMSE layer does."""
+    for elem in ds:
+        elem.is_undefined_length = elem.VR == "SQ"
+    encoded = encode(ds, False, True)
+    assert encoded is not None and b"\xff\xff\xff\xff" in encoded  # undefined lengths
+    return decode(io.BytesIO(encoded), False, True)
+
+
+def test_a_sequence_of_undefined_length_is_kept_and_bounded_as_a_whole() -> None:
+    small = Dataset()
+    small.PatientID = "P1"
+    small.OtherPatientIDsSequence = [Dataset()]
+    small.OtherPatientIDsSequence[0].PatientID = "OTHER"
+    text = identifier_to_text(_raw(small))
+    assert json.loads(text["OtherPatientIDsSequence"]) == [{"00100020": {"vr": "LO", "Value": ["OTHER"]}}]
+    big = Dataset()
+    big.OtherPatientIDsSequence = []
+    for n in range(200):  # each value is short; the items together are not
+        item = Dataset()
+        item.PatientID = f"{n:063d}"
+        item.IssuerOfPatientID = "x" * 64
+        item.PatientComments = "y" * 300
+        big.OtherPatientIDsSequence.append(item)
+    with pytest.raises(ProtocolError, match=r"\(0010,1002\) OtherPatientIDsSequence with items of more than the 65536"):
+        identifier_to_text(_raw(big))
