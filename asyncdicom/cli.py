@@ -181,7 +181,7 @@ def _dashboard_header(cfg: Config) -> dashboard.Header:
     output = cfg.output.directory or cfg.output.library_file
     return dashboard.Header(
         kind=cfg.request.type,
-        pacs=f"{cfg.pacs.aet}@{cfg.pacs.hostname}:{cfg.pacs.port}",
+        pacs=cfg.pacs.where,
         output=str(output) if output else "",
         ledger=str(cfg.output.ledger_file),
     )
@@ -189,16 +189,17 @@ def _dashboard_header(cfg: Config) -> dashboard.Header:
 
 def _echo_result(cfg: Config, result: tuple[int, float], json_out: bool) -> int:
     status, elapsed = result
-    where = f"{cfg.pacs.aet}@{cfg.pacs.hostname}:{cfg.pacs.port}"
+    where = cfg.pacs.where
+    what = "DICOMweb echo (QIDO-RS)" if cfg.pacs.web else "C-ECHO"
     ok = status == 0
     if json_out:
         report.emit_json(
             {"schema": 1, "command": "echo", "pacs": where, "status": status, "ok": ok, "seconds": round(elapsed, 4)}
         )
     if ok:
-        report.info(f"C-ECHO {where}: success in {elapsed * 1000:.1f} ms")
+        report.info(f"{what} {where}: success in {elapsed * 1000:.1f} ms")
         return int(ExitCode.OK)
-    report.error(f"C-ECHO {where}: status 0x{status:04X}")
+    report.error(f"{what} {where}: status 0x{status:04X}")
     return int(ExitCode.FATAL)
 
 
@@ -248,10 +249,13 @@ def _echo_move(cfg: Config, study: str | None, json_out: bool) -> int:
         option = "--study"
         raise ConfigError(option, why)
 
+    if cfg.pacs.web:
+        option, why = "--move", "a DICOMweb source has no C-MOVE and no way back to check; run echo without it"
+        raise ConfigError(option, why)
     find = backend_for(replace(cfg, request=replace(cfg.request, type="c-find")))
     move = backend_for(replace(cfg, request=replace(cfg.request, type="c-move")))
     result = anyio.run(wayback.check, cfg, find, move, study, backend="asyncio")
-    where = f"{cfg.pacs.aet}@{cfg.pacs.hostname}:{cfg.pacs.port}"
+    where = cfg.pacs.where
     if json_out:
         report.emit_json(
             {

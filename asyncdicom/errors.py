@@ -9,12 +9,16 @@
     ├── AnonymizerInputError   # the CTP script or lookup table cannot be used; exit 2
     │   ├── ScriptError        # (asyncdicom.anonymize.script) file:line and how to fix it
     │   └── LookupTableError   # (asyncdicom.anonymize.lookup)
-    ├── NetworkError           # mapped from OSError/ValueError in asyncdicom.net only
+    ├── NetworkError           # mapped from OSError/ValueError in asyncdicom.net, from httpx in asyncdicom.web
     │   ├── ConnectionFailed   # TCP connect refused or timed out
     │   │   └── HostNotFound   # the host name does not resolve
     │   ├── AssociationRejected(result, source, reason)
+    │   │   ├── ServerBusy     # DICOMweb 429 or 503, with Retry-After
+    │   │   └── AccessDenied   # DICOMweb 401 or 403
     │   ├── AssociationAborted
-    │   │   └── ProtocolError  # the peer broke the protocol (malformed or oversized PDU)
+    │   │   ├── ProtocolError  # the peer broke the protocol (malformed or oversized PDU)
+    │   │   └── ServerError    # DICOMweb 5xx, or a response cut short
+    │   ├── HttpRefused        # DICOMweb 4xx otherwise
     │   ├── ServiceNotSupported  # the PACS accepted the association but not the SOP class
     │   └── SilentPeer         # no response within the adaptive deadline
     ├── OutputError            # the output volume cannot be written; exit 4
@@ -124,6 +128,23 @@ class AssociationRejected(NetworkError):
         return (self.source, self.reason) in {(0x03, 0x01), (0x03, 0x02), (0x02, 0x01)}
 
 
+class ServerBusy(AssociationRejected):
+    """A DICOMweb server answered 429 or 503: slow the run down, and wait at least
+    ``retry_after`` seconds (its Retry-After header) before asking again."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(0x02, 0x03, 0x01, message)
+        self.retry_after = retry_after
+
+
+class AccessDenied(AssociationRejected):
+    """A DICOMweb server answered 401 or 403 (a token expired or refused, a scope missing): the
+    run stops, as every request would meet the same answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0x01, 0x01, 0x01, message)
+
+
 class AssociationAborted(NetworkError):
     """The association was aborted, or a DIMSE response never came."""
 
@@ -131,6 +152,14 @@ class AssociationAborted(NetworkError):
 class ProtocolError(AssociationAborted):
     """The peer sent bytes that break the DICOM upper layer protocol (a malformed PDU, an
     unexpected PDU type, a PDU longer than negotiated); the association was aborted."""
+
+
+class ServerError(AssociationAborted):
+    """A DICOMweb server failed (5xx other than 503) or cut its response short: asked again."""
+
+
+class HttpRefused(NetworkError):
+    """A DICOMweb server refused a request (4xx other than 401, 403 and 429): the request fails."""
 
 
 class ServiceNotSupported(NetworkError):

@@ -33,6 +33,7 @@ from asyncdicom.plan import Plan
 from asyncdicom.problems import GroupedLog
 from asyncdicom.retrieve import Retriever
 from asyncdicom.stats import RunSnapshot, RunStats
+from asyncdicom.web.backend import WebBackend, WebSettings
 
 log = logging.getLogger("asyncdicom")
 
@@ -127,9 +128,20 @@ def pacer_for(config: Config) -> Pacer | None:
     return Pacer(rate * MEGABYTE) if rate > 0 and config.request.type in ("c-move", "c-get") else None
 
 
-def backend_for(config: Config) -> ScuBackend:
-    """The DICOM backend for the configured PACS, with the cap on received bytes if one is set."""
+def backend_for(config: Config) -> ScuBackend | WebBackend:
+    """The backend for the configured source (DIMSE, or DICOMweb with ``pacs.url``), with the cap
+    on received bytes if one is set."""
     pacs, request = config.pacs, config.request
+    if pacs.web:
+        return WebBackend(
+            WebSettings(
+                url=pacs.url,
+                auth=pacs.auth,
+                ca_file=pacs.ca_file,
+                connect_timeout=request.connect_timeout,
+                timeout=request.timeout,
+            )
+        )
     return ScuBackend(
         ScuSettings(
             host=pacs.hostname,

@@ -64,6 +64,9 @@ def wait_for_echo(port: int, aet: str, deadline: float = 30.0, process: subproce
     raise RuntimeError(f"no C-ECHO answer on port {port} after {deadline} s")
 
 
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian's orthanc-dicomweb
+
+
 class Orthanc:
     """An Orthanc process with its own storage, config and free ports."""
 
@@ -75,6 +78,7 @@ class Orthanc:
         modalities: dict[str, tuple[str, int]] | None = None,
         nodelay: bool = True,
         extra: dict[str, object] | None = None,
+        dicomweb: bool = False,
     ) -> None:
         self.folder = folder
         self.aet = aet
@@ -83,6 +87,7 @@ class Orthanc:
         self.modalities = modalities or {}
         self.nodelay = nodelay
         self.extra = extra or {}
+        self.dicomweb = dicomweb
         self.process: subprocess.Popen[bytes] | None = None
 
     def config(self) -> dict[str, object]:
@@ -107,7 +112,8 @@ class Orthanc:
             "MaximumPduLength": 131072,
             "SynchronousCMove": True,
             "OverwriteInstances": False,
-            "Plugins": [],
+            "Plugins": [DICOMWEB_PLUGIN] if self.dicomweb else [],
+            "DicomWeb": {"Enable": self.dicomweb, "Root": "/dicom-web/"},
             "StorageAccessOnFind": "Never",
             "HttpServerEnabled": True,
             "LimitFindResults": 0,
@@ -165,6 +171,10 @@ class Orthanc:
             )
             with urllib.request.urlopen(request, timeout=30) as response:
                 response.read()
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
 
     def stop(self) -> None:
         terminate(self.process)

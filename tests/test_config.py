@@ -159,7 +159,7 @@ class TestValidation:
         del doc["pacs"]["aet"]
         assert _error(tmp_path, doc) == "pacs.aet: required key is missing"
         assert _error(tmp_path, {"request": {"type": "c-echo"}}) == (
-            "pacs: required section is missing; give hostname, port and aet"
+            "pacs: required section is missing; give hostname, port and aet (or url, for DICOMweb)"
         )
         assert (
             _error(tmp_path, {**find_config(4242), "shedule": {}})

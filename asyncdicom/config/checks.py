@@ -6,6 +6,8 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import shlex
+import urllib.parse
 import zoneinfo
 from collections.abc import Callable
 from datetime import time
@@ -358,3 +360,48 @@ def structure(value: object, where: str) -> tuple[str, ...]:
 
 
 # --- loading --------------------------------------------------------------------------------
+
+
+MAX_URL = 2048
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def web_url(value: object, where: str) -> str:
+    """A DICOMweb base URL: http or https, a host, no credentials, query or fragment; no trailing /."""
+    text = as_str(value, where)
+    if len(text) > MAX_URL:
+        raise ConfigError(where, f"a URL of {len(text)} characters; at most {MAX_URL} are allowed")
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(where, f"{text!r} is not an http(s) URL; write e.g. https://pacs.example.org/dicom-web")
+    if parts.username or parts.password:
+        raise ConfigError(where, "the URL holds a user name or password; remove it and use pacs.auth")
+    if parts.query or parts.fragment:
+        raise ConfigError(where, "the base URL cannot have a query (?…) or fragment (#…); remove it")
+    try:
+        parts.port  # noqa: B018 (raises for a port out of range)
+    except ValueError:
+        raise ConfigError(where, "the URL's port is out of range; use 1 to 65535") from None
+    return text.rstrip("/")
+
+
+def env_name(value: object, where: str) -> str:
+    """The name of an environment variable (never its value: secrets stay out of the YAML)."""
+    text = as_str(value, where)
+    if not _ENV_NAME.fullmatch(text):
+        raise ConfigError(where, f"{text!r} is not an environment variable's name; write e.g. DICOMWEB_TOKEN")
+    return text
+
+
+def command_line(value: object, where: str) -> str:
+    """A command to run without a shell (split like a shell would split it)."""
+    text = as_str(value, where)
+    if len(text) > 1024:
+        raise ConfigError(where, f"a command of {len(text)} characters; at most 1024 are allowed")
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(where, f"cannot split the command into words ({exc}); check its quotes") from None
+    if not words:
+        raise ConfigError(where, "the command is empty")
+    return text

@@ -27,7 +27,9 @@ from asyncdicom.config.checks import (
     as_timezone,
     as_windows,
     choice,
+    command_line,
     elements,
+    env_name,
     ip_address,
     keyword,
     non_negative_float,
@@ -39,11 +41,14 @@ from asyncdicom.config.checks import (
     thread_count_max,
     typename,
     uid_list,
+    web_url,
 )
 from asyncdicom.config.schema import (
+    AUTH_KEYS,
     LEGACY_KEYS,
     SECTIONS,
     AnonymizationConfig,
+    AuthConfig,
     Config,
     LocalConfig,
     Mode,
@@ -104,22 +109,19 @@ def parse_config(raw: object, *, source: Path, batch_file: Path | None = None) -
                 raise ConfigError(dotted, f"unknown key{suggest(str(key), keys(name))}")
     paths = Paths(source.parent)
 
-    pacs_s = sections["pacs"]
     if not raw.get("pacs"):
-        raise ConfigError("pacs", "required section is missing; give hostname, port and aet")
-    pacs = PacsConfig(
-        hostname=pacs_s.require("hostname", as_str),
-        port=pacs_s.require("port", as_port),
-        aet=pacs_s.require("aet", as_ae),
-    )
+        raise ConfigError("pacs", "required section is missing; give hostname, port and aet (or url, for DICOMweb)")
+    pacs = _pacs(sections["pacs"], paths)
     local_s = sections["local"]
     local = LocalConfig(
         port=local_s.get("port", as_port),
         aet=local_s.get("aet", as_ae),
-        allowed_aets=local_s.get("allowed_aets", ae_list) or (pacs.aet,),
+        allowed_aets=local_s.get("allowed_aets", ae_list) or ((pacs.aet,) if pacs.aet else ()),
         bind_address=local_s.get("bind_address", ip_address),
     )
     request = _request(sections["request"], paths, batch_file)
+    if pacs.web:
+        _check_web_request(request)
     schedule = _schedule(sections["schedule"])
     anonymization = _anonymization(sections["anonymization"], paths)
     output = _output(sections["output"], paths, request, source, anonymization.enabled)
@@ -144,6 +146,77 @@ def parse_config(raw: object, *, source: Path, batch_file: Path | None = None) -
         output=output,
         warnings=tuple(warnings),
     )
+
+
+def _pacs(section: Section, paths: Paths) -> PacsConfig:
+    """A DIMSE peer (hostname, port, aet) or a DICOMweb source (url, auth, ca_file)."""
+    if not section.has("url"):
+        for key in ("auth", "ca_file"):
+            if section.has(key):
+                raise ConfigError(section.where(key), "applies to a DICOMweb source only: give pacs.url, or remove it")
+        return PacsConfig(
+            hostname=section.require("hostname", as_str),
+            port=section.require("port", as_port),
+            aet=section.require("aet", as_ae),
+        )
+    for key in ("hostname", "port"):
+        if section.has(key):
+            raise ConfigError(section.where(key), "pacs.url replaces hostname, port and aet; remove it")
+    return PacsConfig(
+        url=section.get("url", web_url),
+        aet=section.get("aet", as_ae, ""),
+        auth=_auth(section.raw["auth"], section.where("auth")) if section.has("auth") else None,
+        ca_file=section.get("ca_file", paths.existing_file, None),
+    )
+
+
+def _auth(raw: object, where: str) -> AuthConfig:
+    section = Section(raw, where, AuthConfig)
+    for key in section.raw:
+        if key not in AUTH_KEYS:
+            raise ConfigError(f"{where}.{key}", f"unknown key{suggest(str(key), list(AUTH_KEYS))}")
+    kind = section.require("type", choice("bearer", "basic"))
+    if kind == "bearer":
+        given = [key for key in ("token_env", "token_command") if section.has(key)]
+        if len(given) != 1:
+            raise ConfigError(
+                where, "a bearer token comes from token_env (an environment variable's name) or token_command; give one"
+            )
+        for key in ("username", "password_env"):
+            if section.has(key):
+                raise ConfigError(section.where(key), "belongs to type: basic; remove it")
+        return AuthConfig(
+            type="bearer",
+            token_env=section.get("token_env", env_name, ""),
+            token_command=section.get("token_command", command_line, ""),
+        )
+    for key in ("token_env", "token_command"):
+        if section.has(key):
+            raise ConfigError(section.where(key), "belongs to type: bearer; remove it")
+    return AuthConfig(
+        type="basic",
+        username=section.require("username", as_str),
+        password_env=section.require("password_env", env_name),
+    )
+
+
+def _check_web_request(request: RequestConfig) -> None:
+    """What a DICOMweb source cannot do, refused before any traffic."""
+    if request.type == "c-move":
+        raise ConfigError(
+            "request.type", "a DICOMweb source has no C-MOVE; use c-get, which retrieves by WADO-RS into the same tree"
+        )
+    if request.type == "c-get":
+        raise ConfigError(
+            "request.type", "retrieval from a DICOMweb source (WADO-RS) is not available yet; c-find and c-echo are"
+        )
+    if request.model == "psonly":
+        raise ConfigError("request.model", "QIDO-RS has no patient/study-only model; use study")
+    level = next((spec.value for spec in request.elements if spec.leaf.keyword == "QueryRetrieveLevel"), None)
+    if level == "PATIENT":
+        raise ConfigError(
+            "request.elements", "QIDO-RS has no PATIENT level; ask at STUDY level with PatientID as a key"
+        )
 
 
 def _request(section: Section, paths: Paths, batch_file: Path | None) -> RequestConfig:
@@ -291,7 +364,7 @@ def _output(section: Section, paths: Paths, request: RequestConfig, source: Path
 def describe(config: Config) -> Mapping[str, object]:
     """A JSON-ready summary of the effective configuration (no secrets are held in it)."""
     return {
-        "pacs": f"{config.pacs.aet}@{config.pacs.hostname}:{config.pacs.port}",
+        "pacs": config.pacs.where,
         "local_aet": config.local.aet,
         "type": config.request.type,
         "model": config.request.model,

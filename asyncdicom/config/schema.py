@@ -19,12 +19,39 @@ Mode = Literal["faithful", "safe"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class PacsConfig:
-    """The PACS to query: ``pacs`` section."""
+class AuthConfig:
+    """How to authenticate to a DICOMweb source: ``pacs.auth``. Secrets are never in the YAML:
+    a bearer token comes from an environment variable or a command's output, a password from an
+    environment variable."""
 
-    hostname: str
-    port: int
-    aet: str
+    type: Literal["bearer", "basic"]
+    token_env: str = ""
+    token_command: str = ""
+    username: str = ""
+    password_env: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacsConfig:
+    """The PACS to query: ``pacs`` section. A DIMSE peer by ``hostname``, ``port`` and ``aet``, or
+    a DICOMweb source by ``url``."""
+
+    hostname: str = ""
+    port: int = 0
+    aet: str = ""
+    url: str = ""  # a DICOMweb base URL (QIDO-RS and WADO-RS); replaces hostname, port and aet
+    auth: AuthConfig | None = None  # DICOMweb only
+    ca_file: Path | None = None  # DICOMweb only: the CA certificates that sign the server's
+
+    @property
+    def web(self) -> bool:
+        """A DICOMweb source."""
+        return bool(self.url)
+
+    @property
+    def where(self) -> str:
+        """The source as messages name it."""
+        return self.url if self.web else f"{self.aet}@{self.hostname}:{self.port}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,6 +236,8 @@ ALIASES = {
     "request.concurrency": "request.threads",
     "output.database_file": "output.library_file",  # pydicom-batch's name
 }
+AUTH_KEYS = tuple(item.name for item in dataclasses.fields(AuthConfig))
+
 LEGACY_KEYS = {
     # keys found in pydicom-batch's own sample files that its code never read
     "output.anonymization_script": "anonymization.script",

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from asyncdicom.errors import (
+    AccessDenied,
     AssociationRejected,
     ConnectionFailed,
+    HttpRefused,
     NetworkError,
     ProtocolError,
     ServiceNotSupported,
@@ -93,6 +95,16 @@ SUB_OPERATIONS = Failure(
     "retry for the failed instances, at most request.retries times, then record the request as partial",
     "run again to ask for the missing instances; the PACS log says why they failed",
 )
+ACCESS_DENIED = Failure(
+    "DICOMweb 401 or 403 (credentials missing, refused or short of a permission)",
+    "stop the run (exit 1), after one fresh token where pacs.auth.token_command gives them",
+    "give or renew pacs.auth as the message says (an expired token, a missing scope)",
+)
+HTTP_REFUSED = Failure(
+    "DICOMweb answer refused or unreadable (another 4xx, not DICOM JSON, too large, offset ignored)",
+    "fail the request now",
+    "the message names the URL and why; check the request's keys, or report it to the server's vendor",
+)
 REFUSED_CLASS = Failure(
     "C-GET of a SOP class the PACS accepted no presentation context for",
     "record the request as partial (or failed, when nothing arrived) at once: asking again meets the same refusal",
@@ -114,11 +126,17 @@ TABLE = (
     CANCELLED,
     SUB_OPERATIONS,
     REFUSED_CLASS,
+    ACCESS_DENIED,
+    HTTP_REFUSED,
 )
 
 
 def for_error(error: NetworkError) -> Failure:
     """The row of a network error."""
+    if isinstance(error, AccessDenied):
+        return ACCESS_DENIED
+    if isinstance(error, HttpRefused):
+        return HTTP_REFUSED
     if isinstance(error, AssociationRejected):
         return BUSY if error.transient else REFUSED
     if isinstance(error, ConnectionFailed):

@@ -13,6 +13,7 @@ from asyncdicom.errors import (
     ConnectionFailed,
     NetworkError,
     ProtocolError,
+    ServerBusy,
     ServiceNotSupported,
     SilentPeer,
 )
@@ -157,7 +158,9 @@ class RetryPolicy:
         (shared by every worker, so the time to give up does not depend on their number)."""
         if isinstance(error, AssociationRejected):
             if error.transient:
-                return Decision(Action.SLOW_DOWN, self.backoff(attempt), str(error))
+                asked = error.retry_after if isinstance(error, ServerBusy) else None
+                wait = max(self.backoff(attempt), asked or 0.0)
+                return Decision(Action.SLOW_DOWN, wait, str(error))
             return Decision(Action.FATAL, reason=str(error))
         if isinstance(error, ServiceNotSupported):
             return Decision(Action.FATAL, reason=str(error))

@@ -7,16 +7,13 @@ Every call here blocks and runs in a worker thread. Exceptions leave this module
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
 from pydicom.uid import UID
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
@@ -25,7 +22,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from asyncdicom.elements import build_identifier
+from asyncdicom.elements import build_identifier, identifier_to_text
 from asyncdicom.errors import AssociationAborted, ProtocolError, ServiceNotSupported, SilentPeer
 from asyncdicom.models import Request
 from asyncdicom.net.base import PENDING, CountsCallback, FindOutcome, RetrieveOutcome
@@ -66,62 +63,6 @@ def retrieve_identifier(request: Request) -> Dataset:
         if keyword in given and not (keyword == "AccessionNumber" and "StudyInstanceUID" in given):
             specs.append(given[keyword])
     return build_identifier(specs)
-
-
-MAX_VALUE = 64 * 1024
-"""The longest value kept in the library; a longer one fails the request (a query asks for
-short identifying attributes, not documents)."""
-UNDEFINED_LENGTH = 0xFFFFFFFF
-
-
-def identifier_to_text(ds: Dataset) -> dict[str, str]:
-    """Top-level elements of a response identifier as keyword → text: values as DICOM writes them
-    (multiple values joined by a backslash), a sequence's items in the DICOM JSON model.
-
-    Raises ProtocolError for a value longer than :data:`MAX_VALUE` or one pydicom cannot read."""
-    try:
-        return _identifier_to_text(ds)
-    except ProtocolError:
-        raise
-    except Exception:  # hostile bytes decoded lazily by pydicom: any failure is the peer's
-        msg = "the PACS sent a response identifier with an element that cannot be decoded"
-        raise ProtocolError(msg) from None
-
-
-def _identifier_to_text(ds: Dataset) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for tag in list(ds.keys()):
-        length = getattr(ds.get_item(tag), "length", 0) or 0  # the raw element: nothing decoded yet
-        keyword = keyword_for_tag(tag)
-        if MAX_VALUE < length != UNDEFINED_LENGTH:  # a sequence of undefined length is bounded below
-            msg = (
-                f"the PACS returned {Tag(tag)} {keyword or '(private)'} of {length} bytes, more than the "
-                f"{MAX_VALUE} a library value may hold; leave it out of request.elements"
-            )
-            raise ProtocolError(msg)
-        if not keyword or tag >> 16 in (0x0000, 0x0002):
-            continue
-        elem = ds[tag]
-        if elem.VR == "SQ":  # the items in the DICOM JSON model (PS3.18 F.2), bounded as a whole
-            text = json.dumps([item.to_json_dict() for item in elem.value], ensure_ascii=False)
-            if len(text) > MAX_VALUE:
-                msg = (
-                    f"the PACS returned {Tag(tag)} {keyword} with items of more than the {MAX_VALUE} "
-                    "characters a library value may hold; leave it out of request.elements"
-                )
-                raise ProtocolError(msg)
-            out[keyword] = text if elem.value else ""
-            continue
-        value = elem.value
-        if value is None:
-            out[keyword] = ""
-        elif isinstance(value, bytes | bytearray):
-            continue
-        elif elem.VM > 1:
-            out[keyword] = "\\".join(str(item) for item in value)
-        else:
-            out[keyword] = str(value)
-    return out
 
 
 def _failed_uids(dataset: Dataset | None) -> tuple[str, ...]:

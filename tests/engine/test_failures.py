@@ -11,11 +11,15 @@ from asyncdicom.engine import failures
 from asyncdicom.engine.failures import Failure
 from asyncdicom.engine.retry import Action, Decision, RetryPolicy, Unreachable
 from asyncdicom.errors import (
+    AccessDenied,
     AssociationAborted,
     AssociationRejected,
     ConnectionFailed,
+    HttpRefused,
     NetworkError,
     ProtocolError,
+    ServerBusy,
+    ServerError,
     ServiceNotSupported,
     SilentPeer,
 )
@@ -61,6 +65,10 @@ ERRORS: list[tuple[NetworkError, Failure]] = [
     (ConnectionFailed("refused"), failures.UNREACHABLE),
     (SilentPeer("silent"), failures.SILENT),
     (ServiceNotSupported("no model"), failures.UNSUPPORTED),
+    (AccessDenied("https://pacs/dicom-web/studies answered 401"), failures.ACCESS_DENIED),
+    (HttpRefused("https://pacs/dicom-web/studies answered 400"), failures.HTTP_REFUSED),
+    (ServerBusy("https://pacs/dicom-web/studies answered 429", 2.0), failures.BUSY),
+    (ServerError("https://pacs/dicom-web/studies answered 500"), failures.ABORTED),
 ]
 STATUSES: list[tuple[int, Failure]] = [
     (0xA702, failures.OUT_OF_RESOURCES),

@@ -21,13 +21,13 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import decode, encode
 
+from asyncdicom.elements import identifier_to_text
 from asyncdicom.errors import ProtocolError
 from asyncdicom.net.acse import associate_rq
 from asyncdicom.net.dimse import Reply, pack_command, ui, us
 from asyncdicom.net.lean import MAX_IDENTIFIER, LeanAssociation
 from asyncdicom.net.pdu import HEADER, MAX_PDU, p_data
 from asyncdicom.net.scp import Received, StorageSCP
-from asyncdicom.net.scu import identifier_to_text
 from asyncdicom.write.spool import spool_opener
 from tests.cli_helpers import cli_json
 from tests.conftest import find_config, write_yaml
