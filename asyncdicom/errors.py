@@ -159,7 +159,12 @@ class ServerError(AssociationAborted):
 
 
 class HttpRefused(NetworkError):
-    """A DICOMweb server refused a request (4xx other than 401, 403 and 429): the request fails."""
+    """A DICOMweb server refused a request (4xx other than 401, 403 and 429), or answered what
+    cannot be read: the request fails. ``status`` is the HTTP status, if that was the reason."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ServiceNotSupported(NetworkError):

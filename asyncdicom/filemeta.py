@@ -41,3 +41,53 @@ def file_start(
         ]
     )
     return PREAMBLE + _element(0x00020000, b"UL", struct.pack("<L", len(body))) + body
+
+
+MAX_META = 64 * 1024  # bytes of File Meta Information a received file may carry
+_LONG_VRS = (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV")
+META_KEYS = {0x00020002: "sop_class", 0x00020003: "sop_instance", 0x00020010: "transfer_syntax"}
+
+
+def read_meta(head: bytes | bytearray) -> tuple[dict[str, str], int] | None:
+    """The SOP class, SOP instance and transfer syntax UIDs of a Part 10 file's start, and where
+    its data set begins; None while ``head`` is too short to tell. ValueError for a start that is
+    not a Part 10 file or meta information longer than :data:`MAX_META`."""
+    if len(head) < 132:
+        return None
+    if head[128:132] != b"DICM":
+        msg = "not a DICOM Part 10 file (no DICM after the preamble)"
+        raise ValueError(msg)
+    found: dict[str, str] = {}
+    offset = 132
+    while True:
+        if offset - 132 > MAX_META:
+            msg = f"File Meta Information longer than {MAX_META} bytes"
+            raise ValueError(msg)
+        if len(head) < offset + 8:
+            return None
+        group, element = struct.unpack_from("<HH", head, offset)
+        if group != 0x0002:
+            break
+        vr = bytes(head[offset + 4 : offset + 6])
+        if vr in _LONG_VRS:
+            if len(head) < offset + 12:
+                return None
+            (length,) = struct.unpack_from("<L", head, offset + 8)
+            start = offset + 12
+        else:
+            (length,) = struct.unpack_from("<H", head, offset + 6)
+            start = offset + 8
+        if length > MAX_META:
+            msg = f"a File Meta element of {length} bytes"
+            raise ValueError(msg)
+        if len(head) < start + length:
+            return None
+        key = META_KEYS.get((group << 16) | element)
+        if key:
+            found[key] = bytes(head[start : start + length]).decode("ascii", "replace").rstrip("\0 ")
+        offset = start + length
+    missing = [key for key in META_KEYS.values() if not found.get(key)]
+    if missing:
+        msg = f"File Meta Information without {', '.join(missing)}"
+        raise ValueError(msg)
+    return found, offset

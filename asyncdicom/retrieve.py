@@ -253,7 +253,7 @@ class Retriever:
     async def _sop_classes(self, request: Request, threads: anyio.CapacityLimiter) -> tuple[str, ...]:
         """A C-GET's SOP classes, learnt from C-FINDs (cached per study), to propose them; () when
         the PACS does not say (the usual proposal then)."""
-        if self.finder is None:
+        if self.finder is None or self.config.pacs.web:  # WADO-RS needs no presentation contexts
             return ()
         async with self._finding(threads) as find:
             found = await sop_classes(request, find, self.config.request.model, self._classes, self._class_locks)

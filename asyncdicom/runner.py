@@ -140,6 +140,7 @@ def backend_for(config: Config) -> ScuBackend | WebBackend:
                 ca_file=pacs.ca_file,
                 connect_timeout=request.connect_timeout,
                 timeout=request.timeout,
+                pacer=pacer_for(config),
             )
         )
     return ScuBackend(
@@ -278,7 +279,7 @@ async def _execute(
                 finder = backend_for(
                     dataclasses.replace(config, request=dataclasses.replace(config.request, type="c-find"))
                 )
-                pacer = backend.settings.pacer if isinstance(backend, ScuBackend) else None
+                pacer = backend.settings.pacer if isinstance(backend, ScuBackend | WebBackend) else None
                 retriever = Retriever(config, recorder, stats, problems, again, stored, finder, pacer)
                 retriever = await stack.enter_async_context(retriever.running())
                 operation = retriever.operation

@@ -19,7 +19,9 @@ class ProxyState:
     token: str = ""  # the bearer token it wants ("" = none)
     busy: int = 0  # answer this many requests 429 first
     retry_after: str = "1"
-    seen: list[tuple[float, int, str]] = field(default_factory=list)  # (time, status sent, path)
+    cut: int = 0  # cut this many multipart (WADO-RS) answers short: half their body, then close
+    delay: float = 0.0  # seconds to hold each multipart (WADO-RS) answer back: a slow archive
+    seen: list[tuple[float, int, str]] = field(default_factory=list)  # (time, status sent, path); cut: -status
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -61,6 +63,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 kind = response.headers.get("Content-Type", "application/octet-stream")
         except urllib.error.HTTPError as exc:
             body, status, kind = exc.read(), exc.code, exc.headers.get("Content-Type", "text/plain")
+        if state.delay and kind.startswith("multipart/"):
+            time.sleep(state.delay)  # a slow archive, in the proxy's own thread
+        with state.lock:
+            cut = state.cut > 0 and kind.startswith("multipart/") and status == 200
+            state.cut -= 1 if cut else 0
+        if cut:  # announce the whole body, send half of it, hang up
+            with self.state.lock:
+                self.state.seen.append((time.monotonic(), -status, self.path))
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         self._answer(status, {"Content-Type": kind}, body)
 
 

@@ -206,10 +206,6 @@ def _check_web_request(request: RequestConfig) -> None:
         raise ConfigError(
             "request.type", "a DICOMweb source has no C-MOVE; use c-get, which retrieves by WADO-RS into the same tree"
         )
-    if request.type == "c-get":
-        raise ConfigError(
-            "request.type", "retrieval from a DICOMweb source (WADO-RS) is not available yet; c-find and c-echo are"
-        )
     if request.model == "psonly":
         raise ConfigError("request.model", "QIDO-RS has no patient/study-only model; use study")
     level = next((spec.value for spec in request.elements if spec.leaf.keyword == "QueryRetrieveLevel"), None)

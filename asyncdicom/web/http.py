@@ -15,7 +15,8 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,16 @@ class HttpSource:
             raise HttpRefused(msg)
         return found
 
+    @contextmanager
+    def stream(self, path: str, accept: str) -> Iterator[tuple[str, Iterator[bytes]]]:
+        """GET ``path``: its Content-Type and its body, chunk by chunk as it arrives (a read that
+        keeps streaming is not cut; one silent for request.timeout is)."""
+        response = self._get(path, (), accept)
+        try:
+            yield response.headers.get("Content-Type", ""), _chunks(response, self._where(path))
+        finally:
+            response.close()
+
     def close(self) -> None:
         self._client.close()
 
@@ -136,6 +147,17 @@ class HttpSource:
             raise ServerError(msg) from None
 
 
+def _chunks(response: httpx.Response, where: str) -> Iterator[bytes]:
+    try:
+        yield from response.iter_bytes()  # as the socket gives them: no re-chunking copies
+    except httpx.TimeoutException:
+        msg = f"{where} stopped sending within request.timeout"
+        raise SilentPeer(msg) from None
+    except httpx.HTTPError as exc:
+        msg = f"{where}: the response was cut short ({type(exc).__name__})"
+        raise ServerError(msg) from None
+
+
 def _read(response: httpx.Response, limit: int, where: str) -> bytes:
     """The body, refusing one longer than ``limit`` (by its Content-Length first)."""
     declared = response.headers.get("Content-Length", "")
@@ -176,7 +198,7 @@ def _status_error(response: httpx.Response, where: str, credentials: Credentials
         return ServerBusy(f"{where} answered {status} (busy){wait}", after)
     if status >= 500:
         return ServerError(f"{where} answered {status} (server error)")
-    return HttpRefused(f"{where} answered {status} ({response.reason_phrase or 'refused'})")
+    return HttpRefused(f"{where} answered {status} ({response.reason_phrase or 'refused'})", status)
 
 
 def retry_after(value: str, now: float | None = None) -> float | None:
