@@ -5,11 +5,13 @@ Retry-After through a small proxy; the configuration's checks."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from asyncdicom.filemeta import read_meta
 from asyncdicom.web import backend as web_backend
 from tests.cli_helpers import cli, cli_json, ledger_instances, spawn
 from tests.conftest import write_yaml
-from tests.factory import study_specs, write_compressed, write_files
+from tests.factory import make_instance, study_specs, write_compressed, write_files
 from tests.interop_compare import file_differences
 from tests.pacs_servers import Orthanc
 from tests.test_retrieve_anonymize import SCRIPT
@@ -161,15 +163,18 @@ def test_no_credentials_where_the_server_wants_them(tmp_path: Path, web: tuple[O
     assert result.exit_code == 1 and "answered 401: the server wants credentials: give pacs.auth" in result.stderr
 
 
-def test_429_with_retry_after_slows_the_run_and_is_honoured(tmp_path: Path, web: tuple[Orthanc, list[str]]) -> None:
+@pytest.mark.parametrize("busy", [429, 503])
+def test_busy_with_retry_after_slows_the_run_and_is_honoured(
+    tmp_path: Path, web: tuple[Orthanc, list[str]], busy: int
+) -> None:
     server, _ = web
-    state = ProxyState(f"http://127.0.0.1:{server.http_port}", busy=2, retry_after="1")
+    state = ProxyState(f"http://127.0.0.1:{server.http_port}", busy=2, busy_status=busy, retry_after="1")
     with proxy(state) as url:
         result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", _find_doc(url)))
     assert result.exit_code == 0 and summary["matches"] == 13 and summary["rejections"] == 2, result.stderr[-2000:]
     times = [when for when, _, _ in state.seen]
     statuses = [status for _, status, _ in state.seen]
-    assert statuses[:3] == [429, 429, 200]
+    assert statuses[:3] == [busy, busy, 200]
     assert times[1] - times[0] >= 0.95 and times[2] - times[1] >= 0.95  # Retry-After: 1 was waited for
 
 
@@ -385,3 +390,59 @@ def test_wado_rs_instances_go_through_the_same_pipeline(tmp_path: Path, web: tup
     syntaxes = sorted(str(dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in files)
     assert syntaxes.count("1.2.840.10008.1.2.1") == len(COMPRESSED) - 1
     assert {str(dcmread(p, stop_before_pixels=True).PatientID) for p in files} == {"RESEARCH-7"}
+
+
+def test_wado_rs_by_series(tmp_path: Path, web: tuple[Orthanc, list[str]]) -> None:
+    """SERIES-level rows: one WADO-RS request per series, each complete."""
+    server, studies = web
+    base = server.dicomweb_url
+    with urllib.request.urlopen(f"{base}/studies/{studies[0]}/series", timeout=30) as response:
+        series = [item["0020000E"]["Value"][0] for item in json.loads(response.read())]
+    assert len(series) == 2
+    (tmp_path / "batch.csv").write_text(
+        "StudyInstanceUID,SeriesInstanceUID\n" + "".join(f"{studies[0]},{uid}\n" for uid in series)
+    )
+    doc = {
+        "pacs": {"url": base},
+        "request": {
+            "type": "c-get",
+            "elements_batch_file": "batch.csv",
+            "elements": ["QueryRetrieveLevel=SERIES", "StudyInstanceUID", "SeriesInstanceUID"],
+        },
+        "output": {"directory": "out", "directory_structure": "SeriesInstanceUID"},
+    }
+    result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
+    assert result.exit_code == 0 and (summary["done"], summary["instances_new"]) == (2, 6), result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == sorted(series)
+
+
+def test_the_bandwidth_cap_holds_for_wado_rs(tmp_path: Path) -> None:
+    """request.max_megabytes_per_second: 1 MB/s over WADO-RS: 24 instances of 128 KiB (3 MB) take
+    at least (bytes - the 1 MiB burst) / 1 MB/s; nothing is lost."""
+    spec = study_specs(1, instances=24, prefix="CAP")[0]
+    (tmp_path / "data").mkdir()
+    for n in range(1, 25):
+        make_instance(spec, "1.2.3.4", 1, n, rows=256).save_as(tmp_path / "data" / f"{n}.dcm", enforce_file_format=True)
+    server = Orthanc(tmp_path / "pacs", dicomweb=True).start()
+    try:
+        server.store(tmp_path / "data")
+        (tmp_path / "batch.csv").write_text(f"StudyInstanceUID\n{spec.study_uid}\n")
+        doc = {
+            "pacs": {"url": server.dicomweb_url},
+            "request": {
+                "type": "c-get",
+                "max_megabytes_per_second": 1,
+                "elements_batch_file": "batch.csv",
+                "elements": ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
+            },
+            "output": {"directory": "out"},
+        }
+        started = time.monotonic()
+        result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert result.exit_code == 0 and summary["instances_new"] == 24, result.stderr[-2000:]
+    received = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*.dcm"))
+    assert received > 3_000_000
+    assert elapsed >= (received - (1 << 20)) / 1_000_000

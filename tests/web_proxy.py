@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 class ProxyState:
     target: str  # Orthanc's HTTP base, e.g. http://127.0.0.1:8042
     token: str = ""  # the bearer token it wants ("" = none)
-    busy: int = 0  # answer this many requests 429 first
+    busy: int = 0  # answer this many requests busy_status first
+    busy_status: int = 429  # or 503
     retry_after: str = "1"
     cut: int = 0  # cut this many multipart (WADO-RS) answers short: half their body, then close
     delay: float = 0.0  # seconds to hold each multipart (WADO-RS) answer back: a slow archive
@@ -51,7 +52,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             busy = state.busy > 0
             state.busy -= 1 if busy else 0
         if busy:
-            self._answer(429, {"Retry-After": state.retry_after})
+            self._answer(state.busy_status, {"Retry-After": state.retry_after})
             return
         request = urllib.request.Request(
             state.target + self.path, headers={"Accept": self.headers.get("Accept", "*/*")}

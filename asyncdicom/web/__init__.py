@@ -1,2 +1,2 @@
-"""DICOMweb sources: QIDO-RS for C-FIND batches (WADO-RS retrieval to come), behind the same
+"""DICOMweb sources: QIDO-RS for C-FIND batches and WADO-RS for C-GET ones, behind the same
 session protocol as the DIMSE backend (:mod:`asyncdicom.net.base`)."""

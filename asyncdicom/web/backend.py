@@ -1,5 +1,6 @@
-"""The DICOMweb backend: sessions that answer the engine's calls with QIDO-RS (and echo), over
-:mod:`asyncdicom.web.http`. Each session is used by one worker thread at a time, as a DIMSE one."""
+"""The DICOMweb backend: sessions that answer the engine's calls, C-FIND and echo with QIDO-RS,
+C-GET with QIDO-RS then WADO-RS, over :mod:`asyncdicom.web.http`. Each session is used by one
+worker thread at a time, as a DIMSE one."""
 
 from __future__ import annotations
 

@@ -166,19 +166,12 @@ def _read(response: httpx.Response, limit: int, where: str) -> bytes:
         raise HttpRefused(msg)
     chunks: list[bytes] = []
     size = 0
-    try:
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > limit:
-                msg = f"{where} sent a body of more than the {limit} bytes one page may hold"
-                raise HttpRefused(msg)
-            chunks.append(chunk)
-    except httpx.TimeoutException:
-        msg = f"{where} stopped sending within request.timeout"
-        raise SilentPeer(msg) from None
-    except httpx.HTTPError as exc:
-        msg = f"{where}: the response was cut short ({type(exc).__name__})"
-        raise ServerError(msg) from None
+    for chunk in _chunks(response, where):
+        size += len(chunk)
+        if size > limit:
+            msg = f"{where} sent a body of more than the {limit} bytes one page may hold"
+            raise HttpRefused(msg)
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
