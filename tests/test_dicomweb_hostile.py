@@ -128,3 +128,19 @@ def test_retry_after_is_read_and_bounded() -> None:
     assert retry_after("999999999") == MAX_RETRY_AFTER
     assert retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412500.0) == 10.0
     assert retry_after("soon") is None and retry_after("") is None
+
+
+def test_a_server_capping_its_pages_is_paged_by_its_warning(tmp_path: Path) -> None:
+    """A server that sends at most 3 results a page, whatever the limit, and says so with a
+    ``Warning: 299`` header (PS3.18): every result is gathered, not the first page alone."""
+    studies = [_study(n) for n in range(8)]
+
+    def answer(path: str) -> tuple[int, dict[str, str], bytes]:
+        offset = int(path.split("offset=")[1].split("&")[0])
+        page = studies[offset : offset + 3]
+        more = {"Warning": "299 pacs: There are additional results"} if offset + 3 < len(studies) else {}
+        return 200, {**JSON, **more}, json.dumps(page).encode()
+
+    with server(answer) as url:
+        result, summary = _run(tmp_path, url)
+    assert result.exit_code == 0 and summary["matches"] == 8, result.stderr[-2000:]

@@ -202,7 +202,7 @@ class WebSession:
         found: list[dict[str, Any]] = []
         previous: list[dict[str, Any]] = []
         while True:
-            answer = source.get_json(path, [*params, ("limit", str(page)), ("offset", str(len(found)))])
+            answer, more = source.get_page(path, [*params, ("limit", str(page)), ("offset", str(len(found)))])
             if previous and answer[:3] == previous[:3]:
                 msg = f"{source.base_url}/{path} ignores offset (the same page twice); its answers cannot be paged"
                 raise HttpRefused(msg)
@@ -212,7 +212,7 @@ class WebSession:
             if len(found) > MAX_MATCHES:
                 msg = f"{source.base_url}/{path} answered more than {MAX_MATCHES} matches; narrow the request"
                 raise HttpRefused(msg)
-            if len(answer) < page:
+            if len(answer) < page and not (more and answer):  # a short page, and no word of more
                 return found
 
     def echo(self) -> int:

@@ -69,12 +69,21 @@ class HttpSource:
 
     def get_json(self, path: str, params: Params = ()) -> list[dict[str, Any]]:
         """GET ``path`` (below the base URL) as DICOM JSON: the list of data sets (204: none)."""
+        return self.get_page(path, params)[0]
+
+    def get_page(self, path: str, params: Params = ()) -> tuple[list[dict[str, Any]], bool]:
+        """:meth:`get_json`, and whether the server says it left results out: a ``Warning: 299``
+        header (PS3.18 8.3.4.3), sent by a server whose page is smaller than the limit asked."""
         response = self._get(path, params, "application/dicom+json")
         try:
             body = _read(response, MAX_JSON, self._where(path))
         finally:
             response.close()
-        if response.status_code == 204 or not body.strip():
+        more = any(value.strip().startswith("299") for value in response.headers.get_list("Warning"))
+        return self._data_sets(body, response.status_code, path), more
+
+    def _data_sets(self, body: bytes, status: int, path: str) -> list[dict[str, Any]]:
+        if status == 204 or not body.strip():
             return []
         try:
             found = json.loads(body)
