@@ -446,3 +446,31 @@ def test_the_bandwidth_cap_holds_for_wado_rs(tmp_path: Path) -> None:
     received = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*.dcm"))
     assert received > 3_000_000
     assert elapsed >= (received - (1 << 20)) / 1_000_000
+
+
+def test_wado_rs_of_instances_named_without_their_series(tmp_path: Path, web: tuple[Orthanc, list[str]]) -> None:
+    """IMAGE-level rows naming the study and the instance only: QIDO-RS finds each instance's
+    series, and only those instances come; one the server does not know leaves the row partial."""
+    server, studies = web
+    with urllib.request.urlopen(f"{server.dicomweb_url}/studies/{studies[1]}/instances", timeout=30) as response:
+        held = [item["00080018"]["Value"][0] for item in json.loads(response.read())]
+    wanted = held[:2]
+    (tmp_path / "batch.csv").write_text(
+        f"StudyInstanceUID,SOPInstanceUID\n{studies[1]},{wanted[0]}\\{wanted[1]}\n{studies[1]},1.2.3.999\n"
+    )
+    doc = {
+        "pacs": {"url": server.dicomweb_url},
+        "request": {
+            "type": "c-get",
+            "retries": 0,
+            "elements_batch_file": "batch.csv",
+            "elements": ["QueryRetrieveLevel=IMAGE", "StudyInstanceUID", "SOPInstanceUID"],
+        },
+        "output": {"directory": "out"},
+    }
+    result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
+    assert result.exit_code == 3, result.stderr[-2000:]
+    assert (summary["done"], summary["instances_new"]) == (1, 2)
+    assert summary["partial"] + summary["failed"] == 1
+    files = [p for p in (tmp_path / "out").rglob("*.dcm") if ".asyncdicom" not in p.parts]
+    assert sorted(str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files) == sorted(wanted)

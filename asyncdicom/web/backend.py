@@ -111,7 +111,8 @@ class WebSession:
                     on_counts(counts())
 
             for path, _ in targets:
-                self._fetch(source, path, sink, on_instance)
+                if path:  # "": QIDO-RS does not know the instance; it stays missing
+                    self._fetch(source, path, sink, on_instance)
             good = {uid for uid, status in arrived.items() if status in wado.OK_STATUSES}
             missing = tuple(uid for uid in expected if uid not in good)
             final = counts()
@@ -163,11 +164,12 @@ class WebSession:
         level = request.level or "STUDY"
         studies = wado.plain_uids(given.get("StudyInstanceUID", ""))
         series = wado.plain_uids(given.get("SeriesInstanceUID", ""))
-        if level == "IMAGE":
-            sops = wado.plain_uids(given.get("SOPInstanceUID", ""))
-            if len(studies) == 1 and len(series) == 1 and sops:
+        sops = wado.plain_uids(given.get("SOPInstanceUID", "")) if level == "IMAGE" else []
+        if sops:
+            if len(studies) == 1 and len(series) == 1:
                 base = f"studies/{studies[0]}/series/{series[0]}/instances"
                 return [(f"{base}/{uid}", [uid]) for uid in sops]
+            return [self._instance_target(source, uid, studies) for uid in sops]
         if not studies:
             studies = self._study_uids(source, given)
         targets: list[tuple[str, list[str]]] = []
@@ -181,6 +183,17 @@ class WebSession:
                 if uids or len(studies) == 1:
                     targets.append((path, uids))
         return targets
+
+    def _instance_target(self, source: HttpSource, uid: str, studies: list[str]) -> tuple[str, list[str]]:
+        """Where one instance named without its series is (QIDO-RS tells); a path that names no
+        study when QIDO-RS does not know it, so its absence counts as missing."""
+        path = f"studies/{studies[0]}/instances" if len(studies) == 1 else "instances"
+        params = [("SOPInstanceUID", uid), ("includefield", "StudyInstanceUID"), ("includefield", "SeriesInstanceUID")]
+        for item in source.get_json(path, [*params, ("limit", "1")]):
+            study, series = _first(item, "0020000D") or (studies[0] if studies else ""), _first(item, "0020000E")
+            if study and series:
+                return f"studies/{study}/series/{series}/instances/{uid}", [uid]
+        return "", [uid]
 
     def _study_uids(self, source: HttpSource, given: dict[str, str]) -> list[str]:
         keys = [(k, given[k]) for k in ("PatientID", "AccessionNumber", "SeriesInstanceUID") if k in given]
