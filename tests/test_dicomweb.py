@@ -474,3 +474,27 @@ def test_wado_rs_of_instances_named_without_their_series(tmp_path: Path, web: tu
     assert summary["partial"] + summary["failed"] == 1
     files = [p for p in (tmp_path / "out").rglob("*.dcm") if ".asyncdicom" not in p.parts]
     assert sorted(str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files) == sorted(wanted)
+
+
+def test_an_answer_that_keeps_streaming_is_not_cut(tmp_path: Path, web: tuple[Orthanc, list[str]]) -> None:
+    """request.timeout bounds each silence, not an answer's length: a WADO-RS answer sent in 16
+    pieces 0.2 s apart (3.2 s in all) with a 1 s timeout arrives whole, with no retry."""
+    server, studies = web
+    state = ProxyState(f"http://127.0.0.1:{server.http_port}", trickle=0.2)
+    (tmp_path / "batch.csv").write_text(f"StudyInstanceUID\n{studies[0]}\n")
+    with proxy(state) as url:
+        doc = {
+            "pacs": {"url": url},
+            "request": {
+                "type": "c-get",
+                "timeout": 1,
+                "elements_batch_file": "batch.csv",
+                "elements": ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
+            },
+            "output": {"directory": "out"},
+        }
+        started = time.monotonic()
+        result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert (summary["instances_new"], summary["retries"]) == (6, 0)
+    assert time.monotonic() - started > 3.0  # it did take longer than the timeout, in pieces

@@ -22,6 +22,7 @@ class ProxyState:
     retry_after: str = "1"
     cut: int = 0  # cut this many multipart (WADO-RS) answers short: half their body, then close
     delay: float = 0.0  # seconds to hold each multipart (WADO-RS) answer back: a slow archive
+    trickle: float = 0.0  # send each multipart answer in 16 pieces, this many seconds apart
     seen: list[tuple[float, int, str]] = field(default_factory=list)  # (time, status sent, path); cut: -status
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -69,6 +70,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with state.lock:
             cut = state.cut > 0 and kind.startswith("multipart/") and status == 200
             state.cut -= 1 if cut else 0
+        if state.trickle and kind.startswith("multipart/") and status == 200:
+            with self.state.lock:
+                self.state.seen.append((time.monotonic(), status, self.path))
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            piece = len(body) // 16 + 1
+            for start in range(0, len(body), piece):
+                self.wfile.write(body[start : start + piece])
+                self.wfile.flush()
+                time.sleep(state.trickle)  # a slow link: each piece comes well within the timeout
+            return
         if cut:  # announce the whole body, send half of it, hang up
             with self.state.lock:
                 self.state.seen.append((time.monotonic(), -status, self.path))
