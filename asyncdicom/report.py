@@ -174,7 +174,7 @@ def refused_classes(classes: Mapping[str, int]) -> None:
         return
     warning("the PACS accepted no C-GET presentation context for these SOP classes (use request.type c-move):")
     for uid, count in classes.items():
-        info(f"  {UID(uid).name} ({uid}): {count} requests")
+        info(f"  {UID(uid).name} ({uid}): {count} request{'' if count == 1 else 's'}")
 
 
 def summary(report: Mapping[str, Any]) -> None:

@@ -200,6 +200,12 @@ def test_busy_with_retry_after_slows_the_run_and_is_honoured(
             "required",
         ),
         (
+            {"url": "https://pacs/dw", "auth": {"type": "basic", "username": "u:x", "password_env": "P"}},
+            "c-find",
+            "pacs.auth.username",
+            "no colon",
+        ),
+        (
             {"url": "https://pacs/dw", "auth": {"type": "bearer", "token_env": "T", "password": "p"}},
             "c-find",
             "pacs.auth.password",
@@ -498,3 +504,22 @@ def test_an_answer_that_keeps_streaming_is_not_cut(tmp_path: Path, web: tuple[Or
     assert result.exit_code == 0, result.stderr[-2000:]
     assert (summary["instances_new"], summary["retries"]) == (6, 0)
     assert time.monotonic() - started > 3.0  # it did take longer than the timeout, in pieces
+
+
+def test_a_csv_row_at_patient_level_fails_with_advice(tmp_path: Path, web: tuple[Orthanc, list[str]]) -> None:
+    """A row may set its own level; QIDO-RS has no PATIENT level, so that row fails and says why."""
+    server, _ = web
+    (tmp_path / "batch.csv").write_text("QueryRetrieveLevel,PatientID\nPATIENT,W00001\nSTUDY,W00001\n")
+    doc = {
+        "pacs": {"url": server.dicomweb_url},
+        "request": {
+            "type": "c-find",
+            "model": "patient",
+            "elements_batch_file": "batch.csv",
+            "elements": ["StudyInstanceUID"],
+        },
+        "output": {"directory": "out", "library_file": "library.csv"},
+    }
+    result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
+    assert result.exit_code == 3 and (summary["done"], summary["failed"]) == (1, 1), result.stderr[-2000:]
+    assert "QIDO-RS has no PATIENT level; ask at STUDY level" in result.stderr

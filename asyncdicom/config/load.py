@@ -193,11 +193,10 @@ def _auth(raw: object, where: str) -> AuthConfig:
     for key in ("token_env", "token_command"):
         if section.has(key):
             raise ConfigError(section.where(key), "belongs to type: bearer; remove it")
-    return AuthConfig(
-        type="basic",
-        username=section.require("username", as_str),
-        password_env=section.require("password_env", env_name),
-    )
+    username = section.require("username", as_str)
+    if len(username) > 256 or ":" in username:
+        raise ConfigError(section.where("username"), "a user name has at most 256 characters and no colon")
+    return AuthConfig(type="basic", username=username, password_env=section.require("password_env", env_name))
 
 
 def _check_web_request(request: RequestConfig) -> None:

@@ -37,6 +37,9 @@ def _value(spec: ElementSpec) -> str:
 def query(request: Request) -> tuple[str, list[tuple[str, str]], tuple[str, ...]]:
     """(resource path below the base URL, query parameters, the match keys to keep)."""
     level = request.level or "STUDY"
+    if level not in UNIQUE:  # a CSV row may name its own level
+        msg = f"QIDO-RS has no {level} level; ask at STUDY level with PatientID as a key"
+        raise HttpRefused(msg)
     given: dict[str, str] = {}
     params: list[tuple[str, str]] = []
     wanted: list[str] = [UNIQUE.get(level, "StudyInstanceUID")]
