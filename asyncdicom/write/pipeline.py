@@ -26,6 +26,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_process
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydicom.uid import UID
 
 from asyncdicom.errors import OutputError, output_error
 from asyncdicom.models import HeldBack, InstanceRecord, InstanceState
@@ -77,6 +78,16 @@ class Noted:
     transfer_syntax: str
     header: Header | None
     placed: Placed | None
+
+
+def _may_need_decoding(transfer_syntax: str) -> bool:
+    """Whether output.decompress has work for an instance received in ``transfer_syntax``: not
+    for one known to be native and inflated (no worker process is asked, then); when the syntax
+    is not known, the worker reads the file's own meta and decides."""
+    if not transfer_syntax:
+        return True
+    syntax = UID(transfer_syntax)
+    return not syntax.is_transfer_syntax or syntax.is_compressed or syntax.is_deflated
 
 
 class InstanceSink(Protocol):
@@ -247,7 +258,7 @@ class Pipeline:
 
     async def _handle(self, item: Spooled) -> None:
         path, warning = item.path, None
-        if self.decompress:
+        if self.decompress and _may_need_decoding(item.transfer_syntax):
             # CPU-bound decoding runs in worker processes: in this process it would stall the receive path
             try:
                 transformed = await anyio.to_process.run_sync(decompress_file, path, limiter=self._threads)

@@ -76,3 +76,14 @@ def test_undecodable_instance_is_kept_with_a_warning(tmp_path: Path) -> None:
     assert result.warning.startswith("kept as received (JPEG Extended (Process 2 and 4)): unable to decompress as")
     assert source.read_bytes() == raw
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_native_instances_skip_the_decoding_worker() -> None:
+    """output.decompress asks a worker process only for what may need it: compressed or deflated
+    instances, and those whose transfer syntax is not known."""
+    from asyncdicom.write.pipeline import _may_need_decoding
+
+    assert not _may_need_decoding("1.2.840.10008.1.2.1") and not _may_need_decoding("1.2.840.10008.1.2")
+    assert not _may_need_decoding("1.2.840.10008.1.2.2")
+    assert _may_need_decoding("1.2.840.10008.1.2.4.90") and _may_need_decoding("1.2.840.10008.1.2.5")
+    assert _may_need_decoding("1.2.840.10008.1.2.1.99") and _may_need_decoding("") and _may_need_decoding("1.2.3")
