@@ -8,6 +8,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
@@ -47,14 +48,15 @@ class Anonymizer:
     params: dict[str, str] = field(default_factory=dict)
     mode: str = "faithful"
 
-    def file(self, source: Path, target: Path) -> Outcome:
-        """Anonymize ``source`` into ``target`` (written only when the outcome is ok)."""
+    def file(self, source: Path | BinaryIO, target: Path) -> Outcome:
+        """Anonymize ``source`` (a file, or its bytes) into ``target`` (written only when the
+        outcome is ok)."""
         with warnings.catch_warnings():
             # pydicom's warnings about odd files can quote element values; the outcome says enough
             warnings.simplefilter("ignore")
             return self._file(source, target)
 
-    def _file(self, source: Path, target: Path) -> Outcome:
+    def _file(self, source: Path | BinaryIO, target: Path) -> Outcome:
         try:
             out = dcmread(source, force=True)
             original = _reference_copy(out)

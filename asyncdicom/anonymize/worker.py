@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import BinaryIO
 
 from asyncdicom.anonymize.files import Anonymizer
 from asyncdicom.anonymize.lookup import LookupTable
@@ -21,7 +22,7 @@ def anonymize_file(
     script: str,
     lookup_table: str | None,
     mode: str,
-    source: str,
+    source: str | BinaryIO,
     target: str,
     params: tuple[tuple[str, str], ...] = (),
 ) -> tuple[str, str]:
@@ -34,10 +35,11 @@ def anonymize_file_named(
     script: str,
     lookup_table: str | None,
     mode: str,
-    source: str,
+    source: str | BinaryIO,
     target: str,
     params: tuple[tuple[str, str], ...] = (),
 ) -> tuple[str, str, str]:
     """As :func:`anonymize_file`, with the anonymized SOP Instance UID ("" if the script removed it)."""
-    outcome = anonymizer(script, lookup_table, mode, params).file(Path(source), Path(target))
+    data = Path(source) if isinstance(source, str) else source  # a file, or bytes already in memory
+    outcome = anonymizer(script, lookup_table, mode, params).file(data, Path(target))
     return outcome.status, outcome.reason, outcome.sop_instance_uid

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,7 +33,7 @@ from asyncdicom.stats import RunStats
 from asyncdicom.write.place import Placed, Placer, sync_dirs
 from asyncdicom.write.spool import Header, SpoolWriter, read_header
 from asyncdicom.write.tracker import Flight, Tracker
-from asyncdicom.write.transforms import decompress_file
+from asyncdicom.write.transforms import AnonymizeFile, decompress_and_anonymize, decompress_file
 
 log = logging.getLogger("asyncdicom.write")
 
@@ -52,11 +51,6 @@ class Spooled:
     transfer_syntax: str = ""
     request_key: str | None = None  # without a flight: the request it belongs to
     replaces: tuple[str, Path] | None = None  # a held-back instance again: its ledger UID and quarantine copy
-
-
-AnonymizeFile = Callable[[str, str | None, str, str, str], tuple[str, str]]
-"""(script, lookup table, mode, source, target) → (status, reason): a module-level function, so
-that worker processes can run it (the anonymizer's, handed in by the retriever)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +251,9 @@ class Pipeline:
                     await self._handle(item)
 
     async def _handle(self, item: Spooled) -> None:
+        if self.anonymize is not None and self.decompress and _may_need_decoding(item.transfer_syntax):
+            await self._decode_and_anonymize(item)
+            return
         path, warning = item.path, None
         if self.decompress and _may_need_decoding(item.transfer_syntax):
             # CPU-bound decoding runs in worker processes: in this process it would stall the receive path
@@ -277,6 +274,42 @@ class Pipeline:
                 await self._quarantine(item, path, status, reason)
                 return
             original, path = path, anonymized
+        await self._finish(item, path, original, warning)
+
+    async def _decode_and_anonymize(self, item: Spooled) -> None:
+        """Decompression and anonymization in one worker call, with no file between them (the
+        anonymizer reads the decoded bytes in memory): one process hop, one write and one fsync
+        fewer per instance than the two steps. An instance the anonymizer refuses is quarantined
+        as received; one no decoder reads is anonymized as received and held back, as before."""
+        settings = self.anonymize
+        assert settings is not None
+        path = item.path
+        anonymized = path.with_name(path.stem + ".anon.part")
+        try:
+            status, reason, warning = await anyio.to_process.run_sync(
+                decompress_and_anonymize,
+                settings.function,
+                str(settings.script),
+                str(settings.lookup_table) if settings.lookup_table else None,
+                settings.mode,
+                str(path),
+                str(anonymized),
+                limiter=self._threads,
+            )
+        except Exception as exc:  # a crashed worker must not lose the instance: it is quarantined
+            await anyio.to_thread.run_sync(partial(anonymized.unlink, missing_ok=True))
+            status, reason, warning = "quarantine", f"the anonymizer failed ({type(exc).__name__})", None
+        if warning:
+            self._held_back(item.flight, HeldBack.KEPT_COMPRESSED, warning)
+            if self.stats is not None:
+                self.stats.kept_compressed += 1
+        if status != "ok":
+            await self._quarantine(item, path, status, reason)
+            return
+        await self._finish(item, anonymized, path, warning)
+
+    async def _finish(self, item: Spooled, path: Path, original: Path | None, warning: str | None) -> None:
+        """Place ``path`` in the tree, drop ``original`` (what it was made from), record it."""
         try:
             header, placed = await anyio.to_thread.run_sync(self._place, path, limiter=self._threads)
         except (OSError, ValueError) as exc:

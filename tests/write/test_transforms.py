@@ -87,3 +87,33 @@ def test_native_instances_skip_the_decoding_worker() -> None:
     assert not _may_need_decoding("1.2.840.10008.1.2.2")
     assert _may_need_decoding("1.2.840.10008.1.2.4.90") and _may_need_decoding("1.2.840.10008.1.2.5")
     assert _may_need_decoding("1.2.840.10008.1.2.1.99") and _may_need_decoding("") and _may_need_decoding("1.2.3")
+
+
+def test_decoding_and_anonymizing_in_one_call_writes_what_two_steps_wrote(tmp_path: Path) -> None:
+    """The one-hop route (decoded bytes straight into the anonymizer) gives, byte for byte, the
+    file the two steps gave (decompress to a file, then anonymize it), for every compressed
+    syntax the tests hold, and keeps the undecodable one as received with the same warning."""
+    from asyncdicom.anonymize.worker import anonymize_file
+    from asyncdicom.write.transforms import decompress_and_anonymize, decompress_file
+    from tests.factory import write_compressed
+
+    samples = Path(__file__).resolve().parents[1] / "data" / "reference-samples"
+    script = str(samples / "sample-dicom-anonymizer.script")
+    (tmp_path / "lookup.properties").write_text("ptid/COMPRESSED = 77\n")
+    table = str(tmp_path / "lookup.properties")
+    written = write_compressed(tmp_path / "in")
+    assert written
+    for number, source in enumerate(sorted((tmp_path / "in").iterdir())):
+        two = tmp_path / f"two-{number}"
+        one = tmp_path / f"one-{number}"
+        for folder in (two, one):
+            folder.mkdir()
+            shutil.copy(source, folder / "spool.dcm")
+        step = decompress_file(two / "spool.dcm")
+        status, reason = anonymize_file(script, table, "faithful", str(step.path), str(two / "out.dcm"))
+        got = decompress_and_anonymize(
+            anonymize_file, script, table, "faithful", str(one / "spool.dcm"), str(one / "out.dcm")
+        )
+        assert got == (status, reason, step.warning), source.name
+        assert status == "ok" and (one / "out.dcm").read_bytes() == (two / "out.dcm").read_bytes(), source.name
+        assert (one / "spool.dcm").exists()  # the original stays until the anonymized copy is placed
