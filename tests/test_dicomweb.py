@@ -269,6 +269,22 @@ def test_no_patient_data_in_the_verbose_log(tmp_path: Path, web: tuple[Orthanc, 
     assert "W00003" not in result.stderr and "HTTP Request" not in result.stderr
 
 
+def _get_doc(
+    url: str, level: str = "STUDY", keys: tuple[str, ...] = ("StudyInstanceUID",), **request: Any
+) -> dict[str, Any]:
+    """A c-get config for ``url`` reading batch.csv at ``level`` with ``keys``; ``request`` adds keys."""
+    return {
+        "pacs": {"url": url},
+        "request": {
+            "type": "c-get",
+            "elements_batch_file": "batch.csv",
+            "elements": [f"QueryRetrieveLevel={level}", *keys],
+            **request,
+        },
+        "output": {"directory": "out"},
+    }
+
+
 def _retrieve(folder: Path, pacs: dict[str, Any], studies: list[str], level: str = "STUDY") -> dict[str, Path]:
     folder.mkdir()
     (folder / "batch.csv").write_text("StudyInstanceUID\n" + "\n".join(studies) + "\n")
@@ -378,15 +394,10 @@ def test_wado_rs_instances_go_through_the_same_pipeline(tmp_path: Path, web: tup
     study = str(COMPRESSED[0].StudyInstanceUID)
     (tmp_path / "batch.csv").write_text(f"StudyInstanceUID\n{study}\n")
     doc = {
-        "pacs": {"url": server.dicomweb_url},
-        "request": {
-            "type": "c-get",
-            "elements_batch_file": "batch.csv",
-            "elements": ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
-        },
+        **_get_doc(server.dicomweb_url),
         "anonymization": {"enabled": True, "script": "anon.script", "lookup_table": "lookup.properties"},
-        "output": {"directory": "out", "decompress": True},
     }
+    doc["output"]["decompress"] = True
     (tmp_path / "anon.script").write_text(SCRIPT)
     (tmp_path / "lookup.properties").write_text("ptid/COMPRESSED = RESEARCH-7\n")
     result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
@@ -433,16 +444,7 @@ def test_the_bandwidth_cap_holds_for_wado_rs(tmp_path: Path) -> None:
     try:
         server.store(tmp_path / "data")
         (tmp_path / "batch.csv").write_text(f"StudyInstanceUID\n{spec.study_uid}\n")
-        doc = {
-            "pacs": {"url": server.dicomweb_url},
-            "request": {
-                "type": "c-get",
-                "max_megabytes_per_second": 1,
-                "elements_batch_file": "batch.csv",
-                "elements": ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
-            },
-            "output": {"directory": "out"},
-        }
+        doc = _get_doc(server.dicomweb_url, max_megabytes_per_second=1)
         started = time.monotonic()
         result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
         elapsed = time.monotonic() - started
@@ -464,16 +466,7 @@ def test_wado_rs_of_instances_named_without_their_series(tmp_path: Path, web: tu
     (tmp_path / "batch.csv").write_text(
         f"StudyInstanceUID,SOPInstanceUID\n{studies[1]},{wanted[0]}\\{wanted[1]}\n{studies[1]},1.2.3.999\n"
     )
-    doc = {
-        "pacs": {"url": server.dicomweb_url},
-        "request": {
-            "type": "c-get",
-            "retries": 0,
-            "elements_batch_file": "batch.csv",
-            "elements": ["QueryRetrieveLevel=IMAGE", "StudyInstanceUID", "SOPInstanceUID"],
-        },
-        "output": {"directory": "out"},
-    }
+    doc = _get_doc(server.dicomweb_url, "IMAGE", ("StudyInstanceUID", "SOPInstanceUID"), retries=0)
     result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
     assert result.exit_code == 3, result.stderr[-2000:]
     assert (summary["done"], summary["instances_new"]) == (1, 2)
@@ -489,16 +482,7 @@ def test_an_answer_that_keeps_streaming_is_not_cut(tmp_path: Path, web: tuple[Or
     state = ProxyState(f"http://127.0.0.1:{server.http_port}", trickle=0.2)
     (tmp_path / "batch.csv").write_text(f"StudyInstanceUID\n{studies[0]}\n")
     with proxy(state) as url:
-        doc = {
-            "pacs": {"url": url},
-            "request": {
-                "type": "c-get",
-                "timeout": 1,
-                "elements_batch_file": "batch.csv",
-                "elements": ["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
-            },
-            "output": {"directory": "out"},
-        }
+        doc = _get_doc(url, timeout=1)
         started = time.monotonic()
         result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
     assert result.exit_code == 0, result.stderr[-2000:]

@@ -63,6 +63,11 @@ class AnonymizeSettings:
     quarantine: Path
     function: AnonymizeFile
 
+    @property
+    def arguments(self) -> tuple[str, str | None, str]:
+        """(script, lookup table, mode) as the worker function takes them."""
+        return str(self.script), str(self.lookup_table) if self.lookup_table else None, self.mode
+
 
 @dataclass(frozen=True, slots=True)
 class Noted:
@@ -289,9 +294,7 @@ class Pipeline:
             status, reason, warning = await anyio.to_process.run_sync(
                 decompress_and_anonymize,
                 settings.function,
-                str(settings.script),
-                str(settings.lookup_table) if settings.lookup_table else None,
-                settings.mode,
+                *settings.arguments,
                 str(path),
                 str(anonymized),
                 limiter=self._threads,
@@ -331,13 +334,7 @@ class Pipeline:
         assert settings is not None
         try:
             return await anyio.to_process.run_sync(
-                settings.function,
-                str(settings.script),
-                str(settings.lookup_table) if settings.lookup_table else None,
-                settings.mode,
-                str(source),
-                str(target),
-                limiter=self._threads,
+                settings.function, *settings.arguments, str(source), str(target), limiter=self._threads
             )
         except Exception as exc:  # a crashed worker must not lose the instance: it is quarantined
             await anyio.to_thread.run_sync(partial(target.unlink, missing_ok=True))
