@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -33,7 +33,9 @@ from asyncdicom.plan import Plan
 from asyncdicom.problems import GroupedLog
 from asyncdicom.retrieve import Retriever
 from asyncdicom.stats import RunSnapshot, RunStats
-from asyncdicom.web.backend import WebBackend, WebSettings
+
+if TYPE_CHECKING:
+    from asyncdicom.web.backend import WebBackend
 
 log = logging.getLogger("asyncdicom")
 
@@ -133,6 +135,8 @@ def backend_for(config: Config) -> ScuBackend | WebBackend:
     on received bytes if one is set."""
     pacs, request = config.pacs, config.request
     if pacs.web:
+        from asyncdicom.web.backend import WebBackend, WebSettings  # httpx loads only for DICOMweb sources
+
         return WebBackend(
             WebSettings(
                 url=pacs.url,
@@ -279,7 +283,8 @@ async def _execute(
                 finder = backend_for(
                     dataclasses.replace(config, request=dataclasses.replace(config.request, type="c-find"))
                 )
-                pacer = backend.settings.pacer if isinstance(backend, ScuBackend | WebBackend) else None
+                # the byte pacer the backend's sessions share (ScuBackend's or WebBackend's; a mock has none)
+                pacer = getattr(getattr(backend, "settings", None), "pacer", None)
                 retriever = Retriever(config, recorder, stats, problems, again, stored, finder, pacer)
                 retriever = await stack.enter_async_context(retriever.running())
                 operation = retriever.operation

@@ -37,7 +37,6 @@ class InstanceWriter:
     _head: bytearray = field(default_factory=bytearray)
     _file: StoreFile | None = None
     _uid: str = ""
-    _in_part: bool = False
 
     def begin_part(self, content_type: str) -> None:
         kind = content_type.split(";")[0].strip().lower()
@@ -45,7 +44,7 @@ class InstanceWriter:
             msg = f"{self.where} answered a part of type {kind!r}, not application/dicom"
             raise HttpRefused(msg)
         self._head.clear()
-        self._file, self._uid, self._in_part = None, "", True
+        self._file, self._uid = None, ""
 
     def data(self, chunk: memoryview) -> None:
         self.pay(len(chunk))
@@ -72,7 +71,6 @@ class InstanceWriter:
             self._file.write(rest)
 
     def end_part(self) -> None:
-        self._in_part = False
         if self._file is None:
             msg = f"{self.where} answered a part too short to hold a DICOM file"
             raise HttpRefused(msg)
@@ -87,4 +85,3 @@ class InstanceWriter:
         if self._file is not None:
             file, self._file = self._file, None
             self.sink.end(file, False)
-        self._in_part = False
