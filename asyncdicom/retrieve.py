@@ -23,7 +23,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from asyncdicom.anonymize.worker import anonymize_file
+from asyncdicom.anonymize import lean, worker
 from asyncdicom.config import Config
 from asyncdicom.config.schema import state_folder
 from asyncdicom.coverage import Find, class_parts, missing_parts, sop_classes
@@ -60,7 +60,11 @@ def anonymize_settings(config: Config) -> AnonymizeSettings | None:
         return None
     assert config.output.directory is not None
     quarantine = section.quarantine_directory or quarantine_dir(config.output.directory)
-    return AnonymizeSettings(section.script, section.lookup_table, section.mode, quarantine, anonymize_file)
+    # without decompression, worker processes load pydicom without its pixel libraries
+    functions = worker if config.output.decompress else lean
+    return AnonymizeSettings(
+        section.script, section.lookup_table, section.mode, quarantine, functions.anonymize_spooled, functions.prepare
+    )
 
 
 def quarantine_dir(output: Path) -> Path:

@@ -18,6 +18,11 @@ def anonymizer(script: str, lookup_table: str | None, mode: str, params: tuple[t
     return Anonymizer(load(Path(script)), table, dict(params), mode)
 
 
+def prepare(script: str, lookup_table: str | None, mode: str) -> None:
+    """Load the script and lookup table into this worker process's cache, before any file."""
+    anonymizer(script, lookup_table, mode, ())
+
+
 def anonymize_file(
     script: str,
     lookup_table: str | None,
@@ -29,6 +34,16 @@ def anonymize_file(
     """(status, reason) of anonymizing ``source`` into ``target``; ``params`` override the script's."""
     status, reason, _ = anonymize_file_named(script, lookup_table, mode, source, target, params)
     return status, reason
+
+
+def anonymize_spooled(
+    script: str, lookup_table: str | None, mode: str, source: str | BinaryIO, target: str
+) -> tuple[str, str]:
+    """:func:`anonymize_file` for the retrieval pipeline, whose ``target`` is a scratch name of
+    its own in the spool (written directly, no temporary file and rename)."""
+    data = Path(source) if isinstance(source, str) else source
+    outcome = anonymizer(script, lookup_table, mode, ()).file(data, Path(target), scratch=True)
+    return outcome.status, outcome.reason
 
 
 def anonymize_file_named(

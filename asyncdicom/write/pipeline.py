@@ -5,9 +5,12 @@ Two routes:
 * **direct** (nothing CPU-heavy configured): the receiving thread fsyncs and places the file
   itself once it has answered the C-STORE, and drops a note in an outbox; the event loop drains
   the outbox in batches (one wake-up per burst, not one hop per instance) into the ledger;
-* **queued** (decompression, anonymization): a bounded queue sits between the receive path and the writers, so
-  a slow disk or CPU slows the PACS down instead of growing memory; CPU-heavy work runs in worker
-  processes, header parsing and file moves in worker threads.
+* **queued** (decompression, anonymization): a bounded queue sits between the receive path and
+  the writers, so a slow disk or CPU slows the PACS down instead of growing memory; CPU-heavy work
+  runs in worker processes, header parsing, fsyncs and links in worker threads. Each has its own
+  limit, and there are more writer tasks than processes, so a process never waits for a disk
+  flush: while some writers wait for fsyncs, the processes anonymize the next instances. Placed
+  files go through the same outbox as the direct route (one directory fsync per batch).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,11 +37,13 @@ from asyncdicom.stats import RunStats
 from asyncdicom.write.place import Placed, Placer, sync_dirs
 from asyncdicom.write.spool import Header, SpoolWriter, read_header
 from asyncdicom.write.tracker import Flight, Tracker
-from asyncdicom.write.transforms import AnonymizeFile, decompress_and_anonymize, decompress_file
+from asyncdicom.write.transforms import AnonymizeFile, decompress_and_anonymize, decompress_file, ready
 
 log = logging.getLogger("asyncdicom.write")
 
 QUEUE = 64
+WRITERS_PER_PROCESS = 4  # writer tasks per worker process: enough to keep it busy during fsyncs
+FILE_THREADS = 8  # worker threads for fsyncs, links and header reads (I/O-bound)
 OUTBOX = 64  # placed instances noted before the loop is woken to record them
 DRAIN_EVERY = 0.5  # seconds: how stale the ledger and the live figures may get
 
@@ -62,6 +68,7 @@ class AnonymizeSettings:
     mode: str
     quarantine: Path
     function: AnonymizeFile
+    prepare: Callable[[str, str | None, str], object] | None = None  # loads script and table in a worker
 
     @property
     def arguments(self) -> tuple[str, str | None, str]:
@@ -71,12 +78,18 @@ class AnonymizeSettings:
 
 @dataclass(frozen=True, slots=True)
 class Noted:
-    """An instance a receive thread placed (or failed to: no header and placement)."""
+    """An instance placed (or not: no header and placement) and not yet recorded; ``original``
+    (what an anonymized copy was made from) and ``replaces``'s quarantine copy are removed once
+    the placement is durable."""
 
-    flight: Flight
+    flight: Flight | None
     transfer_syntax: str
     header: Header | None
     placed: Placed | None
+    warning: str | None = None
+    request_key: str | None = None
+    original: Path | None = None
+    replaces: tuple[str, Path] | None = None
 
 
 def _may_need_decoding(transfer_syntax: str) -> bool:
@@ -87,6 +100,16 @@ def _may_need_decoding(transfer_syntax: str) -> bool:
         return True
     syntax = UID(transfer_syntax)
     return not syntax.is_transfer_syntax or syntax.is_compressed or syntax.is_deflated
+
+
+def _sources(noted: Noted) -> list[Path]:
+    """The files ``noted``'s placed copy replaces: its original, and a quarantine copy."""
+    return [path for path in (noted.original, noted.replaces[1] if noted.replaces else None) if path is not None]
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 class InstanceSink(Protocol):
@@ -125,12 +148,14 @@ class Pipeline:
         self._send: MemoryObjectSendStream[Spooled]
         self._receive: MemoryObjectReceiveStream[Spooled]
         self._send, self._receive = anyio.create_memory_object_stream[Spooled](QUEUE)
-        self._threads = anyio.CapacityLimiter(workers)
+        self._processes = anyio.CapacityLimiter(workers)
+        self._threads = anyio.CapacityLimiter(FILE_THREADS)
         self._outbox: list[Noted] = []
         self._outbox_lock = threading.Lock()
         self._woken = False
         self._wakeup = anyio.Event()
         self._closed = False
+        self._writers_done = False
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self.output_error: OutputError | None = None  # the volume is full or unwritable: the run stops
         self._reasons: set[tuple[HeldBack, str]] = set()  # held-back reasons logged once each
@@ -157,9 +182,28 @@ class Pipeline:
         self._token = anyio.lowlevel.current_token()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._drain)
-            for _ in range(self.workers):
-                tg.start_soon(self._writer, self._receive.clone())
-            self._receive.close()
+            if not self.direct:
+                for _ in range(self.workers):
+                    tg.start_soon(self._warm)
+            try:
+                async with anyio.create_task_group() as writers:
+                    for _ in range(self.workers * WRITERS_PER_PROCESS):
+                        writers.start_soon(self._writer, self._receive.clone())
+                    self._receive.close()
+            finally:  # the writers are done (they post to the outbox): the drain may end once it is empty
+                self._writers_done = True
+                self._wakeup.set()
+
+    async def _warm(self) -> None:
+        """Start a worker process now, while the first associations are made, and have it import
+        its modules and load the script and lookup table: the first instances do not wait for
+        them, and the work is spread over the processes from the start."""
+        settings = self.anonymize
+        with contextlib.suppress(Exception):  # a worker that cannot start fails on its first instance
+            if settings is not None and settings.prepare is not None:
+                await anyio.to_process.run_sync(settings.prepare, *settings.arguments, limiter=self._processes)
+            else:
+                await anyio.to_process.run_sync(ready, limiter=self._processes)
 
     # --- direct route: receive threads ------------------------------------------------------------
 
@@ -202,15 +246,24 @@ class Pipeline:
     def _post(self, noted: Noted) -> None:
         """Leave a note for the loop; wake it only when the outbox is full or someone waits for
         this flight (the drain task also looks every :data:`DRAIN_EVERY` seconds)."""
-        with self._outbox_lock:
-            self._outbox.append(noted)
-            urgent = len(self._outbox) >= OUTBOX or noted.flight.waiting
-            wake = urgent and not self._woken
-            self._woken = self._woken or wake
-        if wake:
+        if self._noted(noted):
             # RuntimeError: the run is over (not while its retrieves run); the next run meets it as a duplicate
             with contextlib.suppress(RuntimeError):
                 anyio.from_thread.run_sync(self._wakeup.set, token=self._token)
+
+    def _noted(self, noted: Noted) -> bool:
+        """Put ``noted`` in the outbox; whether the drain task must be woken now."""
+        with self._outbox_lock:
+            self._outbox.append(noted)
+            urgent = len(self._outbox) >= OUTBOX or (noted.flight is not None and noted.flight.waiting)
+            wake = urgent and not self._woken
+            self._woken = self._woken or wake
+        return wake
+
+    def _post_here(self, noted: Noted) -> None:
+        """:meth:`_post` from the event loop (a writer task)."""
+        if self._noted(noted):
+            self._wakeup.set()
 
     async def settle(self, flight: Flight) -> None:
         """Return once every instance handed over for ``flight`` is placed and recorded."""
@@ -226,14 +279,27 @@ class Pipeline:
         if directories:  # the batch's links become durable: one fsync per directory, not per file
             try:
                 await anyio.to_thread.run_sync(sync_dirs, directories, limiter=self._threads)
-            except OSError as exc:
+            except OSError as exc:  # originals stay in the spool: the next run places them again
                 self._failed(exc, "new files durably")
                 batch = [Noted(noted.flight, noted.transfer_syntax, None, None) for noted in batch]
+        done = [path for noted in batch if noted.placed is not None for path in _sources(noted)]
+        if done:  # what the placed copies were made from: durable at their final paths now
+            await anyio.to_thread.run_sync(_unlink_all, done, limiter=self._threads)
         for noted in batch:
             if noted.header is None or noted.placed is None:
-                self.tracker.lost(noted.flight)
+                if noted.flight is not None:
+                    self.tracker.lost(noted.flight)
             else:
-                await self._record(noted.flight, noted.transfer_syntax, noted.header, noted.placed, None)
+                replaces = noted.replaces[0] if noted.replaces else None
+                await self._record(
+                    noted.flight,
+                    noted.transfer_syntax,
+                    noted.header,
+                    noted.placed,
+                    noted.warning,
+                    noted.request_key,
+                    replaces,
+                )
 
     async def _drain(self) -> None:
         with anyio.CancelScope(shield=True):  # drain even on Ctrl-C: every placed file gets recorded
@@ -242,7 +308,7 @@ class Pipeline:
                     await self._wakeup.wait()
                 self._wakeup = anyio.Event()
                 await self._record_outbox()
-                if self._closed:
+                if self._closed and self._writers_done:
                     with self._outbox_lock:
                         if not self._outbox:
                             return
@@ -263,7 +329,7 @@ class Pipeline:
         if self.decompress and _may_need_decoding(item.transfer_syntax):
             # CPU-bound decoding runs in worker processes: in this process it would stall the receive path
             try:
-                transformed = await anyio.to_process.run_sync(decompress_file, path, limiter=self._threads)
+                transformed = await anyio.to_process.run_sync(decompress_file, path, limiter=self._processes)
                 path, warning = transformed.path, transformed.warning
             except Exception as exc:  # a crashed worker process must not lose the instance
                 warning = f"kept as received: decompression failed as {type(exc).__name__}"
@@ -297,7 +363,7 @@ class Pipeline:
                 *settings.arguments,
                 str(path),
                 str(anonymized),
-                limiter=self._threads,
+                limiter=self._processes,
             )
         except Exception as exc:  # a crashed worker must not lose the instance: it is quarantined
             await anyio.to_thread.run_sync(partial(anonymized.unlink, missing_ok=True))
@@ -312,7 +378,9 @@ class Pipeline:
         await self._finish(item, anonymized, path, warning)
 
     async def _finish(self, item: Spooled, path: Path, original: Path | None, warning: str | None) -> None:
-        """Place ``path`` in the tree, drop ``original`` (what it was made from), record it."""
+        """Place ``path`` in the tree and leave it in the outbox: the drain makes its directory
+        durable (one fsync per batch), then drops ``original`` (what it was made from) and the
+        quarantine copy it replaces, and records it."""
         try:
             header, placed = await anyio.to_thread.run_sync(self._place, path, limiter=self._threads)
         except (OSError, ValueError) as exc:
@@ -320,13 +388,9 @@ class Pipeline:
             if item.flight is not None:
                 self.tracker.lost(item.flight)
             return
-        if original is not None:
-            # the anonymized copy is durable at its final path
-            await anyio.to_thread.run_sync(partial(original.unlink, missing_ok=True))
-        replaces = item.replaces[0] if item.replaces else None
-        await self._record(item.flight, item.transfer_syntax, header, placed, warning, item.request_key, replaces)
-        if item.replaces is not None:  # no longer held back: its original leaves the quarantine
-            await anyio.to_thread.run_sync(partial(item.replaces[1].unlink, missing_ok=True))
+        self._post_here(
+            Noted(item.flight, item.transfer_syntax, header, placed, warning, item.request_key, original, item.replaces)
+        )
 
     async def _anonymize(self, source: Path, target: Path) -> tuple[str, str]:
         """Run the CTP script in a worker process: (status, reason)."""
@@ -334,7 +398,7 @@ class Pipeline:
         assert settings is not None
         try:
             return await anyio.to_process.run_sync(
-                settings.function, *settings.arguments, str(source), str(target), limiter=self._threads
+                settings.function, *settings.arguments, str(source), str(target), limiter=self._processes
             )
         except Exception as exc:  # a crashed worker must not lose the instance: it is quarantined
             await anyio.to_thread.run_sync(partial(target.unlink, missing_ok=True))
@@ -365,7 +429,7 @@ class Pipeline:
 
     def _place(self, path: Path) -> tuple[Header, Placed]:
         header = read_header(path, self.placer.keywords)
-        return header, self.placer.place(path, header)
+        return header, self.placer.place(path, header, sync_dir=False)
 
     async def _record(
         self,

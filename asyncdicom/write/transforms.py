@@ -72,6 +72,10 @@ def decoded(source: Path) -> tuple[bytes | None, str | None]:
     return buffer.getvalue(), None
 
 
+def ready() -> None:
+    """Nothing: a worker process that ran it has imported this module, pydicom and its decoders."""
+
+
 AnonymizeFile = Callable[[str, "str | None", str, "str | BinaryIO", str], tuple[str, str]]
 """(script, lookup table, mode, source file or its bytes, target) → (status, reason): a
 module-level function, so that worker processes can run it (the anonymizer's, handed in by the

@@ -93,7 +93,7 @@ def test_decoding_and_anonymizing_in_one_call_writes_what_two_steps_wrote(tmp_pa
     """The one-hop route (decoded bytes straight into the anonymizer) gives, byte for byte, the
     file the two steps gave (decompress to a file, then anonymize it), for every compressed
     syntax the tests hold, and keeps the undecodable one as received with the same warning."""
-    from asyncdicom.anonymize.worker import anonymize_file
+    from asyncdicom.anonymize.worker import anonymize_file, anonymize_spooled
     from asyncdicom.write.transforms import decompress_and_anonymize, decompress_file
     from tests.factory import write_compressed
 
@@ -111,9 +111,10 @@ def test_decoding_and_anonymizing_in_one_call_writes_what_two_steps_wrote(tmp_pa
             shutil.copy(source, folder / "spool.dcm")
         step = decompress_file(two / "spool.dcm")
         status, reason = anonymize_file(script, table, "faithful", str(step.path), str(two / "out.dcm"))
-        got = decompress_and_anonymize(
-            anonymize_file, script, table, "faithful", str(one / "spool.dcm"), str(one / "out.dcm")
+        got = decompress_and_anonymize(  # as the pipeline calls it: into a scratch name of its own
+            anonymize_spooled, script, table, "faithful", str(one / "spool.dcm"), str(one / "out.dcm")
         )
         assert got == (status, reason, step.warning), source.name
         assert status == "ok" and (one / "out.dcm").read_bytes() == (two / "out.dcm").read_bytes(), source.name
+        assert sorted(p.name for p in one.iterdir()) == ["out.dcm", "spool.dcm"]  # no temporary file of its own
         assert (one / "spool.dcm").exists()  # the original stays until the anonymized copy is placed
