@@ -122,3 +122,33 @@ def test_outside_the_window_with_exit_sends_nothing(tmp_path: Path) -> None:
     assert (summary["outcome"], summary["pending"], summary["ran"]) == ("outside-window", 2, 0)
     assert "outside the schedule window, so nothing was sent; it opens at " in result.stderr
     assert " UTC (" in summary["notes"][-1]
+
+
+@pytest.mark.orthanc
+def test_a_failed_batch_flush_places_nothing_and_marks_nothing_done(
+    tmp_path: Path, orthanc: LoadedOrthanc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Received files become durable a batch at a time before they get a name in the tree: when
+    that flush fails (an I/O error), none of the batch is placed or recorded, and the run ends
+    as an output error naming it."""
+    import errno
+
+    from asyncdicom.write import pipeline
+    from tests.cli_helpers import ledger_instances
+
+    def failing(directory: object, files: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(pipeline, "flush_volume", failing)
+    rows = [{"StudyInstanceUID": orthanc.studies[0].study_uid}]
+    write_batch(tmp_path, rows)
+    doc = retrieve_config(orthanc, "c-get", rows, "STUDY", threads=1)
+    result, summary = cli_json("run", write_yaml(tmp_path / "c.yml", doc))
+    assert result.exit_code == 4, result.stderr
+    assert summary["outcome"] == "output-error"
+    assert summary["message"].startswith("Unable to write received instances durably as Input/output error")
+    assert (summary["done"], summary["instances"]) == (0, 0)
+    assert not [p for p in (tmp_path / "out").rglob("*.dcm") if ".asyncdicom" not in p.parts]
+    assert not list((tmp_path / "out" / ".asyncdicom" / "spool").glob("*"))
+    ledger = tmp_path / "out" / ".asyncdicom" / "c.sqlite3"
+    assert ledger.is_file() and ledger_instances(ledger) == 0

@@ -75,15 +75,34 @@ def fill(sock: socket.socket, view: memoryview) -> None:
         got += n
 
 
+READ_AHEAD = 64 * 1024
+"""What one receive may take from the socket beyond the bytes asked for. A small instance's
+PDUs (command, data set) then cost one system call, not one per header and one per body: on
+20,000 instances of 1 KB, five fewer receives each, and as many fewer hand-overs of the GIL."""
+
+
 class PduReader:
     """Reads whole PDUs from one association's socket, within the limits of its phase.
 
     ``expected`` names the PDU types the current phase allows; ``max_pdu`` bounds a P-DATA-TF
     PDU's length (what we advertised), :data:`MAX_NEGOTIATION_PDU` every other PDU's.
-    A violation raises :class:`ProtocolError` before any buffer for the body exists.
+    A violation raises :class:`ProtocolError` before any buffer for the body exists. Bytes are
+    received :data:`READ_AHEAD` at a time into a buffer of that fixed size; a body larger than
+    what is buffered is received straight into its own buffer.
     """
 
-    __slots__ = ("_header", "_header_view", "_sock", "max_pdu", "pacer", "peer")
+    __slots__ = (
+        "_ahead",
+        "_ahead_view",
+        "_end",
+        "_header",
+        "_header_view",
+        "_sock",
+        "_start",
+        "max_pdu",
+        "pacer",
+        "peer",
+    )
 
     def __init__(self, sock: socket.socket, peer: str, max_pdu: int = MAX_PDU, pacer: Pacer | None = None) -> None:
         self._sock = sock
@@ -92,10 +111,33 @@ class PduReader:
         self.pacer = pacer  # a cap on received bytes per second, paid before each P-DATA-TF body is read
         self._header = bytearray(6)
         self._header_view = memoryview(self._header)
+        self._ahead = bytearray(READ_AHEAD)
+        self._ahead_view = memoryview(self._ahead)
+        self._start = self._end = 0  # the unread bytes in _ahead
+
+    def _fill(self, view: memoryview) -> None:
+        """Exactly ``len(view)`` bytes into ``view``: the buffered ones first, then a receive of
+        up to :data:`READ_AHEAD` bytes into the buffer (or, for what does not fit it, straight
+        into ``view``). AssociationAborted if the peer closes."""
+        got, size = 0, len(view)
+        while got < size:
+            if self._start == self._end:
+                if size - got >= READ_AHEAD:
+                    fill(self._sock, view[got:])
+                    return
+                n = self._sock.recv_into(self._ahead_view, READ_AHEAD)
+                if n == 0:
+                    msg = "connection closed"
+                    raise AssociationAborted(msg)
+                self._start, self._end = 0, n
+            take = min(size - got, self._end - self._start)
+            view[got : got + take] = self._ahead_view[self._start : self._start + take]
+            self._start += take
+            got += take
 
     def read(self, expected: frozenset[PduType] | None = None) -> tuple[PduType, bytearray]:
         """The next PDU: its type and all its bytes, header included, in one buffer."""
-        fill(self._sock, self._header_view)
+        self._fill(self._header_view)
         kind, length = HEADER.unpack(self._header)
         pdu_type = _TYPES.get(kind)
         if pdu_type is None:
@@ -120,7 +162,7 @@ class PduReader:
             self.pacer.take(6 + length)
         pdu = bytearray(6 + length)
         pdu[:6] = self._header
-        fill(self._sock, memoryview(pdu)[6:])
+        self._fill(memoryview(pdu)[6:])
         return pdu_type, pdu
 
 

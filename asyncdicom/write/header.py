@@ -28,6 +28,7 @@ _PIXEL_DATA = 0x7FE00010
 HEAD = 64 << 10  # headers are a few KiB; a longer one goes to pydicom
 _TAG = struct.Struct("<HH")
 _U16 = struct.Struct("<H")
+_EXPLICIT = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length
 _U32 = struct.Struct("<L")
 
 
@@ -117,13 +118,28 @@ def _scan(buf: bytes | bytearray, wanted: dict[int, str]) -> tuple[dict[str, str
         return None
     end_meta = value + _U32.unpack_from(buf, value)[0]
     offset, syntax = value + length, ""
-    while offset < end_meta:
-        tag, _, length, value = _element(buf, offset, True)
-        if tag == 0x00020010:
+    while offset < end_meta:  # explicit VR little endian, always
+        if offset + 8 > len(buf):
+            raise _Unusual
+        group, element, vr, length = _EXPLICIT.unpack_from(buf, offset)
+        if vr in _LONG_VRS:
+            length, value = _U32.unpack_from(buf, offset + 8)[0], offset + 12
+        else:
+            value = offset + 8
+        if group << 16 | element == 0x00020010:
             syntax = buf[value : value + length].decode("ascii").rstrip(" \0")
         offset = value + length
     if syntax in ("", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"):
         return None  # big endian or deflated: let pydicom do it
+    if syntax == "1.2.840.10008.1.2":
+        return _scan_elements(buf, offset, wanted, syntax)
+    return _scan_explicit(buf, offset, wanted, syntax)
+
+
+def _scan_elements(
+    buf: bytes | bytearray, offset: int, wanted: dict[int, str], syntax: str
+) -> tuple[dict[str, str], str] | None:
+    """The data set's top-level elements, one :func:`_element` call each (implicit VR)."""
     explicit = syntax != "1.2.840.10008.1.2"
     last = max(wanted, default=0)
     encodings = ["iso8859"]
@@ -141,10 +157,56 @@ def _scan(buf: bytes | bytearray, wanted: dict[int, str]) -> tuple[dict[str, str
         if tag == 0x00080005:
             encodings = list(_encodings(bytes(buf[value : value + length])))
         if tag in wanted:
-            name = vr.decode("ascii") if vr else dictionary_VR(tag)
-            if name in ("SQ", "OB", "OW", "UN", "AT"):
-                raise _Unusual
-            if length or name not in _EMPTY_IS_NONE:
-                attrs[wanted[tag]] = _decode(bytes(buf[value : value + length]), name, encodings)
+            _keep(attrs, wanted[tag], vr, tag, bytes(buf[value : value + length]), encodings)
         offset = value + length
     raise _Unusual
+
+
+def _scan_explicit(
+    buf: bytes | bytearray, offset: int, wanted: dict[int, str], syntax: str
+) -> tuple[dict[str, str], str] | None:
+    """:func:`_scan_elements` for explicit VR little endian, the common case, with the element
+    header read in one unpack and no call per element: the receive threads run this for every
+    instance (a third of their time on small instances before)."""
+    last = max(wanted, default=0)
+    encodings = ["iso8859"]
+    attrs: dict[str, str] = {}
+    size = len(buf)
+    unpack, long_vrs, known = _EXPLICIT.unpack_from, _LONG_VRS, _KNOWN_VRS
+    while offset < size:
+        if offset + 8 > size:
+            raise _Unusual
+        group, element, vr, length = unpack(buf, offset)
+        tag = group << 16 | element
+        if tag >= _PIXEL_DATA or tag > last:
+            return attrs, syntax
+        if group == 0xFFFE or vr not in known:  # an item at the top level, or implicit VR data
+            raise _Unusual
+        if vr in long_vrs:
+            if offset + 12 > size:
+                raise _Unusual
+            length = _U32.unpack_from(buf, offset + 8)[0]
+            value = offset + 12
+            if length == _UNDEFINED:
+                offset = _skip_undefined(buf, value, True)
+                continue
+        else:
+            value = offset + 8
+        end = value + length
+        if end > size:
+            raise _Unusual
+        if tag == 0x00080005:
+            encodings = list(_encodings(bytes(buf[value:end])))
+        if tag in wanted:
+            _keep(attrs, wanted[tag], vr, tag, bytes(buf[value:end]), encodings)
+        offset = end
+    raise _Unusual
+
+
+def _keep(attrs: dict[str, str], keyword: str, vr: bytes, tag: int, raw: bytes, encodings: list[str]) -> None:
+    """Put a wanted element's value in ``attrs`` as pydicom would give it as a string."""
+    name = vr.decode("ascii") if vr else dictionary_VR(tag)
+    if name in ("SQ", "OB", "OW", "UN", "AT"):
+        raise _Unusual
+    if raw or name not in _EMPTY_IS_NONE:
+        attrs[keyword] = _decode(raw, name, encodings)

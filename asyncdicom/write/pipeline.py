@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from pydicom.uid import UID
 from asyncdicom.errors import OutputError, output_error
 from asyncdicom.models import HeldBack, InstanceRecord, InstanceState
 from asyncdicom.stats import RunStats
-from asyncdicom.write.place import Placed, Placer, sync_dirs
+from asyncdicom.write.place import Placed, Placer, flush_volume, sync_dirs
 from asyncdicom.write.spool import Header, SpoolWriter, read_header
 from asyncdicom.write.tracker import Flight, Tracker
 from asyncdicom.write.transforms import AnonymizeFile, decompress_and_anonymize, decompress_file, ready
@@ -45,6 +46,7 @@ QUEUE = 64
 WRITERS_PER_PROCESS = 4  # writer tasks per worker process: enough to keep it busy during fsyncs
 FILE_THREADS = 8  # worker threads for fsyncs, links and header reads (I/O-bound)
 OUTBOX = 64  # placed instances noted before the loop is woken to record them
+OUTBOX_LIMIT = 1024  # notes waiting for the drain before receive threads wait too (back-pressure)
 DRAIN_EVERY = 0.5  # seconds: how stale the ledger and the live figures may get
 
 
@@ -90,6 +92,7 @@ class Noted:
     request_key: str | None = None
     original: Path | None = None
     replaces: tuple[str, Path] | None = None
+    spooled: str | None = None  # received, closed, not yet durable nor placed
 
 
 def _may_need_decoding(transfer_syntax: str) -> bool:
@@ -152,6 +155,7 @@ class Pipeline:
         self._threads = anyio.CapacityLimiter(FILE_THREADS)
         self._outbox: list[Noted] = []
         self._outbox_lock = threading.Lock()
+        self._room = threading.Condition(self._outbox_lock)  # the drain took a batch
         self._woken = False
         self._wakeup = anyio.Event()
         self._closed = False
@@ -208,19 +212,19 @@ class Pipeline:
     # --- direct route: receive threads ------------------------------------------------------------
 
     def place_in_thread(self, file: SpoolWriter, flight: Flight) -> None:
-        """Receive thread, after answering the C-STORE: fsync, header from the bytes kept in
-        memory, atomic placement, and a note for the ledger. The flight must have been told with
+        """Receive thread, after answering the C-STORE: close the spool file, read its header
+        from the bytes kept in memory, and leave a note: the drain makes a batch of them
+        durable at once and then places them. The flight must have been told with
         :meth:`Tracker.handed_over` before answering."""
         try:
-            part = file.seal()
+            part = file.close()
             header = read_header(part, self.placer.keywords, file.head)
-            placed = self.placer.place(part, header, synced=True, sync_dir=False)
         except (OSError, ValueError, OutputError) as exc:
             self._failed(exc)
             file.discard()
             self._post(Noted(flight, file.transfer_syntax, None, None))
             return
-        self._post(Noted(flight, file.transfer_syntax, header, placed))
+        self._post(Noted(flight, file.transfer_syntax, header, None, spooled=part))
 
     def _held_back(self, flight: Flight | None, kind: HeldBack, reason: str) -> None:
         """Log the first instance held back for each reason, naming its request by CSV line (never
@@ -250,6 +254,9 @@ class Pipeline:
             # RuntimeError: the run is over (not while its retrieves run); the next run meets it as a duplicate
             with contextlib.suppress(RuntimeError):
                 anyio.from_thread.run_sync(self._wakeup.set, token=self._token)
+        with self._outbox_lock:  # a slow disk slows the PACS down rather than piling up notes
+            while len(self._outbox) >= OUTBOX_LIMIT and not self._closed:
+                self._room.wait(DRAIN_EVERY)
 
     def _noted(self, noted: Noted) -> bool:
         """Put ``noted`` in the outbox; whether the drain task must be woken now."""
@@ -275,6 +282,9 @@ class Pipeline:
     async def _record_outbox(self) -> None:
         with self._outbox_lock:
             batch, self._outbox, self._woken = self._outbox, [], False
+            self._room.notify_all()
+        if any(noted.spooled for noted in batch):
+            batch = await anyio.to_thread.run_sync(self._place_spooled, batch, limiter=self._threads)
         directories = {noted.placed.directory for noted in batch if noted.placed is not None}
         if directories:  # the batch's links become durable: one fsync per directory, not per file
             try:
@@ -300,6 +310,34 @@ class Pipeline:
                     noted.request_key,
                     replaces,
                 )
+
+    def _place_spooled(self, batch: list[Noted]) -> list[Noted]:
+        """Worker thread: make the batch's received files durable at once, then link each to
+        its final path (a file never has a name in the tree before its bytes are on disk)."""
+        spooled = [noted.spooled for noted in batch if noted.spooled is not None]
+        try:
+            flush_volume(os.path.dirname(spooled[0]), spooled)
+        except OSError as exc:
+            self._failed(exc, "received instances durably")
+            for path in spooled:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            return [Noted(n.flight, n.transfer_syntax, None, None) if n.spooled else n for n in batch]
+        placed: list[Noted] = []
+        for noted in batch:
+            if noted.spooled is None or noted.header is None:
+                placed.append(noted)
+                continue
+            try:
+                where = self.placer.place(noted.spooled, noted.header, synced=True, sync_dir=False)
+            except (OSError, ValueError, OutputError) as exc:
+                self._failed(exc)
+                with contextlib.suppress(OSError):
+                    os.unlink(noted.spooled)
+                placed.append(Noted(noted.flight, noted.transfer_syntax, None, None))
+                continue
+            placed.append(Noted(noted.flight, noted.transfer_syntax, noted.header, where))
+        return placed
 
     async def _drain(self) -> None:
         with anyio.CancelScope(shield=True):  # drain even on Ctrl-C: every placed file gets recorded

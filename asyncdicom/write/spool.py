@@ -109,6 +109,12 @@ class SpoolWriter:
         if fd >= 0:
             os.close(fd)
 
+    def close(self) -> str:
+        """Close without fsync: the ``.part`` file is complete, to be made durable with others
+        (:func:`asyncdicom.write.place.flush_volume`) before it is placed."""
+        self._close()
+        return self.part_name
+
     def seal(self) -> str:
         """fsync and close: the ``.part`` file is complete and durable, ready to be placed now."""
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import pytest
 
 from asyncdicom.models import InstanceRecord
 from asyncdicom.write.pipeline import AnonymizeSettings, Pipeline
@@ -47,3 +48,33 @@ def test_worker_processes_are_prepared_before_the_first_instance(tmp_path: Path)
 
     anyio.run(main)
     assert (tmp_path / "anon.ready").read_text() == "faithful None"
+
+
+def test_receive_threads_wait_while_the_outbox_is_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Back-pressure on the direct route: a receive thread that finds the outbox full waits for
+    the drain to take a batch, instead of piling up notes (and unplaced files)."""
+    import threading
+
+    from asyncdicom.write import pipeline as module
+    from asyncdicom.write.pipeline import Noted
+
+    monkeypatch.setattr(module, "OUTBOX_LIMIT", 4)
+    pipeline = Pipeline(root=tmp_path / "out", structure=(), filename="SOPInstanceUID", sink=Sink(), tracker=Tracker())
+    posted: list[int] = []
+    done = threading.Event()
+
+    def receive() -> None:
+        for number in range(6):
+            pipeline._post(Noted(None, "", None, None))
+            posted.append(number)
+        done.set()
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    assert not done.wait(1.0)  # the fourth note filled the outbox: the thread waits there
+    assert len(posted) == 3
+    anyio.run(pipeline._record_outbox)  # the drain takes the batch (lost notes: nothing to record)
+    assert done.wait(10)
+    assert len(posted) == 6
+    pipeline.close()
+    pipeline._receive.close()  # the writers that would have closed it never ran

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pydicom.uid import generate_uid
 
 from asyncdicom.models import InstanceState
@@ -37,3 +38,23 @@ def test_same_bytes_once_other_bytes_beside(tmp_path: Path) -> None:
         (InstanceState.RENAMED, f"{sop}_1.dcm"),  # same UID, other content: kept beside it
     ]
     assert not list((tmp_path / "spool").iterdir())
+
+
+def test_flush_volume_syncs_the_file_system_or_each_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One syncfs for a batch where the C library has it; otherwise one fsync per file; an error
+    is an OSError the pipeline reports as an output error."""
+    from asyncdicom.write import place
+
+    files = [tmp_path / f"{n}.part" for n in range(3)]
+    for path in files:
+        path.write_bytes(b"data")
+    assert place._SYNCFS is not None  # Linux
+    place.flush_volume(tmp_path, files)
+    synced: list[int] = []
+    monkeypatch.setattr(place, "_SYNCFS", None)
+    monkeypatch.setattr(place.os, "fsync", synced.append)
+    place.flush_volume(tmp_path, files)
+    assert len(synced) == len(files)
+    monkeypatch.undo()
+    with pytest.raises(OSError):
+        place.flush_volume(tmp_path / "gone", files)
