@@ -2,9 +2,11 @@
 
 Two routes:
 
-* **direct** (nothing CPU-heavy configured): the receiving thread fsyncs and places the file
-  itself once it has answered the C-STORE, and drops a note in an outbox; the event loop drains
-  the outbox in batches (one wake-up per burst, not one hop per instance) into the ledger;
+* **direct** (nothing CPU-heavy configured): the receiving thread closes the file once it has
+  answered the C-STORE, reads its header from the bytes it kept, and drops a note in an outbox
+  (waiting while :data:`OUTBOX_LIMIT` notes are there); the event loop drains the outbox in
+  batches (one wake-up per burst, not one hop per instance): one flush of the volume makes the
+  batch durable, then each file is linked to its final path and recorded in the ledger;
 * **queued** (decompression, anonymization): a bounded queue sits between the receive path and
   the writers, so a slow disk or CPU slows the PACS down instead of growing memory; CPU-heavy work
   runs in worker processes, header parsing, fsyncs and links in worker threads. Each has its own
@@ -289,7 +291,7 @@ class Pipeline:
         if directories:  # the batch's links become durable: one fsync per directory, not per file
             try:
                 await anyio.to_thread.run_sync(sync_dirs, directories, limiter=self._threads)
-            except OSError as exc:  # originals stay in the spool: the next run places them again
+            except OSError as exc:  # nothing recorded; queued originals stay in the spool for the next run
                 self._failed(exc, "new files durably")
                 batch = [Noted(noted.flight, noted.transfer_syntax, None, None) for noted in batch]
         done = [path for noted in batch if noted.placed is not None for path in _sources(noted)]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
@@ -225,3 +226,24 @@ def test_folder_progress_reports_files_bytes_and_held_back(tmp_path: Path) -> No
     assert calls[-1] == (3, 3, total, 1)
     assert [call[0] for call in calls] == [1, 2, 3]
     assert summary.quarantined == 1
+
+
+@pytest.mark.parametrize(
+    ("module", "decoders"),
+    [("asyncdicom.cli", False), ("asyncdicom.anonymize.lean", False), ("asyncdicom.write.transforms", True)],
+)
+def test_which_processes_load_the_pixel_libraries(module: str, decoders: bool) -> None:
+    """The command line's process never decodes and loads pydicom without numpy, GDCM or
+    pylibjpeg; so does a worker process that only anonymizes (it imports ``lean``); a worker
+    that decompresses (it imports ``transforms``) has pydicom's decoders."""
+    probe = (
+        f"import sys, {module}\n"
+        "print(sorted(n for n in ('numpy', 'gdcm', 'pylibjpeg') if n in sys.modules))\n"
+        "from pydicom.pixels.decoders import JPEG2000LosslessDecoder\n"
+        "print(JPEG2000LosslessDecoder.is_available)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    loaded, available = result.stdout.splitlines()
+    assert (loaded == "[]") is not decoders
+    assert available == str(decoders)
