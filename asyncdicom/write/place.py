@@ -1,10 +1,11 @@
 """Placement: a durable spool file gets its final name in the output tree, atomically, never
 overwriting another instance.
 
-A :class:`Placer` is shared by the receive threads. It remembers the directories it has made
-and checked (resolved inside the output directory), so the per-instance work is one
+A :class:`Placer` is shared by the threads that place files. It remembers the directories it
+has made and checked (resolved inside the output directory), so the per-instance work is one
 ``link`` and one ``unlink``, and one directory ``fsync`` (shared by a batch of files when the
-caller asks for it with :func:`sync_dirs`).
+caller asks for it with :func:`sync_dirs`). :func:`flush_volume` makes a batch of spool files
+durable at once before they are placed.
 """
 
 from __future__ import annotations

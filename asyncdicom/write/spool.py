@@ -1,8 +1,9 @@
 """Spool files: received bytes on the output volume, before they get their final name.
 
 A spool file is written as ``<uuid>.part`` and renamed to ``<uuid>.dcm`` inside
-``<output>/.asyncdicom/spool`` once complete (or, when the receiving thread places it at once,
-fsynced as ``.part`` and linked from there). Only a few header elements are parsed (never the
+``<output>/.asyncdicom/spool`` once complete (or, on the direct route, closed as ``.part``,
+made durable with a batch of others and linked from there; a ``.part`` is never counted, and
+start-up deletes those an interrupted run left). Only a few header elements are parsed (never the
 pixel data), from the first bytes kept in memory as they pass. :mod:`asyncdicom.write.place`
 links it atomically to its final path.
 """
@@ -113,16 +114,6 @@ class SpoolWriter:
         """Close without fsync: the ``.part`` file is complete, to be made durable with others
         (:func:`asyncdicom.write.place.flush_volume`) before it is placed."""
         self._close()
-        return self.part_name
-
-    def seal(self) -> str:
-        """fsync and close: the ``.part`` file is complete and durable, ready to be placed now."""
-        try:
-            os.fsync(self._fd)
-        except OSError as exc:
-            raise output_error(exc, f"spool file {os.path.basename(self.part_name)}") from None
-        finally:
-            self._close()
         return self.part_name
 
     def commit(self) -> Path:
