@@ -41,9 +41,8 @@ def anonymize_spooled(
 ) -> tuple[str, str]:
     """:func:`anonymize_file` for the retrieval pipeline, whose ``target`` is a scratch name of
     its own in the spool (written directly, no temporary file and rename)."""
-    data = Path(source) if isinstance(source, str) else source
-    outcome = anonymizer(script, lookup_table, mode, ()).file(data, Path(target), scratch=True)
-    return outcome.status, outcome.reason
+    status, reason, _ = anonymize_file_named(script, lookup_table, mode, source, target, scratch=True)
+    return status, reason
 
 
 def anonymize_file_named(
@@ -53,8 +52,11 @@ def anonymize_file_named(
     source: str | BinaryIO,
     target: str,
     params: tuple[tuple[str, str], ...] = (),
+    *,
+    scratch: bool = False,
 ) -> tuple[str, str, str]:
-    """As :func:`anonymize_file`, with the anonymized SOP Instance UID ("" if the script removed it)."""
+    """As :func:`anonymize_file`, with the anonymized SOP Instance UID ("" if the script removed
+    it); ``scratch`` as for :meth:`Anonymizer.file`."""
     data = Path(source) if isinstance(source, str) else source  # a file, or bytes already in memory
-    outcome = anonymizer(script, lookup_table, mode, params).file(data, Path(target))
+    outcome = anonymizer(script, lookup_table, mode, params).file(data, Path(target), scratch=scratch)
     return outcome.status, outcome.reason, outcome.sop_instance_uid

@@ -252,26 +252,30 @@ class Pipeline:
     def _post(self, noted: Noted) -> None:
         """Leave a note for the loop; wake it only when the outbox is full or someone waits for
         this flight (the drain task also looks every :data:`DRAIN_EVERY` seconds)."""
-        if self._noted(noted):
+        wake, full = self._noted(noted)
+        if wake:
             # RuntimeError: the run is over (not while its retrieves run); the next run meets it as a duplicate
             with contextlib.suppress(RuntimeError):
                 anyio.from_thread.run_sync(self._wakeup.set, token=self._token)
-        with self._outbox_lock:  # a slow disk slows the PACS down rather than piling up notes
-            while len(self._outbox) >= OUTBOX_LIMIT and not self._closed:
-                self._room.wait(DRAIN_EVERY)
+        if full:  # a slow disk slows the PACS down rather than piling up notes
+            with self._outbox_lock:
+                while len(self._outbox) >= OUTBOX_LIMIT and not self._closed:
+                    self._room.wait(DRAIN_EVERY)
 
-    def _noted(self, noted: Noted) -> bool:
-        """Put ``noted`` in the outbox; whether the drain task must be woken now."""
+    def _noted(self, noted: Noted) -> tuple[bool, bool]:
+        """Put ``noted`` in the outbox: (whether the drain task must be woken now, whether the
+        outbox is full)."""
         with self._outbox_lock:
             self._outbox.append(noted)
-            urgent = len(self._outbox) >= OUTBOX or (noted.flight is not None and noted.flight.waiting)
+            size = len(self._outbox)
+            urgent = size >= OUTBOX or (noted.flight is not None and noted.flight.waiting)
             wake = urgent and not self._woken
             self._woken = self._woken or wake
-        return wake
+        return wake, size >= OUTBOX_LIMIT
 
     def _post_here(self, noted: Noted) -> None:
-        """:meth:`_post` from the event loop (a writer task)."""
-        if self._noted(noted):
+        """:meth:`_post` from the event loop (a writer task), which never waits for room."""
+        if self._noted(noted)[0]:
             self._wakeup.set()
 
     async def settle(self, flight: Flight) -> None:
