@@ -63,7 +63,13 @@ def anonymize_settings(config: Config) -> AnonymizeSettings | None:
     # without decompression, worker processes load pydicom without its pixel libraries
     functions = worker if config.output.decompress else lean
     return AnonymizeSettings(
-        section.script, section.lookup_table, section.mode, quarantine, functions.anonymize_spooled, functions.prepare
+        section.script,
+        section.lookup_table,
+        section.mode,
+        quarantine,
+        functions.anonymize_spooled,
+        functions.prepare,
+        functions.anonymize_spooled_many,
     )
 
 

@@ -15,13 +15,14 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO, DicomFileLike
-from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from asyncdicom.anonymize import charset, dictionary, values
 from asyncdicom.anonymize.charset import Charset, CharsetError
 from asyncdicom.anonymize.context import Context, Quarantine, Skip
+from asyncdicom.anonymize.decode import read_plain
+from asyncdicom.anonymize.encode import write_top_level
 from asyncdicom.anonymize.engine import anonymize, describe
 from asyncdicom.anonymize.lookup import LookupTable
 from asyncdicom.anonymize.script import Script
@@ -60,7 +61,7 @@ class Anonymizer:
 
     def _file(self, source: Path | BinaryIO, target: Path, scratch: bool) -> Outcome:
         try:
-            out = dcmread(source, force=True)
+            out = read_plain(source) or dcmread(source, force=True)
             original = _reference_copy(out)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             return Outcome("quarantine", f"unreadable as DICOM ({type(exc).__name__})")
@@ -152,8 +153,7 @@ def _write(ds: Dataset, syntax: UID, target: Path, chars: Charset, scratch: bool
         with os.fdopen(fd, "wb") as handle:
             handle.write(start)
             fp = DicomFileLike(handle) if syntax != DeflatedExplicitVRLittleEndian else DicomBytesIO()
-            fp.is_implicit_VR, fp.is_little_endian = implicit, little
-            write_dataset(fp, ds)
+            write_top_level(fp, ds, implicit, little)
             if isinstance(fp, DicomBytesIO):  # PS3.5 A.5: the encoded data set, deflated
                 compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
                 deflated = compressor.compress(fp.getvalue()) + compressor.flush()

@@ -24,6 +24,13 @@ def anonymize_spooled(
     return worker.anonymize_spooled(script, lookup_table, mode, source, target)
 
 
+def anonymize_spooled_many(
+    script: str, lookup_table: str | None, mode: str, pairs: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """:func:`asyncdicom.anonymize.worker.anonymize_spooled_many`, in a lean process."""
+    return worker.anonymize_spooled_many(script, lookup_table, mode, pairs)
+
+
 def prepare(script: str, lookup_table: str | None, mode: str) -> None:
     """:func:`asyncdicom.anonymize.worker.prepare`, in a lean process."""
     worker.prepare(script, lookup_table, mode)

@@ -45,6 +45,15 @@ def anonymize_spooled(
     return status, reason
 
 
+def anonymize_spooled_many(
+    script: str, lookup_table: str | None, mode: str, pairs: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """:func:`anonymize_spooled` on each (source, target) pair, in one call: the retrieval
+    pipeline hands a worker process a batch at a time (a hop to a process costs the event
+    loop about 0.13 ms)."""
+    return [anonymize_spooled(script, lookup_table, mode, source, target) for source, target in pairs]
+
+
 def anonymize_file_named(
     script: str,
     lookup_table: str | None,

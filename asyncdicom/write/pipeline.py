@@ -9,10 +9,10 @@ Two routes:
   batch durable, then each file is linked to its final path and recorded in the ledger;
 * **queued** (decompression, anonymization): a bounded queue sits between the receive path and
   the writers, so a slow disk or CPU slows the PACS down instead of growing memory; CPU-heavy work
-  runs in worker processes, header parsing, fsyncs and links in worker threads. Each has its own
-  limit, and there are more writer tasks than processes, so a process never waits for a disk
-  flush: while some writers wait for fsyncs, the processes anonymize the next instances. Placed
-  files go through the same outbox as the direct route (one directory fsync per batch).
+  runs in worker processes, header parsing in worker threads. Each has its own limit, and there
+  are more writer tasks than processes, so a process never waits for a header read. Written
+  files go through the same outbox as the direct route: one flush of the volume per batch, then
+  links and one directory fsync per batch; the originals are removed only after that.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Protocol
@@ -40,12 +40,20 @@ from asyncdicom.stats import RunStats
 from asyncdicom.write.place import Placed, Placer, flush_volume, sync_dirs
 from asyncdicom.write.spool import Header, SpoolWriter, read_header
 from asyncdicom.write.tracker import Flight, Tracker
-from asyncdicom.write.transforms import AnonymizeFile, decompress_and_anonymize, decompress_file, ready
+from asyncdicom.write.transforms import (
+    AnonymizeFile,
+    AnonymizeMany,
+    decompress_and_anonymize,
+    decompress_and_anonymize_many,
+    decompress_file,
+    ready,
+)
 
 log = logging.getLogger("asyncdicom.write")
 
 QUEUE = 64
 WRITERS_PER_PROCESS = 4  # writer tasks per worker process: enough to keep it busy during fsyncs
+BATCH = 8  # instances a writer hands a worker process at once (a hop costs the loop ~0.13 ms of CPU)
 FILE_THREADS = 8  # worker threads for fsyncs, links and header reads (I/O-bound)
 OUTBOX = 64  # placed instances noted before the loop is woken to record them
 OUTBOX_LIMIT = 1024  # notes waiting for the drain before receive threads wait too (back-pressure)
@@ -73,6 +81,7 @@ class AnonymizeSettings:
     quarantine: Path
     function: AnonymizeFile
     prepare: Callable[[str, str | None, str], object] | None = None  # loads script and table in a worker
+    many: AnonymizeMany | None = None  # ``function`` on a batch of files in one call
 
     @property
     def arguments(self) -> tuple[str, str | None, str]:
@@ -110,6 +119,24 @@ def _may_need_decoding(transfer_syntax: str) -> bool:
 def _sources(noted: Noted) -> list[Path]:
     """The files ``noted``'s placed copy replaces: its original, and a quarantine copy."""
     return [path for path in (noted.original, noted.replaces[1] if noted.replaces else None) if path is not None]
+
+
+def _read_headers(
+    paths: list[Path], keywords: tuple[str, ...], originals: list[Path | None]
+) -> list[Header | OSError | ValueError]:
+    """Worker thread: each file's header, or why it could not be read; the original a file was
+    made from is removed once its header is read."""
+    headers: list[Header | OSError | ValueError] = []
+    for path, original in zip(paths, originals, strict=True):
+        try:
+            headers.append(read_header(path, keywords))
+        except (OSError, ValueError) as exc:
+            headers.append(exc)
+            continue
+        if original is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(original)
+    return headers
 
 
 def _unlink_all(paths: list[Path]) -> None:
@@ -328,7 +355,7 @@ class Pipeline:
             for path in spooled:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-            return [Noted(n.flight, n.transfer_syntax, None, None) if n.spooled else n for n in batch]
+            return [replace(n, header=None, spooled=None) if n.spooled else n for n in batch]
         placed: list[Noted] = []
         for noted in batch:
             if noted.spooled is None or noted.header is None:
@@ -340,9 +367,9 @@ class Pipeline:
                 self._failed(exc)
                 with contextlib.suppress(OSError):
                     os.unlink(noted.spooled)
-                placed.append(Noted(noted.flight, noted.transfer_syntax, None, None))
+                placed.append(replace(noted, header=None, spooled=None))
                 continue
-            placed.append(Noted(noted.flight, noted.transfer_syntax, noted.header, where))
+            placed.append(replace(noted, placed=where, spooled=None))
         return placed
 
     async def _drain(self) -> None:
@@ -363,7 +390,100 @@ class Pipeline:
         with anyio.CancelScope(shield=True):  # drain even on Ctrl-C: every spool file gets placed
             async with receive:
                 async for item in receive:
-                    await self._handle(item)
+                    batch = [item]
+                    while len(batch) < BATCH:  # what else is waiting, without waiting for more
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    await self._handle_batch(batch)
+
+    async def _handle_batch(self, items: list[Spooled]) -> None:
+        """Anonymize a batch in one worker call per kind (decoded first, or as received); other
+        work, and a batch of one, instance by instance."""
+        settings = self.anonymize
+        if settings is None or settings.many is None or len(items) == 1:
+            for item in items:
+                await self._handle(item)
+            return
+        decode = [item for item in items if self.decompress and _may_need_decoding(item.transfer_syntax)]
+        native = [item for item in items if not (self.decompress and _may_need_decoding(item.transfer_syntax))]
+        for group, decoding in ((decode, True), (native, False)):
+            if group:
+                await self._anonymize_many(group, decoding)
+
+    async def _anonymize_many(self, items: list[Spooled], decoding: bool) -> None:
+        """One worker call for ``items``; if the worker crashes, each instance again on its own,
+        so that only the one that crashes it is quarantined."""
+        settings = self.anonymize
+        assert settings is not None
+        assert settings.many is not None
+        pairs = [(str(item.path), str(item.path.with_name(item.path.stem + ".anon.part"))) for item in items]
+        try:
+            if decoding:
+                results = await anyio.to_process.run_sync(
+                    decompress_and_anonymize_many,
+                    settings.function,
+                    *settings.arguments,
+                    pairs,
+                    limiter=self._processes,
+                )
+            else:
+                plain = await anyio.to_process.run_sync(
+                    settings.many, *settings.arguments, pairs, limiter=self._processes
+                )
+                results = [(status, reason, None) for status, reason in plain]
+        except Exception:  # a crashed worker process must not take the others' instances with it
+            for item in items:
+                await (self._decode_and_anonymize(item) if decoding else self._handle(item))
+            return
+        done: list[tuple[Spooled, Path, str | None, Path | None]] = []
+        for item, (_, target), (status, reason, warning) in zip(items, pairs, results, strict=True):
+            if warning:
+                self._held_back(item.flight, HeldBack.KEPT_COMPRESSED, warning)
+                if self.stats is not None:
+                    self.stats.kept_compressed += 1
+            if status != "ok":
+                await self._quarantine(item, item.path, status, reason)
+                continue
+            done.append((item, Path(target), warning, item.path))
+        if done:
+            await self._finish_many(done)
+
+    async def _finish_many(self, done: list[tuple[Spooled, Path, str | None, Path | None]]) -> None:
+        """Read each written file's header (one thread hop for the batch) and leave it in the
+        outbox, as a receive thread does: the drain makes the batch durable at once (one flush of
+        the volume, not one fsync per file), links each file into the tree, fsyncs the new
+        directory entries, drops the quarantine copy an instance replaces, and records it.
+
+        What a file was made from (its original, as received) is dropped as soon as its header
+        is read, before the flush: a volume flush would otherwise write every original to disk
+        too (measured: 2.2 GB written for 1 GB of output). Nothing is recorded before the flush,
+        so a crash in between loses an instance no request counts yet: it is retrieved again."""
+        paths = [path for _, path, _, _ in done]
+        originals = [original for _, _, _, original in done]
+        headers = await anyio.to_thread.run_sync(
+            _read_headers, paths, self.placer.keywords, originals, limiter=self._threads
+        )
+        for (item, path, warning, _), header in zip(done, headers, strict=True):
+            if isinstance(header, Exception):
+                self._failed(header, "a received instance (it stays in the spool)")
+                if item.flight is not None:
+                    self.tracker.lost(item.flight)
+                continue
+            self._post_here(
+                Noted(
+                    item.flight,
+                    item.transfer_syntax,
+                    header,
+                    None,
+                    warning,
+                    item.request_key,
+                    None,
+                    item.replaces,
+                    spooled=str(path),
+                )
+            )
 
     async def _handle(self, item: Spooled) -> None:
         if self.anonymize is not None and self.decompress and _may_need_decoding(item.transfer_syntax):
@@ -422,19 +542,8 @@ class Pipeline:
         await self._finish(item, anonymized, path, warning)
 
     async def _finish(self, item: Spooled, path: Path, original: Path | None, warning: str | None) -> None:
-        """Place ``path`` in the tree and leave it in the outbox: the drain makes its directory
-        durable (one fsync per batch), then drops ``original`` (what it was made from) and the
-        quarantine copy it replaces, and records it."""
-        try:
-            header, placed = await anyio.to_thread.run_sync(self._place, path, limiter=self._threads)
-        except (OSError, ValueError) as exc:
-            self._failed(exc, "a received instance (it stays in the spool)")
-            if item.flight is not None:
-                self.tracker.lost(item.flight)
-            return
-        self._post_here(
-            Noted(item.flight, item.transfer_syntax, header, placed, warning, item.request_key, original, item.replaces)
-        )
+        """:meth:`_finish_many` for one file."""
+        await self._finish_many([(item, path, warning, original)])
 
     async def _anonymize(self, source: Path, target: Path) -> tuple[str, str]:
         """Run the CTP script in a worker process: (status, reason)."""
@@ -470,10 +579,6 @@ class Pipeline:
         assert self.quarantine is not None
         header = read_header(path, ())
         return header, self.quarantine.place(path, header)
-
-    def _place(self, path: Path) -> tuple[Header, Placed]:
-        header = read_header(path, self.placer.keywords)
-        return header, self.placer.place(path, header, sync_dir=False)
 
     async def _record(
         self,

@@ -82,6 +82,11 @@ module-level function, so that worker processes can run it (the anonymizer's, ha
 retriever)."""
 
 
+AnonymizeMany = Callable[[str, "str | None", str, list[tuple[str, str]]], list[tuple[str, str]]]
+"""(script, lookup table, mode, [(source, target), …]) → [(status, reason), …]: the same for a
+batch of files, in one worker call."""
+
+
 def decompress_and_anonymize(
     function: AnonymizeFile, script: str, lookup_table: str | None, mode: str, source: str, target: str
 ) -> tuple[str, str, str | None]:
@@ -92,3 +97,10 @@ def decompress_and_anonymize(
     data, warning = decoded(Path(source))
     status, reason = function(script, lookup_table, mode, BytesIO(data) if data is not None else source, target)
     return status, reason, warning
+
+
+def decompress_and_anonymize_many(
+    function: AnonymizeFile, script: str, lookup_table: str | None, mode: str, pairs: list[tuple[str, str]]
+) -> list[tuple[str, str, str | None]]:
+    """:func:`decompress_and_anonymize` on each (source, target) pair, in one worker call."""
+    return [decompress_and_anonymize(function, script, lookup_table, mode, source, target) for source, target in pairs]

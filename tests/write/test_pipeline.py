@@ -78,3 +78,75 @@ def test_receive_threads_wait_while_the_outbox_is_full(tmp_path: Path, monkeypat
     assert len(posted) == 6
     pipeline.close()
     pipeline._receive.close()  # the writers that would have closed it never ran
+
+
+def copy_or_crash(script: str, lookup_table: str | None, mode: str, source: object, target: str) -> tuple[str, str]:
+    """A stand-in anonymizer: copies the file, and kills its worker process on a file named crash…"""
+    import os
+    import shutil
+
+    if Path(str(source)).name.startswith("crash"):
+        os._exit(3)
+    shutil.copyfile(str(source), target)
+    return "ok", ""
+
+
+def copy_or_crash_many(
+    script: str, lookup_table: str | None, mode: str, pairs: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The batch form; notes each batch's size beside the script, seen from outside."""
+    with Path(script).with_suffix(".batches").open("a") as handle:
+        handle.write(f"{len(pairs)}\n")
+    return [copy_or_crash(script, lookup_table, mode, source, target) for source, target in pairs]
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.records: list[InstanceRecord] = []
+
+    async def record_instance(self, record: InstanceRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_crash_in_a_batch_quarantines_only_the_instance_that_caused_it(tmp_path: Path) -> None:
+    """Instances reach worker processes in batches; when one of them kills its worker, the batch
+    is run again instance by instance: that one is quarantined as received, the others are
+    placed and recorded, and the spool ends empty."""
+    from pydicom import dcmread
+
+    from asyncdicom.models import InstanceState
+    from asyncdicom.write.pipeline import Spooled
+    from tests.factory import StudySpec, write_files
+
+    script = tmp_path / "anon.script"
+    script.write_text("<script/>")
+    spool = tmp_path / "spool"
+    written = write_files([StudySpec("P1", "A^B", "1.2.3", "ACC1", "20200101", "CT", 1, 6)], spool)
+    paths = sorted(spool.iterdir())
+    crashed = dcmread(paths[2]).SOPInstanceUID
+    paths[2] = paths[2].rename(spool / f"crash-{paths[2].name}")
+    settings = AnonymizeSettings(
+        script, None, "faithful", tmp_path / "quarantine", copy_or_crash, None, copy_or_crash_many
+    )
+    sink = Recording()
+    pipeline = Pipeline(
+        root=tmp_path / "out", structure=(), filename="SOPInstanceUID", sink=sink, tracker=Tracker(), anonymize=settings
+    )
+
+    async def main() -> None:
+        for path in paths:  # all queued before the writers start: the first writer takes them at once
+            await pipeline.enqueue(Spooled(path, None, request_key="k"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pipeline.run)
+            pipeline.close()
+
+    anyio.run(main)
+    assert max(int(size) for size in script.with_suffix(".batches").read_text().split()) > 1
+    states = {record.sop_uid: record.state for record in sink.records}
+    assert states.pop(crashed) is InstanceState.QUARANTINED
+    assert dcmread(tmp_path / "quarantine" / f"{crashed}.dcm").SOPInstanceUID == crashed
+    assert sorted(states.values()) == [InstanceState.STORED] * 5
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"{ds.SOPInstanceUID}.dcm" for ds in written if ds.SOPInstanceUID != crashed
+    )
+    assert list(spool.iterdir()) == []
