@@ -14,7 +14,8 @@
     │   │   └── HostNotFound   # the host name does not resolve
     │   ├── AssociationRejected(result, source, reason)
     │   │   ├── ServerBusy     # DICOMweb 429 or 503, with Retry-After
-    │   │   └── AccessDenied   # DICOMweb 401 or 403
+    │   │   ├── AccessDenied   # DICOMweb 401 or 403
+    │   │   └── TlsRefused     # a DICOM TLS handshake failed (certificate, CA, host name, no TLS)
     │   ├── AssociationAborted
     │   │   ├── ProtocolError  # the peer broke the protocol (malformed or oversized PDU)
     │   │   └── ServerError    # DICOMweb 5xx, or a response cut short
@@ -140,6 +141,14 @@ class ServerBusy(AssociationRejected):
 class AccessDenied(AssociationRejected):
     """A DICOMweb server answered 401 or 403 (a token expired or refused, a scope missing): the
     run stops, as every request would meet the same answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0x01, 0x01, 0x01, message)
+
+
+class TlsRefused(AssociationRejected):
+    """A DICOM TLS handshake failed: an untrusted, expired or misnamed certificate on either side,
+    or a peer that does not speak TLS. Asking again meets the same refusal: the run stops."""
 
     def __init__(self, message: str) -> None:
         super().__init__(0x01, 0x01, 0x01, message)

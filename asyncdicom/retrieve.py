@@ -25,6 +25,7 @@ import anyio.lowlevel
 
 from asyncdicom.anonymize import lean, worker
 from asyncdicom.config import Config
+from asyncdicom.config.load import tls_files
 from asyncdicom.config.schema import state_folder
 from asyncdicom.coverage import Find, class_parts, missing_parts, sop_classes
 from asyncdicom.errors import FatalRunError, NetworkError, OutputError
@@ -35,6 +36,7 @@ from asyncdicom.net.dimse import Reply, Status, StoreFile
 from asyncdicom.net.pace import Pacer
 from asyncdicom.net.scp import Received, StorageSCP
 from asyncdicom.net.storage import CLASS_ROOM
+from asyncdicom.net.tls import server_context
 from asyncdicom.problems import GroupedLog
 from asyncdicom.stats import RunStats
 from asyncdicom.write.pipeline import AnonymizeSettings, InstanceSink, Pipeline, Spooled
@@ -388,6 +390,7 @@ class Retriever:
             on_received=self.on_received,
             host=local.bind_address,
             pacer=self.pacer,
+            tls=server_context(tls_files(local.tls, "local.tls")) if local.tls else None,
         )
         try:
             await anyio.to_thread.run_sync(self.scp.start)

@@ -20,6 +20,7 @@ import anyio
 
 from asyncdicom import events
 from asyncdicom.config import Config
+from asyncdicom.config.load import tls_files
 from asyncdicom.engine.gates import WindowGate
 from asyncdicom.engine.schedule import Schedule, Window
 from asyncdicom.engine.scheduler import Scheduler, settings_for, with_schedule
@@ -29,6 +30,7 @@ from asyncdicom.ledger.base import iso_time
 from asyncdicom.net.base import DicomBackend
 from asyncdicom.net.pace import MEGABYTE, Pacer
 from asyncdicom.net.scu import ScuBackend, ScuSettings
+from asyncdicom.net.tls import client_context
 from asyncdicom.plan import Plan
 from asyncdicom.problems import GroupedLog
 from asyncdicom.retrieve import Retriever
@@ -159,6 +161,7 @@ def backend_for(config: Config) -> ScuBackend | WebBackend:
             timeout=request.timeout,
             sop_classes=request.sop_classes,
             pacer=pacer_for(config),
+            tls=client_context(tls_files(pacs.tls, "pacs.tls")) if pacs.tls else None,
         )
     )
 

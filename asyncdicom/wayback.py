@@ -18,12 +18,14 @@ from datetime import date, timedelta
 import anyio
 
 from asyncdicom.config import Config
+from asyncdicom.config.load import tls_files
 from asyncdicom.elements import ElementSpec, parse_path
 from asyncdicom.errors import AsyncDicomError, NetworkError
 from asyncdicom.models import Request
 from asyncdicom.net.base import DicomBackend, DicomSession
 from asyncdicom.net.dimse import Reply, Status
 from asyncdicom.net.scp import Received, StorageSCP
+from asyncdicom.net.tls import server_context
 
 RECENT_DAYS = 30
 
@@ -138,6 +140,7 @@ async def check(config: Config, find: DicomBackend, move: DicomBackend, study: s
         open_file=arrivals.open,
         on_received=arrivals.received,
         host=local.bind_address,
+        tls=server_context(tls_files(local.tls, "local.tls")) if local.tls else None,
     )
     try:
         await anyio.to_thread.run_sync(scp.start)

@@ -6,8 +6,10 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pynetdicom import AE
@@ -40,8 +42,15 @@ def terminate(process: subprocess.Popen[bytes] | None) -> None:
             process.wait()
 
 
-def wait_for_echo(port: int, aet: str, deadline: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Block until the SCP on ``port`` answers a C-ECHO (or fail after ``deadline`` s)."""
+def wait_for_echo(
+    port: int,
+    aet: str,
+    deadline: float = 30.0,
+    process: subprocess.Popen[bytes] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """Block until the SCP on ``port`` answers a C-ECHO (or fail after ``deadline`` s), over
+    DICOM TLS with ``tls``."""
     ae = AE(ae_title="WAITER")
     ae.add_requested_context(Verification)
     ae.acse_timeout = ae.connection_timeout = 2
@@ -54,7 +63,7 @@ def wait_for_echo(port: int, aet: str, deadline: float = 30.0, process: subproce
         except OSError:
             time.sleep(0.1)  # polling readiness of an external process: nothing to wait on
             continue
-        assoc = ae.associate("127.0.0.1", port, ae_title=aet)
+        assoc = ae.associate("127.0.0.1", port, ae_title=aet, tls_args=(tls, "localhost") if tls else None)
         if assoc.is_established:
             status = assoc.send_c_echo()
             assoc.release()
@@ -65,6 +74,18 @@ def wait_for_echo(port: int, aet: str, deadline: float = 30.0, process: subproce
 
 
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"  # Debian's orthanc-dicomweb
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Orthanc's DICOM TLS: its certificate and key, the CA bundle it trusts, whether a peer
+    must show a certificate, and a client certificate and key for the tests' own checks."""
+
+    cert: Path
+    key: Path
+    trusted: Path
+    require_peer_cert: bool = True
+    client: tuple[Path, Path] | None = None
 
 
 class Orthanc:
@@ -79,8 +100,12 @@ class Orthanc:
         nodelay: bool = True,
         extra: dict[str, object] | None = None,
         dicomweb: bool = False,
+        tls: TlsFiles | None = None,
+        tls_modalities: frozenset[str] = frozenset(),
     ) -> None:
         self.folder = folder
+        self.tls = tls  # DICOM TLS on Orthanc's DICOM port (it then speaks nothing else there)
+        self.tls_modalities = tls_modalities  # modalities Orthanc reaches over TLS (C-MOVE destinations)
         self.aet = aet
         self.dicom_port = free_port()
         self.http_port = free_port()
@@ -102,7 +127,11 @@ class Orthanc:
             "DicomAet": self.aet,
             "DicomPort": self.dicom_port,
             "DicomCheckCalledAet": False,
-            "DicomModalities": {name.lower(): [name, host, port] for name, (host, port) in self.modalities.items()},
+            "DicomModalities": {
+                name.lower(): {"AET": name, "Host": host, "Port": port, "UseDicomTls": name in self.tls_modalities}
+                for name, (host, port) in self.modalities.items()
+            },
+            **self._tls_settings(),
             "DicomAlwaysAllowEcho": True,
             "DicomAlwaysAllowFind": True,
             "DicomAlwaysAllowStore": True,
@@ -121,6 +150,26 @@ class Orthanc:
             **self.extra,
         }
 
+    def _tls_settings(self) -> dict[str, object]:
+        if self.tls is None:
+            return {}
+        return {
+            "DicomTlsEnabled": True,
+            "DicomTlsCertificate": str(self.tls.cert),
+            "DicomTlsPrivateKey": str(self.tls.key),
+            "DicomTlsTrustedCertificates": str(self.tls.trusted),
+            "DicomTlsRemoteCertificateRequired": self.tls.require_peer_cert,
+        }
+
+    def client_context(self) -> ssl.SSLContext | None:
+        """A client context trusting Orthanc's CA (with a client certificate), for readiness checks."""
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.tls.trusted))
+        if self.tls.client is not None:
+            context.load_cert_chain(str(self.tls.client[0]), str(self.tls.client[1]))
+        return context
+
     def start(self) -> Orthanc:
         binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
         if not Path(binary).exists():
@@ -133,7 +182,7 @@ class Orthanc:
             env["TCP_NODELAY"] = "1"
         with (self.folder / "orthanc.log").open("wb") as log:
             self.process = subprocess.Popen([binary, str(config_file)], stdout=log, stderr=subprocess.STDOUT, env=env)
-        wait_for_echo(self.dicom_port, self.aet, process=self.process)
+        wait_for_echo(self.dicom_port, self.aet, process=self.process, tls=self.client_context())
         return self
 
     def store(self, folder: Path) -> None:

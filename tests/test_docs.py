@@ -20,6 +20,8 @@ def _tables() -> dict[str, dict[str, str]]:
         if heading:
             section = heading.group(1)
             tables[section] = {}
+        elif line.startswith("#"):  # a subsection of prose and tables of its own
+            section = ""
         elif section and line.startswith("| ") and not line.startswith(("| key", "| ---")):
             cells = [cell.strip() for cell in line.strip("|").split("|")]
             tables[section][cells[0]] = cells[2]

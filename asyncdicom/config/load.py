@@ -46,6 +46,8 @@ from asyncdicom.config.checks import (
 from asyncdicom.config.schema import (
     AUTH_KEYS,
     LEGACY_KEYS,
+    LOCAL_TLS_KEYS,
+    PACS_TLS_KEYS,
     SECTIONS,
     AnonymizationConfig,
     AuthConfig,
@@ -58,12 +60,15 @@ from asyncdicom.config.schema import (
     RequestConfig,
     RequestType,
     ScheduleConfig,
+    TlsConfig,
     default,
     keys,
     state_folder,
 )
 from asyncdicom.errors import ConfigError
 from asyncdicom.net.storage import COMMON_IMAGES, MAX_CONTEXTS, OTHER_CLASSES, QUERY_CONTEXTS
+from asyncdicom.net.tls import TlsFiles
+from asyncdicom.net.tls import check as check_tls
 from asyncdicom.write.paths import collision_warning
 
 KNOWN_STORAGE_CLASSES = frozenset(COMMON_IMAGES + OTHER_CLASSES)
@@ -118,7 +123,11 @@ def parse_config(raw: object, *, source: Path, batch_file: Path | None = None) -
         aet=local_s.get("aet", as_ae),
         allowed_aets=local_s.get("allowed_aets", ae_list) or ((pacs.aet,) if pacs.aet else ()),
         bind_address=local_s.get("bind_address", ip_address),
+        tls=_tls(local_s.raw["tls"], "local.tls", paths, server=True) if local_s.has("tls") else None,
     )
+    for tls, where, server in ((pacs.tls, "pacs.tls", False), (local.tls, "local.tls", True)):
+        if tls is not None:
+            warnings.extend(check_tls(tls_files(tls, where), server=server))
     request = _request(sections["request"], paths, batch_file)
     if pacs.web:
         _check_web_request(request)
@@ -158,6 +167,11 @@ def _pacs(section: Section, paths: Paths) -> PacsConfig:
             hostname=section.require("hostname", as_str),
             port=section.require("port", as_port),
             aet=section.require("aet", as_ae),
+            tls=_tls(section.raw["tls"], "pacs.tls", paths, server=False) if section.has("tls") else None,
+        )
+    if section.has("tls"):
+        raise ConfigError(
+            section.where("tls"), "DICOM TLS is for a DIMSE peer; a DICOMweb source takes an https URL and pacs.ca_file"
         )
     for key in ("hostname", "port"):
         if section.has(key):
@@ -168,6 +182,29 @@ def _pacs(section: Section, paths: Paths) -> PacsConfig:
         auth=_auth(section.raw["auth"], section.where("auth")) if section.has("auth") else None,
         ca_file=section.get("ca_file", paths.existing_file, None),
     )
+
+
+def _tls(raw: object, where: str, paths: Paths, *, server: bool) -> TlsConfig:
+    """``pacs.tls`` or ``local.tls``: PEM files (checked when the whole config is read)."""
+    section = Section(raw, where, TlsConfig)
+    allowed = LOCAL_TLS_KEYS if server else PACS_TLS_KEYS
+    for key in section.raw:
+        if key not in allowed:
+            other = PACS_TLS_KEYS if server else LOCAL_TLS_KEYS
+            hint = f" (it belongs to {'pacs' if server else 'local'}.tls)" if key in other else ""
+            raise ConfigError(f"{where}.{key}", f"unknown key{hint}{suggest(str(key), list(allowed))}")
+    return TlsConfig(
+        ca_file=section.get("ca_file", paths.existing_file, None),
+        cert_file=section.get("cert_file", paths.existing_file, None),
+        key_file=section.get("key_file", paths.existing_file, None),
+        verify_hostname=section.get("verify_hostname", as_bool, True),
+        require_client_cert=section.get("require_client_cert", as_bool, True),
+    )
+
+
+def tls_files(tls: TlsConfig, where: str) -> TlsFiles:
+    """The network layer's view of a TLS section."""
+    return TlsFiles(where, tls.ca_file, tls.cert_file, tls.key_file, tls.verify_hostname, tls.require_client_cert)
 
 
 def _auth(raw: object, where: str) -> AuthConfig:

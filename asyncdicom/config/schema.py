@@ -32,6 +32,18 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TlsConfig:
+    """DICOM TLS for associations: ``pacs.tls`` (ours to the PACS) and ``local.tls`` (our storage
+    SCP). PEM files; TLS 1.2 or newer; certificates checked by the standard library's ``ssl``."""
+
+    ca_file: Path | None = None  # the CA certificates that sign the peer's certificate
+    cert_file: Path | None = None  # our certificate (chain), shown to the peer
+    key_file: Path | None = None  # its private key (unencrypted PEM)
+    verify_hostname: bool = True  # pacs.tls: the PACS's certificate must name pacs.hostname
+    require_client_cert: bool = True  # local.tls: a peer must show a certificate ca_file signs
+
+
+@dataclass(frozen=True, kw_only=True)
 class PacsConfig:
     """The PACS to query: ``pacs`` section. A DIMSE peer by ``hostname``, ``port`` and ``aet``, or
     a DICOMweb source by ``url``."""
@@ -42,6 +54,7 @@ class PacsConfig:
     url: str = ""  # a DICOMweb base URL (QIDO-RS and WADO-RS); replaces hostname, port and aet
     auth: AuthConfig | None = None  # DICOMweb only
     ca_file: Path | None = None  # DICOMweb only: the CA certificates that sign the server's
+    tls: TlsConfig | None = None  # DIMSE only: DICOM TLS
 
     @property
     def web(self) -> bool:
@@ -62,6 +75,7 @@ class LocalConfig:
     aet: str = "ASYNCDICOM"
     allowed_aets: tuple[str, ...] = ()  # calling AE titles our storage SCP accepts; empty = pacs.aet
     bind_address: str = ""  # the address our storage SCP listens on; empty = every interface
+    tls: TlsConfig | None = None  # our storage SCP speaks DICOM TLS only
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,6 +251,8 @@ ALIASES = {
     "output.database_file": "output.library_file",  # pydicom-batch's name
 }
 AUTH_KEYS = tuple(item.name for item in dataclasses.fields(AuthConfig))
+PACS_TLS_KEYS = ("ca_file", "cert_file", "key_file", "verify_hostname")
+LOCAL_TLS_KEYS = ("ca_file", "cert_file", "key_file", "require_client_cert")
 
 LEGACY_KEYS = {
     # keys found in pydicom-batch's own sample files that its code never read

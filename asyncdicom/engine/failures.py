@@ -17,6 +17,7 @@ from asyncdicom.errors import (
     ProtocolError,
     ServiceNotSupported,
     SilentPeer,
+    TlsRefused,
 )
 
 
@@ -105,6 +106,11 @@ HTTP_REFUSED = Failure(
     "fail the request now",
     "the message names the URL and why; check the request's keys, or report it to the server's vendor",
 )
+TLS_REFUSED = Failure(
+    "DICOM TLS handshake failed (certificate expired, unknown CA, host name mismatch, TLS on one side only)",
+    "stop the run (exit 1)",
+    "fix what the message names: pacs.tls.ca_file, cert_file and key_file, pacs.hostname, or the PACS's TLS port",
+)
 REFUSED_CLASS = Failure(
     "C-GET of a SOP class the PACS accepted no presentation context for",
     "record the request as partial (or failed, when nothing arrived) at once: asking again meets the same refusal",
@@ -128,6 +134,7 @@ TABLE = (
     REFUSED_CLASS,
     ACCESS_DENIED,
     HTTP_REFUSED,
+    TLS_REFUSED,
 )
 
 
@@ -135,6 +142,8 @@ def for_error(error: NetworkError) -> Failure:
     """The row of a network error."""
     if isinstance(error, AccessDenied):
         return ACCESS_DENIED
+    if isinstance(error, TlsRefused):
+        return TLS_REFUSED
     if isinstance(error, HttpRefused):
         return HTTP_REFUSED
     if isinstance(error, AssociationRejected):

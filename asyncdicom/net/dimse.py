@@ -11,6 +11,7 @@ here). Malformed bytes raise :class:`~asyncdicom.errors.ProtocolError` only.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -331,7 +332,11 @@ def use_kernel_timeouts(sock: socket.socket, seconds: float) -> None:
     A Python timeout costs a poll() before every recv(); with the kernel's timeout a whole PDU
     body arrives in one recv(MSG_WAITALL): fewer system calls, and fewer GIL hand-overs
     between the receive threads."""
-    if not (hasattr(socket, "SO_RCVTIMEO") and hasattr(socket, "MSG_WAITALL")) or struct.calcsize("l") != 8:
+    if (
+        not (hasattr(socket, "SO_RCVTIMEO") and hasattr(socket, "MSG_WAITALL"))
+        or struct.calcsize("l") != 8
+        or isinstance(sock, ssl.SSLSocket)  # a TLS record read cut by the kernel would look like a failure
+    ):
         sock.settimeout(seconds)
         return
     sock.settimeout(None)

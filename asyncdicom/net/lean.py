@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import socket
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ from asyncdicom.net.dimse import (
 )
 from asyncdicom.net.pace import Pacer
 from asyncdicom.net.pdu import NEGOTIATION, PduReader, PduType, abort_rq, release_rp, release_rq
+from asyncdicom.net.tls import connect as tls_connect
+from asyncdicom.net.tls import refused_after_handshake
 
 VERIFICATION = "1.2.840.10008.1.1"
 MAX_IDENTIFIER = 1 << 20
@@ -121,6 +124,7 @@ class LeanAssociation:
         timeout: float,
         storage: Sequence[tuple[str, Sequence[str]]] = (),
         pacer: Pacer | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> LeanAssociation:
         """Connect, negotiate and return an established association, or raise a NetworkError.
 
@@ -144,6 +148,8 @@ class LeanAssociation:
             msg = f"Unable to connect to {where} as {why}; check pacs.hostname and pacs.port, and the network"
             raise ConnectionFailed(msg) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:  # TlsRefused (permanent) names what to fix
+            sock = tls_connect(sock, tls, host, where, connect_timeout)
         pdus = PduReader(sock, f"the PACS {where}", pacer=pacer)
         try:
             frozen_storage = tuple((uid, tuple(syntaxes)) for uid, syntaxes in storage)
@@ -153,9 +159,16 @@ class LeanAssociation:
             _abort_and_close(sock)
             msg = f"Unable to associate with {where} as {exc}"
             raise ProtocolError(msg) from None
+        except ssl.SSLError as exc:  # TLS 1.3: a PACS refuses our certificate once the handshake is over
+            sock.close()
+            raise refused_after_handshake(exc, where) from None
         except (OSError, AssociationAborted):
             sock.close()
             msg = f"Unable to associate with {where} as the connection was closed during negotiation"
+            if tls is not None:
+                msg += "; over TLS, the PACS may not trust our certificate (pacs.tls.cert_file) or know our AE title"
+            else:
+                msg += "; if that port speaks DICOM TLS only, give pacs.tls"
             raise AssociationAborted(msg) from None
         if kind is PduType.ASSOCIATE_RJ:
             sock.close()

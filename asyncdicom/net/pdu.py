@@ -9,6 +9,7 @@ Negotiation PDUs are :mod:`asyncdicom.net.acse`; DIMSE messages are :mod:`asyncd
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 from collections.abc import Iterator
 from enum import IntEnum
@@ -58,6 +59,8 @@ def describe(header: bytes | bytearray) -> str:
         return "an HTTP request, not DICOM"
     if header[:1] == b"\x16":
         return "a TLS handshake, not plain DICOM"
+    if header[:1] == b"\x15" and header[1:2] == b"\x03":
+        return "a TLS alert, not plain DICOM (it expects DICOM TLS)"
     return f"a PDU of unknown type 0x{header[0]:02X}"
 
 
@@ -67,8 +70,9 @@ _WAITALL = getattr(socket, "MSG_WAITALL", 0)
 def fill(sock: socket.socket, view: memoryview) -> None:
     """Receive exactly ``len(view)`` bytes into ``view``; AssociationAborted if the peer closes."""
     got, size = 0, len(view)
+    flags = 0 if isinstance(sock, ssl.SSLSocket) else _WAITALL  # TLS records are read one at a time
     while got < size:
-        n = sock.recv_into(view[got:], size - got, _WAITALL)
+        n = sock.recv_into(view[got:], size - got, flags)
         if n == 0:
             msg = "connection closed"
             raise AssociationAborted(msg)

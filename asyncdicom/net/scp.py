@@ -13,11 +13,12 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from asyncdicom.errors import AssociationAborted, NetworkError, OutputError, ProtocolError
+from asyncdicom.errors import AssociationAborted, NetworkError, OutputError, ProtocolError, TlsRefused
 from asyncdicom.net.acse import (
     IMPLICIT_VR_LITTLE_ENDIAN,
     AssociateRequest,
@@ -40,6 +41,7 @@ from asyncdicom.net.dimse import (
 )
 from asyncdicom.net.pace import Pacer
 from asyncdicom.net.pdu import PduReader, PduType, abort_rq, release_rp
+from asyncdicom.net.tls import accept as tls_accept
 
 log = logging.getLogger("asyncdicom.scp")
 
@@ -77,6 +79,7 @@ class StorageSCP:
         host: str = "",
         timeout: float = 120.0,
         pacer: Pacer | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.ae_title = ae_title
         self.port = port
@@ -87,6 +90,8 @@ class StorageSCP:
         self.on_received = on_received
         self.timeout = timeout
         self.pacer = pacer
+        self.tls = tls  # peers must speak DICOM TLS (the handshake runs in each association's thread)
+        self.refused_tls = 0  # connections refused by the TLS handshake
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -171,6 +176,11 @@ class StorageSCP:
         with self._lock:
             busy = len(self._active) >= self.max_associations
             self._active.add(sock)
+        if self.tls is not None:
+            secured = self._handshake(sock, address)
+            if secured is None:
+                return
+            sock = secured
         try:
             _Association(self, sock, address).run(busy)
         except OutputError as exc:  # the volume is full: the peer is aborted, the run stops
@@ -190,6 +200,26 @@ class StorageSCP:
                 self._threads.discard(threading.current_thread())
             with contextlib.suppress(OSError):
                 sock.close()
+
+    def _handshake(self, sock: socket.socket, address: str) -> ssl.SSLSocket | None:
+        """The TLS handshake with a connecting peer, within ARTIM; None (logged, counted, closed)
+        if it fails. The wrapped socket replaces the plain one among the active."""
+        assert self.tls is not None
+        try:
+            secured = tls_accept(sock, self.tls, address, min(self.timeout, ARTIM))
+        except TlsRefused as exc:
+            with self._lock:
+                self.refused_tls += 1
+                self._active.discard(sock)
+                self._threads.discard(threading.current_thread())
+            if not self._stopping.is_set():
+                log.warning("%s", exc)
+            return None
+        with self._lock:
+            self._active.discard(sock)
+            self._active.add(secured)
+        use_kernel_timeouts(secured, min(self.timeout, ARTIM))
+        return secured
 
 
 def _abort_politely(sock: socket.socket) -> None:

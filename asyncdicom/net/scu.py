@@ -7,6 +7,7 @@ Every call here blocks and runs in a worker thread. Exceptions leave this module
 from __future__ import annotations
 
 import itertools
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -93,6 +94,7 @@ class ScuSettings:
     sop_classes: tuple[str, ...] = ()  # storage classes to propose for C-GET besides the common ones
     pacer: Pacer | None = None  # request.max_megabytes_per_second, shared with the storage SCP
     retrieve_timeout: float = 86400.0  # socket wait inside a C-MOVE/C-GET: the engine's idle watchdog cuts it first
+    tls: ssl.SSLContext | None = None  # pacs.tls: every association speaks DICOM TLS
 
     @property
     def where(self) -> str:
@@ -131,6 +133,7 @@ class ScuBackend:
             timeout=settings.timeout,
             storage=learned_contexts(classes, settings.sop_classes) if classes else self._storage,
             pacer=settings.pacer,
+            tls=settings.tls,
         )
         if self.needed not in assoc.contexts:
             assoc.release()

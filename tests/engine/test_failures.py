@@ -22,6 +22,7 @@ from asyncdicom.errors import (
     ServerError,
     ServiceNotSupported,
     SilentPeer,
+    TlsRefused,
 )
 from asyncdicom.net.base import RetrieveOutcome
 
@@ -69,6 +70,7 @@ ERRORS: list[tuple[NetworkError, Failure]] = [
     (HttpRefused("https://pacs/dicom-web/studies answered 400"), failures.HTTP_REFUSED),
     (ServerBusy("https://pacs/dicom-web/studies answered 429", 2.0), failures.BUSY),
     (ServerError("https://pacs/dicom-web/studies answered 500"), failures.ABORTED),
+    (TlsRefused("Unable to connect to PACS@host:2762 over TLS as its certificate has expired"), failures.TLS_REFUSED),
 ]
 STATUSES: list[tuple[int, Failure]] = [
     (0xA702, failures.OUT_OF_RESOURCES),
