@@ -15,7 +15,8 @@
     │   ├── AssociationRejected(result, source, reason)
     │   │   ├── ServerBusy     # DICOMweb 429 or 503, with Retry-After
     │   │   ├── AccessDenied   # DICOMweb 401 or 403
-    │   │   └── TlsRefused     # a DICOM TLS handshake failed (certificate, CA, host name, no TLS)
+    │   │   ├── TlsRefused     # a DICOM TLS handshake failed (certificate, CA, host name, no TLS)
+    │   │   └── IdentityRefused  # the PACS refused our user identity (pacs.username)
     │   ├── AssociationAborted
     │   │   ├── ProtocolError  # the peer broke the protocol (malformed or oversized PDU)
     │   │   └── ServerError    # DICOMweb 5xx, or a response cut short
@@ -152,6 +153,15 @@ class TlsRefused(AssociationRejected):
 
     def __init__(self, message: str) -> None:
         super().__init__(0x01, 0x01, 0x01, message)
+
+
+class IdentityRefused(AssociationRejected):
+    """The PACS rejected an association carrying our user identity with no reason given: how a
+    PACS refuses the identity (pynetdicom even calls it transient). Never taken for a busy PACS."""
+
+    @property
+    def transient(self) -> bool:
+        return False
 
 
 class AssociationAborted(NetworkError):

@@ -20,13 +20,14 @@ import anyio
 
 from asyncdicom import events
 from asyncdicom.config import Config
-from asyncdicom.config.load import tls_files
+from asyncdicom.config.load import passcode, tls_files
 from asyncdicom.engine.gates import WindowGate
 from asyncdicom.engine.schedule import Schedule, Window
 from asyncdicom.engine.scheduler import Scheduler, settings_for, with_schedule
 from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError, OutputError, WindowClosed, leaves
 from asyncdicom.ledger import Ledger, SyncReport, open_ledger
 from asyncdicom.ledger.base import iso_time
+from asyncdicom.net.acse import UserIdentity
 from asyncdicom.net.base import DicomBackend
 from asyncdicom.net.pace import MEGABYTE, Pacer
 from asyncdicom.net.scu import ScuBackend, ScuSettings
@@ -162,6 +163,9 @@ def backend_for(config: Config) -> ScuBackend | WebBackend:
             sop_classes=request.sop_classes,
             pacer=pacer_for(config),
             tls=client_context(tls_files(pacs.tls, "pacs.tls")) if pacs.tls else None,
+            identity=UserIdentity(pacs.username, passcode(pacs.password_env, pacs.password_file))
+            if pacs.username
+            else None,
         )
     )
 

@@ -8,6 +8,7 @@ defaults fill in what the YAML leaves out.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, cast
@@ -163,16 +164,23 @@ def _pacs(section: Section, paths: Paths) -> PacsConfig:
         for key in ("auth", "ca_file"):
             if section.has(key):
                 raise ConfigError(section.where(key), "applies to a DICOMweb source only: give pacs.url, or remove it")
+        username, password_env, password_file = _identity(section, paths)
         return PacsConfig(
             hostname=section.require("hostname", as_str),
             port=section.require("port", as_port),
             aet=section.require("aet", as_ae),
             tls=_tls(section.raw["tls"], "pacs.tls", paths, server=False) if section.has("tls") else None,
+            username=username,
+            password_env=password_env,
+            password_file=password_file,
         )
     if section.has("tls"):
         raise ConfigError(
             section.where("tls"), "DICOM TLS is for a DIMSE peer; a DICOMweb source takes an https URL and pacs.ca_file"
         )
+    for key in ("username", "password_env", "password_file"):
+        if section.has(key):
+            raise ConfigError(section.where(key), "is a DICOM user identity; a DICOMweb source takes pacs.auth")
     for key in ("hostname", "port"):
         if section.has(key):
             raise ConfigError(section.where(key), "pacs.url replaces hostname, port and aet; remove it")
@@ -182,6 +190,54 @@ def _pacs(section: Section, paths: Paths) -> PacsConfig:
         auth=_auth(section.raw["auth"], section.where("auth")) if section.has("auth") else None,
         ca_file=section.get("ca_file", paths.existing_file, None),
     )
+
+
+MAX_PASSCODE = 1024  # bytes: a user identity field we send (the PDU allows 65535)
+
+
+def _identity(section: Section, paths: Paths) -> tuple[str, str, Path | None]:
+    """``pacs.username`` and where its passcode comes from (checked now, read when associating)."""
+    username = section.get("username", as_str, "")
+    password_env = section.get("password_env", env_name, "")
+    password_file: Path | None = section.get("password_file", paths.existing_file, None)
+    if len(username.encode("utf-8")) > MAX_PASSCODE:
+        raise ConfigError(section.where("username"), f"is longer than {MAX_PASSCODE} bytes")
+    if (password_env or password_file is not None) and not username:
+        raise ConfigError(section.where("username"), "a password needs a user name; give pacs.username")
+    if password_env and password_file is not None:
+        raise ConfigError(section.where("password_file"), "give password_env or password_file, not both")
+    if username:
+        passcode(password_env, password_file)  # unset, empty or unreadable: said now, with the key path
+    return username, password_env, password_file
+
+
+def passcode(password_env: str, password_file: Path | None) -> bytes:
+    """The passcode of the user identity: the environment variable's value, or the first line of
+    the file (at most :data:`MAX_PASSCODE` bytes); b"" for none. Never logged."""
+    if password_env:
+        value = os.environ.get(password_env)
+        if not value:
+            raise ConfigError("pacs.password_env", f"the environment variable {password_env} is not set or empty")
+        data = value.encode("utf-8")
+    elif password_file is not None:
+        try:
+            size = password_file.stat().st_size
+            if size > MAX_PASSCODE + 2:
+                raise ConfigError("pacs.password_file", f"{password_file} is longer than a passcode ({size} bytes)")
+            lines = password_file.read_bytes().splitlines()
+        except OSError as exc:
+            raise ConfigError("pacs.password_file", f"unable to read {password_file} as {exc.strerror}") from None
+        data = lines[0] if lines else b""
+        if not data:
+            raise ConfigError("pacs.password_file", f"{password_file} is empty")
+    else:
+        return b""
+    if len(data) > MAX_PASSCODE:
+        raise ConfigError(
+            "pacs.password_env" if password_env else "pacs.password_file",
+            f"the passcode is longer than {MAX_PASSCODE} bytes",
+        )
+    return data
 
 
 def _tls(raw: object, where: str, paths: Paths, *, server: bool) -> TlsConfig:

@@ -55,6 +55,9 @@ class PacsConfig:
     auth: AuthConfig | None = None  # DICOMweb only
     ca_file: Path | None = None  # DICOMweb only: the CA certificates that sign the server's
     tls: TlsConfig | None = None  # DIMSE only: DICOM TLS
+    username: str = ""  # DIMSE only: a user identity sent with every association (PS3.7 D.3.3.7)
+    password_env: str = ""  # the environment variable holding its passcode (never the YAML)
+    password_file: Path | None = None  # or a file holding it (first line)
 
     @property
     def web(self) -> bool:

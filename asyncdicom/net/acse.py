@@ -87,10 +87,38 @@ def _uid(value: str) -> bytes:
     return value.encode("ascii")  # no padding inside PDU items (PS3.8 9.3.2.2)
 
 
-def our_user_information(scp_roles: Sequence[str] = ()) -> bytes:
+@dataclass(frozen=True, slots=True)
+class UserIdentity:
+    """A user identity to negotiate (PS3.7 D.3.3.7): a user name, with a passcode or not. The
+    passcode never appears in a repr, a log or a message."""
+
+    username: str
+    passcode: bytes = field(default=b"", repr=False)
+
+    MAX_FIELD = 1024  # bytes of each field we send (the PDU allows 65535)
+
+    @property
+    def kind(self) -> int:
+        """1: user name; 2: user name and passcode."""
+        return 2 if self.passcode else 1
+
+    def item(self) -> bytes:
+        """The user identity sub-item (0x58), asking for no positive response."""
+        primary = self.username.encode("utf-8")
+        return _item(
+            0x58,
+            bytes((self.kind, 0))
+            + struct.pack(">H", len(primary))
+            + primary
+            + struct.pack(">H", len(self.passcode))
+            + self.passcode,
+        )
+
+
+def our_user_information(scp_roles: Sequence[str] = (), identity: UserIdentity | None = None) -> bytes:
     """User information item: our maximum receive length (:data:`~asyncdicom.net.pdu.MAX_PDU`),
     implementation class UID, SCP role selection for ``scp_roles`` (SOP classes we store over
-    C-GET) and version name (PS3.7 D.3.3)."""
+    C-GET), version name and, when given, a user identity (PS3.7 D.3.3)."""
     roles = b"".join(
         _item(0x54, struct.pack(">H", len(uid)) + _uid(uid) + b"\x00\x01") for uid in dict.fromkeys(scp_roles)
     )
@@ -99,7 +127,8 @@ def our_user_information(scp_roles: Sequence[str] = ()) -> bytes:
         _item(0x51, struct.pack(">L", MAX_PDU))
         + _item(0x52, _uid(IMPLEMENTATION_CLASS_UID))
         + roles
-        + _item(0x55, IMPLEMENTATION_VERSION_NAME.encode("ascii")),
+        + _item(0x55, IMPLEMENTATION_VERSION_NAME.encode("ascii"))
+        + (identity.item() if identity is not None else b""),
     )
 
 
@@ -108,7 +137,11 @@ def _ae(title: str) -> bytes:
 
 
 def associate_rq(
-    called: str, calling: str, proposals: Sequence[tuple[str, Sequence[str]]], scp_roles: Sequence[str]
+    called: str,
+    calling: str,
+    proposals: Sequence[tuple[str, Sequence[str]]],
+    scp_roles: Sequence[str],
+    identity: UserIdentity | None = None,
 ) -> bytes:
     """An A-ASSOCIATE-RQ proposing (abstract syntax, transfer syntaxes) as contexts 1, 3, 5…"""
     if len(proposals) > 128:
@@ -118,7 +151,7 @@ def associate_rq(
     for index, (abstract, syntaxes) in enumerate(proposals):
         subs = _item(0x30, _uid(abstract)) + b"".join(_item(0x40, _uid(syntax)) for syntax in syntaxes)
         items.append(_item(0x20, bytes((2 * index + 1, 0, 0, 0)) + subs))
-    items.append(our_user_information(scp_roles))
+    items.append(our_user_information(scp_roles, identity))
     body = b"\x00\x01\x00\x00" + _ae(called) + _ae(calling) + bytes(32) + b"".join(items)
     return _PDU.pack(PduType.ASSOCIATE_RQ, len(body)) + body
 

@@ -31,11 +31,12 @@ from asyncdicom.errors import (
     AssociationRejected,
     ConnectionFailed,
     HostNotFound,
+    IdentityRefused,
     NetworkError,
     ProtocolError,
     SilentPeer,
 )
-from asyncdicom.net.acse import associate_rq, parse_associate_ac, parse_associate_rj
+from asyncdicom.net.acse import UserIdentity, associate_rq, parse_associate_ac, parse_associate_rj
 from asyncdicom.net.dimse import (
     PENDING,
     PRIORITY_LOW,
@@ -125,6 +126,7 @@ class LeanAssociation:
         storage: Sequence[tuple[str, Sequence[str]]] = (),
         pacer: Pacer | None = None,
         tls: ssl.SSLContext | None = None,
+        identity: UserIdentity | None = None,
     ) -> LeanAssociation:
         """Connect, negotiate and return an established association, or raise a NetworkError.
 
@@ -153,7 +155,7 @@ class LeanAssociation:
         pdus = PduReader(sock, f"the PACS {where}", pacer=pacer)
         try:
             frozen_storage = tuple((uid, tuple(syntaxes)) for uid, syntaxes in storage)
-            sock.sendall(_associate_rq(called, calling, tuple(abstract_syntaxes), frozen_storage))
+            sock.sendall(_associate_rq(called, calling, tuple(abstract_syntaxes), frozen_storage, identity))
             kind, body = pdus.read(NEGOTIATION)
         except ProtocolError as exc:
             _abort_and_close(sock)
@@ -180,6 +182,11 @@ class LeanAssociation:
                 msg += f"; the PACS must know our AE title '{calling}' (local.aet)"
             elif (source, reason) == (1, 7):
                 msg += "; check pacs.aet"
+            elif identity is not None and reason == 1 and source in (1, 2):
+                # no reason given, to an association carrying a user identity: how PACSs refuse one
+                # (pynetdicom even says it transiently); asking again would meet the same answer
+                msg += "; the PACS does not accept our user identity: check pacs.username and its password"
+                raise IdentityRefused(result, source, reason, msg)
             raise AssociationRejected(result, source, reason, msg)
         if kind is not PduType.ASSOCIATE_AC:
             sock.close()
@@ -416,7 +423,8 @@ def _associate_rq(
     calling: str,
     abstract_syntaxes: tuple[str, ...],
     storage: tuple[tuple[str, tuple[str, ...]], ...],
+    identity: UserIdentity | None = None,
 ) -> bytes:
     plain = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
     proposals = [(uid, plain) for uid in abstract_syntaxes] + list(storage)
-    return associate_rq(called, calling, proposals, [uid for uid, _ in storage])
+    return associate_rq(called, calling, proposals, [uid for uid, _ in storage], identity)

@@ -26,6 +26,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from asyncdicom.elements import build_identifier, identifier_to_text
 from asyncdicom.errors import AssociationAborted, ProtocolError, ServiceNotSupported, SilentPeer
 from asyncdicom.models import Request
+from asyncdicom.net.acse import UserIdentity
 from asyncdicom.net.base import PENDING, CountsCallback, FindOutcome, RetrieveOutcome
 from asyncdicom.net.dimse import StoreSink
 from asyncdicom.net.lean import LeanAssociation
@@ -95,6 +96,7 @@ class ScuSettings:
     pacer: Pacer | None = None  # request.max_megabytes_per_second, shared with the storage SCP
     retrieve_timeout: float = 86400.0  # socket wait inside a C-MOVE/C-GET: the engine's idle watchdog cuts it first
     tls: ssl.SSLContext | None = None  # pacs.tls: every association speaks DICOM TLS
+    identity: UserIdentity | None = None  # pacs.username (and its passcode), sent in every A-ASSOCIATE-RQ
 
     @property
     def where(self) -> str:
@@ -134,6 +136,7 @@ class ScuBackend:
             storage=learned_contexts(classes, settings.sop_classes) if classes else self._storage,
             pacer=settings.pacer,
             tls=settings.tls,
+            identity=settings.identity,
         )
         if self.needed not in assoc.contexts:
             assoc.release()

@@ -16,6 +16,7 @@ from asyncdicom.errors import (
     AssociationRejected,
     ConnectionFailed,
     HttpRefused,
+    IdentityRefused,
     NetworkError,
     ProtocolError,
     ServerBusy,
@@ -70,6 +71,7 @@ ERRORS: list[tuple[NetworkError, Failure]] = [
     (HttpRefused("https://pacs/dicom-web/studies answered 400"), failures.HTTP_REFUSED),
     (ServerBusy("https://pacs/dicom-web/studies answered 429", 2.0), failures.BUSY),
     (ServerError("https://pacs/dicom-web/studies answered 500"), failures.ABORTED),
+    (IdentityRefused(2, 2, 1, "rejected for now (no reason given); check pacs.username"), failures.REFUSED),
     (TlsRefused("Unable to connect to PACS@host:2762 over TLS as its certificate has expired"), failures.TLS_REFUSED),
 ]
 STATUSES: list[tuple[int, Failure]] = [
