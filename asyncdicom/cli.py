@@ -153,10 +153,11 @@ def run(
         raise typer.Exit(int(exc.exit_code)) from None
 
     def body() -> int:
-        from asyncdicom.runner import RunOptions, backend_for, echo
+        from asyncdicom.runner import RunOptions, backend_for, echo, restrict_permissions
         from asyncdicom.runner import run as run_plan
 
         cfg, plan = _load(config, csv)
+        restrict_permissions(cfg.output.permissions)
         for text in _script_warnings(cfg, plan):
             report.warning(text)
         backend = backend_for(cfg)
@@ -455,9 +456,12 @@ def report_command(
         if format_ == "json":
             report.emit_json({"schema": 1, "command": "report", "rows": rows})
         elif format_ == "csv":
+            from asyncdicom.ledger import cells
+
+            guard = cfg.output.csv_formula_guard
             writer = csv.writer(sys.stdout, lineterminator="\n")
-            writer.writerow(columns)
-            writer.writerows([[("" if row.get(c) is None else row.get(c)) for c in columns] for row in rows])
+            writer.writerow(cells.row(list(columns), guard))
+            writer.writerows(cells.row([row.get(c) for c in columns], guard) for row in rows)
         else:
             report.rows_table(rows, columns)
         return int(ExitCode.OK)

@@ -130,6 +130,14 @@ class GetSink:
         if not ok:
             file.discard()
             return Status.OUT_OF_RESOURCES, None
+        if self._flight.keys:  # a sub-operation for an instance the request did not ask for is refused
+            try:
+                attrs = read_header(file.part_name, MATCH_KEYS, file.head).attrs
+            except ValueError:
+                attrs = {}
+            if not self._flight.matches(attrs):
+                file.discard()
+                return self._retriever.refuse_instance(self._source, "it is not one the C-GET asked for")
         return self._retriever.hand_over(file, self._flight)
 
 
@@ -300,23 +308,23 @@ class Retriever:
         """Storage SCP thread: attribute a received instance and hand it to the writers."""
         file = received.file
         assert isinstance(file, SpoolWriter)
-        flight = self.tracker.attribute(received.move_message_id, None)
-        if flight is None:
-            try:
-                attrs = read_header(file.part_name, MATCH_KEYS, file.head).attrs
-            except ValueError:
-                attrs = {}
-            flight = self.tracker.attribute(None, attrs)
+        try:  # from the bytes kept in memory: what the instance is, checked against its request
+            attrs = read_header(file.part_name, MATCH_KEYS, file.head).attrs
+        except ValueError:
+            attrs = {}
+        flight = self.tracker.attribute(received.move_message_id, attrs)
         if flight is None:
             file.discard()
-            self.tracker.refused += 1
-            emit("instance-refused", calling_ae=received.calling_ae)
-            self.problems.warning(
-                "instance refused: no request in flight",
-                f"refused an instance from {received.calling_ae}: it belongs to no request in flight",
-            )
-            return Status.UNABLE_TO_PROCESS, None
+            return self.refuse_instance(received.calling_ae, "it belongs to no request in flight")
         return self.hand_over(file, flight)
+
+    def refuse_instance(self, calling_ae: str, why: str) -> Reply:
+        """Refuse a received instance (discarded by the caller): counted, and said once per reason
+        (the sender's AE title only; nothing from the instance)."""
+        self.tracker.refused += 1
+        emit("instance-refused", calling_ae=calling_ae)
+        self.problems.warning(f"instance refused: {why}", f"refused an instance from {calling_ae}: {why}")
+        return Status.UNABLE_TO_PROCESS, None
 
     def hand_over(self, file: SpoolWriter, flight: Flight) -> Reply:
         """Receive thread, before answering the C-STORE: the status, and the placement to do once
@@ -391,6 +399,11 @@ class Retriever:
             host=local.bind_address,
             pacer=self.pacer,
             tls=server_context(tls_files(local.tls, "local.tls")) if local.tls else None,
+            timeout=self.config.request.idle_timeout,
+            allowed_hosts=local.allowed_hosts,
+            max_instance_bytes=int(local.max_instance_megabytes * 1_000_000),
+            max_per_host=local.max_associations_per_host,
+            sop_classes=self.config.request.sop_classes,
         )
         try:
             await anyio.to_thread.run_sync(self.scp.start)

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import signal
 import socket
 import time
@@ -168,6 +169,19 @@ def backend_for(config: Config) -> ScuBackend | WebBackend:
             else None,
         )
     )
+
+
+UMASKS = {"private": 0o077, "group": 0o027}
+
+
+def restrict_permissions(permissions: str) -> None:
+    """``output.permissions``: the files and folders a run writes (tree, spool, quarantine,
+    ledger, CSV files; they hold patient data) are readable by their owner only (``private``:
+    600 and 700), or also by the group (``group``: 640 and 750); ``inherit`` keeps the umask
+    the process was started with. Worker processes inherit it."""
+    mask = UMASKS.get(permissions)
+    if mask is not None:
+        os.umask(os.umask(mask) | mask)  # never loosen a stricter umask
 
 
 def window_gate(config: Config) -> WindowGate:
@@ -429,9 +443,9 @@ async def _finish(
     library = config.output.library_file
     try:
         if config.request.type == "c-find" and library is not None:
-            library_rows = await ledger.export_library(library, plan.columns)
+            library_rows = await ledger.export_library(library, plan.columns, guard=config.output.csv_formula_guard)
         elif config.request.type in ("c-move", "c-get") and library is not None:
-            library_rows = await ledger.export_requests(library, plan.columns)
+            library_rows = await ledger.export_requests(library, plan.columns, guard=config.output.csv_formula_guard)
     except OutputError as exc:  # the ledger has it all; the next run writes the file again
         notes = [*notes, str(exc)]
         log.error("%s", exc)

@@ -141,6 +141,10 @@ async def check(config: Config, find: DicomBackend, move: DicomBackend, study: s
         on_received=arrivals.received,
         host=local.bind_address,
         tls=server_context(tls_files(local.tls, "local.tls")) if local.tls else None,
+        allowed_hosts=local.allowed_hosts,
+        max_instance_bytes=int(local.max_instance_megabytes * 1_000_000),
+        max_per_host=local.max_associations_per_host,
+        sop_classes=config.request.sop_classes,
     )
     try:
         await anyio.to_thread.run_sync(scp.start)

@@ -15,7 +15,13 @@ from asyncdicom.cli import app
 
 
 def cli(*args: object) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args])
+    """The CLI in this process; the umask a run sets (output.permissions) is restored after it."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    try:
+        return CliRunner().invoke(app, [str(a) for a in args])
+    finally:
+        os.umask(mask)
 
 
 def cli_json(*args: object) -> tuple[Result, dict[str, Any]]:

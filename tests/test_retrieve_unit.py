@@ -64,20 +64,48 @@ def _request(study_uid: str) -> Request:
 
 @pytest.mark.parametrize("by_message_id", [True, False])
 async def test_instances_are_attributed_and_placed(tmp_path: Path, by_message_id: bool) -> None:
-    """An instance is attributed by Move Originator Message ID, or else by its UIDs, then placed."""
+    """An instance is attributed by Move Originator Message ID among requests its UIDs answer
+    (two overlapping requests here: the ID picks the second), or else by its UIDs, then placed."""
     sink = Sink()
     retriever = _retriever(tmp_path, sink)
     study = str(dcmread(CT).StudyInstanceUID)
     async with retriever.running():
-        flight = retriever.tracker.open(_request(study if not by_message_id else "9.9.9"))
+        first = retriever.tracker.open(_request(study))
+        flight = retriever.tracker.open(_request(study)) if by_message_id else first
         item = _received(retriever, flight.message_id if by_message_id else None)
         status = await anyio.to_thread.run_sync(_answer, retriever, item)
         await retriever.pipeline.settle(flight)
         retriever.tracker.close(flight)
+        retriever.tracker.close(first)
     assert status == 0x0000
     assert flight.received == {item.sop_instance}
     assert [(r.sop_uid, r.request_key, r.state) for r in sink.records] == [(item.sop_instance, "k", "stored")]
     assert (tmp_path / "out" / sink.records[0].path).is_file()
+
+
+async def test_a_guessed_message_id_does_not_attribute_a_foreign_instance(tmp_path: Path) -> None:
+    """A sender that uses the message ID of a move in flight, for an instance its request does
+    not cover, is refused: the instance is not stored and does not count for that request."""
+    sink = Sink()
+    retriever = _retriever(tmp_path, sink)
+    async with retriever.running():
+        flight = retriever.tracker.open(_request("9.9.9"))
+        item = _received(retriever, flight.message_id)
+        status = await anyio.to_thread.run_sync(_answer, retriever, item)
+        retriever.tracker.close(flight)
+    assert status == 0xC000
+    assert (flight.arrived, flight.received, sink.records) == (0, set(), [])
+    assert retriever.tracker.refused == 1
+
+
+def test_message_ids_are_not_sequential() -> None:
+    from asyncdicom.write.tracker import Tracker
+
+    tracker = Tracker()
+    ids = [tracker.open(_request(f"1.2.{n}")).message_id for n in range(40)]
+    assert len(set(ids)) == 40
+    steps = {b - a for a, b in zip(ids, ids[1:], strict=False)}
+    assert len(steps) > 10  # not 1, 2, 3…: not guessable from the last one seen
 
 
 async def test_instances_of_no_request_are_refused(tmp_path: Path) -> None:

@@ -123,6 +123,27 @@ def ip_address(value: object, where: str) -> str:
         ) from None
 
 
+MAX_HOSTS = 256
+
+
+def host_list(value: object, where: str) -> tuple[str, ...]:
+    """IP addresses or CIDR ranges (``10.1.2.3``, ``10.1.0.0/16``, ``fd00::/8``), normalised."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(where, f"expected a list of IP addresses or CIDR ranges, got {typename(value)}")
+    if len(value) > MAX_HOSTS:
+        raise ConfigError(where, f"lists {len(value)} entries; at most {MAX_HOSTS}: use CIDR ranges")
+    hosts = []
+    for index, item in enumerate(value):
+        text = as_str(item, f"{where}[{index}]").strip()
+        try:
+            hosts.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"{where}[{index}]", f"{text[:60]!r} is not an IP address or CIDR range, e.g. 10.1.2.3 or 10.1.0.0/16"
+            ) from None
+    return tuple(hosts)
+
+
 def ae_list(value: object, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(where, f"expected a list of AE titles, got {typename(value)}")

@@ -31,6 +31,7 @@ from asyncdicom.config.checks import (
     command_line,
     elements,
     env_name,
+    host_list,
     ip_address,
     keyword,
     non_negative_float,
@@ -125,6 +126,9 @@ def parse_config(raw: object, *, source: Path, batch_file: Path | None = None) -
         allowed_aets=local_s.get("allowed_aets", ae_list) or ((pacs.aet,) if pacs.aet else ()),
         bind_address=local_s.get("bind_address", ip_address),
         tls=_tls(local_s.raw["tls"], "local.tls", paths, server=True) if local_s.has("tls") else None,
+        allowed_hosts=local_s.get("allowed_hosts", host_list),
+        max_instance_megabytes=local_s.get("max_instance_megabytes", non_negative_float),
+        max_associations_per_host=local_s.get("max_associations_per_host", non_negative_int),
     )
     for tls, where, server in ((pacs.tls, "pacs.tls", False), (local.tls, "local.tls", True)):
         if tls is not None:
@@ -446,6 +450,10 @@ def _output(section: Section, paths: Paths, request: RequestConfig, source: Path
         filename=section.get("filename", keyword),
         decompress=section.get("decompress", as_bool),
         ledger_file=ledger,
+        csv_formula_guard=section.get("csv_formula_guard", as_bool),
+        permissions=cast(
+            Literal["private", "group", "inherit"], section.get("permissions", choice("private", "group", "inherit"))
+        ),
     )
 
 

@@ -79,6 +79,9 @@ class LocalConfig:
     allowed_aets: tuple[str, ...] = ()  # calling AE titles our storage SCP accepts; empty = pacs.aet
     bind_address: str = ""  # the address our storage SCP listens on; empty = every interface
     tls: TlsConfig | None = None  # our storage SCP speaks DICOM TLS only
+    allowed_hosts: tuple[str, ...] = ()  # addresses or CIDR ranges our storage SCP accepts; empty = any
+    max_instance_megabytes: float = 0.0  # a larger instance aborts its association; 0: no limit
+    max_associations_per_host: int = 0  # connections at once from one address; 0: the SCP's own limit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,6 +196,8 @@ class OutputConfig:
     filename: str = "SOPInstanceUID"
     decompress: bool = False
     ledger_file: Path
+    csv_formula_guard: bool = True  # prefix cells a spreadsheet would run as formulas with '
+    permissions: Literal["private", "group", "inherit"] = "private"  # of every file and folder a run writes
 
 
 @dataclass(frozen=True, kw_only=True)

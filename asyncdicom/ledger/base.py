@@ -212,8 +212,10 @@ class Ledger(Protocol):
         """Drop instances found missing or changed on disk and make their requests partial, so the
         next run fetches them (by UID when ``ask_again_for_them``, else whole); how many requests."""
 
-    async def export_library(self, path: Path, columns: Sequence[str]) -> int:
-        """Write the C-FIND library CSV atomically; returns its row count."""
+    async def export_library(self, path: Path, columns: Sequence[str], *, guard: bool = True) -> int:
+        """Write the C-FIND library CSV atomically (``guard``: spreadsheet-safe cells); returns its
+        row count."""
 
-    async def export_requests(self, path: Path, columns: Sequence[str]) -> int:
-        """Write the retrieval request CSV atomically; returns its row count."""
+    async def export_requests(self, path: Path, columns: Sequence[str], *, guard: bool = True) -> int:
+        """Write the retrieval request CSV atomically (``guard`` as for the library); returns its
+        row count."""

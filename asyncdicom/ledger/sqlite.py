@@ -28,6 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from asyncdicom.elements import column_text
 from asyncdicom.errors import LedgerError, output_error
 from asyncdicom.events import emit
+from asyncdicom.ledger import cells
 from asyncdicom.ledger.base import (
     Failure,
     HeldBackCount,
@@ -633,19 +634,21 @@ class Ledger:
         ) as cursor:
             return [(int(line), json.loads(attrs)) for line, attrs in await cursor.fetchall()]
 
-    async def export_library(self, path: Path, columns: Sequence[str]) -> int:
-        """Write the library CSV atomically and refresh the ``library`` table; returns the row count."""
+    async def export_library(self, path: Path, columns: Sequence[str], *, guard: bool = True) -> int:
+        """Write the library CSV atomically and refresh the ``library`` table; returns the row
+        count. Cells are made safe for spreadsheets (:mod:`.cells`); the table keeps raw values."""
         rows = await self.library_rows()
         await self._refresh_library_table(columns, rows)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([*columns, "row"])
-        writer.writerows([*(column_text(attrs, c) for c in columns), line] for line, attrs in rows)
+        writer.writerow(cells.row([*columns, "row"], guard))
+        writer.writerows(cells.row([*(column_text(attrs, c) for c in columns), line], guard) for line, attrs in rows)
         await write_atomic(path, buffer.getvalue().encode("utf-8"))
         return len(rows)
 
-    async def export_requests(self, path: Path, columns: Sequence[str]) -> int:
-        """Write one CSV row per request of the plan with its final state (as pydicom-batch did)."""
+    async def export_requests(self, path: Path, columns: Sequence[str], *, guard: bool = True) -> int:
+        """Write one CSV row per request of the plan with its final state (as pydicom-batch did),
+        in cells safe for spreadsheets (:mod:`.cells`)."""
         async with self.db.execute(
             "SELECT key, line, elements, state, status, completed, failed_ops, warning_ops, received, error "
             "FROM requests WHERE in_plan = 1 ORDER BY line, key"
@@ -663,14 +666,14 @@ class Ledger:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         extra = ["row", "state", "status", "completed", "failed", "warning", "received", "error", "held_back", "why"]
-        writer.writerow([*columns, *extra])
+        writer.writerow(cells.row([*columns, *extra], guard))
         for key, line, elements, state, status, completed, failed, warning, received, error in rows:
             values = {name: value or "" for name, value in json.loads(elements)}
             status_text = f"0x{status:04X}" if status is not None else ""
             reasons = held.get(key, {})
             why = "; ".join(f"{count} × {reason}" for reason, count in sorted(reasons.items()))
             tail = [line, state, status_text, completed, failed, warning, received, error, sum(reasons.values()), why]
-            writer.writerow([*(values.get(c, "") for c in columns), *("" if v is None else v for v in tail)])
+            writer.writerow(cells.row([*(values.get(c, "") for c in columns), *tail], guard))
         await write_atomic(path, buffer.getvalue().encode("utf-8"))
         return len(rows)
 

@@ -9,8 +9,10 @@ fragment, which made C-MOVE three times slower than C-GET.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 import ssl
@@ -80,6 +82,10 @@ class StorageSCP:
         timeout: float = 120.0,
         pacer: Pacer | None = None,
         tls: ssl.SSLContext | None = None,
+        allowed_hosts: Sequence[str] = (),
+        max_instance_bytes: int = 0,
+        max_per_host: int = 0,
+        sop_classes: Sequence[str] = (),
     ) -> None:
         self.ae_title = ae_title
         self.port = port
@@ -92,6 +98,12 @@ class StorageSCP:
         self.pacer = pacer
         self.tls = tls  # peers must speak DICOM TLS (the handshake runs in each association's thread)
         self.refused_tls = 0  # connections refused by the TLS handshake
+        self.allowed_hosts = tuple(ipaddress.ip_network(host, strict=False) for host in allowed_hosts)
+        self.max_instance_bytes = max_instance_bytes  # 0: no limit; a larger instance aborts its association
+        self.max_per_host = max_per_host or max_associations  # connections at once from one address
+        self.sop_classes = frozenset(sop_classes)  # storage classes accepted besides the standard ones
+        self.refusals: collections.Counter[str] = collections.Counter()  # refused connections and instances, by why
+        self._per_host: collections.Counter[str] = collections.Counter()
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -151,21 +163,46 @@ class StorageSCP:
                 sock, address = self._listener.accept()
             except OSError:
                 return
-            with self._lock:
-                crowded = len(self._threads) >= self.max_connections
-            if crowded:  # more connections than any PACS needs: refuse at once, spend no thread
-                log.debug("refused a connection from %s: %d open already", address[0], self.max_connections)
+            host = str(address[0])
+            why = self._refuse_host(host)
+            if why:  # refused at once, spending no thread
+                self.refuse(why, f"refused a connection from {host}: {why}")
                 with contextlib.suppress(OSError):
                     sock.close()
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             use_kernel_timeouts(sock, min(self.timeout, ARTIM))
-            thread = threading.Thread(
-                target=self._serve, args=(sock, address[0]), name="asyncdicom-scp-assoc", daemon=True
-            )
+            thread = threading.Thread(target=self._serve, args=(sock, host), name="asyncdicom-scp-assoc", daemon=True)
             with self._lock:
                 self._threads.add(thread)
+                self._per_host[host] += 1
             thread.start()
+
+    def _refuse_host(self, host: str) -> str:
+        """Why a connection from ``host`` is refused before anything is read ("" if it is not)."""
+        if self.allowed_hosts:
+            try:
+                address = ipaddress.ip_address(host.split("%", 1)[0])
+            except ValueError:
+                return "not an address local.allowed_hosts can match"
+            if address.version == 6 and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            if not any(address in network for network in self.allowed_hosts):
+                return "not in local.allowed_hosts"
+        with self._lock:
+            if len(self._threads) >= self.max_connections:  # more connections than any PACS needs
+                return f"{self.max_connections} connections open already"
+            if self._per_host[host] >= self.max_per_host:
+                return f"{self.max_per_host} connections from that address open already"
+        return ""
+
+    def refuse(self, why: str, message: str) -> None:
+        """Count a refusal; log the first of each kind as a warning, the rest at debug level (a
+        hostile peer must not flood the log). Messages never hold patient data."""
+        with self._lock:
+            self.refusals[why] += 1
+            first = self.refusals[why] == 1
+        log.log(logging.WARNING if first else logging.DEBUG, "%s", message)
 
     @property
     def max_connections(self) -> int:
@@ -198,6 +235,7 @@ class StorageSCP:
             with self._lock:
                 self._active.discard(sock)
                 self._threads.discard(threading.current_thread())
+                self._per_host[address] -= 1
             with contextlib.suppress(OSError):
                 sock.close()
 
@@ -212,14 +250,42 @@ class StorageSCP:
                 self.refused_tls += 1
                 self._active.discard(sock)
                 self._threads.discard(threading.current_thread())
+                self._per_host[address] -= 1
             if not self._stopping.is_set():
-                log.warning("%s", exc)
+                self.refuse("TLS handshake failed", str(exc))
             return None
         with self._lock:
             self._active.discard(sock)
             self._active.add(secured)
         use_kernel_timeouts(secured, min(self.timeout, ARTIM))
         return secured
+
+
+VERIFICATION_CLASS = "1.2.840.10008.1.1"
+_STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."  # the Storage SOP classes of PS3.4 Annex B (images and most others)
+_OTHER_STORAGE = frozenset(
+    {
+        "1.2.840.10008.5.1.4.38.1",  # Hanging Protocol Storage
+        "1.2.840.10008.5.1.4.39.1",  # Color Palette Storage
+        "1.2.840.10008.5.1.4.43.1",  # Generic Implant Template Storage
+        "1.2.840.10008.5.1.4.44.1",  # Implant Assembly Template Storage
+        "1.2.840.10008.5.1.4.45.1",  # Implant Template Group Storage
+    }
+)
+
+
+def is_storage(abstract: str, extra: frozenset[str] = frozenset()) -> bool:
+    """Whether our storage SCP accepts a context for ``abstract``: Verification, a standard
+    Storage SOP class, one of ``request.sop_classes``, or a private class (outside the DICOM
+    root: vendors' private storage). Query/retrieve, worklist, print, MPPS and every other
+    standard service are refused."""
+    return (
+        abstract == VERIFICATION_CLASS
+        or abstract.startswith(_STORAGE_ROOT)
+        or abstract in _OTHER_STORAGE
+        or abstract in extra
+        or not abstract.startswith("1.2.840.10008.")
+    )
 
 
 def _abort_politely(sock: socket.socket) -> None:
@@ -242,6 +308,7 @@ class _Association:
 
     def __init__(self, server: StorageSCP, sock: socket.socket, address: str) -> None:
         self.server = server
+        self.address = address
         self.sock = sock
         self.pdus = PduReader(sock, f"a peer at {address}", pacer=server.pacer)
         self.calling = ""
@@ -260,7 +327,10 @@ class _Association:
             self.sock.sendall(associate_rj(2, 3, 2))  # transient, provider (presentation), local limit exceeded
             return
         if self.server.allowed_aets and self.calling not in self.server.allowed_aets:
-            log.warning("refused an association from AE title %r: not in local.allowed_aets", self.calling)
+            self.server.refuse(
+                "calling AE title not allowed",
+                f"refused an association from AE title {self.calling!r} at {self.address}: not in local.allowed_aets",
+            )
             self.sock.sendall(associate_rj(1, 1, 3))  # permanent, service user, calling AE title not recognised
             return
         self._accept(request)
@@ -269,9 +339,11 @@ class _Association:
 
     def _accept(self, request: AssociateRequest) -> None:
         results = []
-        for context_id, _, syntaxes in request.contexts:
-            if syntaxes:
-                # every abstract and transfer syntax is accepted: the bytes are stored as they come
+        for context_id, abstract, syntaxes in request.contexts:
+            if not is_storage(abstract, self.server.sop_classes):  # a storage SCP serves nothing else
+                results.append((context_id, 0x03, IMPLICIT_VR_LITTLE_ENDIAN))  # abstract syntax not supported
+            elif syntaxes:
+                # every transfer syntax is accepted: the bytes are stored as they come
                 results.append((context_id, 0x00, syntaxes[0]))
                 self.syntax_of[context_id] = syntaxes[0]
             else:
@@ -284,6 +356,7 @@ class _Association:
         store: StoreFile | None = None
         storing: CommandEvent | None = None
         peer = self.pdus.peer
+        limit, received = self.server.max_instance_bytes, 0
         try:
             for event in MessageReader(self.pdus).events():
                 if isinstance(event, DataEvent):
@@ -291,6 +364,14 @@ class _Association:
                         msg = f"{peer} sent a data set with no C-STORE before it"
                         raise ProtocolError(msg)
                     store.write(event.fragment)
+                    received += len(event.fragment)
+                    if limit and received > limit:
+                        self.server.refuse(
+                            "instance larger than local.max_instance_megabytes",
+                            f"aborted an association from {peer}: an instance larger than local.max_instance_megabytes",
+                        )
+                        msg = f"{peer} sent an instance larger than local.max_instance_megabytes"
+                        raise ProtocolError(msg)
                     if event.last:
                         status, then = self._end(storing, store)
                         store = None
@@ -306,7 +387,7 @@ class _Association:
                     if event.command.field == CommandField.C_ECHO_RQ:
                         self._answer(event, CommandField.C_ECHO_RSP, Status.SUCCESS)
                     elif event.command.field == CommandField.C_STORE_RQ:
-                        store, storing = self._begin(event), event
+                        store, storing, received = self._begin(event), event, 0
                     else:
                         msg = (
                             f"{peer} sent DIMSE command 0x{event.command.field:04X}, which a storage SCP does not serve"

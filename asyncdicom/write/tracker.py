@@ -7,6 +7,7 @@ and count them handed over, so those and the counters are under a lock.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Mapping
@@ -72,10 +73,12 @@ class Tracker:
         self.refused = 0
 
     def open(self, request: Request) -> Flight:
-        """Register a retrieve about to be sent, with a message ID unique among those in flight."""
+        """Register a retrieve about to be sent, with a random message ID unique among those in
+        flight: a sender cannot guess the IDs of the moves in flight from their order (and an
+        instance must match its request's UIDs anyway, :meth:`attribute`)."""
         with self._lock:
-            for _ in range(65535):
-                self._next_id = self._next_id % 65535 + 1
+            while True:
+                self._next_id = secrets.randbelow(65535) + 1
                 if self._next_id not in self._flights:
                     break
             flight = Flight(request, self._next_id, uid_keys(request))
@@ -87,15 +90,19 @@ class Tracker:
         with self._lock:
             self._flights.pop(flight.message_id, None)
 
-    def attribute(self, message_id: int | None, attrs: Mapping[str, str] | None) -> Flight | None:
-        """The flight a received instance belongs to: by Move Originator Message ID, else by UIDs."""
+    def attribute(self, message_id: int | None, attrs: Mapping[str, str]) -> Flight | None:
+        """The flight a received instance belongs to: the one its Move Originator Message ID
+        names, if the instance's UIDs answer that request; else the first whose UIDs it answers.
+        An instance that answers no request in flight belongs to none (it is refused, and never
+        counts towards a request's completeness). A request with no UID keys to check (none of
+        patient, accession, study, series or instance) is attributed by its message ID alone."""
         with self._lock:
-            if message_id is not None and message_id in self._flights:
-                return self._flights[message_id]
-            if attrs is not None:
-                found = [flight for flight in self._flights.values() if flight.matches(attrs)]
-                if found:
-                    return found[0]
+            flight = self._flights.get(message_id) if message_id is not None else None
+            if flight is not None and (not flight.keys or flight.matches(attrs)):
+                return flight
+            for candidate in self._flights.values():
+                if candidate.matches(attrs):
+                    return candidate
         return None
 
     def handed_over(self, flight: Flight) -> None:

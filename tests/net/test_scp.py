@@ -140,3 +140,112 @@ def test_bind_address_is_where_it_listens(tmp_path: Path) -> None:
     elsewhere.host = "192.0.2.1"  # TEST-NET-1: never an address of this machine
     with pytest.raises(NetworkError, match=r"give an address of this machine \(local.bind_address\)"):
         elsewhere.start()
+
+
+# --- the locked-down SCP (#15) -----------------------------------------------------------------
+
+
+def _locked(tmp_path: Path, got: list[Received], **limits: object) -> StorageSCP:
+    def on_received(item: Received) -> Reply:
+        got.append(item)
+        item.file.commit()
+        return 0x0000, None
+
+    scp = StorageSCP(
+        ae_title="ASYNCDICOM",
+        port=0,
+        allowed_aets=["ORTHANC"],
+        max_associations=4,
+        open_file=spool_opener(tmp_path / "spool"),
+        on_received=on_received,
+        host="127.0.0.1",
+        **limits,  # type: ignore[arg-type]
+    )
+    scp.start()
+    return scp
+
+
+def test_the_pacs_ae_title_from_a_host_not_allowed_is_refused(tmp_path: Path) -> None:
+    """local.allowed_hosts: a peer using the PACS's AE title from elsewhere is refused at once
+    (counted, nothing read from it); from an allowed range it stores."""
+    got: list[Received] = []
+    ct = get_testdata_file("CT_small.dcm", download=False)
+    scp = _locked(tmp_path, got, allowed_hosts=["10.0.0.0/8", "192.0.2.7"])
+    try:
+        assert _storescu(scp.port, "ORTHANC", ct).returncode != 0
+        assert scp.refusals["not in local.allowed_hosts"] == 1
+    finally:
+        scp.stop()
+    assert got == []
+    scp = _locked(tmp_path, got, allowed_hosts=["127.0.0.0/8"])
+    try:
+        assert _storescu(scp.port, "ORTHANC", ct).returncode == 0
+    finally:
+        scp.stop()
+    assert len(got) == 1
+
+
+def test_only_storage_and_verification_contexts_are_accepted(tmp_path: Path) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import (
+        CTImageStorage,
+        ModalityWorklistInformationFind,
+        StudyRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelMove,
+        Verification,
+    )
+
+    got: list[Received] = []
+    scp = _locked(tmp_path, got)
+    ae = AE(ae_title="ORTHANC")
+    for context in (
+        Verification,
+        CTImageStorage,
+        "1.3.12.2.1107.5.9.1",  # a vendor's private storage class
+        StudyRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelMove,
+        ModalityWorklistInformationFind,
+    ):
+        ae.add_requested_context(context)
+    try:
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title="ASYNCDICOM")
+        assert assoc.is_established
+        accepted = {str(context.abstract_syntax) for context in assoc.accepted_contexts}
+        assoc.release()
+    finally:
+        scp.stop()
+    assert accepted == {str(Verification), str(CTImageStorage), "1.3.12.2.1107.5.9.1"}
+
+
+def test_an_instance_over_the_size_limit_aborts_its_association(tmp_path: Path) -> None:
+    """local.max_instance_megabytes: a larger instance is cut off as it arrives (its spool file
+    removed, the association aborted, the refusal counted); a smaller one is stored."""
+    got: list[Received] = []
+    scp = _locked(tmp_path, got, max_instance_bytes=20_000)
+    try:
+        small = get_testdata_file("MR_small.dcm", download=False)  # ~10 KB
+        large = get_testdata_file("CT_small.dcm", download=False)  # ~39 KB
+        assert _storescu(scp.port, "ORTHANC", small).returncode == 0
+        assert _storescu(scp.port, "ORTHANC", large).returncode != 0
+        assert scp.refusals["instance larger than local.max_instance_megabytes"] == 1
+    finally:
+        scp.stop()
+    assert [item.sop_instance for item in got] == [str(dcmread(small).SOPInstanceUID)]
+    assert len(list((tmp_path / "spool").iterdir())) == 1
+
+
+def test_connections_per_host_are_bounded(tmp_path: Path) -> None:
+    """One address may hold at most max_per_host connections at once; more are closed at once."""
+    got: list[Received] = []
+    scp = _locked(tmp_path, got, max_per_host=2)
+    held = [socket.create_connection(("127.0.0.1", scp.port), timeout=5) for _ in range(2)]
+    try:
+        extra = socket.create_connection(("127.0.0.1", scp.port), timeout=5)
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # closed by the SCP without reading anything
+        extra.close()
+        assert scp.refusals["2 connections from that address open already"] == 1
+    finally:
+        for sock in held:
+            sock.close()
+        scp.stop()
