@@ -196,6 +196,13 @@ class StorageSCP:
                 return f"{self.max_per_host} connections from that address open already"
         return ""
 
+    def _release(self, host: str) -> None:
+        """One connection from ``host`` fewer (under the lock); no entry is kept for a host with
+        none, so many addresses cannot grow the table."""
+        self._per_host[host] -= 1
+        if self._per_host[host] <= 0:
+            del self._per_host[host]
+
     def refuse(self, why: str, message: str) -> None:
         """Count a refusal; log the first of each kind as a warning, the rest at debug level (a
         hostile peer must not flood the log). Messages never hold patient data."""
@@ -235,7 +242,7 @@ class StorageSCP:
             with self._lock:
                 self._active.discard(sock)
                 self._threads.discard(threading.current_thread())
-                self._per_host[address] -= 1
+                self._release(address)
             with contextlib.suppress(OSError):
                 sock.close()
 
@@ -250,7 +257,7 @@ class StorageSCP:
                 self.refused_tls += 1
                 self._active.discard(sock)
                 self._threads.discard(threading.current_thread())
-                self._per_host[address] -= 1
+                self._release(address)
             if not self._stopping.is_set():
                 self.refuse("TLS handshake failed", str(exc))
             return None

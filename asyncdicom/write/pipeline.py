@@ -10,9 +10,11 @@ Two routes:
 * **queued** (decompression, anonymization): a bounded queue sits between the receive path and
   the writers, so a slow disk or CPU slows the PACS down instead of growing memory; CPU-heavy work
   runs in worker processes, header parsing in worker threads. Each has its own limit, and there
-  are more writer tasks than processes, so a process never waits for a header read. Written
-  files go through the same outbox as the direct route: one flush of the volume per batch, then
-  links and one directory fsync per batch; the originals are removed only after that.
+  are more writer tasks than processes, so a process never waits for a header read; a writer
+  hands a process up to :data:`BATCH` instances at once. Written files go through the same
+  outbox as the direct route: one flush of the volume per batch, then links and one directory
+  fsync per batch. An original is removed once its anonymized copy is written (so the flush
+  does not write it to disk too); nothing is recorded before the flush.
 """
 
 from __future__ import annotations
