@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 MAX_COMPONENT_BYTES = 100
 _FORBIDDEN = re.compile(r'[\x00-\x1f\x7f/\\<>:"|?*]')
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})  # shown as nothing, or as something else
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
 
@@ -19,10 +20,14 @@ def placeholder(keyword: str) -> str:
 
 
 def sanitize(value: str, keyword: str) -> str:
-    """One safe path component for ``value``: no separators, control or reserved characters,
-    never ``.``/``..``, at most 100 bytes (long values keep a hash suffix so they stay distinct)."""
+    """One safe path component for ``value``: no separators, control, format (bidirectional
+    overrides such as U+202E, which make a name read backwards) or reserved characters, never
+    ``.``/``..``, at most 100 bytes (long values keep a hash suffix so they stay distinct)."""
     text = unicodedata.normalize("NFC", value).strip()
-    text = _FORBIDDEN.sub("_", text).strip(" .")
+    text = _FORBIDDEN.sub("_", text)
+    if not text.isascii():  # C1 controls, bidirectional overrides (U+202E), zero-width and line separators
+        text = "".join("_" if unicodedata.category(char) in _INVISIBLE else char for char in text)
+    text = text.strip(" .")
     if not text or set(text) <= {"_"}:
         return placeholder(keyword)
     if text.upper().split(".")[0] in _RESERVED:

@@ -24,6 +24,11 @@ from asyncdicom.write.paths import collision_warning, confine, render, sanitize
         ("CON", "_CON"),
         ('what?<>:"|*', "what_______"),
         ("Tést^Pätient", "Tést^Pätient"),
+        ("evil\u202egnp.exe", "evil_gnp.exe"),  # a right-to-left override reads the name backwards
+        ("a\u2066b\u2069c\u200bd\ufeffe", "a_b_c_d_e"),  # isolates, zero-width space, BOM
+        ("line\u2028sep\x85next", "line_sep_next"),
+        ("\u202e", "NO_PatientID"),
+        ("山田^太郎", "山田^太郎"),
     ],
 )
 def test_sanitize(value: str, expected: str) -> None:
