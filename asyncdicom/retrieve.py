@@ -39,6 +39,7 @@ from asyncdicom.net.storage import CLASS_ROOM
 from asyncdicom.net.tls import server_context
 from asyncdicom.problems import GroupedLog
 from asyncdicom.stats import RunStats
+from asyncdicom.write.integrity import truncated
 from asyncdicom.write.pipeline import AnonymizeSettings, InstanceSink, Pipeline, Spooled
 from asyncdicom.write.spool import SpoolWriter, file_meta, read_header, spool_opener, sweep
 from asyncdicom.write.tracker import Flight, Tracker
@@ -46,6 +47,7 @@ from asyncdicom.write.tracker import Flight, Tracker
 log = logging.getLogger("asyncdicom.retrieve")
 
 MATCH_KEYS = ("PatientID", "AccessionNumber")
+TRUNCATED = "its pixel data is shorter than it declares (a truncated data set)"
 SETTLED = ("completed", "failed", "warning")  # sub-operation counts of instances the PACS dealt with
 
 
@@ -138,6 +140,9 @@ class GetSink:
             if not self._flight.matches(attrs):
                 file.discard()
                 return self._retriever.refuse_instance(self._source, "it is not one the C-GET asked for")
+        if truncated(file.part_name, file.head, file.size):
+            file.discard()
+            return self._retriever.refuse_instance(self._source, TRUNCATED)
         return self._retriever.hand_over(file, self._flight)
 
 
@@ -316,6 +321,9 @@ class Retriever:
         if flight is None:
             file.discard()
             return self.refuse_instance(received.calling_ae, "it belongs to no request in flight")
+        if truncated(file.part_name, file.head, file.size):
+            file.discard()
+            return self.refuse_instance(received.calling_ae, TRUNCATED)
         return self.hand_over(file, flight)
 
     def refuse_instance(self, calling_ae: str, why: str) -> Reply:

@@ -41,13 +41,14 @@ def _retriever(tmp_path: Path, sink: Sink) -> Retriever:
     return Retriever(load_config(write_yaml(tmp_path / "c.yml", doc)), sink, RunStats(1, 0, 1))
 
 
-def _received(retriever: Retriever, message_id: int | None) -> Received:
-    """What the storage SCP hands over: a complete spool file, still open."""
+def _received(retriever: Retriever, message_id: int | None, cut: int = 0) -> Received:
+    """What the storage SCP hands over: a complete spool file (or ``cut`` bytes short), still open."""
     retriever.spool.mkdir(parents=True, exist_ok=True)
     ds = dcmread(CT, stop_before_pixels=True)
     syntax = "1.2.840.10008.1.2.1"
     writer = SpoolWriter(retriever.spool, transfer_syntax=syntax)
-    writer.write(Path(CT).read_bytes())
+    data = Path(CT).read_bytes()
+    writer.write(data[: len(data) - cut])
     return Received(writer, ds.SOPClassUID, ds.SOPInstanceUID, syntax, "ORTHANC", message_id)
 
 
@@ -107,6 +108,22 @@ def test_message_ids_are_not_sequential() -> None:
     assert len(set(ids)) == 40
     steps = {b - a for a, b in itertools.pairwise(ids)}
     assert len(steps) > 10  # not 1, 2, 3…: not guessable from the last one seen
+
+
+async def test_a_truncated_data_set_is_refused_not_stored(tmp_path: Path) -> None:
+    """An instance whose pixel data is shorter than it declares is refused (the PACS hears it),
+    not stored, and does not count for its request (#15)."""
+    sink = Sink()
+    retriever = _retriever(tmp_path, sink)
+    study = str(dcmread(CT).StudyInstanceUID)
+    async with retriever.running():
+        flight = retriever.tracker.open(_request(study))
+        item = _received(retriever, flight.message_id, cut=1000)
+        status = await anyio.to_thread.run_sync(_answer, retriever, item)
+        retriever.tracker.close(flight)
+    assert status == 0xC000
+    assert (flight.arrived, sink.records, list(retriever.spool.iterdir())) == (0, [], [])
+    assert retriever.tracker.refused == 1
 
 
 async def test_instances_of_no_request_are_refused(tmp_path: Path) -> None:

@@ -110,7 +110,9 @@ def _encodings(raw: bytes) -> list[str]:
     return convert_encodings(terms or ["ISO_IR 6"])
 
 
-def _scan(buf: bytes | bytearray, wanted: dict[int, str]) -> tuple[dict[str, str], str] | None:
+def _meta(buf: bytes | bytearray) -> tuple[int, str] | None:
+    """Where the data set starts and its transfer syntax, from the file meta; None where the
+    file has no Part 10 meta or is big endian or deflated (pydicom's business)."""
     if buf[128:132] != b"DICM":
         return None
     tag, _, length, value = _element(buf, 132, True)
@@ -130,10 +132,39 @@ def _scan(buf: bytes | bytearray, wanted: dict[int, str]) -> tuple[dict[str, str
             syntax = buf[value : value + length].decode("ascii").rstrip(" \0")
         offset = value + length
     if syntax in ("", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"):
-        return None  # big endian or deflated: let pydicom do it
+        return None
+    return offset, syntax
+
+
+def _scan(buf: bytes | bytearray, wanted: dict[int, str]) -> tuple[dict[str, str], str] | None:
+    meta = _meta(buf)
+    if meta is None:
+        return None
+    offset, syntax = meta
     if syntax == "1.2.840.10008.1.2":
         return _scan_elements(buf, offset, wanted, syntax)
     return _scan_explicit(buf, offset, wanted, syntax)
+
+
+def pixel_data(buf: bytes | bytearray) -> tuple[int, int, bool] | None:
+    """(value offset, declared length, explicit VR) of the top-level Pixel Data in a file's
+    first bytes, or None where they do not reach it (or the file is one the lean reader leaves
+    to pydicom)."""
+    try:
+        meta = _meta(buf)
+        if meta is None:
+            return None
+        offset, syntax = meta
+        explicit = syntax != "1.2.840.10008.1.2"
+        while True:
+            tag, _, length, value = _element(buf, offset, explicit)
+            if tag == _PIXEL_DATA:
+                return value, length, explicit
+            if tag > _PIXEL_DATA:
+                return None
+            offset = _skip_undefined(buf, value, explicit) if length == _UNDEFINED else value + length
+    except (_Unusual, struct.error, UnicodeDecodeError, ValueError):
+        return None
 
 
 def _scan_elements(
