@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,25 +198,14 @@ def connect(sock: socket.socket, context: ssl.SSLContext, host: str, where: str,
     """Our side of the handshake with the PACS, on a connected socket (closed on failure): a
     TlsRefused whose message says what was wrong and which key to fix."""
     sock.settimeout(timeout)
-    try:
-        wrapped = context.wrap_socket(sock, server_hostname=host)
-    except ssl.SSLCertVerificationError as exc:
-        sock.close()
-        msg = f"Unable to connect to {where} over TLS as {_their_certificate(exc)}"
-        raise TlsRefused(msg) from None
-    except ssl.SSLError as exc:
-        sock.close()
-        msg = f"Unable to connect to {where} over TLS as {_refusal(exc, 'pacs')}"
-        raise TlsRefused(msg) from None
-    except (TimeoutError, ConnectionError, OSError) as exc:
-        sock.close()
-        why = "it timed out" if isinstance(exc, TimeoutError) else "the PACS closed the connection"
-        msg = (
-            f"Unable to connect to {where} over TLS as {why} during the handshake; is pacs.port a DICOM TLS "
-            "port? (without TLS there, remove pacs.tls)"
-        )
-        raise TlsRefused(msg) from None
-    return wrapped
+    return _handshake(
+        sock,
+        lambda: context.wrap_socket(sock, server_hostname=host),
+        f"Unable to connect to {where} over TLS as ",
+        "pacs",
+        "the PACS closed the connection",
+        "; is pacs.port a DICOM TLS port? (without TLS there, remove pacs.tls)",
+    )
 
 
 def refused_after_handshake(exc: ssl.SSLError, where: str) -> TlsRefused:
@@ -236,20 +226,35 @@ def accept(sock: socket.socket, context: ssl.SSLContext, peer: str, timeout: flo
     """The storage SCP's side of the handshake with a connecting peer (closed on failure): a
     TlsRefused naming the peer and why."""
     sock.settimeout(timeout)
+    return _handshake(
+        sock,
+        lambda: context.wrap_socket(sock, server_side=True),
+        f"refused a TLS connection from {peer}: ",
+        "local",
+        "it closed the connection",
+        "",
+    )
+
+
+def _handshake(
+    sock: socket.socket, wrap: Callable[[], ssl.SSLSocket], prefix: str, side: str, closed: str, hint: str
+) -> ssl.SSLSocket:
+    """Run ``wrap`` (the handshake); on failure close ``sock`` and raise TlsRefused: ``prefix``,
+    then why, naming the keys of ``side`` (pacs or local)."""
     try:
-        return context.wrap_socket(sock, server_side=True)
+        return wrap()
     except ssl.SSLCertVerificationError as exc:
         sock.close()
-        msg = f"refused a TLS connection from {peer}: {_their_certificate(exc, ours=False)}"
+        msg = prefix + _their_certificate(exc, ours=side == "pacs")
         raise TlsRefused(msg) from None
     except ssl.SSLError as exc:
         sock.close()
-        msg = f"refused a TLS connection from {peer}: {_refusal(exc, 'local')}"
+        msg = prefix + _refusal(exc, side)
         raise TlsRefused(msg) from None
     except OSError as exc:
         sock.close()
-        why = "it timed out" if isinstance(exc, TimeoutError) else "it closed the connection"
-        msg = f"refused a TLS connection from {peer}: {why} during the handshake"
+        why = "it timed out" if isinstance(exc, TimeoutError) else closed
+        msg = f"{prefix}{why} during the handshake{hint}"
         raise TlsRefused(msg) from None
 
 

@@ -6,6 +6,7 @@ import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -20,7 +21,7 @@ from tests.pacs_servers import dcmtk
 pytestmark = pytest.mark.network
 
 
-def _scp(tmp_path: Path, on_received: Callable[[Received], Reply]) -> StorageSCP:
+def _scp(tmp_path: Path, on_received: Callable[[Received], Reply], **limits: Any) -> StorageSCP:
     """Our storage SCP on a free loopback port, accepting ORTHANC, spooling under tmp_path."""
     return StorageSCP(
         ae_title="ASYNCDICOM",
@@ -30,6 +31,7 @@ def _scp(tmp_path: Path, on_received: Callable[[Received], Reply]) -> StorageSCP
         open_file=spool_opener(tmp_path / "spool"),
         on_received=on_received,
         host="127.0.0.1",
+        **limits,
     )
 
 
@@ -145,22 +147,13 @@ def test_bind_address_is_where_it_listens(tmp_path: Path) -> None:
 # --- the locked-down SCP (#15) -----------------------------------------------------------------
 
 
-def _locked(tmp_path: Path, got: list[Received], **limits: object) -> StorageSCP:
+def _locked(tmp_path: Path, got: list[Received], **limits: Any) -> StorageSCP:
     def on_received(item: Received) -> Reply:
         got.append(item)
         item.file.commit()
         return 0x0000, None
 
-    scp = StorageSCP(
-        ae_title="ASYNCDICOM",
-        port=0,
-        allowed_aets=["ORTHANC"],
-        max_associations=4,
-        open_file=spool_opener(tmp_path / "spool"),
-        on_received=on_received,
-        host="127.0.0.1",
-        **limits,  # type: ignore[arg-type]
-    )
+    scp = _scp(tmp_path, on_received, **limits)
     scp.start()
     return scp
 
