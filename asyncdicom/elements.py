@@ -270,6 +270,13 @@ def _check_single(vr: str, value: str) -> str | None:
     return None
 
 
+# C0 controls but ESC (character set escapes), and DEL: never in a text value (PS3.5 6.1.2)
+_CONTROL = re.compile("[\x00-\x1a\x1c-\x1f\x7f]")
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")  # LT, ST, UT may hold TAB, LF, FF, CR
+_TEXT_VRS = {"LT", "ST", "UT"}
+_BINARY_VRS = {"OB", "OW", "OD", "OF", "OL", "OV", "UN"}
+
+
 def check_value(spec: ElementSpec, value: str) -> str:
     """Validate ``value`` for ``spec``'s VR and return it normalised (surrounding blanks removed).
 
@@ -287,6 +294,13 @@ def check_value(spec: ElementSpec, value: str) -> str:
         return value
     if not value:
         return value
+    control = (_TEXT_CONTROL if leaf.vr in _TEXT_VRS else _CONTROL).search(value)
+    if control is not None and leaf.vr not in _BINARY_VRS:
+        msg = (
+            f"the value for {spec.describe()} holds control character U+{ord(control.group()):04X} "
+            "(a line break, NUL…), which no DICOM text allows; check the quoting of that CSV cell"
+        )
+        raise ElementError(msg)
     if leaf.keyword == "QueryRetrieveLevel" and value not in _LEVELS:
         msg = f"{spec.describe()} must be one of {', '.join(_LEVELS)}, not '{value}'"
         raise ElementError(msg)

@@ -77,15 +77,33 @@ KNOWN_STORAGE_CLASSES = frozenset(COMMON_IMAGES + OTHER_CLASSES)
 MAX_EXTRA_CLASSES = MAX_CONTEXTS - QUERY_CONTEXTS - len(KNOWN_STORAGE_CLASSES)
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a config is a few KB; element lists belong in the batch CSV
+
+
 def load_config(path: str | Path, *, batch_file: Path | None = None) -> Config:
     """Read and validate a YAML config; ``batch_file`` overrides ``request.elements_batch_file``."""
     source = Path(path).expanduser().resolve()
     try:
-        text = source.read_text(encoding="utf-8-sig")
+        size = source.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                str(path), f"the config file has {size} bytes, more than {MAX_CONFIG_BYTES}; put long lists in a CSV"
+            )
+        data = source.read_bytes()
     except FileNotFoundError:
         raise ConfigError(str(path), "config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), f"unable to read the config file as {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "is a folder, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"unable to read the config file as {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{source}:{line}", "the config file is not UTF-8; save it as UTF-8") from None
+    if "\0" in text:
+        line = text[: text.index("\0")].count("\n") + 1
+        raise ConfigError(f"{source}:{line}", "the config file holds a NUL byte; it is not a text file")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -93,6 +111,8 @@ def load_config(path: str | Path, *, batch_file: Path | None = None) -> Config:
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(where, f"invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(str(source), "invalid YAML: nested too deeply") from None
     return parse_config(raw, source=source, batch_file=batch_file)
 
 
