@@ -132,15 +132,11 @@ class GetSink:
         if not ok:
             file.discard()
             return Status.OUT_OF_RESOURCES, None
-        if self._flight.keys:  # a sub-operation for an instance the request did not ask for is refused
-            try:
-                attrs = read_header(file.part_name, MATCH_KEYS, file.head).attrs
-            except ValueError:
-                attrs = {}
-            if not self._flight.matches(attrs):
-                file.discard()
-                return self._retriever.refuse_instance(self._source, "it is not one the C-GET asked for")
-        if truncated(file.part_name, file.head, file.size):
+        attrs = self._retriever.attributes(file)
+        if self._flight.keys and not self._flight.matches(attrs):  # a sub-operation nobody asked for
+            file.discard()
+            return self._retriever.refuse_instance(self._source, "it is not one the C-GET asked for")
+        if truncated(file.part_name, file.head, file.size, file.header.pixel_data if file.header else None):
             file.discard()
             return self._retriever.refuse_instance(self._source, TRUNCATED)
         return self._retriever.hand_over(file, self._flight)
@@ -181,6 +177,7 @@ class Retriever:
             decompress=config.output.decompress,
             anonymize=anonymize_settings(config),
         )
+        self.keywords = (*MATCH_KEYS, *self.pipeline.placer.keywords)  # read once per received instance
         self.scp: StorageSCP | None = None
         self._listening = False
         self._flights: dict[DicomSession, Flight] = {}
@@ -313,18 +310,23 @@ class Retriever:
         """Storage SCP thread: attribute a received instance and hand it to the writers."""
         file = received.file
         assert isinstance(file, SpoolWriter)
-        try:  # from the bytes kept in memory: what the instance is, checked against its request
-            attrs = read_header(file.part_name, MATCH_KEYS, file.head).attrs
-        except ValueError:
-            attrs = {}
-        flight = self.tracker.attribute(received.move_message_id, attrs)
+        flight = self.tracker.attribute(received.move_message_id, self.attributes(file))
         if flight is None:
             file.discard()
             return self.refuse_instance(received.calling_ae, "it belongs to no request in flight")
-        if truncated(file.part_name, file.head, file.size):
+        if truncated(file.part_name, file.head, file.size, file.header.pixel_data if file.header else None):
             file.discard()
             return self.refuse_instance(received.calling_ae, TRUNCATED)
         return self.hand_over(file, flight)
+
+    def attributes(self, file: SpoolWriter) -> dict[str, str]:
+        """What a received instance is, read once from the bytes kept in memory (its header is
+        kept on the file for the placement): checked against the request it claims."""
+        try:
+            file.header = read_header(file.part_name, self.keywords, file.head)
+        except ValueError:
+            return {}
+        return file.header.attrs
 
     def refuse_instance(self, calling_ae: str, why: str) -> Reply:
         """Refuse a received instance (discarded by the caller): counted, and said once per reason

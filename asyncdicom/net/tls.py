@@ -16,13 +16,13 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from typing import TYPE_CHECKING
 
 from asyncdicom.errors import ConfigError, TlsRefused
+
+if TYPE_CHECKING:  # cryptography loads only when a config has TLS files to check
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 MAX_PEM_BYTES = 1024 * 1024
 """A PEM file larger than this is refused before it is read (a CA bundle is ~200 KB)."""
@@ -47,6 +47,8 @@ def check(files: TlsFiles, *, server: bool, now: datetime.datetime | None = None
     """Raise ConfigError for the first unusable file (missing, unreadable, too large, not PEM, a
     certificate expired or not yet valid, a key that does not match the certificate, an
     encrypted key); return warnings (a key others can read, a certificate expiring soon)."""
+    from cryptography.hazmat.primitives import serialization
+
     now = now or datetime.datetime.now(datetime.UTC)
     where = files.where
     warnings: list[str] = []
@@ -117,6 +119,8 @@ def _read(path: Path, where: str) -> bytes:
 
 
 def _certificates(path: Path, where: str) -> list[x509.Certificate]:
+    from cryptography import x509
+
     data = _read(path, where)
     try:
         certificates = x509.load_pem_x509_certificates(data)
@@ -128,6 +132,9 @@ def _certificates(path: Path, where: str) -> list[x509.Certificate]:
 
 
 def _private_key(path: Path, where: str) -> PrivateKeyTypes:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     data = _read(path, where)
     try:
         return serialization.load_pem_private_key(data, password=None)
@@ -140,6 +147,8 @@ def _private_key(path: Path, where: str) -> PrivateKeyTypes:
 
 
 def _public(key: PrivateKeyTypes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 

@@ -90,10 +90,20 @@ def scan_header(path: str | Path, keywords: Iterable[str]) -> tuple[dict[str, st
         return scan_buffer(handle.read(HEAD), keywords)
 
 
-def scan_buffer(buf: bytes | bytearray, keywords: Iterable[str]) -> tuple[dict[str, str], str] | None:
-    """:func:`scan_header` of a file's first bytes (None when they do not hold the whole header)."""
+def scan_buffer(
+    buf: bytes | bytearray, keywords: Iterable[str], pixels: list[tuple[int, int, bool]] | None = None
+) -> tuple[dict[str, str], str] | None:
+    """:func:`scan_header` of a file's first bytes (None when they do not hold the whole header);
+    with ``pixels``, the scan goes on to the Pixel Data and appends (value offset, declared
+    length, explicit VR) of it there, when the bytes reach it."""
+    wanted = _tags(tuple(keywords))
     try:
-        return _scan(buf, _tags(tuple(keywords)))
+        return _scan(buf, wanted, pixels)
+    except (_Unusual, struct.error, UnicodeDecodeError, LookupError, ValueError):
+        if pixels is None:
+            return None
+    try:  # something past the wanted tags stopped the walk to the Pixel Data: the header alone
+        return _scan(buf, wanted)
     except (_Unusual, struct.error, UnicodeDecodeError, LookupError, ValueError):
         return None
 
@@ -136,49 +146,45 @@ def _meta(buf: bytes | bytearray) -> tuple[int, str] | None:
     return offset, syntax
 
 
-def _scan(buf: bytes | bytearray, wanted: dict[int, str]) -> tuple[dict[str, str], str] | None:
+def _scan(
+    buf: bytes | bytearray, wanted: dict[int, str], pixels: list[tuple[int, int, bool]] | None = None
+) -> tuple[dict[str, str], str] | None:
     meta = _meta(buf)
     if meta is None:
         return None
     offset, syntax = meta
     if syntax == "1.2.840.10008.1.2":
-        return _scan_elements(buf, offset, wanted, syntax)
-    return _scan_explicit(buf, offset, wanted, syntax)
+        return _scan_elements(buf, offset, wanted, syntax, pixels)
+    return _scan_explicit(buf, offset, wanted, syntax, pixels)
 
 
 def pixel_data(buf: bytes | bytearray) -> tuple[int, int, bool] | None:
     """(value offset, declared length, explicit VR) of the top-level Pixel Data in a file's
     first bytes, or None where they do not reach it (or the file is one the lean reader leaves
     to pydicom)."""
-    try:
-        meta = _meta(buf)
-        if meta is None:
-            return None
-        offset, syntax = meta
-        explicit = syntax != "1.2.840.10008.1.2"
-        while True:
-            tag, _, length, value = _element(buf, offset, explicit)
-            if tag == _PIXEL_DATA:
-                return value, length, explicit
-            if tag > _PIXEL_DATA:
-                return None
-            offset = _skip_undefined(buf, value, explicit) if length == _UNDEFINED else value + length
-    except (_Unusual, struct.error, UnicodeDecodeError, ValueError):
-        return None
+    found: list[tuple[int, int, bool]] = []
+    scan_buffer(buf, (), found)
+    return found[0] if found else None
 
 
 def _scan_elements(
-    buf: bytes | bytearray, offset: int, wanted: dict[int, str], syntax: str
+    buf: bytes | bytearray,
+    offset: int,
+    wanted: dict[int, str],
+    syntax: str,
+    pixels: list[tuple[int, int, bool]] | None = None,
 ) -> tuple[dict[str, str], str] | None:
     """The data set's top-level elements, one :func:`_element` call each (implicit VR)."""
     explicit = syntax != "1.2.840.10008.1.2"
-    last = max(wanted, default=0)
+    last = max(wanted, default=0) if pixels is None else _PIXEL_DATA
     encodings = ["iso8859"]
     attrs: dict[str, str] = {}
     size = len(buf)
     while offset < size:
         tag, vr, length, value = _element(buf, offset, explicit)
         if tag >= _PIXEL_DATA or tag > last:
+            if tag == _PIXEL_DATA and pixels is not None:
+                pixels.append((value, length, explicit))
             return attrs, syntax
         if length == _UNDEFINED:
             offset = _skip_undefined(buf, value, explicit)
@@ -194,12 +200,16 @@ def _scan_elements(
 
 
 def _scan_explicit(
-    buf: bytes | bytearray, offset: int, wanted: dict[int, str], syntax: str
+    buf: bytes | bytearray,
+    offset: int,
+    wanted: dict[int, str],
+    syntax: str,
+    pixels: list[tuple[int, int, bool]] | None = None,
 ) -> tuple[dict[str, str], str] | None:
     """:func:`_scan_elements` for explicit VR little endian, the common case, with the element
     header read in one unpack and no call per element: the receive threads run this for every
     instance (a third of their time on small instances before)."""
-    last = max(wanted, default=0)
+    last = max(wanted, default=0) if pixels is None else _PIXEL_DATA
     encodings = ["iso8859"]
     attrs: dict[str, str] = {}
     size = len(buf)
@@ -210,6 +220,8 @@ def _scan_explicit(
         group, element, vr, length = unpack(buf, offset)
         tag = group << 16 | element
         if tag >= _PIXEL_DATA or tag > last:
+            if tag == _PIXEL_DATA and pixels is not None:
+                pixels.append(_explicit_pixels(buf, offset, vr, length))
             return attrs, syntax
         if group == 0xFFFE or vr not in known:  # an item at the top level, or implicit VR data
             raise _Unusual
@@ -232,6 +244,15 @@ def _scan_explicit(
             _keep(attrs, wanted[tag], vr, tag, bytes(buf[value:end]), encodings)
         offset = end
     raise _Unusual
+
+
+def _explicit_pixels(buf: bytes | bytearray, offset: int, vr: bytes, length: int) -> tuple[int, int, bool]:
+    """(value offset, length, True) of the explicit VR Pixel Data element header at ``offset``."""
+    if vr in _LONG_VRS:
+        if offset + 12 > len(buf):
+            raise _Unusual
+        return offset + 12, _U32.unpack_from(buf, offset + 8)[0], True
+    return offset + 8, length, True
 
 
 def _keep(attrs: dict[str, str], keyword: str, vr: bytes, tag: int, raw: bytes, encodings: list[str]) -> None:

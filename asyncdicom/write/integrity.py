@@ -26,14 +26,17 @@ class _Broken(Exception):
     """A header or value runs past the end of the file."""
 
 
-def truncated(path: str, head: bytes | bytearray, size: int) -> bool:
+def truncated(path: str, head: bytes | bytearray, size: int, found: tuple[int, int, bool] | None = None) -> bool:
     """Whether the file at ``path`` (``size`` bytes, starting with ``head``) ends inside its
-    Pixel Data or an element after it. False where the head does not reach the Pixel Data
-    (nothing to judge by: the anonymizer and the placement read such files with pydicom)."""
-    found = pixel_data(head)
+    Pixel Data or an element after it (``found``: where its Pixel Data is, if a header scan
+    saw it already). False where the head does not reach the Pixel Data (nothing to judge by:
+    the anonymizer and the placement read such files with pydicom)."""
+    found = found or pixel_data(head)
     if found is None:
         return False
     offset, length, explicit = found
+    if length != _UNDEFINED and offset + length >= size:  # the usual case: Pixel Data last, no file read
+        return offset + length > size
     try:
         with open(path, "rb") as handle:
             offset = _fragments(handle, offset, size) if length == _UNDEFINED else offset + length

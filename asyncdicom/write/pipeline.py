@@ -249,7 +249,7 @@ class Pipeline:
         :meth:`Tracker.handed_over` before answering."""
         try:
             part = file.close()
-            header = read_header(part, self.placer.keywords, file.head)
+            header = file.header or read_header(part, self.placer.keywords, file.head)
         except (OSError, ValueError, OutputError) as exc:
             self._failed(exc)
             file.discard()

@@ -77,6 +77,7 @@ class SpoolWriter:
         self.size = 0
         self.transfer_syntax = transfer_syntax
         self.head = bytearray()  # the first bytes, where the header is: parsed without reading back
+        self.header: Header | None = None  # once read by whoever checked the instance
         if head:
             try:
                 self.write(head)
@@ -150,6 +151,7 @@ class Header:
 
     attrs: dict[str, str]
     transfer_syntax: str
+    pixel_data: tuple[int, int, bool] | None = None  # (value offset, declared length, explicit VR), when scanned
 
     @property
     def sop_instance_uid(self) -> str:
@@ -158,11 +160,13 @@ class Header:
 
 def read_header(path: str | Path, keywords: Iterable[str], head: bytes | bytearray | None = None) -> Header:
     """Parse only ``keywords`` (and the routing UIDs) from ``path``, or from ``head`` (its first
-    bytes) when given; stops before pixel data. Raises ValueError."""
+    bytes) when given, where the scan also notes where the Pixel Data is; stops before pixel
+    data. Raises ValueError."""
     wanted = sorted({*ROUTING, *keywords})
-    scanned = scan_buffer(head, wanted) if head is not None else scan_header(path, wanted)
+    pixels: list[tuple[int, int, bool]] = []
+    scanned = scan_buffer(head, wanted, pixels) if head is not None else scan_header(path, wanted)
     if scanned is not None:
-        return Header(*scanned)
+        return Header(*scanned, pixels[0] if pixels else None)
     return read_header_with_pydicom(path, wanted)
 
 
