@@ -136,7 +136,7 @@ class GetSink:
         if self._flight.keys and not self._flight.matches(attrs):  # a sub-operation nobody asked for
             file.discard()
             return self._retriever.refuse_instance(self._source, "it is not one the C-GET asked for")
-        if truncated(file.part_name, file.head, file.size, file.header.pixel_data if file.header else None):
+        if self._retriever.truncated(file):
             file.discard()
             return self._retriever.refuse_instance(self._source, TRUNCATED)
         return self._retriever.hand_over(file, self._flight)
@@ -314,7 +314,7 @@ class Retriever:
         if flight is None:
             file.discard()
             return self.refuse_instance(received.calling_ae, "it belongs to no request in flight")
-        if truncated(file.part_name, file.head, file.size, file.header.pixel_data if file.header else None):
+        if self.truncated(file):
             file.discard()
             return self.refuse_instance(received.calling_ae, TRUNCATED)
         return self.hand_over(file, flight)
@@ -327,6 +327,12 @@ class Retriever:
         except ValueError:
             return {}
         return file.header.attrs
+
+    @staticmethod
+    def truncated(file: SpoolWriter) -> bool:
+        """Whether a received file ends inside its Pixel Data, found by :meth:`attributes`' scan."""
+        found = file.header.pixel_data if file.header is not None else None
+        return truncated(file.part_name, file.head, file.size, found)
 
     def refuse_instance(self, calling_ae: str, why: str) -> Reply:
         """Refuse a received instance (discarded by the caller): counted, and said once per reason

@@ -48,6 +48,7 @@ from asyncdicom.net.tls import accept as tls_accept
 log = logging.getLogger("asyncdicom.scp")
 
 VERIFICATION = "1.2.840.10008.1.1"
+TLS_REFUSED = "TLS handshake failed"
 ARTIM = 30.0
 """Seconds a new connection has to send its A-ASSOCIATE-RQ (PS3.8 9.1.5, as dcmtk's default)."""
 
@@ -97,7 +98,6 @@ class StorageSCP:
         self.timeout = timeout
         self.pacer = pacer
         self.tls = tls  # peers must speak DICOM TLS (the handshake runs in each association's thread)
-        self.refused_tls = 0  # connections refused by the TLS handshake
         self.allowed_hosts = tuple(ipaddress.ip_network(host, strict=False) for host in allowed_hosts)
         self.max_instance_bytes = max_instance_bytes  # 0: no limit; a larger instance aborts its association
         self.max_per_host = max_per_host or max_associations  # connections at once from one address
@@ -204,12 +204,19 @@ class StorageSCP:
             del self._per_host[host]
 
     def refuse(self, why: str, message: str) -> None:
-        """Count a refusal; log the first of each kind as a warning, the rest at debug level (a
-        hostile peer must not flood the log). Messages never hold patient data."""
+        """Count a refusal; log the first of each kind as a warning, the rest (and any while
+        stopping) at debug level: a hostile peer must not flood the log. Messages never hold
+        patient data."""
         with self._lock:
             self.refusals[why] += 1
             first = self.refusals[why] == 1
-        log.log(logging.WARNING if first else logging.DEBUG, "%s", message)
+        loud = first and not self._stopping.is_set()
+        log.log(logging.WARNING if loud else logging.DEBUG, "%s", message)
+
+    @property
+    def refused_tls(self) -> int:
+        """Connections refused by the TLS handshake."""
+        return self.refusals[TLS_REFUSED]
 
     @property
     def max_connections(self) -> int:
@@ -254,12 +261,10 @@ class StorageSCP:
             secured = tls_accept(sock, self.tls, address, min(self.timeout, ARTIM))
         except TlsRefused as exc:
             with self._lock:
-                self.refused_tls += 1
                 self._active.discard(sock)
                 self._threads.discard(threading.current_thread())
                 self._release(address)
-            if not self._stopping.is_set():
-                self.refuse("TLS handshake failed", str(exc))
+            self.refuse(TLS_REFUSED, str(exc))
             return None
         with self._lock:
             self._active.discard(sock)

@@ -409,7 +409,7 @@ class Pipeline:
                 await self._handle(item)
             return
         decode = [item for item in items if self.decompress and _may_need_decoding(item.transfer_syntax)]
-        native = [item for item in items if not (self.decompress and _may_need_decoding(item.transfer_syntax))]
+        native = [item for item in items if item not in decode]
         for group, decoding in ((decode, True), (native, False)):
             if group:
                 await self._anonymize_many(group, decoding)
