@@ -7,7 +7,6 @@ caused is at its final path, so "done" always means "on disk".
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -356,8 +355,8 @@ class Retriever:
         path = file.finish(ok=True)
         if path is None:
             return Status.OUT_OF_RESOURCES, None
-        with contextlib.suppress(RuntimeError):  # the run is over: the file stays in the spool for the next run
-            anyio.from_thread.run(pipeline.enqueue, Spooled(path, flight, file.transfer_syntax), token=self._token)
+        if not pipeline.enqueue_from_thread(Spooled(path, flight, file.transfer_syntax)):
+            return Status.OUT_OF_RESOURCES, None  # the run is over: the file stays in the spool for the next run
         return Status.SUCCESS, None
 
     async def _again(self, held_back: list[tuple[str, str, str, str]]) -> None:

@@ -136,10 +136,10 @@ def test_a_failed_batch_flush_places_nothing_and_marks_nothing_done(
     from asyncdicom.write import pipeline
     from tests.cli_helpers import ledger_instances
 
-    def failing(directory: object, files: object) -> None:
+    def failing(files: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(pipeline, "flush_volume", failing)
+    monkeypatch.setattr(pipeline, "flush_files", failing)
     rows = [{"StudyInstanceUID": orthanc.studies[0].study_uid}]
     write_batch(tmp_path, rows)
     doc = retrieve_config(orthanc, "c-get", rows, "STUDY", threads=1)

@@ -9,6 +9,7 @@ itself, so that its processes can decode.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import BinaryIO
 
 from asyncdicom.anonymize.startup import without_pixel_libraries
@@ -25,10 +26,15 @@ def anonymize_spooled(
 
 
 def anonymize_spooled_many(
-    script: str, lookup_table: str | None, mode: str, pairs: list[tuple[str, str]]
-) -> list[tuple[str, str]]:
+    script: str,
+    lookup_table: str | None,
+    mode: str,
+    pairs: list[tuple[str, str]],
+    then: Callable[[str], object] | None = None,
+    remove_sources: bool = False,
+) -> list[tuple[str, str, object]]:
     """:func:`asyncdicom.anonymize.worker.anonymize_spooled_many`, in a lean process."""
-    return worker.anonymize_spooled_many(script, lookup_table, mode, pairs)
+    return worker.anonymize_spooled_many(script, lookup_table, mode, pairs, then, remove_sources)
 
 
 def prepare(script: str, lookup_table: str | None, mode: str) -> None:

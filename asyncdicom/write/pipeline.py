@@ -5,16 +5,17 @@ Two routes:
 * **direct** (nothing CPU-heavy configured): the receiving thread closes the file once it has
   answered the C-STORE, reads its header from the bytes it kept, and drops a note in an outbox
   (waiting while :data:`OUTBOX_LIMIT` notes are there); the event loop drains the outbox in
-  batches (one wake-up per burst, not one hop per instance): one flush of the volume makes the
-  batch durable, then each file is linked to its final path and recorded in the ledger;
-* **queued** (decompression, anonymization): a bounded queue sits between the receive path and
-  the writers, so a slow disk or CPU slows the PACS down instead of growing memory; CPU-heavy work
-  runs in worker processes, header parsing in worker threads. Each has its own limit, and there
-  are more writer tasks than processes, so a process never waits for a header read; a writer
-  hands a process up to :data:`BATCH` instances at once. Written files go through the same
-  outbox as the direct route: one flush of the volume per batch, then links and one directory
-  fsync per batch. An original is removed once its anonymized copy is written (so the flush
-  does not write it to disk too); nothing is recorded before the flush.
+  batches (one wake-up per burst, not one hop per instance): the batch's files are made durable
+  at once (:func:`~asyncdicom.write.place.flush_files`), then each is linked to its final path
+  and recorded in the ledger;
+* **queued** (decompression, anonymization): the receiving thread drops the closed file in a
+  bounded inbox (:class:`~asyncdicom.write.inbox.Inbox`; it waits only when the inbox is full,
+  so a slow disk or CPU slows the PACS down instead of growing memory). A writer task waits for
+  a free worker process, then hands it everything waiting, up to :data:`BATCH` instances: the
+  process anonymizes them (decoding first if asked), reads each new file's header and removes
+  the originals once the batch is written. Written files then go through the same outbox as the
+  direct route: one flush per batch, links, one directory fsync per batch; nothing is recorded
+  before the flush.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_process
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydicom.uid import UID
 
 from asyncdicom.errors import OutputError, output_error
 from asyncdicom.models import HeldBack, InstanceRecord, InstanceState
 from asyncdicom.stats import RunStats
-from asyncdicom.write.place import Placed, Placer, flush_volume, sync_dirs
-from asyncdicom.write.spool import Header, SpoolWriter, read_header
+from asyncdicom.write.inbox import Inbox
+from asyncdicom.write.place import Placed, Placer, flush_files, sync_dirs
+from asyncdicom.write.spool import Header, SpoolWriter, header_or_error, read_header
 from asyncdicom.write.tracker import Flight, Tracker
 from asyncdicom.write.transforms import (
     AnonymizeFile,
@@ -53,8 +54,10 @@ from asyncdicom.write.transforms import (
 
 log = logging.getLogger("asyncdicom.write")
 
+WorkerResult = tuple[str, str, str | None, object]  # status, reason, decompression warning, header (or why not)
+
 QUEUE = 64
-WRITERS_PER_PROCESS = 4  # writer tasks per worker process: enough to keep it busy during fsyncs
+WRITERS_PER_PROCESS = 4  # writer tasks per worker process: one hands it a batch while others place results
 BATCH = 8  # instances a writer hands a worker process at once (a hop costs the loop ~0.13 ms of CPU)
 FILE_THREADS = 8  # worker threads for fsyncs, links and header reads (I/O-bound)
 OUTBOX = 64  # placed instances noted before the loop is woken to record them
@@ -118,6 +121,12 @@ def _may_need_decoding(transfer_syntax: str) -> bool:
     return not syntax.is_transfer_syntax or syntax.is_compressed or syntax.is_deflated
 
 
+def _target(path: Path | str) -> str:
+    """Where the anonymized copy of spool file ``path`` is written (a string: pathlib's parsing
+    costs more here than the rest of the hand-over)."""
+    return os.path.splitext(path)[0] + ".anon.part"
+
+
 def _sources(noted: Noted) -> list[Path]:
     """The files ``noted``'s placed copy replaces: its original, and a quarantine copy."""
     return [path for path in (noted.original, noted.replaces[1] if noted.replaces else None) if path is not None]
@@ -179,16 +188,16 @@ class Pipeline:
         self.decompress = decompress
         self.anonymize = anonymize
         self.quarantine = Placer(anonymize.quarantine, (), "SOPInstanceUID") if anonymize else None
-        self._send: MemoryObjectSendStream[Spooled]
-        self._receive: MemoryObjectReceiveStream[Spooled]
-        self._send, self._receive = anyio.create_memory_object_stream[Spooled](QUEUE)
+        self._inbox = Inbox[Spooled](QUEUE)
         self._processes = anyio.CapacityLimiter(workers)
+        self._dispatch = anyio.CapacityLimiter(workers)  # writers with a batch for a process (or waiting for one)
         self._threads = anyio.CapacityLimiter(FILE_THREADS)
         self._outbox: list[Noted] = []
         self._outbox_lock = threading.Lock()
         self._room = threading.Condition(self._outbox_lock)  # the drain took a batch
         self._woken = False
         self._wakeup = anyio.Event()
+        self._flushing = anyio.Lock()
         self._closed = False
         self._writers_done = False
         self._token: anyio.lowlevel.EventLoopToken | None = None
@@ -204,17 +213,25 @@ class Pipeline:
         """Hand a spool file over; waits while the queue is full (backpressure to the PACS)."""
         if item.flight is not None:
             self.tracker.handed_over(item.flight)
-        await self._send.send(item)
+        await self._inbox.put(item)
+
+    def enqueue_from_thread(self, item: Spooled) -> bool:
+        """:meth:`enqueue` from a receive thread, which waits while the queue is full; False
+        once the pipeline is closed (the run is over: the file stays in the spool)."""
+        if item.flight is not None:
+            self.tracker.handed_over(item.flight)
+        return self._inbox.put_from_thread(item)
 
     def close(self) -> None:
         """No more items will come; writers stop once the queue and the outbox are drained."""
-        self._send.close()
+        self._inbox.close()
         self._closed = True
         self._wakeup.set()
 
     async def run(self) -> None:
         """Run the writer tasks and the outbox drain until :meth:`close` and everything is recorded."""
         self._token = anyio.lowlevel.current_token()
+        self._inbox.bind()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._drain)
             if not self.direct:
@@ -223,8 +240,7 @@ class Pipeline:
             try:
                 async with anyio.create_task_group() as writers:
                     for _ in range(self.workers * WRITERS_PER_PROCESS):
-                        writers.start_soon(self._writer, self._receive.clone())
-                    self._receive.close()
+                        writers.start_soon(self._writer)
             finally:  # the writers are done (they post to the outbox): the drain may end once it is empty
                 self._writers_done = True
                 self._wakeup.set()
@@ -315,6 +331,10 @@ class Pipeline:
         await flight.wait_idle()
 
     async def _record_outbox(self) -> None:
+        async with self._flushing:  # one flush at a time: flushes at once make each other (and every writer) wait
+            await self._record_outbox_now()
+
+    async def _record_outbox_now(self) -> None:
         with self._outbox_lock:
             batch, self._outbox, self._woken = self._outbox, [], False
             self._room.notify_all()
@@ -351,7 +371,7 @@ class Pipeline:
         its final path (a file never has a name in the tree before its bytes are on disk)."""
         spooled = [noted.spooled for noted in batch if noted.spooled is not None]
         try:
-            flush_volume(os.path.dirname(spooled[0]), spooled)
+            flush_files(spooled)
         except OSError as exc:
             self._failed(exc, "received instances durably")
             for path in spooled:
@@ -388,59 +408,82 @@ class Pipeline:
 
     # --- queued route: writer tasks ---------------------------------------------------------------
 
-    async def _writer(self, receive: MemoryObjectReceiveStream[Spooled]) -> None:
+    async def _writer(self) -> None:
         with anyio.CancelScope(shield=True):  # drain even on Ctrl-C: every spool file gets placed
-            async with receive:
-                async for item in receive:
-                    batch = [item]
-                    while len(batch) < BATCH:  # what else is waiting, without waiting for more
-                        try:
-                            batch.append(receive.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    await self._handle_batch(batch)
+            if self._batches:
+                while await self._handle_batch():
+                    pass
+                return
+            while items := await self._inbox.take(1):
+                await self._handle(items[0])
 
-    async def _handle_batch(self, items: list[Spooled]) -> None:
-        """Anonymize a batch in one worker call per kind (decoded first, or as received); other
-        work, and a batch of one, instance by instance."""
-        settings = self.anonymize
-        if settings is None or settings.many is None or len(items) == 1:
-            for item in items:
-                await self._handle(item)
-            return
-        decode = [item for item in items if self.decompress and _may_need_decoding(item.transfer_syntax)]
-        native = [item for item in items if item not in decode]
-        for group, decoding in ((decode, True), (native, False)):
-            if group:
-                await self._anonymize_many(group, decoding)
+    @property
+    def _batches(self) -> bool:
+        """Whether instances reach worker processes in batches (the anonymizer has a batch form)."""
+        return self.anonymize is not None and self.anonymize.many is not None
 
-    async def _anonymize_many(self, items: list[Spooled], decoding: bool) -> None:
-        """One worker call for ``items``; if the worker crashes, each instance again on its own,
-        so that only the one that crashes it is quarantined."""
+    async def _handle_batch(self) -> bool:
+        """Wait until a worker process is free, then for an instance, and hand the process it
+        and what else is waiting (up to :data:`BATCH`), in one call per kind (decoded first, or
+        as received): while the processes are busy the queue fills and the next batch is larger;
+        idle, an instance goes alone at once. Its results are placed once the process is free
+        for the next batch. False when the queue is closed and empty."""
+        async with self._dispatch:
+            items = await self._inbox.take(BATCH)
+            if not items:
+                return False
+            decode = [item for item in items if self.decompress and _may_need_decoding(item.transfer_syntax)]
+            native = [item for item in items if item not in decode]
+            calls = [
+                (group, decoding, await self._call_many(group, decoding))
+                for group, decoding in ((decode, True), (native, False))
+                if group
+            ]
+        for group, decoding, results in calls:
+            await self._after_many(group, decoding, results)
+        return True
+
+    async def _call_many(self, items: list[Spooled], decoding: bool) -> list[WorkerResult] | None:
+        """One worker call anonymizing ``items`` (decoded first if ``decoding``) and reading the
+        header of each file written: their results, or None if the worker crashed."""
         settings = self.anonymize
         assert settings is not None
         assert settings.many is not None
-        pairs = [(str(item.path), str(item.path.with_name(item.path.stem + ".anon.part"))) for item in items]
+        pairs = [(str(item.path), _target(item.path)) for item in items]
+        then = partial(header_or_error, self.placer.keywords)
         try:
             if decoding:
-                results = await anyio.to_process.run_sync(
+                return await anyio.to_process.run_sync(
                     decompress_and_anonymize_many,
                     settings.function,
                     *settings.arguments,
                     pairs,
+                    then,
+                    True,
                     limiter=self._processes,
                 )
-            else:
-                plain = await anyio.to_process.run_sync(
-                    settings.many, *settings.arguments, pairs, limiter=self._processes
-                )
-                results = [(status, reason, None) for status, reason in plain]
-        except Exception:  # a crashed worker process must not take the others' instances with it
+            plain = await anyio.to_process.run_sync(
+                settings.many, *settings.arguments, pairs, then, True, limiter=self._processes
+            )
+        except Exception:  # a crashed worker process: its batch is run again one by one
+            return None
+        return [(status, reason, None, header) for status, reason, header in plain]
+
+    async def _after_many(self, items: list[Spooled], decoding: bool, results: list[WorkerResult] | None) -> None:
+        """Quarantine what the anonymizer refused and leave the rest in the outbox, as a
+        receive thread does: the drain makes the batch durable at once (one flush of the volume,
+        not one fsync per file), links each file into the tree, fsyncs the new directory entries
+        and records it. The worker removed each original once its batch was written, before any
+        flush, which would otherwise write every original to disk too (measured: 2.2 GB written
+        for 1 GB of output) and make the removal wait for that write. Nothing is recorded
+        before the flush, so a crash in between loses an instance no request counts yet: it is
+        retrieved again. If the worker crashed, each instance is run again on its own, so that
+        only the one that crashes it is quarantined."""
+        if results is None:
             for item in items:
                 await (self._decode_and_anonymize(item) if decoding else self._handle(item))
             return
-        done: list[tuple[Spooled, Path, str | None, Path | None]] = []
-        for item, (_, target), (status, reason, warning) in zip(items, pairs, results, strict=True):
+        for item, (status, reason, warning, header) in zip(items, results, strict=True):
             if warning:
                 self._held_back(item.flight, HeldBack.KEPT_COMPRESSED, warning)
                 if self.stats is not None:
@@ -448,20 +491,29 @@ class Pipeline:
             if status != "ok":
                 await self._quarantine(item, item.path, status, reason)
                 continue
-            done.append((item, Path(target), warning, item.path))
-        if done:
-            await self._finish_many(done)
+            if not isinstance(header, Header):  # the original stays in the spool, for the next run
+                error = header if isinstance(header, OSError | ValueError) else ValueError("no header")
+                self._failed(error, "a received instance (it stays in the spool)")
+                if item.flight is not None:
+                    self.tracker.lost(item.flight)
+                continue
+            self._post_here(
+                Noted(
+                    item.flight,
+                    item.transfer_syntax,
+                    header,
+                    None,
+                    warning,
+                    item.request_key,
+                    None,
+                    item.replaces,
+                    spooled=_target(item.path),
+                )
+            )
 
     async def _finish_many(self, done: list[tuple[Spooled, Path, str | None, Path | None]]) -> None:
-        """Read each written file's header (one thread hop for the batch) and leave it in the
-        outbox, as a receive thread does: the drain makes the batch durable at once (one flush of
-        the volume, not one fsync per file), links each file into the tree, fsyncs the new
-        directory entries, drops the quarantine copy an instance replaces, and records it.
-
-        What a file was made from (its original, as received) is dropped as soon as its header
-        is read, before the flush: a volume flush would otherwise write every original to disk
-        too (measured: 2.2 GB written for 1 GB of output). Nothing is recorded before the flush,
-        so a crash in between loses an instance no request counts yet: it is retrieved again."""
+        """Read each written file's header (one thread hop for the batch; the original it was
+        made from is removed then) and leave it in the outbox, as :meth:`_after_many` does."""
         paths = [path for _, path, _, _ in done]
         originals = [original for _, _, _, original in done]
         headers = await anyio.to_thread.run_sync(
@@ -505,7 +557,7 @@ class Pipeline:
                     self.stats.kept_compressed += 1
         original: Path | None = None
         if self.anonymize is not None:
-            anonymized = path.with_name(path.stem + ".anon.part")
+            anonymized = Path(_target(path))
             status, reason = await self._anonymize(path, anonymized)
             if status != "ok":
                 await self._quarantine(item, path, status, reason)
@@ -521,7 +573,7 @@ class Pipeline:
         settings = self.anonymize
         assert settings is not None
         path = item.path
-        anonymized = path.with_name(path.stem + ".anon.part")
+        anonymized = Path(_target(path))
         try:
             status, reason, warning = await anyio.to_process.run_sync(
                 decompress_and_anonymize,

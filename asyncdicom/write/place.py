@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import cast
 
 from asyncdicom.models import InstanceState
 from asyncdicom.write.paths import confine, render_parts
@@ -37,6 +38,9 @@ class Placed:
     @property
     def path(self) -> Path:
         return Path(self.directory, self.name)
+
+
+REMEMBERED = 65536  # paths a placer remembers the instance of (about 10 MB at most)
 
 
 def _same_instance(path: str, spooled: str | Path, sop_uid: str) -> bool:
@@ -65,6 +69,7 @@ class Placer:
         self.filename = filename
         self._dirs: dict[tuple[str, ...], str] = {}
         self._lock = threading.Lock()
+        self._placed: dict[str, str] = {}  # path → SOP Instance UID, of files placed by this run (bounded)
 
     @property
     def keywords(self) -> tuple[str, ...]:
@@ -85,6 +90,16 @@ class Placer:
         with self._lock:
             self._dirs[parts] = str(directory)
         return str(directory)
+
+    def _remember(self, target: str, sop_uid: str) -> None:
+        """Note which instance this run placed at ``target``: a later instance given the same
+        name (files named by Instance Number, several series in one folder) then moves on to the
+        next number without reading that file back. Bounded: past :data:`REMEMBERED` paths the
+        notes start again (a path not noted is read, as before)."""
+        with self._lock:
+            if len(self._placed) >= REMEMBERED:
+                self._placed.clear()
+            self._placed[target] = sop_uid
 
     def forget(self, parts: tuple[str, ...]) -> None:
         with self._lock:
@@ -116,7 +131,7 @@ class Placer:
                 # link() fails if the name exists: no window in which another writer's file is replaced
                 os.link(spooled, target)
             except FileExistsError:
-                if _same_instance(target, spooled, sop_uid):
+                if self._placed.get(target, sop_uid) == sop_uid and _same_instance(target, spooled, sop_uid):
                     os.unlink(spooled)
                     return Placed(directory, candidate, "/".join((*folders, candidate)), InstanceState.DUPLICATE, size)
                 number += 1
@@ -129,42 +144,46 @@ class Placer:
                 directory, remade = self._directory(folders), True
                 continue
             os.unlink(spooled)
+            self._remember(target, sop_uid)
             if sync_dir:
                 fsync_dir(directory)
             state = InstanceState.STORED if number == 0 else InstanceState.RENAMED
             return Placed(directory, candidate, "/".join((*folders, candidate)), state, size)
 
 
-def _libc_syncfs() -> Callable[[int], int] | None:
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
     try:
-        function: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):  # not Linux (or an old libc): files are fsynced one by one
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # not Linux: each file's fdatasync writes it
         return None
-    return function
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return cast("Callable[[int, int, int, int], int]", function)
 
 
-_SYNCFS = _libc_syncfs()
+_SYNC_FILE_RANGE = _libc_sync_file_range()
+_START_WRITEBACK = 2  # SYNC_FILE_RANGE_WRITE: queue the file's dirty pages for writing, do not wait
 
 
-def flush_volume(directory: str | Path, files: Iterable[str | Path]) -> None:
-    """Make ``files`` (and every name made in ``directory``'s file system so far) durable: one
-    ``syncfs`` for a whole batch, one journal commit instead of one per file; each file is
-    fsynced where ``syncfs`` does not exist. Raises OSError."""
-    if _SYNCFS is None:
-        for path in files:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        return
-    fd = os.open(directory, os.O_RDONLY)
+def flush_files(files: Iterable[str | Path]) -> None:
+    """Make ``files`` durable, and only them: every file's writeback is started at once, then
+    each is ``fdatasync``ed (the first one waits for the journal commit that the others then
+    find done): one commit per batch, not one per file. A flush of the whole volume (``syncfs``)
+    would also write every file still in the pipeline (originals waiting for the anonymizer,
+    instances being received) and hold up every other writer on the volume meanwhile.
+    Raises OSError."""
+    fds: list[int] = []
     try:
-        if _SYNCFS(fd) != 0:
-            number = ctypes.get_errno()
-            raise OSError(number, os.strerror(number))
+        for path in files:
+            fds.append(os.open(path, os.O_RDONLY))
+        if _SYNC_FILE_RANGE is not None:
+            for fd in fds:
+                _SYNC_FILE_RANGE(fd, 0, 0, _START_WRITEBACK)  # a hint: an error shows in the fdatasync
+        for fd in fds:
+            os.fdatasync(fd)
     finally:
-        os.close(fd)
+        for fd in fds:
+            os.close(fd)
 
 
 def sync_dirs(directories: Iterable[str | Path]) -> None:

@@ -113,7 +113,7 @@ class SpoolWriter:
 
     def close(self) -> str:
         """Close without fsync: the ``.part`` file is complete, to be made durable with others
-        (:func:`asyncdicom.write.place.flush_volume`) before it is placed."""
+        (:func:`asyncdicom.write.place.flush_files`) before it is placed."""
         self._close()
         return self.part_name
 
@@ -168,6 +168,15 @@ def read_header(path: str | Path, keywords: Iterable[str], head: bytes | bytearr
     if scanned is not None:
         return Header(*scanned, pixels[0] if pixels else None)
     return read_header_with_pydicom(path, wanted)
+
+
+def header_or_error(keywords: tuple[str, ...], path: str) -> Header | OSError | ValueError:
+    """:func:`read_header` in a worker process, on a file it just wrote: the header, or why it
+    could not be read (returned, not raised: it travels back with the file's outcome)."""
+    try:
+        return read_header(path, keywords)
+    except (OSError, ValueError) as exc:
+        return exc
 
 
 def read_header_with_pydicom(path: str | Path, wanted: Iterable[str]) -> Header:

@@ -82,9 +82,16 @@ module-level function, so that worker processes can run it (the anonymizer's, ha
 retriever)."""
 
 
-AnonymizeMany = Callable[[str, "str | None", str, list[tuple[str, str]]], list[tuple[str, str]]]
-"""(script, lookup table, mode, [(source, target), …]) → [(status, reason), …]: the same for a
-batch of files, in one worker call."""
+Then = Callable[[str], object]
+"""What a worker does with each file it wrote, there and then (the pipeline reads its header)."""
+
+
+AnonymizeMany = Callable[
+    [str, "str | None", str, list[tuple[str, str]], "Then | None", bool], list[tuple[str, str, object]]
+]
+"""(script, lookup table, mode, [(source, target), …], then, remove sources) → [(status, reason,
+then(target) or None), …]: the same for a batch of files, in one worker call; with remove
+sources, the source of each target written is removed once the batch is done."""
 
 
 def decompress_and_anonymize(
@@ -100,7 +107,22 @@ def decompress_and_anonymize(
 
 
 def decompress_and_anonymize_many(
-    function: AnonymizeFile, script: str, lookup_table: str | None, mode: str, pairs: list[tuple[str, str]]
-) -> list[tuple[str, str, str | None]]:
-    """:func:`decompress_and_anonymize` on each (source, target) pair, in one worker call."""
-    return [decompress_and_anonymize(function, script, lookup_table, mode, source, target) for source, target in pairs]
+    function: AnonymizeFile,
+    script: str,
+    lookup_table: str | None,
+    mode: str,
+    pairs: list[tuple[str, str]],
+    then: Then | None = None,
+    remove_sources: bool = False,
+) -> list[tuple[str, str, str | None, object]]:
+    """:func:`decompress_and_anonymize` on each (source, target) pair, in one worker call, and
+    ``then`` and ``remove_sources`` as for :data:`AnonymizeMany`."""
+    results: list[tuple[str, str, str | None, object]] = []
+    for source, target in pairs:
+        status, reason, warning = decompress_and_anonymize(function, script, lookup_table, mode, source, target)
+        results.append((status, reason, warning, then(target) if then is not None and status == "ok" else None))
+    if remove_sources:
+        for (source, _), (status, *_) in zip(pairs, results, strict=True):
+            if status == "ok":
+                Path(source).unlink(missing_ok=True)
+    return results

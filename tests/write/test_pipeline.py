@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -77,7 +78,6 @@ def test_receive_threads_wait_while_the_outbox_is_full(tmp_path: Path, monkeypat
     assert done.wait(10)
     assert len(posted) == 6
     pipeline.close()
-    pipeline._receive.close()  # the writers that would have closed it never ran
 
 
 def copy_or_crash(script: str, lookup_table: str | None, mode: str, source: object, target: str) -> tuple[str, str]:
@@ -92,12 +92,24 @@ def copy_or_crash(script: str, lookup_table: str | None, mode: str, source: obje
 
 
 def copy_or_crash_many(
-    script: str, lookup_table: str | None, mode: str, pairs: list[tuple[str, str]]
-) -> list[tuple[str, str]]:
+    script: str,
+    lookup_table: str | None,
+    mode: str,
+    pairs: list[tuple[str, str]],
+    then: Callable[[str], object] | None = None,
+    remove_sources: bool = False,
+) -> list[tuple[str, str, object]]:
     """The batch form; notes each batch's size beside the script, seen from outside."""
     with Path(script).with_suffix(".batches").open("a") as handle:
         handle.write(f"{len(pairs)}\n")
-    return [copy_or_crash(script, lookup_table, mode, source, target) for source, target in pairs]
+    outcomes = [copy_or_crash(script, lookup_table, mode, source, target) for source, target in pairs]
+    if remove_sources:
+        for source, _ in pairs:
+            Path(source).unlink()
+    return [
+        (status, reason, then(target) if then else None)
+        for (status, reason), (_, target) in zip(outcomes, pairs, strict=True)
+    ]
 
 
 class Recording:
