@@ -51,6 +51,7 @@ class Context:
     params: dict[str, str] = field(default_factory=dict)
     table: dict[int, str] = field(default_factory=dict)
     private_names: dict[str, int] = field(default_factory=dict)
+    fixed: bool = False  # the table is the script's fixed table (no rule depended on the file)
     stack: list[tuple[Dataset, Dataset]] = field(default_factory=list)
     charsets: list[tuple[Charset, Charset]] = field(default_factory=list)  # (IN, OUT) per frame
     process_items: Callable[[Context, int], None] = _no_processing
@@ -62,6 +63,10 @@ class Context:
     def __post_init__(self) -> None:
         self.stack = [(self.root_in, self.root_out)]
         self.charsets = [(self.chars, self.chars)]
+        fixed = self.script.fixed_table() if not self.table and not self.private_names else None
+        if fixed is not None:  # no rule depends on the file: the script's own table, copied
+            self.table, self.private_names, self.fixed = dict(fixed[0]), dict(fixed[1]), True
+            return
         table, names = self.table, self.private_names
         for tag, rule, label in self.script.resolved():
             if not tag:

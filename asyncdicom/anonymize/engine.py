@@ -109,7 +109,7 @@ def _empty_sequence(tag: int) -> DataElement:
 
 
 def insert(ctx: Context) -> None:
-    for tag, rule in sorted(ctx.table.items()):
+    for tag, rule in ctx.script.sorted_rules() if ctx.fixed else sorted(ctx.table.items()):
         if not (rule.startswith("@always()") or tag == DEIDENTIFICATION_CODES) or values.has(ctx.root_out, tag):
             continue  # (rules are stored trimmed) only @always() rules and the code sequence insert anything
         script = trim(rule)

@@ -49,6 +49,8 @@ class Script:
     warnings: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)  # every property key CTP makes, in script order
     _resolved: tuple[tuple[int, Rule, str], ...] | None = field(default=None, init=False, repr=False, compare=False)
+    _fixed: tuple[dict[int, str], dict[str, int]] | None = field(default=None, init=False, repr=False, compare=False)
+    _sorted: list[tuple[int, str]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def resolved(self) -> tuple[tuple[int, Rule, str], ...]:
         """The rules in the order CTP enumerates its Properties (where two rules name the same
@@ -59,6 +61,27 @@ class Script:
             ordered += [rule for key, rule in self.rules.items() if key not in self.keys]
             self._resolved = tuple((standard_tag(r.spec), r, trim(r.name).lower()) for r in ordered)
         return self._resolved
+
+    def fixed_table(self) -> tuple[dict[int, str], dict[str, int]] | None:
+        """(element → rule script, private name label → element) as every file's context builds
+        them from :meth:`resolved`, when no rule needs a data set to find its element (a private
+        block name); computed once; None otherwise. Callers copy before changing them."""
+        if self._fixed is None:
+            resolved = self.resolved()
+            if any(not tag for tag, _, _ in resolved):
+                return None
+            table = {tag: rule.script for tag, rule, _ in resolved}
+            names = {label: tag for tag, _, label in resolved if tag >> 16 & 1 and label}
+            self._fixed = table, names
+        return self._fixed
+
+    def sorted_rules(self) -> list[tuple[int, str]]:
+        """:meth:`fixed_table`'s rules in element order (computed once); only for a fixed table."""
+        if self._sorted is None:
+            fixed = self.fixed_table()
+            assert fixed is not None
+            self._sorted = sorted(fixed[0].items())
+        return self._sorted
 
     @property
     def rpg(self) -> bool:
