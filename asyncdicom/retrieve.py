@@ -76,6 +76,17 @@ def anonymize_settings(config: Config) -> AnonymizeSettings | None:
     )
 
 
+def worker_processes() -> int:
+    """Worker processes for decompression and anonymization: one per core this process may use
+    but one (the receiving and writing), and at least two (decoding a 512×512 JPEG 2000 frame
+    costs ~20 ms: with one process for it, the second core of a two-core machine idles)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 2
+    return max(2, cores - 1)
+
+
 def quarantine_dir(output: Path) -> Path:
     """The default quarantine: beside the output tree, never in it (its files hold patient data)."""
     return output.parent / f"{output.name}-quarantine"
@@ -173,6 +184,7 @@ class Retriever:
             sink=sink,
             tracker=self.tracker,
             stats=stats,
+            workers=worker_processes(),
             decompress=config.output.decompress,
             anonymize=anonymize_settings(config),
         )

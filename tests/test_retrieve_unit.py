@@ -139,3 +139,12 @@ async def test_instances_of_no_request_are_refused(tmp_path: Path) -> None:
     assert list(retriever.spool.iterdir()) == []
     assert sink.records == []
     assert retriever.tracker.refused == 1
+
+
+def test_worker_processes_follow_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One per usable core but one (for receiving and writing), never fewer than two."""
+    from asyncdicom import retrieve
+
+    for cores, expected in ((1, 2), (2, 2), (3, 2), (8, 7)):
+        monkeypatch.setattr(retrieve.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert retrieve.worker_processes() == expected
