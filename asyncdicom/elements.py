@@ -90,6 +90,22 @@ _TAG_RE = re.compile(r"^\(\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)$")
 _ITEM_RE = re.compile(r"^(?P<name>\([^)]*\)|[A-Za-z][A-Za-z0-9]*)(?:\[(?P<index>\d+)\])?$")
 
 
+_UNUSUAL = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufffd]")
+
+
+def unusual_values(matches: Iterable[Mapping[str, str]]) -> int:
+    """How many values of ``matches`` hold a control character (line breaks and tabs aside), a
+    mark that changes the text's direction (U+202E shows ``exe.jpg`` as ``gpj.exe``), or U+FFFD
+    (bytes not valid in the declared character set): the CSV files show these as U+FFFD."""
+    return sum(1 for match in matches for value in match.values() if _UNUSUAL.search(value))
+
+
+def is_uid(value: str) -> bool:
+    """Whether ``value`` is a UID: at most 64 characters, digits separated by single dots
+    (leading zeros in a component, which real archives hold, are let through)."""
+    return len(value) <= 64 and _UID_RE.match(value) is not None
+
+
 def suggest_keyword(name: str) -> str | None:
     """The closest DICOM keyword to a misspelt one (one typed in the wrong case first), if any is close."""
     same_but_case = _by_lower_case().get(name.lower())

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
@@ -27,6 +27,7 @@ from asyncdicom.config import Config
 from asyncdicom.config.load import tls_files
 from asyncdicom.config.schema import state_folder
 from asyncdicom.coverage import Find, class_parts, missing_parts, sop_classes
+from asyncdicom.elements import is_uid
 from asyncdicom.errors import FatalRunError, NetworkError, OutputError
 from asyncdicom.events import emit
 from asyncdicom.models import Request
@@ -46,6 +47,7 @@ from asyncdicom.write.tracker import Flight, Tracker
 log = logging.getLogger("asyncdicom.retrieve")
 
 MATCH_KEYS = ("PatientID", "AccessionNumber")
+UID_KEYS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 TRUNCATED = "its pixel data is shorter than it declares (a truncated data set)"
 SETTLED = ("completed", "failed", "warning")  # sub-operation counts of instances the PACS dealt with
 
@@ -125,6 +127,17 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+def unfit_uids(file: SpoolWriter, attrs: Mapping[str, str]) -> str | None:
+    """Why a received instance cannot be kept whatever it answers, or None: one of its UIDs is
+    not a UID (paths are made of them), or its data set is not the instance its C-STORE named."""
+    for keyword in UID_KEYS:
+        if not is_uid(attrs.get(keyword, "")):
+            return f"its {keyword} is not a UID"
+    if file.claimed and attrs["SOPInstanceUID"] != file.claimed:
+        return "its SOP Instance UID is not the one its C-STORE named"
+    return None
+
+
 class GetSink:
     """C-STOREs of one C-GET, written to spool files as the fragments arrive (worker thread)."""
 
@@ -135,7 +148,7 @@ class GetSink:
 
     def begin(self, sop_class: str, sop_instance: str, transfer_syntax: str) -> SpoolWriter:
         meta = file_meta(sop_class, sop_instance, transfer_syntax, self._source)
-        return SpoolWriter(self._retriever.spool, meta, transfer_syntax)
+        return SpoolWriter(self._retriever.spool, meta, transfer_syntax, sop_instance)
 
     def end(self, file: StoreFile, ok: bool) -> Reply:
         assert isinstance(file, SpoolWriter)
@@ -146,6 +159,10 @@ class GetSink:
         if self._flight.keys and not self._flight.matches(attrs):  # a sub-operation nobody asked for
             file.discard()
             return self._retriever.refuse_instance(self._source, "it is not one the C-GET asked for")
+        unfit = unfit_uids(file, attrs)
+        if unfit is not None:
+            file.discard()
+            return self._retriever.refuse_instance(self._source, unfit)
         if self._retriever.truncated(file):
             file.discard()
             return self._retriever.refuse_instance(self._source, TRUNCATED)
@@ -321,10 +338,15 @@ class Retriever:
         """Storage SCP thread: attribute a received instance and hand it to the writers."""
         file = received.file
         assert isinstance(file, SpoolWriter)
-        flight = self.tracker.attribute(received.move_message_id, self.attributes(file))
+        attrs = self.attributes(file)
+        flight = self.tracker.attribute(received.move_message_id, attrs)
         if flight is None:
             file.discard()
             return self.refuse_instance(received.calling_ae, "it belongs to no request in flight")
+        unfit = unfit_uids(file, attrs)
+        if unfit is not None:
+            file.discard()
+            return self.refuse_instance(received.calling_ae, unfit)
         if self.truncated(file):
             file.discard()
             return self.refuse_instance(received.calling_ae, TRUNCATED)

@@ -37,6 +37,8 @@ HOSTILE = {
     "1e-3": "1e-3",
     "-": "'-",
     "Müller^Jürgen": "Müller^Jürgen",
+    "abc\u202egpj.exe": "abc\ufffdgpj.exe",  # shown as abcexe.jpg otherwise
+    "\u2066x\u2069": "\ufffdx\ufffd",
     "": "",
 }
 

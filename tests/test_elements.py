@@ -166,3 +166,26 @@ def test_column_text_finds_values_inside_sequences() -> None:
     assert column_text(attrs, "OtherPatientIDsSequence[0].PatientName") == "Yamada^Tarou=山田^太郎"
     assert column_text(attrs, "ReferencedStudySequence[0].ReferencedSOPInstanceUID") == ""  # not in the match
     assert column_text({"ReferencedStudySequence": "[{"}, "ReferencedStudySequence[0].ReferencedSOPInstanceUID") == ""
+
+
+def test_uids_are_digits_and_dots_of_at_most_64_characters() -> None:
+    from asyncdicom.elements import is_uid
+
+    assert is_uid("1.2.840.10008.1.2.1")
+    assert is_uid("1.2.040.5")  # a leading zero in a component: real archives hold these
+    assert is_uid("1." + "2" * 62)
+    for bad in ("", "1.2/../../x", "not a uid", "1..2", ".1.2", "1.2.", "1.2 ", "1." + "2" * 63, "1.2\u202e3"):
+        assert not is_uid(bad), bad
+
+
+def test_unusual_values_are_counted() -> None:
+    """Control characters (line breaks and tabs aside), direction marks and U+FFFD are counted."""
+    from asyncdicom.elements import unusual_values
+
+    matches = [
+        {"PatientID": "P1", "PatientComments": "two\nlines\tand a tab"},
+        {"PatientID": "P\x001", "PatientName": "abc\u202egpj.exe"},
+        {"PatientName": "Mu\ufffdller", "StudyDescription": "CT\x1b[31m"},
+    ]
+    assert unusual_values(matches) == 4
+    assert unusual_values([]) == 0

@@ -17,6 +17,7 @@ import anyio
 from anyio.abc import ObjectReceiveStream
 
 from asyncdicom.config import RequestConfig, ScheduleConfig
+from asyncdicom.elements import unusual_values
 from asyncdicom.engine import failures
 from asyncdicom.engine.gates import Throttle, WindowGate
 from asyncdicom.engine.limits import AdaptiveConcurrency, AutoConcurrency, LatencyTracker
@@ -456,9 +457,17 @@ class Scheduler:
             )
             for uid in outcome.refused:
                 self.stats.refused_classes[uid] = self.stats.refused_classes.get(uid, 0) + 1
+        where = f"CSV line {request.line}" if request.line else "the request"
+        unusual = unusual_values(result.matches)
+        if unusual:
+            self.problems.warning(
+                "values with control, direction or undecodable characters",
+                f"{where}: the PACS returned {unusual} value(s) with control characters, marks that change the "
+                "text's direction, or bytes not valid in their character set; the CSV files show those as "
+                "U+FFFD, the ledger keeps them as received",
+            )
         if state is not RequestState.DONE:
             meaning = f" ({status_meaning(status)})" if status is not None else ""
-            where = f"CSV line {request.line}" if request.line else "the request"
             failed_ops = bool(result.missing) or bool((result.counts or {}).get("failed"))
             failure = failures.for_status(status, failed_ops) if status is not None else None
             if isinstance(outcome, RetrieveOutcome) and outcome.refused:

@@ -96,6 +96,7 @@ class Command:
     sop_instance: str = ""
     counts: dict[str, int] | None = None
     move_message_id: int | None = None
+    responded_to: int | None = None  # (0000,0120) Message ID Being Responded To
 
 
 Reply = tuple[int, Callable[[], None] | None]
@@ -157,6 +158,7 @@ def text(value: bytes) -> str:
 # plain ints for the parser: comparing with IntEnum members costs a subclass check each time
 _STATUS, _FIELD, _DATA_SET_TYPE = int(Tag.STATUS), int(Tag.COMMAND_FIELD), int(Tag.DATA_SET_TYPE)
 _MESSAGE_ID, _MOVE_MESSAGE_ID = int(Tag.MESSAGE_ID), int(Tag.MOVE_ORIGINATOR_MESSAGE_ID)
+_RESPONDED_TO = int(Tag.MESSAGE_ID_RESPONDED_TO)
 _SOP_CLASS, _SOP_INSTANCE, _COMMENT = (
     int(Tag.AFFECTED_SOP_CLASS),
     int(Tag.AFFECTED_SOP_INSTANCE),
@@ -164,7 +166,7 @@ _SOP_CLASS, _SOP_INSTANCE, _COMMENT = (
 )
 _COUNTS = {int(tag): name for tag, name in COUNT_NAMES.items()}
 _OPTIONAL = frozenset({_MOVE_MESSAGE_ID, *_COUNTS})  # ignored when not 2 bytes long, as peers may send them empty
-_NUMBERS = frozenset({_STATUS, _FIELD, _DATA_SET_TYPE, _MESSAGE_ID, *_OPTIONAL})
+_NUMBERS = frozenset({_STATUS, _FIELD, _DATA_SET_TYPE, _MESSAGE_ID, _RESPONDED_TO, *_OPTIONAL})
 
 
 def parse_command(raw: bytes) -> Command:
@@ -183,6 +185,12 @@ def parse_command(raw: bytes) -> Command:
             raise ProtocolError(msg)
         value = raw[offset + 8 : offset + 8 + length]
         offset += 8 + length
+        if element == 0 and length == 4:  # the group length: what follows it, exactly
+            declared = int.from_bytes(value, "little")
+            if declared != end - offset:
+                msg = f"a command set whose group length (0000,0000) says {declared} bytes where {end - offset} follow"
+                raise ProtocolError(msg)
+            continue
         if element in _NUMBERS:
             if length != 2:
                 if element in _OPTIONAL:
@@ -198,6 +206,8 @@ def parse_command(raw: bytes) -> Command:
                 command.has_dataset = number != NO_DATA_SET
             elif element == _MESSAGE_ID:
                 command.message_id = number
+            elif element == _RESPONDED_TO:
+                command.responded_to = number
             elif element == _MOVE_MESSAGE_ID:
                 command.move_message_id = number
             else:

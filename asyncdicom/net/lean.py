@@ -86,6 +86,15 @@ class Response:
     counts: dict[str, int] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """The response a request waits for: on its context, of its kind, to its message ID."""
+
+    context_id: int
+    field: int
+    message_id: int
+
+
 class LeanAssociation:
     """One established association, driven by the calling thread only (``abort`` excepted)."""
 
@@ -97,6 +106,7 @@ class LeanAssociation:
         peer_max_pdu: int,
         where: str,
         syntax_of: dict[int, str] | None = None,
+        abstract_of: dict[int, str] | None = None,
     ) -> None:
         self._sock = sock
         self._pdus = pdus
@@ -105,6 +115,7 @@ class LeanAssociation:
         self._peer_max_pdu = peer_max_pdu or 0
         # every accepted context, including several per SOP class (one per compressed syntax)
         self._syntax_of = syntax_of or {context_id: str(syntax) for context_id, syntax in contexts.values()}
+        self._abstract_of = abstract_of or {context_id: abstract for abstract, (context_id, _) in contexts.items()}
         self._where = where
         self._aborted = threading.Event()
         self._silent = False
@@ -206,7 +217,8 @@ class LeanAssociation:
                 syntax_of[context_id] = syntax
                 contexts.setdefault(proposed[context_id], (context_id, UID(syntax)))
         use_kernel_timeouts(sock, timeout)
-        return cls(sock, pdus, contexts, peer_max, where, syntax_of)
+        abstract_of = {context_id: proposed[context_id] for context_id in syntax_of}
+        return cls(sock, pdus, contexts, peer_max, where, syntax_of, abstract_of)
 
     def set_timeout(self, seconds: float) -> None:
         """How long a receive or send may wait from now on (a retrieve watched for progress
@@ -243,8 +255,9 @@ class LeanAssociation:
             fields.append((Tag.MOVE_DESTINATION, ae(destination)))
         fields += [(Tag.PRIORITY, us(PRIORITY_LOW)), (Tag.DATA_SET_TYPE, us(0x0001))]
         self._send(context_id, pack_command([(int(tag), value) for tag, value in fields]), _encode(identifier, syntax))
+        expected = Expected(context_id, field | 0x8000, msg_id)
         while True:
-            answer = self._receive(syntax, sink)
+            answer = self._receive(syntax, sink, expected)
             yield answer
             if answer.status not in PENDING:
                 return
@@ -261,7 +274,7 @@ class LeanAssociation:
             ]
         )
         self._send(context_id, request, None)
-        return self._receive(syntax, None).status
+        return self._receive(syntax, None, Expected(context_id, CommandField.C_ECHO_RSP, msg_id)).status
 
     def _context(self, abstract_syntax: str) -> tuple[int, UID]:
         try:
@@ -277,9 +290,10 @@ class LeanAssociation:
         except OSError:
             self._fail()
 
-    def _receive(self, syntax: UID, sink: StoreSink | None) -> Response:
-        """Read until one whole DIMSE response has arrived; serve C-STOREs on the way. A peer that
-        breaks the protocol is aborted; no buffer of a failed attempt outlives it."""
+    def _receive(self, syntax: UID, sink: StoreSink | None, expected: Expected) -> Response:
+        """Read until one whole DIMSE response to ``expected`` has arrived; serve C-STOREs on the
+        way. A peer that breaks the protocol (a response to another request or of another kind, a
+        message on a context never accepted) is aborted; no buffer of a failed attempt outlives it."""
         store: StoreFile | None = None
         storing: CommandEvent | None = None
         answer: CommandEvent | None = None
@@ -287,6 +301,7 @@ class LeanAssociation:
         try:
             for event in self._events:
                 if isinstance(event, DataEvent):
+                    self._check_data(event, storing or answer)
                     if store is not None:
                         store.write(event.fragment)
                         if event.last:
@@ -307,8 +322,11 @@ class LeanAssociation:
                         raise ProtocolError(msg)
                     command = event.command
                     if command.field == CommandField.C_STORE_RQ:  # a C-GET sub-operation
+                        self._check_store(event)
                         store, storing = self._begin_store(event, sink), event
-                    elif not command.has_dataset:
+                        continue
+                    self._check_response(event, expected)
+                    if not command.has_dataset:
                         return Response(command.status, command.comment, None, command.counts)
                     else:
                         answer = event
@@ -331,6 +349,48 @@ class LeanAssociation:
                 sink.end(store, ok=False)
             del data
         self._fail()  # pragma: no cover - the events never end
+
+    def _check_response(self, event: CommandEvent, expected: Expected) -> None:
+        """ProtocolError unless ``event`` answers ``expected``: its kind, message and context."""
+        command = event.command
+        if command.field != expected.field:
+            msg = f"the PACS {self._where} answered with command 0x{command.field:04X}, not 0x{expected.field:04X}"
+            raise ProtocolError(msg)
+        if command.responded_to != expected.message_id:
+            msg = (
+                f"the PACS {self._where} sent a response to message ID {command.responded_to}; "
+                f"the request in progress is message ID {expected.message_id}"
+            )
+            raise ProtocolError(msg)
+        if event.context_id != expected.context_id:
+            msg = (
+                f"the PACS {self._where} answered on presentation context {event.context_id}, "
+                f"not the request's {expected.context_id}"
+            )
+            raise ProtocolError(msg)
+
+    def _check_store(self, event: CommandEvent) -> None:
+        """ProtocolError unless a C-STORE came on a context we accepted, for that context's SOP
+        class (PS3.7 9.1.1)."""
+        abstract = self._abstract_of.get(event.context_id)
+        if abstract is None:
+            msg = f"the PACS {self._where} sent a C-STORE on presentation context {event.context_id}, never accepted"
+            raise ProtocolError(msg)
+        if event.command.sop_class != abstract:
+            msg = (
+                f"the PACS {self._where} sent a C-STORE of SOP class {event.command.sop_class[:64]!r} "
+                f"on the presentation context for {abstract}"
+            )
+            raise ProtocolError(msg)
+
+    def _check_data(self, event: DataEvent, command: CommandEvent | None) -> None:
+        """ProtocolError unless a data set fragment came on its command's context."""
+        if command is not None and event.context_id != command.context_id:
+            msg = (
+                f"the PACS {self._where} sent a data set on presentation context {event.context_id} "
+                f"for a command on context {command.context_id}"
+            )
+            raise ProtocolError(msg)
 
     def _response(self, answer: CommandEvent, syntax: UID, data: BoundedBuffer) -> Response:
         command = answer.command

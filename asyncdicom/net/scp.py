@@ -325,6 +325,7 @@ class _Association:
         self.pdus = PduReader(sock, f"a peer at {address}", pacer=server.pacer)
         self.calling = ""
         self.syntax_of: dict[int, str] = {}
+        self.abstract_of: dict[int, str] = {}  # accepted context ID → its abstract syntax
         self.peer_max = 0
 
     def run(self, busy: bool) -> None:
@@ -358,6 +359,7 @@ class _Association:
                 # every transfer syntax is accepted: the bytes are stored as they come
                 results.append((context_id, 0x00, syntaxes[0]))
                 self.syntax_of[context_id] = syntaxes[0]
+                self.abstract_of[context_id] = abstract
             else:
                 results.append((context_id, 0x04, IMPLICIT_VR_LITTLE_ENDIAN))
         self.peer_max = request.max_pdu
@@ -374,6 +376,9 @@ class _Association:
                 if isinstance(event, DataEvent):
                     if store is None or storing is None:
                         msg = f"{peer} sent a data set with no C-STORE before it"
+                        raise ProtocolError(msg)
+                    if event.context_id != storing.context_id:
+                        msg = f"{peer} sent a data set on presentation context {event.context_id}, not its C-STORE's"
                         raise ProtocolError(msg)
                     store.write(event.fragment)
                     received += len(event.fragment)
@@ -399,6 +404,7 @@ class _Association:
                     if event.command.field == CommandField.C_ECHO_RQ:
                         self._answer(event, CommandField.C_ECHO_RSP, Status.SUCCESS)
                     elif event.command.field == CommandField.C_STORE_RQ:
+                        self._check_store(event)
                         store, storing, received = self._begin(event), event, 0
                     else:
                         msg = (
@@ -413,6 +419,19 @@ class _Association:
         finally:
             if store is not None:
                 store.discard()
+
+    def _check_store(self, event: CommandEvent) -> None:
+        """ProtocolError unless a C-STORE came on a context we accepted, for its SOP class."""
+        abstract = self.abstract_of.get(event.context_id)
+        if abstract is None:
+            msg = f"{self.pdus.peer} sent a C-STORE on presentation context {event.context_id}, never accepted"
+            raise ProtocolError(msg)
+        if event.command.sop_class != abstract:
+            msg = (
+                f"{self.pdus.peer} sent a C-STORE of SOP class {event.command.sop_class[:64]!r} "
+                f"on the presentation context for {abstract}"
+            )
+            raise ProtocolError(msg)
 
     def _begin(self, event: CommandEvent) -> StoreFile:
         syntax = self.syntax_of.get(event.context_id, IMPLICIT_VR_LITTLE_ENDIAN)

@@ -50,6 +50,8 @@ GET_MODELS = {
 }
 # Keys sent in C-MOVE/C-GET identifiers: the unique keys (PS3.4 C.4.2.1.4) and, without a
 # Study Instance UID, the accession number that many PACS also accept.
+MAX_MATCHES = 200_000  # matches one C-FIND request may return (about 400 bytes each in memory, values aside)
+MAX_MATCH_TEXT = 32 << 20  # characters of values one request's matches may hold, all together
 RETRIEVE_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber")
 
 
@@ -211,13 +213,22 @@ class ScuSession:
     def _find_once(self, assoc: LeanAssociation, identifier: Dataset) -> FindOutcome:
         start = self.busy_since = time.monotonic()
         matches: list[dict[str, str]] = []
+        size = 0  # characters of the matches' values so far
         try:
             for response in assoc.find(self._backend.find_model, identifier, self._message_id()):
                 self.busy_since = time.monotonic()
                 if response.status in PENDING:
                     if response.dataset is not None:
                         try:
-                            matches.append(identifier_to_text(response.dataset))
+                            match = identifier_to_text(response.dataset)
+                            size += sum(map(len, match.values()))
+                            matches.append(match)
+                            if len(matches) > MAX_MATCHES or size > MAX_MATCH_TEXT:
+                                msg = (
+                                    f"the PACS returned more than {MAX_MATCHES} matches or {MAX_MATCH_TEXT >> 20} MiB "
+                                    "of values for one request; split it (by study or series, or with more keys)"
+                                )
+                                raise ProtocolError(msg)
                         except ProtocolError:
                             assoc.abort(silent=False)  # the rest of its responses are not read
                             raise

@@ -48,7 +48,8 @@ def spool_opener(spool: Path) -> Callable[[str, str, str, str], SpoolWriter]:
     spool.mkdir(parents=True, exist_ok=True)
 
     def open_file(sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str) -> SpoolWriter:
-        return SpoolWriter(spool, file_meta(sop_class, sop_instance, transfer_syntax, source_ae), transfer_syntax)
+        head = file_meta(sop_class, sop_instance, transfer_syntax, source_ae)
+        return SpoolWriter(spool, head, transfer_syntax, sop_instance)
 
     return open_file
 
@@ -66,7 +67,7 @@ class SpoolWriter:
     """One spool file being written: :meth:`seal` (fsync) to place it at once, or :meth:`commit`
     (complete, named ``.dcm``, not yet fsynced) to leave it for the writers."""
 
-    def __init__(self, spool: Path, head: bytes = b"", transfer_syntax: str = "") -> None:
+    def __init__(self, spool: Path, head: bytes = b"", transfer_syntax: str = "", claimed: str = "") -> None:
         self._stem = os.path.join(spool, f"{_RUN}{next(_NUMBERS):08d}")  # strings: pathlib costs more than the open
         self.part_name = self._stem + ".part"
         self._fd = -1
@@ -76,6 +77,7 @@ class SpoolWriter:
             raise output_error(exc, f"a spool file in {spool}") from None
         self.size = 0
         self.transfer_syntax = transfer_syntax
+        self.claimed = claimed  # the SOP Instance UID its C-STORE named
         self.head = bytearray()  # the first bytes, where the header is: parsed without reading back
         self.header: Header | None = None  # once read by whoever checked the instance
         if head:

@@ -77,3 +77,17 @@ def test_kernel_timeouts_read_whole_pdus_and_give_up_on_silence() -> None:
         with pytest.raises(OSError):
             reader.read()
         assert 0.2 < time.monotonic() - start < 5
+
+
+def test_a_command_set_must_be_as_long_as_its_group_length_says() -> None:
+    """(0000,0000) counts the bytes after it: a lie either way is the peer's ProtocolError; the
+    Message ID Being Responded To is read."""
+    from asyncdicom.errors import ProtocolError
+
+    command = pack_command([(0x0100, us(0x8020)), (0x0120, us(7)), (0x0900, us(0))])
+    parsed = parse_command(command)
+    assert (parsed.field, parsed.responded_to, parsed.status) == (0x8020, 7, 0)
+    for declared in (len(command) - 12 - 2, len(command) - 12 + 2, 4000):
+        lying = command[:8] + declared.to_bytes(4, "little") + command[12:]
+        with pytest.raises(ProtocolError, match=f"group length \\(0000,0000\\) says {declared} bytes"):
+            parse_command(lying)
