@@ -149,6 +149,11 @@ def _check_level(config: Config, request: Request, where: str) -> None:
         )
 
 
+MAX_ROWS = 1_000_000
+"""Rows a batch CSV may hold: a plan is kept in memory (a million rows: ~450 MB and ~27 s for
+``check``, ~750 MB for ``run``, measured)."""
+
+
 def build_plan(config: Config) -> Plan:
     """Read ``request.elements_batch_file`` (if any) and build the plan."""
     common = config.request.elements
@@ -180,6 +185,9 @@ def build_plan(config: Config) -> Plan:
             except ElementError as exc:
                 raise PlanError(f"{path}:{line}", f"column {column}: {exc}") from None
         count += 1
+        if count > MAX_ROWS:
+            msg = f"more than {MAX_ROWS} rows; split the batch into several CSV files, each run with its own config"
+            raise PlanError(f"{path}:{line}", msg)
         elements = merge(common, values)
         key = request_key(fingerprint, elements)
         if key in seen:

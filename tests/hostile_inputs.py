@@ -150,3 +150,15 @@ CASES: list[Case] = [
     Case("csv-formula-cell", csv=b"PatientID\n=cmd|' /C calc'!A0\n", exit_code=0),  # a value like any other
     Case("csv-bom-crlf", csv=b"\xef\xbb\xbfPatientID\r\nP1\r\n\r\n", exit_code=0),
 ]
+
+
+def _rows(count: int) -> bytes:
+    return b"PatientID,StudyDate\n" + b"".join(b"P%09d,20200101\n" % n for n in range(count))
+
+
+def slow_cases() -> list[Case]:
+    """Run by scripts/hardening_report only (half a minute each); the bound is tested small."""
+    return [
+        Case("csv-a-million-rows", csv=_rows(1_000_000), exit_code=0, expect="1000000 requests"),
+        Case("csv-a-million-and-one-rows", csv=_rows(1_000_001), expect="batch.csv:1000002: more than 1000000 rows"),
+    ]

@@ -27,3 +27,18 @@ def test_hostile_input(tmp_path: Path, case: Case) -> None:
     assert "Traceback" not in output
     assert case.expect in output, output[-2000:]
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # check writes nothing
+
+
+def test_a_batch_longer_than_the_bound_names_the_row_past_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch CSV may hold MAX_ROWS rows (a million; scripts/hardening_report tries a million and
+    one); the first row past it is named, with what to do."""
+    from asyncdicom import plan
+
+    monkeypatch.setattr(plan, "MAX_ROWS", 3)
+    rows = b"PatientID,StudyDate\n" + b"".join(b"P%d,20200101\n" % n for n in range(4))
+    config = Case("bound", csv=rows).write(tmp_path)
+    result = cli("check", config)
+    assert result.exit_code == 2
+    assert "batch.csv:5: more than 3 rows; split the batch" in result.stdout + result.stderr
+    config = Case("at-the-bound", csv=rows[: rows.rindex(b"P3")]).write(tmp_path / "ok")
+    assert cli("check", config).exit_code == 0
