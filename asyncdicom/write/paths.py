@@ -39,6 +39,15 @@ def sanitize(value: str, keyword: str) -> str:
     return text
 
 
+def cleaned(value: str) -> bool:
+    """Whether :func:`sanitize` replaces characters of ``value`` (separators, controls, marks that
+    change the text's direction, a name of dots only), rather than just using it."""
+    text = unicodedata.normalize("NFC", value).strip()
+    if _FORBIDDEN.search(text) or (text and not text.strip(" .")):
+        return True
+    return not text.isascii() and any(unicodedata.category(char) in _INVISIBLE for char in text)
+
+
 def render_parts(structure: Sequence[str], filename: str, attrs: Mapping[str, str]) -> tuple[str, ...]:
     """The components of ``<structure…>/<filename>.dcm`` from the attribute values."""
     return (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import filecmp
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import cast
 
 from asyncdicom.models import InstanceState
-from asyncdicom.write.paths import confine, render_parts
+from asyncdicom.write.paths import cleaned, confine, render_parts
 from asyncdicom.write.spool import Header, fsync_dir, read_header
 
 
@@ -39,6 +40,8 @@ class Placed:
     def path(self) -> Path:
         return Path(self.directory, self.name)
 
+
+log = logging.getLogger("asyncdicom.write")
 
 REMEMBERED = 65536  # paths a placer remembers the instance of (about 10 MB at most)
 
@@ -69,6 +72,7 @@ class Placer:
         self.filename = filename
         self._dirs: dict[tuple[str, ...], str] = {}
         self._lock = threading.Lock()
+        self._warned = False  # a value had characters replaced in a path (said once)
         self._placed: dict[str, str] = {}  # path → SOP Instance UID, of files placed by this run (bounded)
 
     @property
@@ -114,6 +118,13 @@ class Placer:
         the instance as stored (so one fsync serves many files).
         """
         parts = render_parts(self.structure, self.filename, header.attrs)
+        if not self._warned and any(cleaned(header.attrs.get(k, "")) for k in self.keywords):
+            self._warned = True  # once a run; the values are patient data, never logged
+            log.warning(
+                "a value used in output paths held characters a file name must not (separators, control "
+                "characters, marks that change the text's direction, or dots only); they became _ "
+                "(further ones are not reported)"
+            )
         folders, name = parts[:-1], parts[-1]
         if not synced:
             fd = os.open(spooled, os.O_RDONLY)

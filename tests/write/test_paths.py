@@ -73,3 +73,25 @@ def test_collision_warning() -> None:
     assert collision_warning(("PatientID", "StudyInstanceUID"), "InstanceNumber") is not None
     assert collision_warning(("PatientID", "SeriesInstanceUID"), "InstanceNumber") is None
     assert collision_warning(("PatientID",), "SOPInstanceUID") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "replaced"),
+    [
+        ("P1", False),
+        ("Müller^Jürgen", False),
+        ("", False),
+        ("  spaced  ", False),
+        ("../../outside", True),
+        ("a/b", True),
+        ("a\\b", True),
+        ("..", True),
+        ("nul\x00", True),
+        ("P\u202e1gpj.exe", True),
+        ("zero\u200bwidth", True),
+    ],
+)
+def test_cleaned_says_when_characters_are_replaced(value: str, replaced: bool) -> None:
+    from asyncdicom.write.paths import cleaned
+
+    assert cleaned(value) is replaced
