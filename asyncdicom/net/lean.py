@@ -339,7 +339,9 @@ class LeanAssociation:
                     raise AssociationAborted(msg)  # handled below, with every other end
         except ProtocolError as exc:
             self._fail(exc)
-        except (OSError, AssociationAborted):
+        except (OSError, AssociationAborted) as exc:
+            if isinstance(exc, BlockingIOError | TimeoutError):  # the kernel's receive timeout: silence
+                self._silent = True
             self._fail()
         except BaseException:  # e.g. the output volume is full: the association cannot go on
             self._close(abort=True)

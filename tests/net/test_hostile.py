@@ -308,3 +308,23 @@ def test_a_sequence_of_undefined_length_is_kept_and_bounded_as_a_whole() -> None
         big.OtherPatientIDsSequence.append(item)
     with pytest.raises(ProtocolError, match=r"\(0010,1002\) OtherPatientIDsSequence with items of more than the 65536"):
         identifier_to_text(_raw(big))
+
+
+def test_a_pacs_that_stops_mid_pdu_is_silent_not_closed() -> None:
+    """A PDU header promising 100 bytes, 20 sent, then nothing: the kernel's receive timeout ends
+    the request as a silent PACS (what to do: raise request.timeout), not as a closed association."""
+    from asyncdicom.errors import SilentPeer
+
+    def script(sock: socket.socket, contexts: dict[int, str]) -> None:
+        first_request(sock)
+        read_pdu(sock)  # the identifier
+        sock.sendall(HEADER.pack(0x04, 100) + bytes(20))
+        time.sleep(3)  # the peer stays connected and silent; the test ends first
+
+    with HostilePacs(script) as pacs:
+        assoc = LeanAssociation.open(
+            "127.0.0.1", pacs.port, called="PEER", calling="LEAN", abstract_syntaxes=[STUDY_FIND],
+            connect_timeout=5, timeout=0.5,
+        )  # fmt: skip
+        with pytest.raises(SilentPeer, match="did not answer in time"):
+            list(assoc.find(STUDY_FIND, Dataset(), 1))
