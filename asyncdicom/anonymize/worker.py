@@ -62,14 +62,21 @@ def anonymize_spooled_many(
     worker (the pipeline reads the new file's header so): its result comes back with the
     outcome, None where nothing was written. With ``remove_sources``, the source of each target
     written is removed once the whole batch is done (if the process dies before, every source
-    is still there for the batch to be run again)."""
+    is still there for the batch to be run again), unless ``then`` returned an exception for
+    it (then the source stays, for the next run)."""
     results: list[tuple[str, str, object]] = []
     for source, target in pairs:
         status, reason = anonymize_spooled(script, lookup_table, mode, source, target)
         results.append((status, reason, then(target) if then is not None and status == "ok" else None))
-    if remove_sources:
-        remove([source for (source, _), (status, _, _) in zip(pairs, results, strict=True) if status == "ok"])
+    if remove_sources:  # not where ``then`` found a problem with the target: the source stays for the next run
+        written = zip(pairs, results, strict=True)
+        remove([source for (source, _), (status, _, then_) in written if status == "ok" and not _failed(then_)])
     return results
+
+
+def _failed(result: object) -> bool:
+    """Whether ``then`` said something went wrong (it returns errors rather than raise them)."""
+    return isinstance(result, Exception)
 
 
 def remove(paths: list[str]) -> None:

@@ -471,9 +471,9 @@ class Pipeline:
 
     async def _after_many(self, items: list[Spooled], decoding: bool, results: list[WorkerResult] | None) -> None:
         """Quarantine what the anonymizer refused and leave the rest in the outbox, as a
-        receive thread does: the drain makes the batch durable at once (one flush of the volume,
-        not one fsync per file), links each file into the tree, fsyncs the new directory entries
-        and records it. The worker removed each original once its batch was written, before any
+        receive thread does: the drain makes the batch durable at once (one journal commit, not
+        one per file), links each file into the tree, fsyncs the new directory entries and
+        records it. The worker removed each original once its batch was written, before any
         flush, which would otherwise write every original to disk too (measured: 2.2 GB written
         for 1 GB of output) and make the removal wait for that write. Nothing is recorded
         before the flush, so a crash in between loses an instance no request counts yet: it is

@@ -91,7 +91,8 @@ AnonymizeMany = Callable[
 ]
 """(script, lookup table, mode, [(source, target), …], then, remove sources) → [(status, reason,
 then(target) or None), …]: the same for a batch of files, in one worker call; with remove
-sources, the source of each target written is removed once the batch is done."""
+sources, the source of each target written is removed once the batch is done, unless ``then``
+returned an exception for it."""
 
 
 def decompress_and_anonymize(
@@ -121,8 +122,8 @@ def decompress_and_anonymize_many(
     for source, target in pairs:
         status, reason, warning = decompress_and_anonymize(function, script, lookup_table, mode, source, target)
         results.append((status, reason, warning, then(target) if then is not None and status == "ok" else None))
-    if remove_sources:
-        for (source, _), (status, *_) in zip(pairs, results, strict=True):
-            if status == "ok":
+    if remove_sources:  # not where ``then`` found a problem with the target: the source stays
+        for (source, _), (status, _, _, then_) in zip(pairs, results, strict=True):
+            if status == "ok" and not isinstance(then_, Exception):
                 Path(source).unlink(missing_ok=True)
     return results

@@ -118,3 +118,39 @@ def test_decoding_and_anonymizing_in_one_call_writes_what_two_steps_wrote(tmp_pa
         assert status == "ok" and (one / "out.dcm").read_bytes() == (two / "out.dcm").read_bytes(), source.name
         assert sorted(p.name for p in one.iterdir()) == ["out.dcm", "spool.dcm"]  # no temporary file of its own
         assert (one / "spool.dcm").exists()  # the original stays until the anonymized copy is placed
+
+
+def _header_unless_named_bad(path: str) -> object:
+    """A stand-in for the pipeline's header read: an error for targets of sources named bad…"""
+    return ValueError("unreadable") if Path(path).name.startswith("bad") else Path(path).name
+
+
+def test_a_batch_removes_the_sources_of_what_it_wrote_and_could_read_back(tmp_path: Path) -> None:
+    """Both batch forms (as received, decoded first) remove a source once its target is written
+    and its header read back; a source whose target could not be read back, or that the script
+    refused, stays in the spool."""
+    from asyncdicom.anonymize.worker import anonymize_spooled, anonymize_spooled_many
+    from asyncdicom.write.transforms import decompress_and_anonymize_many
+    from tests.factory import StudySpec, write_files
+
+    samples = Path(__file__).resolve().parents[1] / "data" / "reference-samples"
+    script = str(samples / "sample-dicom-anonymizer.script")
+    (tmp_path / "lookup.properties").write_text("ptid/P1 = 77\n")
+    table = str(tmp_path / "lookup.properties")
+    for form in ("plain", "decoding"):
+        spool = tmp_path / form
+        write_files([StudySpec("P1", "A^B", "1.2.3", "ACC1", "20200101", "CT", 1, 3)], spool)
+        sources = sorted(spool.iterdir())
+        sources[1] = sources[1].rename(spool / f"bad-{sources[1].name}")
+        sources[2].write_bytes(b"not DICOM")  # refused (quarantined by the pipeline): stays
+        pairs = [(str(path), str(path.with_suffix(".anon.part"))) for path in sources]
+        if form == "plain":
+            results = anonymize_spooled_many(script, table, "faithful", pairs, _header_unless_named_bad, True)
+            statuses = [status for status, _, _ in results]
+        else:
+            decoded = decompress_and_anonymize_many(
+                anonymize_spooled, script, table, "faithful", pairs, _header_unless_named_bad, True
+            )
+            statuses = [status for status, _, _, _ in decoded]
+        assert statuses == ["ok", "ok", "quarantine"], form
+        assert [path.exists() for path in sources] == [False, True, True], form
