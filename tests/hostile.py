@@ -11,6 +11,7 @@ import struct
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 from asyncdicom.net.acse import associate_ac, parse_associate_rq
 from asyncdicom.net.dimse import pack_command, ui, us
@@ -37,20 +38,17 @@ def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
     return kind, header + body
 
 
-class HostilePacs:
-    """Accepts associations (every context, Explicit VR Little Endian when offered), then runs
-    ``script``; records the PDU types it received afterwards (an A-ABORT is 7)."""
+class Listener:
+    """A loopback port whose every connection :meth:`_serve` handles in a daemon thread, from
+    ``with`` until its end."""
 
-    def __init__(self, script: Script) -> None:
-        self.script = script
+    def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
-        self.received_after: list[int] = []
-        self.associations = 0
-        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self.connections = 0
 
-    def __enter__(self) -> HostilePacs:
-        self._thread.start()
+    def __enter__(self) -> Self:
+        threading.Thread(target=self._accept, daemon=True).start()
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
@@ -62,7 +60,22 @@ class HostilePacs:
                 sock, _ = self.listener.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class HostilePacs(Listener):
+    """Accepts associations (every context, Explicit VR Little Endian when offered), then runs
+    ``script``; records the PDU types it received afterwards (an A-ABORT is 7)."""
+
+    def __init__(self, script: Script) -> None:
+        super().__init__()
+        self.script = script
+        self.received_after: list[int] = []
+        self.associations = 0
 
     def _serve(self, sock: socket.socket) -> None:
         with sock, contextlib.suppress(OSError, ConnectionError):

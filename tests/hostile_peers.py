@@ -9,12 +9,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import TracebackType
+from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -23,7 +21,7 @@ from pynetdicom.dsutils import encode
 from asyncdicom.net.acse import AssociateRequest, associate_ac, parse_associate_rq
 from asyncdicom.net.dimse import pack_command, ui, us
 from asyncdicom.net.pdu import HEADER, p_data
-from tests.hostile import read_pdu
+from tests.hostile import Listener, read_pdu
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -204,35 +202,12 @@ class Behaviour:
     raw: Callable[[socket.socket, bytes], None] | None = None  # replaces everything after the A-ASSOCIATE-RQ
 
 
-@dataclass
-class HostilePeer:
+class HostilePeer(Listener):
     """A listening socket serving :class:`Behaviour` on each connection, in daemon threads."""
 
-    behaviour: Behaviour
-    listener: socket.socket = field(init=False)
-    port: int = field(init=False)
-    connections: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-
-    def __enter__(self) -> HostilePeer:
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+    def __init__(self, behaviour: Behaviour) -> None:
+        super().__init__()
+        self.behaviour = behaviour
 
     def _serve(self, sock: socket.socket) -> None:
         behaviour = self.behaviour

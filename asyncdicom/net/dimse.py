@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
@@ -234,6 +234,19 @@ def response(command: Command, field: CommandField, status: int) -> bytes:
     if command.sop_instance:
         fields.append((Tag.AFFECTED_SOP_INSTANCE, ui(command.sop_instance)))
     return pack_command([(int(tag), value) for tag, value in fields])
+
+
+def check_store(event: CommandEvent, abstract_of: Mapping[int, str], peer: str) -> None:
+    """ProtocolError unless a C-STORE came on a presentation context we accepted
+    (``abstract_of``: context ID → abstract syntax), for that context's SOP class (PS3.7 9.1.1)."""
+    abstract = abstract_of.get(event.context_id)
+    if abstract is None:
+        msg = f"{peer} sent a C-STORE on presentation context {event.context_id}, never accepted"
+        raise ProtocolError(msg)
+    if event.command.sop_class != abstract:
+        sop_class = event.command.sop_class[:64]
+        msg = f"{peer} sent a C-STORE of SOP class {sop_class!r} on the presentation context for {abstract}"
+        raise ProtocolError(msg)
 
 
 # --- one reader for both roles ----------------------------------------------------------------

@@ -49,6 +49,7 @@ from asyncdicom.net.dimse import (
     StoreSink,
     Tag,
     ae,
+    check_store,
     pack_command,
     response,
     send_message,
@@ -322,7 +323,7 @@ class LeanAssociation:
                         raise ProtocolError(msg)
                     command = event.command
                     if command.field == CommandField.C_STORE_RQ:  # a C-GET sub-operation
-                        self._check_store(event)
+                        check_store(event, self._abstract_of, f"the PACS {self._where}")
                         store, storing = self._begin_store(event, sink), event
                         continue
                     self._check_response(event, expected)
@@ -368,20 +369,6 @@ class LeanAssociation:
             msg = (
                 f"the PACS {self._where} answered on presentation context {event.context_id}, "
                 f"not the request's {expected.context_id}"
-            )
-            raise ProtocolError(msg)
-
-    def _check_store(self, event: CommandEvent) -> None:
-        """ProtocolError unless a C-STORE came on a context we accepted, for that context's SOP
-        class (PS3.7 9.1.1)."""
-        abstract = self._abstract_of.get(event.context_id)
-        if abstract is None:
-            msg = f"the PACS {self._where} sent a C-STORE on presentation context {event.context_id}, never accepted"
-            raise ProtocolError(msg)
-        if event.command.sop_class != abstract:
-            msg = (
-                f"the PACS {self._where} sent a C-STORE of SOP class {event.command.sop_class[:64]!r} "
-                f"on the presentation context for {abstract}"
             )
             raise ProtocolError(msg)
 

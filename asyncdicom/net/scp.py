@@ -37,6 +37,7 @@ from asyncdicom.net.dimse import (
     Reply,
     Status,
     StoreFile,
+    check_store,
     response,
     send_message,
     use_kernel_timeouts,
@@ -404,7 +405,7 @@ class _Association:
                     if event.command.field == CommandField.C_ECHO_RQ:
                         self._answer(event, CommandField.C_ECHO_RSP, Status.SUCCESS)
                     elif event.command.field == CommandField.C_STORE_RQ:
-                        self._check_store(event)
+                        check_store(event, self.abstract_of, self.pdus.peer)
                         store, storing, received = self._begin(event), event, 0
                     else:
                         msg = (
@@ -419,19 +420,6 @@ class _Association:
         finally:
             if store is not None:
                 store.discard()
-
-    def _check_store(self, event: CommandEvent) -> None:
-        """ProtocolError unless a C-STORE came on a context we accepted, for its SOP class."""
-        abstract = self.abstract_of.get(event.context_id)
-        if abstract is None:
-            msg = f"{self.pdus.peer} sent a C-STORE on presentation context {event.context_id}, never accepted"
-            raise ProtocolError(msg)
-        if event.command.sop_class != abstract:
-            msg = (
-                f"{self.pdus.peer} sent a C-STORE of SOP class {event.command.sop_class[:64]!r} "
-                f"on the presentation context for {abstract}"
-            )
-            raise ProtocolError(msg)
 
     def _begin(self, event: CommandEvent) -> StoreFile:
         syntax = self.syntax_of.get(event.context_id, IMPLICIT_VR_LITTLE_ENDIAN)

@@ -491,25 +491,7 @@ class Pipeline:
             if status != "ok":
                 await self._quarantine(item, item.path, status, reason)
                 continue
-            if not isinstance(header, Header):  # the original stays in the spool, for the next run
-                error = header if isinstance(header, OSError | ValueError) else ValueError("no header")
-                self._failed(error, "a received instance (it stays in the spool)")
-                if item.flight is not None:
-                    self.tracker.lost(item.flight)
-                continue
-            self._post_here(
-                Noted(
-                    item.flight,
-                    item.transfer_syntax,
-                    header,
-                    None,
-                    warning,
-                    item.request_key,
-                    None,
-                    item.replaces,
-                    spooled=_target(item.path),
-                )
-            )
+            self._post_written(item, header, warning, _target(item.path))
 
     async def _finish_many(self, done: list[tuple[Spooled, Path, str | None, Path | None]]) -> None:
         """Read each written file's header (one thread hop for the batch; the original it was
@@ -520,24 +502,20 @@ class Pipeline:
             _read_headers, paths, self.placer.keywords, originals, limiter=self._threads
         )
         for (item, path, warning, _), header in zip(done, headers, strict=True):
-            if isinstance(header, Exception):
-                self._failed(header, "a received instance (it stays in the spool)")
-                if item.flight is not None:
-                    self.tracker.lost(item.flight)
-                continue
-            self._post_here(
-                Noted(
-                    item.flight,
-                    item.transfer_syntax,
-                    header,
-                    None,
-                    warning,
-                    item.request_key,
-                    None,
-                    item.replaces,
-                    spooled=str(path),
-                )
-            )
+            self._post_written(item, header, warning, str(path))
+
+    def _post_written(self, item: Spooled, header: object, warning: str | None, written: str) -> None:
+        """Leave the file ``written`` for ``item`` in the outbox; if its header could not be read
+        (``header`` is why), say so and count the instance lost (its original stays in the spool,
+        for the next run)."""
+        if not isinstance(header, Header):
+            error = header if isinstance(header, OSError | ValueError) else ValueError("no header")
+            self._failed(error, "a received instance (it stays in the spool)")
+            if item.flight is not None:
+                self.tracker.lost(item.flight)
+            return
+        flight, syntax, key = item.flight, item.transfer_syntax, item.request_key
+        self._post_here(Noted(flight, syntax, header, None, warning, key, None, item.replaces, spooled=written))
 
     async def _handle(self, item: Spooled) -> None:
         if self.anonymize is not None and self.decompress and _may_need_decoding(item.transfer_syntax):
