@@ -131,3 +131,25 @@ async def test_migration_from_schema_1_keeps_everything(tmp_path: Path) -> None:
         assert {"completed", "failed_ops", "warning_ops", "received", "missing"} <= columns
         assert db.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0
         db.execute("UPDATE requests SET state = 'partial'")  # the widened CHECK constraint
+
+
+def test_a_full_volume_while_the_ledger_writes_is_the_output_volume_full(tmp_path: Path) -> None:
+    """SQLite's "database or disk is full" (SQLITE_FULL) is the output volume, not a broken
+    ledger: the run's disk-full error (exit 4: free space and run again), not "move it away"."""
+    import anyio
+
+    from asyncdicom.errors import DiskFull
+
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+    broken = sqlite3.DatabaseError("database disk image is malformed")
+    broken.sqlite_errorcode = sqlite3.SQLITE_CORRUPT  # type: ignore[attr-defined]
+
+    async def use(error: Exception) -> None:
+        async with open_ledger(tmp_path / "c.sqlite3"):
+            raise error
+
+    with pytest.raises(DiskFull, match=r"Unable to write the ledger c\.sqlite3 as the output volume is full"):
+        anyio.run(use, full)
+    with pytest.raises(LedgerError, match="move it away to start afresh"):
+        anyio.run(use, broken)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -26,7 +28,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.elements import column_text
-from asyncdicom.errors import LedgerError, output_error
+from asyncdicom.errors import LedgerError, OutputError, output_error
 from asyncdicom.events import emit
 from asyncdicom.ledger import cells
 from asyncdicom.ledger.base import (
@@ -782,6 +784,8 @@ async def open_ledger(path: Path, *, readonly: bool = False) -> AsyncIterator[Le
             await db.execute("PRAGMA foreign_keys = ON")
             await db.execute("PRAGMA busy_timeout = 5000")
         except aiosqlite.Error as exc:
+            if _volume_full(exc):
+                raise _full_error(path) from None
             msg = f"Unable to open the ledger {path} as {exc}; move it away to start afresh"
             raise LedgerError(msg) from None
         ledger = Ledger(db, path)
@@ -790,6 +794,8 @@ async def open_ledger(path: Path, *, readonly: bool = False) -> AsyncIterator[Le
                 await ledger._migrate()
             yield ledger
         except aiosqlite.DatabaseError as exc:
+            if _volume_full(exc):  # the volume, not the ledger: what the run stored is kept
+                raise _full_error(path) from None
             msg = f"Unable to use the ledger {path} as {exc}; move it away to start afresh"
             raise LedgerError(msg) from None
         finally:
@@ -797,3 +803,13 @@ async def open_ledger(path: Path, *, readonly: bool = False) -> AsyncIterator[Le
                 await ledger.close()
     finally:
         lock.release()
+
+
+def _volume_full(exc: BaseException) -> bool:
+    """Whether SQLite failed because the volume is full (SQLITE_FULL), not the ledger broken."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+def _full_error(path: Path) -> OutputError:
+    """The run's output-volume-full error (exit 4, as for a received file), naming the ledger."""
+    return output_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), f"the ledger {path.name}")
