@@ -44,10 +44,6 @@ class Inbox(Generic[T]):
         """In the event loop, before any thread puts: the loop threads wake."""
         self._token = anyio.lowlevel.current_token()
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
     def put_from_thread(self, item: T) -> bool:
         """Append ``item``, waiting while the inbox is full; False (item not taken) once closed."""
         with self._lock:
@@ -67,14 +63,13 @@ class Inbox(Generic[T]):
     async def put(self, item: T) -> bool:
         """:meth:`put_from_thread` for a task (waiting for room in a worker thread)."""
         with self._lock:
-            if len(self._items) < self.limit or self._closed:
-                if self._closed:
-                    return False
+            if self._closed:
+                return False
+            full = len(self._items) >= self.limit
+            if not full:
                 self._items.append(item)
-                wake = self._sleepers > 0
-            else:
-                wake = None
-        if wake is None:
+            wake = not full and self._sleepers > 0
+        if full:
             return await anyio.to_thread.run_sync(self.put_from_thread, item)
         if wake:
             self._wake()
