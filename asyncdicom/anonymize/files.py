@@ -49,8 +49,9 @@ class Anonymizer:
     params: dict[str, str] = field(default_factory=dict)
     mode: str = "faithful"
 
-    def file(self, source: Path | BinaryIO, target: Path, *, scratch: bool = False) -> Outcome:
-        """Anonymize ``source`` (a file, or its bytes) into ``target`` (written only when the
+    def file(self, source: Path | BinaryIO | Dataset, target: Path, *, scratch: bool = False) -> Outcome:
+        """Anonymize ``source`` (a file, its bytes, or the data set read from them, which is
+        changed) into ``target`` (written only when the
         outcome is ok). The target appears whole, through a temporary file renamed over it;
         with ``scratch`` the caller owns the name (a temporary one it renames or discards
         itself) and it is written directly."""
@@ -59,9 +60,9 @@ class Anonymizer:
             warnings.simplefilter("ignore")
             return self._file(source, target, scratch)
 
-    def _file(self, source: Path | BinaryIO, target: Path, scratch: bool) -> Outcome:
+    def _file(self, source: Path | BinaryIO | Dataset, target: Path, scratch: bool) -> Outcome:
         try:
-            out = read_plain(source) or dcmread(source, force=True)
+            out = source if isinstance(source, Dataset) else read_plain(source) or dcmread(source, force=True)
             original = _reference_copy(out)
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             return Outcome("quarantine", f"unreadable as DICOM ({type(exc).__name__})")

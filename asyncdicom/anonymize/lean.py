@@ -10,7 +10,10 @@ itself, so that its processes can decode.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 from asyncdicom.anonymize.startup import without_pixel_libraries
 
@@ -19,7 +22,7 @@ with without_pixel_libraries():
 
 
 def anonymize_spooled(
-    script: str, lookup_table: str | None, mode: str, source: str | BinaryIO, target: str
+    script: str, lookup_table: str | None, mode: str, source: str | BinaryIO | Dataset, target: str
 ) -> tuple[str, str]:
     """:func:`asyncdicom.anonymize.worker.anonymize_spooled`, in a lean process."""
     return worker.anonymize_spooled(script, lookup_table, mode, source, target)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from pydicom.dataset import Dataset
+
 from asyncdicom.anonymize.files import Anonymizer
 from asyncdicom.anonymize.lookup import LookupTable
 from asyncdicom.anonymize.script import load
@@ -30,7 +32,7 @@ def anonymize_file(
     script: str,
     lookup_table: str | None,
     mode: str,
-    source: str | BinaryIO,
+    source: str | BinaryIO | Dataset,
     target: str,
     params: tuple[tuple[str, str], ...] = (),
 ) -> tuple[str, str]:
@@ -40,7 +42,7 @@ def anonymize_file(
 
 
 def anonymize_spooled(
-    script: str, lookup_table: str | None, mode: str, source: str | BinaryIO, target: str
+    script: str, lookup_table: str | None, mode: str, source: str | BinaryIO | Dataset, target: str
 ) -> tuple[str, str]:
     """:func:`anonymize_file` for the retrieval pipeline, whose ``target`` is a scratch name of
     its own in the spool (written directly, no temporary file and rename)."""
@@ -90,7 +92,7 @@ def anonymize_file_named(
     script: str,
     lookup_table: str | None,
     mode: str,
-    source: str | BinaryIO,
+    source: str | BinaryIO | Dataset,
     target: str,
     params: tuple[tuple[str, str], ...] = (),
     *,
@@ -98,6 +100,6 @@ def anonymize_file_named(
 ) -> tuple[str, str, str]:
     """As :func:`anonymize_file`, with the anonymized SOP Instance UID ("" if the script removed
     it); ``scratch`` as for :meth:`Anonymizer.file`."""
-    data = Path(source) if isinstance(source, str) else source  # a file, or bytes already in memory
+    data = Path(source) if isinstance(source, str) else source  # a file, bytes in memory, or a data set read
     outcome = anonymizer(script, lookup_table, mode, params).file(data, Path(target), scratch=scratch)
     return outcome.status, outcome.reason, outcome.sop_instance_uid

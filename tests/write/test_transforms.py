@@ -90,8 +90,8 @@ def test_native_instances_skip_the_decoding_worker() -> None:
 
 
 def test_decoding_and_anonymizing_in_one_call_writes_what_two_steps_wrote(tmp_path: Path) -> None:
-    """The one-hop route (decoded bytes straight into the anonymizer) gives, byte for byte, the
-    file the two steps gave (decompress to a file, then anonymize it), for every compressed
+    """The one-hop route (the decoded data set straight into the anonymizer, never written and
+    parsed again) gives, byte for byte, the file the two steps gave (decompress to a file, then anonymize it), for every compressed
     syntax the tests hold, and keeps the undecodable one as received with the same warning."""
     from asyncdicom.anonymize.worker import anonymize_file, anonymize_spooled
     from asyncdicom.write.transforms import decompress_and_anonymize, decompress_file
