@@ -406,6 +406,47 @@ def web_url(value: object, where: str) -> str:
     return text.rstrip("/")
 
 
+_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
+def database_url(value: object, where: str) -> str:
+    """A PostgreSQL connection URL (``postgresql://user@host:port/dbname``, libpq's form), with
+    no password: libpq takes it from PGPASSWORD or ~/.pgpass, never from the YAML."""
+    text = as_str(value, where)
+    if len(text) > MAX_URL:
+        raise ConfigError(where, f"a URL of {len(text)} characters; at most {MAX_URL} are allowed")
+    parts = urllib.parse.urlsplit(text)
+    example = "write e.g. postgresql://asyncdicom@db.example.org:5432/research"
+    if parts.scheme not in _DATABASE_SCHEMES:
+        raise ConfigError(where, f"{text!r} is not a postgresql:// URL; {example}")
+    if parts.password is not None or any(
+        name.strip().lower() == "password" for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ):
+        raise ConfigError(
+            where, "the URL holds a password; remove it and set PGPASSWORD or a ~/.pgpass line for this host instead"
+        )
+    if not parts.path.strip("/"):
+        raise ConfigError(where, f"the URL names no database; {example}")
+    if parts.fragment or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ConfigError(where, f"the URL holds a fragment (#…) or control characters; {example}")
+    try:
+        parts.port  # noqa: B018 (raises for a port out of range)
+    except ValueError:
+        raise ConfigError(where, "the URL's port is out of range; use 1 to 65535") from None
+    return text
+
+
+def job_name(value: object, where: str) -> str:
+    """A job's name in a shared ledger: letters, digits, '.', '_' and '-', at most 64."""
+    text = as_str(value, where)
+    if not _JOB_NAME.fullmatch(text):
+        raise ConfigError(
+            where, f"{text[:80]!r} is not a job name; use up to 64 letters, digits, '.', '_' or '-' (e.g. lung-ct-2026)"
+        )
+    return text
+
+
 def env_name(value: object, where: str) -> str:
     """The name of an environment variable (never its value: secrets stay out of the YAML)."""
     text = as_str(value, where)

@@ -9,6 +9,7 @@ defaults fill in what the YAML leaves out.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, cast
@@ -29,10 +30,12 @@ from asyncdicom.config.checks import (
     as_windows,
     choice,
     command_line,
+    database_url,
     elements,
     env_name,
     host_list,
     ip_address,
+    job_name,
     keyword,
     non_negative_float,
     non_negative_int,
@@ -463,6 +466,13 @@ def _output(section: Section, paths: Paths, request: RequestConfig, source: Path
     else:
         state_dir = (library.parent if library else source.parent) / ".asyncdicom"
     ledger = section.get("ledger_file", paths.path, state_dir / f"{source.stem}.sqlite3")
+    ledger_url: str | None = section.get("ledger_url", database_url)
+    if ledger_url is not None and section.has("ledger_file"):
+        raise ConfigError("output.ledger_url", "give output.ledger_file or output.ledger_url, not both")
+    job = section.get("job_name", job_name, None) or _default_job_name(source)
+    lease = section.get("lease_seconds", positive_float)
+    if not MIN_LEASE <= lease <= MAX_LEASE:
+        raise ConfigError("output.lease_seconds", f"{lease:g} is out of range; use {MIN_LEASE:g} to {MAX_LEASE:g}")
     return OutputConfig(
         directory=directory,
         library_file=library,
@@ -470,11 +480,23 @@ def _output(section: Section, paths: Paths, request: RequestConfig, source: Path
         filename=section.get("filename", keyword),
         decompress=section.get("decompress", as_bool),
         ledger_file=ledger,
+        ledger_url=ledger_url,
+        job_name=job,
+        lease_seconds=lease,
         csv_formula_guard=section.get("csv_formula_guard", as_bool),
         permissions=cast(
             Literal["private", "group", "inherit"], section.get("permissions", choice("private", "group", "inherit"))
         ),
     )
+
+
+MIN_LEASE, MAX_LEASE = 2.0, 3600.0
+
+
+def _default_job_name(source: Path) -> str:
+    """The config file's name as a job name (characters a job name cannot hold become '-')."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", source.stem).lstrip("._-")[:64]
+    return cleaned or "job"
 
 
 def describe(config: Config) -> Mapping[str, object]:
@@ -487,4 +509,9 @@ def describe(config: Config) -> Mapping[str, object]:
         "threads": "auto" if config.request.auto_threads else config.request.threads,
         "library_file": str(config.output.library_file) if config.output.library_file else None,
         "ledger_file": str(config.output.ledger_file),
+        **(
+            {"ledger_url": config.output.ledger_url, "job_name": config.output.job_name}
+            if config.output.ledger_url
+            else {}
+        ),
     }

@@ -196,6 +196,9 @@ class OutputConfig:
     filename: str = "SOPInstanceUID"
     decompress: bool = False
     ledger_file: Path
+    ledger_url: str | None = None  # a PostgreSQL ledger shared by every host running the job
+    job_name: str = ""  # the job's name in a shared ledger (the config file's name unless given)
+    lease_seconds: float = 30.0  # a host that stops renewing its claims loses them after this long
     csv_formula_guard: bool = True  # prefix cells a spreadsheet would run as formulas with '
     permissions: Literal["private", "group", "inherit"] = "private"  # of every file and folder a run writes
 
