@@ -7,7 +7,7 @@ several hosts) is one more module implementing :class:`Ledger`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -142,6 +142,8 @@ class InstanceRow:
     reason: str | None
     received: float
     sha256: str | None = None  # kept by ``verify --checksums``
+    host: str | None = None  # a shared ledger's: the host that stored it, and its output directory
+    directory: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,24 @@ class Recorder(Protocol):
     async def record_instance(self, record: InstanceRecord) -> None: ...
 
 
+class SharedSlotsLike(Protocol):
+    """A budget of associations shared by the hosts of a job (see the PostgreSQL ledger)."""
+
+    count: int
+
+    async def prepare(self) -> None:
+        """Make the budget match ``count``."""
+
+    def running(self) -> AbstractAsyncContextManager[Any]:
+        """While inside, released slots go back to the other hosts."""
+
+    async def acquire(self, owner: object) -> None:
+        """Wait for a slot for ``owner``."""
+
+    def release(self, owner: object) -> None:
+        """Give ``owner``'s slot back."""
+
+
 class Ledger(Protocol):
     """A job's ledger, opened by its backend's ``open_ledger``."""
 
@@ -170,6 +190,25 @@ class Ledger(Protocol):
 
     async def pending(self, plan: Plan) -> list[Request]:
         """Requests of the plan still to run, in CSV order (partial ones narrowed to what is missing)."""
+
+    def work(
+        self, plan: Plan, pending: Sequence[Request], on_hosts: Callable[[int], None] | None = None
+    ) -> AbstractAsyncContextManager[AsyncIterator[Request]]:
+        """The requests this run takes, in order: ``pending`` itself for a ledger of one host;
+        claimed as the run goes for a shared one (which tells ``on_hosts`` how many hosts run
+        the job whenever that is known)."""
+
+    def slots(self, count: int) -> SharedSlotsLike | None:
+        """The job's association budget shared across hosts, or None when one host runs it."""
+
+    @property
+    def path(self) -> Any:
+        """Where the ledger is, for messages and reports."""
+
+    @property
+    def last_host(self) -> bool:
+        """Whether no other host runs the job any more (after :meth:`work`): the one to write
+        the job's CSV files. Always true for a ledger of one host."""
 
     def recording(self, stats: RunStats) -> AbstractAsyncContextManager[Recorder]:
         """A recorder whose results are committed in batches; all of them before it exits."""

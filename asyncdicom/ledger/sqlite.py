@@ -8,29 +8,25 @@ file so that two runs (say, overlapping cron jobs) never share a ledger.
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import fcntl
-import io
 import json
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import aiofiles
 import aiosqlite
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.elements import column_text
 from asyncdicom.errors import LedgerError, OutputError, output_error
 from asyncdicom.events import emit
-from asyncdicom.ledger import cells
+from asyncdicom.ledger import shared
 from asyncdicom.ledger.base import (
     Failure,
     HeldBackCount,
@@ -46,9 +42,7 @@ from asyncdicom.models import (
     KEPT_COMPRESSED_PREFIX,
     HeldBack,
     InstanceRecord,
-    InstanceState,
     Request,
-    RequestResult,
     RequestState,
     narrow,
 )
@@ -56,7 +50,6 @@ from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 
 SCHEMA_VERSION = 5
-BATCH = 500
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -324,48 +317,32 @@ class Ledger:
             out.append(narrowed or request)
         return out
 
+    @asynccontextmanager
+    async def work(
+        self, plan: Plan, pending: Sequence[Request], on_hosts: Callable[[int], None] | None = None
+    ) -> AsyncIterator[AsyncIterator[Request]]:
+        """``pending`` as they are: one host runs the job (the lock file says so)."""
+
+        async def each() -> AsyncIterator[Request]:
+            for request in pending:
+                yield request
+
+        yield each()
+
+    last_host = True  # one host runs the job
+
+    def slots(self, count: int) -> None:
+        """None: the run's own limiter is the whole budget."""
+        return None
+
     # --- recording ----------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def recording(self, stats: RunStats) -> AsyncIterator[_Recorder]:
-        """A recorder whose results a single writer task commits in batches.
+    def recording(self, stats: RunStats) -> contextlib.AbstractAsyncContextManager[shared.Recorder]:
+        """A recorder whose results a single writer task commits in batches; on exit (even when
+        cancelled) everything recorded so far is committed first."""
+        return shared.recording(self._commit, stats)
 
-        On exit (even when cancelled) everything recorded so far is committed first.
-        """
-        send, receive = anyio.create_memory_object_stream[_Item](BATCH * 2)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._writer, receive, stats)
-            try:
-                yield _Recorder(send)
-            finally:
-                send.close()
-
-    async def _writer(self, receive: MemoryObjectReceiveStream[_Item], stats: RunStats) -> None:
-        with anyio.CancelScope(shield=True):
-            async with receive:
-                batch: list[_Item] = []
-                async for item in receive:
-                    batch.append(item)
-                    while len(batch) < BATCH:
-                        try:
-                            batch.append(receive.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    await self._commit(batch)
-                    for item in batch:
-                        if isinstance(item, InstanceRecord):
-                            continue
-                        result = item[1]
-                        if result.state == "done":
-                            stats.done += 1
-                            stats.matches += len(result.matches)
-                        elif result.state == "partial":
-                            stats.partial += 1
-                        else:
-                            stats.failed += 1
-                    batch = []
-
-    async def _commit(self, items: Sequence[_Item]) -> None:
+    async def _commit(self, items: Sequence[shared.Item]) -> Sequence[shared.Item]:
         """One transaction: instances first (in arrival order), then settled requests."""
         now = time.time()
         db = self.db
@@ -394,7 +371,7 @@ class Ledger:
                     len(res.matches),
                     res.elapsed,
                     now,
-                    *_counts(res),
+                    *shared.result_counts(res),
                     json.dumps(list(res.missing)) if res.missing else None,
                     int(res.transient),
                     req.key,
@@ -403,10 +380,6 @@ class Ledger:
             ),
         )
         await db.executemany("DELETE FROM matches WHERE request_key = ?", ((req.key,) for req, _ in batch))
-        events: list[InstanceRecord | tuple[Request, RequestResult]] = [
-            *batch,
-            *(i for i in instances if i.state in _HELD),
-        ]
         await db.executemany(
             "INSERT INTO matches (request_key, idx, attrs) VALUES (?, ?, ?)",
             (
@@ -416,7 +389,7 @@ class Ledger:
             ),
         )
         await db.commit()
-        _announce(events)  # once durable
+        return items
 
     async def _warn_of_twins(self, instances: Sequence[InstanceRecord]) -> None:
         """Warn of instances whose SOP Instance UID is already stored at another path: the archive
@@ -505,47 +478,9 @@ class Ledger:
         ) as cursor:
             folders: dict[str, set[str]] = {}
             for key, path in await cursor.fetchall():
-                folders.setdefault(key, set()).add(str(path).rpartition("/")[0] or ".")
-        out = []
-        for (
-            key,
-            line,
-            elements,
-            state,
-            status,
-            category,
-            error,
-            attempts,
-            done,
-            failed,
-            warned,
-            received,
-            *rest,
-        ) in rows:
-            if states is not None and state not in states:
-                continue
-            elapsed, updated, stored, held, first_instance = rest
-            expected = None if done is None and failed is None else (done or 0) + (failed or 0) + (warned or 0)
-            first = first_instance or (updated - (elapsed or 0.0) if updated else None)
-            out.append(
-                RequestRow(
-                    line=int(line),
-                    elements={name: value or "" for name, value in json.loads(elements)},
-                    state=str(state),
-                    status=status,
-                    category=category,
-                    error=error,
-                    attempts=int(attempts),
-                    expected=expected,
-                    received=received,
-                    stored=int(stored or 0),
-                    held_back=int(held or 0),
-                    first=first,
-                    last=updated,
-                    folders=tuple(sorted(folders.get(str(key), ()))),
-                )
-            )
-        return out
+                shared.add_folder(folders, key, path)
+        rows_out = (shared.request_row(row, folders, states) for row in rows)
+        return [row for row in rows_out if row is not None]
 
     async def instance_rows(self, states: frozenset[str] | None = None) -> list[InstanceRow]:
         """Every received instance of the plan, by CSV line (``states`` filters by request state)."""
@@ -641,11 +576,7 @@ class Ledger:
         count. Cells are made safe for spreadsheets (:mod:`.cells`); the table keeps raw values."""
         rows = await self.library_rows()
         await self._refresh_library_table(columns, rows)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(cells.row([*columns, "row"], guard))
-        writer.writerows(cells.row([*(column_text(attrs, c) for c in columns), line], guard) for line, attrs in rows)
-        await write_atomic(path, buffer.getvalue().encode("utf-8"))
+        await shared.write_atomic(path, shared.library_csv(columns, rows, guard))
         return len(rows)
 
     async def export_requests(self, path: Path, columns: Sequence[str], *, guard: bool = True) -> int:
@@ -665,18 +596,7 @@ class Ledger:
         ) as cursor:
             for key, reason, count in await cursor.fetchall():
                 held.setdefault(key, {})[reason or ""] = int(count)
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        extra = ["row", "state", "status", "completed", "failed", "warning", "received", "error", "held_back", "why"]
-        writer.writerow(cells.row([*columns, *extra], guard))
-        for key, line, elements, state, status, completed, failed, warning, received, error in rows:
-            values = {name: value or "" for name, value in json.loads(elements)}
-            status_text = f"0x{status:04X}" if status is not None else ""
-            reasons = held.get(key, {})
-            why = "; ".join(f"{count} × {reason}" for reason, count in sorted(reasons.items()))
-            tail = [line, state, status_text, completed, failed, warning, received, error, sum(reasons.values()), why]
-            writer.writerow(cells.row([*(values.get(c, "") for c in columns), *tail], guard))
-        await write_atomic(path, buffer.getvalue().encode("utf-8"))
+        await shared.write_atomic(path, shared.requests_csv(columns, rows, held, guard))
         return len(rows)
 
     async def _refresh_library_table(self, columns: Sequence[str], rows: Iterable[tuple[int, dict[str, str]]]) -> None:
@@ -692,78 +612,6 @@ class Ledger:
 
     async def close(self) -> None:
         await self.db.close()
-
-
-_Item = tuple[Request, RequestResult] | InstanceRecord
-
-
-_HELD = (InstanceState.QUARANTINED, InstanceState.SKIPPED)
-
-
-def _announce(items: Sequence[InstanceRecord | tuple[Request, RequestResult]]) -> None:
-    """Event-log lines for settled requests and held-back instances (after their commit)."""
-    for item in items:
-        if isinstance(item, InstanceRecord):
-            emit("held-back", sop_instance_uid=item.sop_uid, kind=item.state, request=item.request_key)
-            continue
-        request, result = item
-        emit(
-            "request",
-            key=request.key,
-            line=request.line,
-            state=result.state,
-            attempts=result.attempts,
-            status=f"0x{result.status:04X}" if result.status is not None else None,
-            category=result.category,
-            received=result.received,
-            missing=len(result.missing),
-            duplicates=result.duplicates,
-            error=result.error,
-        )
-
-
-def _counts(result: RequestResult) -> tuple[int | None, int | None, int | None, int | None]:
-    counts = result.counts or {}
-    return counts.get("completed"), counts.get("failed"), counts.get("warning"), result.received
-
-
-class _Recorder:
-    """The writer task's inbox."""
-
-    def __init__(self, send: MemoryObjectSendStream[_Item]) -> None:
-        self._send = send
-
-    async def record(self, request: Request, result: RequestResult) -> None:
-        """Queue a result; it is committed with the next batch."""
-        await self._send.send((request, result))
-
-    async def record_instance(self, record: InstanceRecord) -> None:
-        """Queue a placed instance; committed with the next batch, before later results."""
-        try:
-            self._send.send_nowait(record)  # thousands per minute: no trip round the loop unless full
-        except anyio.WouldBlock:
-            await self._send.send(record)
-
-
-async def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename: never a partial file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        async with aiofiles.open(tmp, "wb") as handle:
-            await handle.write(data)
-            await handle.flush()
-            await anyio.to_thread.run_sync(os.fsync, handle.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise output_error(exc, str(path)) from None
 
 
 @asynccontextmanager

@@ -1,0 +1,1095 @@
+"""The ledger on PostgreSQL (psycopg 3, async): one job shared by every host that runs it.
+
+The same tables and states as the SQLite ledger, each row keyed by the job's name as well, in
+a schema of their own (``asyncdicom``) with numbered migrations. Hosts share the work with the
+standard lease pattern: a host claims a few pending requests at a time with ``SELECT … FOR
+UPDATE SKIP LOCKED``, marks them with its holder name and a lease that its heartbeat renews;
+a host that stops renewing (killed, cut off) loses them when the lease runs out and the others
+claim them. A request is recorded done once: a result never overwrites ``done``, and instance
+rows are unique per job, SOP Instance UID and path. The job's association budget is a table of
+slots leased the same way (:class:`SharedSlots`).
+
+Connections: one for the data (plan, results, reports), one for leases and heartbeats, so that
+a long commit never delays a renewal. Both reconnect when the server restarts; a host whose
+heartbeat cannot reach the server for a whole lease stops with an error rather than go on
+without its leases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import socket
+import time
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import psycopg
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from asyncdicom.errors import LedgerError
+from asyncdicom.events import emit
+from asyncdicom.ledger import shared
+from asyncdicom.ledger.base import (
+    Failure,
+    HeldBackCount,
+    InstanceRow,
+    LastRun,
+    LedgerSummary,
+    RequestCounts,
+    RequestRow,
+    RunRow,
+    SyncReport,
+)
+from asyncdicom.models import KEPT_COMPRESSED_PREFIX, HeldBack, InstanceRecord, Request, narrow
+from asyncdicom.plan import Plan
+from asyncdicom.stats import RunStats
+
+log = logging.getLogger("asyncdicom.ledger")
+
+SCHEMA_VERSION = 1
+CONNECT_TIMEOUT = 10  # seconds to reach the server
+STATEMENT_TIMEOUT_MS = 120_000  # no statement of ours takes minutes: a hung server is an error
+_T = TypeVar("_T")
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE asyncdicom.meta (
+        job TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (job, key)
+    );
+    CREATE TABLE asyncdicom.requests (
+        job TEXT NOT NULL,
+        key TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        elements TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed', 'partial')),
+        in_plan BOOLEAN NOT NULL DEFAULT TRUE,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        status INTEGER,
+        category TEXT,
+        error TEXT,
+        matches INTEGER,
+        elapsed DOUBLE PRECISION,
+        updated DOUBLE PRECISION,
+        completed INTEGER,
+        failed_ops INTEGER,
+        warning_ops INTEGER,
+        received INTEGER,
+        missing TEXT,
+        transient BOOLEAN NOT NULL DEFAULT FALSE,
+        holder TEXT,
+        lease_until TIMESTAMPTZ,
+        settled_by TEXT,
+        PRIMARY KEY (job, key)
+    );
+    CREATE INDEX requests_claim ON asyncdicom.requests (job, state, line) WHERE in_plan;
+    CREATE TABLE asyncdicom.matches (
+        job TEXT NOT NULL, request_key TEXT NOT NULL, idx INTEGER NOT NULL, attrs TEXT NOT NULL,
+        PRIMARY KEY (job, request_key, idx)
+    );
+    CREATE TABLE asyncdicom.runs (
+        id BIGSERIAL PRIMARY KEY,
+        job TEXT NOT NULL,
+        host TEXT NOT NULL,
+        started DOUBLE PRECISION NOT NULL,
+        finished DOUBLE PRECISION,
+        outcome TEXT,
+        counts TEXT
+    );
+    CREATE INDEX runs_job ON asyncdicom.runs (job, id);
+    CREATE TABLE asyncdicom.instances (
+        job TEXT NOT NULL,
+        sop_uid TEXT NOT NULL,
+        request_key TEXT,
+        path TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        transfer_syntax TEXT,
+        state TEXT NOT NULL,
+        received DOUBLE PRECISION NOT NULL,
+        warning TEXT,
+        sha256 TEXT,
+        host TEXT NOT NULL,
+        directory TEXT NOT NULL,
+        PRIMARY KEY (job, sop_uid, path)
+    );
+    CREATE INDEX instances_request ON asyncdicom.instances (job, request_key);
+    CREATE TABLE asyncdicom.hosts (
+        job TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        directory TEXT,
+        started TIMESTAMPTZ NOT NULL DEFAULT now(),
+        heartbeat TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (job, holder)
+    );
+    CREATE TABLE asyncdicom.slots (
+        job TEXT NOT NULL, n INTEGER NOT NULL, holder TEXT, lease_until TIMESTAMPTZ, PRIMARY KEY (job, n)
+    );
+    """,
+}
+
+_HELD_BACK = """
+    SELECT CASE WHEN i.state IN ('quarantined', 'skipped') THEN i.state ELSE 'kept compressed' END AS kind,
+           i.warning, COUNT(*)
+    FROM asyncdicom.instances i LEFT JOIN asyncdicom.requests r ON r.job = i.job AND r.key = i.request_key
+    WHERE i.job = %(job)s AND (r.in_plan OR i.request_key IS NULL)
+      AND (i.state IN ('quarantined', 'skipped') OR (i.state != 'duplicate' AND i.warning LIKE %(kept)s))
+    GROUP BY kind, i.warning ORDER BY COUNT(*) DESC, kind, i.warning
+"""
+
+_CLAIM = """
+    WITH free AS MATERIALIZED (  -- materialized: a LIMIT under a join may be scanned again, taking more
+        SELECT key FROM asyncdicom.requests
+        WHERE job = %(job)s AND in_plan AND (lease_until IS NULL OR lease_until < now())
+          AND (state = 'pending' OR (state = 'partial' AND (updated IS NULL OR updated < %(since)s)))
+        ORDER BY line, key LIMIT %(count)s FOR UPDATE SKIP LOCKED
+    )
+    UPDATE asyncdicom.requests r SET holder = %(holder)s, lease_until = now() + %(lease)s * interval '1 second'
+    FROM free WHERE r.job = %(job)s AND r.key = free.key
+    RETURNING r.key, r.state, r.missing
+"""
+
+
+def describe_url(url: str) -> str:
+    """``host:port/dbname`` of a ledger URL, for messages (never a password: the config refuses one)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"{host}:{parts.port or 5432}/{parts.path.strip('/')}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(text[0].split())[:300] if text else type(exc).__name__
+
+
+class _Connection:
+    """One server connection that reconnects when the server went away, for up to ``patience``
+    seconds, and runs each unit of work in a transaction of its own."""
+
+    def __init__(self, url: str, where: str, patience: float) -> None:
+        self.url, self.where, self.patience = url, where, patience
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = anyio.Lock()
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+            application_name="asyncdicom",
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        )
+
+    async def open(self) -> None:
+        try:
+            self._conn = await self._connect()
+        except psycopg.Error as exc:
+            msg = (
+                f"Unable to reach the ledger database {self.where} as {_first_line(exc)}; check output.ledger_url, "
+                "that PostgreSQL runs there, and PGPASSWORD or ~/.pgpass for its password"
+            )
+            raise LedgerError(msg) from None
+
+    async def run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]], *, retry: bool = True) -> _T:
+        """``work(connection)`` in a transaction; on a lost connection, reconnect and run it again
+        (every unit of work here may run twice) until ``patience`` runs out."""
+        deadline = time.monotonic() + self.patience
+        delay = 0.2
+        async with self._lock:
+            while True:
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = await self._connect()
+                    async with self._conn.transaction():
+                        return await work(self._conn)
+                except psycopg.OperationalError as exc:
+                    if not retry or time.monotonic() + delay > deadline:
+                        msg = (
+                            f"Lost the ledger database {self.where} as {_first_line(exc)}; what was committed is "
+                            "kept, and a new run continues from there"
+                        )
+                        raise LedgerError(msg) from None
+                    log.warning(
+                        "the ledger database %s did not answer (%s); trying again", self.where, type(exc).__name__
+                    )
+                    if self._conn is not None:
+                        with contextlib.suppress(Exception):
+                            await self._conn.close()
+                    self._conn = None
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                except psycopg.Error as exc:
+                    msg = f"Unable to use the ledger database {self.where} as {_first_line(exc)}"
+                    raise LedgerError(msg) from None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+
+
+async def _all(conn: psycopg.AsyncConnection[Any], query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    cursor = await conn.execute(query, params)  # our queries are literals
+    return list(await cursor.fetchall())
+
+
+async def _one(conn: psycopg.AsyncConnection[Any], query: str, params: Any = None) -> tuple[Any, ...] | None:
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchone()
+
+
+class PgLedger:
+    """A job's ledger in a PostgreSQL database; use :func:`open_ledger`."""
+
+    def __init__(self, url: str, job: str, lease: float, directory: Path | None) -> None:
+        self.where = describe_url(url)
+        self.job = job
+        self.lease = lease
+        self.host = socket.gethostname()
+        self.holder = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.directory = str(directory) if directory is not None else ""
+        patience = max(30.0, lease)
+        self.db = _Connection(url, self.where, patience)
+        self.leases = _Connection(url, self.where, lease)  # claims and renewals: beyond a lease they are lost
+        self._run_id: int | None = None
+        self._run_started = time.time()
+        self.last_host = True  # until work() says otherwise
+        self._last_beat = time.monotonic()
+
+    @property
+    def path(self) -> str:
+        """Where the ledger is, for messages and reports."""
+        return f"postgresql {self.where}, job {self.job}"
+
+    # --- schema -------------------------------------------------------------------------------
+
+    async def _migrate(self) -> None:
+        async def migrate(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncdicom schema'))")
+            await conn.execute("CREATE SCHEMA IF NOT EXISTS asyncdicom")
+            await conn.execute("CREATE TABLE IF NOT EXISTS asyncdicom.version (version INTEGER NOT NULL)")
+            row = await _one(conn, "SELECT MAX(version) FROM asyncdicom.version")
+            version = int(row[0]) if row and row[0] is not None else 0
+            if version > SCHEMA_VERSION:
+                msg = (
+                    f"Unable to use the ledger database {self.where} as a newer asyncdicom wrote it (schema "
+                    f"{version}, this one knows {SCHEMA_VERSION}); upgrade asyncdicom on this host"
+                )
+                raise LedgerError(msg)
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                await conn.execute(_MIGRATIONS[target])
+                await conn.execute("INSERT INTO asyncdicom.version (version) VALUES (%s)", (target,))
+
+        await self.db.run(migrate)
+
+    async def _schema_present(self) -> bool:
+        async def present(conn: psycopg.AsyncConnection[Any]) -> bool:
+            row = await _one(conn, "SELECT to_regclass('asyncdicom.requests') IS NOT NULL")
+            return bool(row and row[0])
+
+        return await self.db.run(present)
+
+    async def get_meta(self, key: str) -> str | None:
+        row = await self.db.run(
+            lambda c: _one(c, "SELECT value FROM asyncdicom.meta WHERE job = %s AND key = %s", (self.job, key))
+        )
+        return str(row[0]) if row else None
+
+    async def remember(self, key: str, value: str) -> None:
+        await self.db.run(lambda c: self._set_meta(c, key, value))
+
+    async def _set_meta(self, conn: psycopg.AsyncConnection[Any], key: str, value: str) -> None:
+        await conn.execute(
+            "INSERT INTO asyncdicom.meta (job, key, value) VALUES (%s, %s, %s) "
+            "ON CONFLICT (job, key) DO UPDATE SET value = excluded.value",
+            (self.job, key, value),
+        )
+
+    # --- planning -----------------------------------------------------------------------------
+
+    async def sync_plan(self, plan: Plan, *, digests: dict[str, str], restart: bool, retry_failed: bool) -> SyncReport:
+        """As the SQLite ledger's, for the job; refused while another host runs the job with
+        other inputs, or for ``restart`` while another host runs it at all."""
+
+        async def sync(conn: psycopg.AsyncConnection[Any]) -> SyncReport:
+            job = self.job
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncdicom job'), hashtext(%s))", (job,))
+            meta = dict(await _all(conn, "SELECT key, value FROM asyncdicom.meta WHERE job = %s", (job,)))
+            first_run = "planned" not in meta
+            previous = {name: meta.get(f"digest:{name}") for name in digests}
+            others = await self._live_others(conn)
+            if others and restart:
+                msg = (
+                    f"Unable to restart job {job} as {_hosts(others)} runs it now; stop it (or wait for it to end), "
+                    "then restart"
+                )
+                raise LedgerError(msg)
+            changed = [name for name, digest in digests.items() if previous[name] not in (None, digest)]
+            if others and changed:
+                msg = (
+                    f"Unable to join job {job} as {_hosts(others)} runs it with another {', '.join(changed)}; give "
+                    "every host the same config and batch file, or another output.job_name"
+                )
+                raise LedgerError(msg)
+            if restart:
+                await conn.execute("DELETE FROM asyncdicom.matches WHERE job = %s", (job,))
+                await conn.execute("DELETE FROM asyncdicom.requests WHERE job = %s", (job,))
+            before = await _one(conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
+            await conn.execute("UPDATE asyncdicom.requests SET in_plan = FALSE WHERE job = %s AND in_plan", (job,))
+            await conn.execute(
+                "CREATE TEMPORARY TABLE plan_rows (key TEXT, line INTEGER, elements TEXT) ON COMMIT DROP"
+            )
+            async with conn.cursor().copy("COPY plan_rows (key, line, elements) FROM STDIN") as copy:
+                for request in plan.requests:
+                    await copy.write_row((request.key, request.line, request.to_json()))
+            await conn.execute(
+                "INSERT INTO asyncdicom.requests (job, key, line, elements) SELECT %s, key, line, elements "
+                "FROM plan_rows ON CONFLICT (job, key) DO UPDATE SET line = excluded.line, in_plan = TRUE",
+                (job,),
+            )
+            after = await _one(conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
+            retried = 0
+            if retry_failed:
+                cursor = await conn.execute(
+                    "UPDATE asyncdicom.requests SET state = 'pending', attempts = 0, error = NULL "
+                    "WHERE job = %s AND in_plan AND state = 'failed'",
+                    (job,),
+                )
+                retried = cursor.rowcount
+            cursor = await conn.execute(
+                "UPDATE asyncdicom.requests SET state = 'pending', attempts = 0, transient = FALSE "
+                "WHERE job = %s AND in_plan AND state = 'failed' AND transient",
+                (job,),
+            )
+            continued = cursor.rowcount
+            counts = await self._counts(conn)
+            for name, digest in digests.items():
+                await self._set_meta(conn, f"digest:{name}", digest)
+            await self._set_meta(conn, "planned", str(len(plan.requests)))
+            dropped = await _one(
+                conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND NOT in_plan", (job,)
+            )
+            return SyncReport(
+                new=int(after[0] if after else 0) - int(before[0] if before else 0),
+                done=counts.get("done", 0),
+                failed=counts.get("failed", 0),
+                pending=counts.get("pending", 0),
+                dropped=int(dropped[0] if dropped else 0),
+                retried=retried,
+                continued=continued,
+                changed=() if first_run or restart else tuple(changed),
+                first_run=first_run or restart,
+            )
+
+        return await self.db.run(sync)
+
+    async def _live_others(self, conn: psycopg.AsyncConnection[Any]) -> list[str]:
+        """Hosts other than this process whose heartbeat is younger than a lease."""
+        rows = await _all(
+            conn,
+            "SELECT DISTINCT host FROM asyncdicom.hosts WHERE job = %s AND holder != %s "
+            "AND heartbeat > now() - %s * interval '1 second' ORDER BY host",
+            (self.job, self.holder, self.lease),
+        )
+        return [str(host) for (host,) in rows]
+
+    async def _counts(self, conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
+        rows = await _all(
+            conn,
+            "SELECT state, COUNT(*) FROM asyncdicom.requests WHERE job = %s AND in_plan GROUP BY state",
+            (self.job,),
+        )
+        return {str(state): int(n) for state, n in rows}
+
+    async def pending(self, plan: Plan) -> list[Request]:
+        """Requests of the plan not settled yet (whoever holds them), in CSV order."""
+        rows = await self.db.run(
+            lambda c: _all(
+                c,
+                "SELECT key, state, missing FROM asyncdicom.requests "
+                "WHERE job = %s AND in_plan AND state IN ('pending', 'partial')",
+                (self.job,),
+            )
+        )
+        found = {str(key): (state, missing) for key, state, missing in rows}
+        out = []
+        for request in plan.requests:
+            if request.key in found:
+                state, missing = found[request.key]
+                out.append(_narrowed(request, state, missing))
+        return out
+
+    # --- sharing the work ---------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def work(
+        self, plan: Plan, pending: Sequence[Request], on_hosts: Callable[[int], None] | None = None
+    ) -> AsyncIterator[AsyncIterator[Request]]:
+        """The requests this host runs, claimed a few at a time as its workers take them, while
+        a heartbeat renews its leases (and tells ``on_hosts`` how many hosts run the job). On
+        exit, what it claimed and did not settle is given back at once."""
+        by_key = {request.key: request for request in plan.requests}
+        await self.leases.run(self._register)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._heartbeat, on_hosts)
+            try:
+                yield self._claims(by_key, max(1, plan_batch(len(pending))))
+            finally:
+                tg.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True), contextlib.suppress(LedgerError):
+                    await self.leases.run(self._give_back, retry=False)
+
+    async def _register(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(
+            "INSERT INTO asyncdicom.hosts (job, holder, host, pid, directory) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (job, holder) DO UPDATE SET heartbeat = now()",
+            (self.job, self.holder, self.host, os.getpid(), self.directory),
+        )
+        self._last_beat = time.monotonic()
+
+    async def _give_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Leave the job: give back what this host holds; whether it was the last host there is
+        decided under the job's lock, so that exactly one of several hosts ending together is."""
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncdicom job'), hashtext(%s))", (self.job,))
+        await conn.execute(
+            "UPDATE asyncdicom.requests SET holder = NULL, lease_until = NULL WHERE job = %s AND holder = %s",
+            (self.job, self.holder),
+        )
+        await conn.execute(
+            "UPDATE asyncdicom.slots SET holder = NULL, lease_until = NULL WHERE job = %s AND holder = %s",
+            (self.job, self.holder),
+        )
+        await conn.execute("DELETE FROM asyncdicom.hosts WHERE job = %s AND holder = %s", (self.job, self.holder))
+        self.last_host = not await self._live_others(conn)
+
+    async def _heartbeat(self, on_hosts: Callable[[int], None] | None) -> None:
+        """Renew this host's leases every third of a lease; stop the run when they could not be
+        renewed for a whole lease (the other hosts may have taken its requests and slots by then)."""
+        while True:
+            await anyio.sleep(self.lease / 3)
+            try:
+                hosts = await self.leases.run(self._beat)
+            except LedgerError:
+                raise
+            if on_hosts is not None:
+                on_hosts(hosts)
+
+    async def _beat(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        if time.monotonic() - self._last_beat > self.lease:
+            msg = (
+                f"Lost the ledger database {self.where} for longer than a lease ({self.lease:g} s): this host's "
+                "requests and association slots may be in other hands now, so it stops; what it committed is kept"
+            )
+            raise LedgerError(msg)
+        params = (self.lease, self.job, self.holder)
+        await conn.execute(
+            "UPDATE asyncdicom.hosts SET heartbeat = now() WHERE job = %s AND holder = %s", (self.job, self.holder)
+        )
+        await conn.execute(
+            "UPDATE asyncdicom.requests SET lease_until = now() + %s * interval '1 second' "
+            "WHERE job = %s AND holder = %s",
+            params,
+        )
+        await conn.execute(
+            "UPDATE asyncdicom.slots SET lease_until = now() + %s * interval '1 second' WHERE job = %s AND holder = %s",
+            params,
+        )
+        row = await _one(
+            conn,
+            "SELECT COUNT(*) FROM asyncdicom.hosts WHERE job = %s AND heartbeat > now() - %s * interval '1 second'",
+            (self.job, self.lease),
+        )
+        self._last_beat = time.monotonic()
+        return max(1, int(row[0]) if row else 1)
+
+    async def _claims(self, by_key: dict[str, Request], batch: int) -> AsyncIterator[Request]:
+        """Claim ``batch`` requests whenever the last ones are taken; when none is free but other
+        hosts hold some, wait and look again (their leases may run out); end when none is left."""
+        poll = min(2.0, self.lease / 4)
+        while True:
+            rows = await self.leases.run(lambda c: self._claim(c, batch))
+            if rows:
+                for key, state, missing in sorted(rows, key=lambda row: (by_key[row[0]].line, row[0])):
+                    yield _narrowed(by_key[key], state, missing)
+                continue
+            left = await self.leases.run(self._held_elsewhere)
+            if not left:
+                return
+            await anyio.sleep(poll)
+
+    async def _claim(self, conn: psycopg.AsyncConnection[Any], count: int) -> list[tuple[Any, ...]]:
+        params = {
+            "holder": self.holder,
+            "lease": self.lease,
+            "job": self.job,
+            "since": self._run_started,
+            "count": count,
+        }
+        rows = await _all(conn, _CLAIM, params)
+        if rows:
+            self._last_beat = time.monotonic()
+        return rows
+
+    async def _held_elsewhere(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Unsettled requests held by other hosts (or by nobody but not claimable by this run)."""
+        row = await _one(
+            conn,
+            "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND in_plan AND state = 'pending' "
+            "AND holder IS DISTINCT FROM %s",
+            (self.job, self.holder),
+        )
+        return int(row[0]) if row else 0
+
+    def slots(self, count: int) -> SharedSlots:
+        """The job's association budget of ``count`` (request.threads), shared by every host."""
+        return SharedSlots(self, count)
+
+    # --- recording ----------------------------------------------------------------------------
+
+    def recording(self, stats: RunStats) -> contextlib.AbstractAsyncContextManager[shared.Recorder]:
+        """A recorder whose results a single writer task commits in batches; all before it exits."""
+        return shared.recording(lambda items: self.db.run(lambda c: self._commit(c, items)), stats)
+
+    async def _commit(self, conn: psycopg.AsyncConnection[Any], items: Sequence[shared.Item]) -> list[shared.Item]:
+        """One transaction: instances first, then settled requests (never over one done
+        already, by this host or another); returns what was recorded."""
+        now = time.time()
+        job = self.job
+        instances = [item for item in items if isinstance(item, InstanceRecord)]
+        settled = [item for item in items if not isinstance(item, InstanceRecord)]
+        here = (self.host, self.directory)
+        async with conn.cursor() as cur:
+            replaced = [(job, i.replaces) for i in instances if i.replaces]
+            if replaced:
+                await cur.executemany("DELETE FROM asyncdicom.instances WHERE job = %s AND sop_uid = %s", replaced)
+            await self._warn_of_twins(conn, instances)
+            if instances:
+                await cur.executemany(
+                    "INSERT INTO asyncdicom.instances (job, sop_uid, request_key, path, size, transfer_syntax, "
+                    "state, received, warning, host, directory) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (job, sop_uid, path) DO NOTHING",
+                    [
+                        (
+                            job,
+                            i.sop_uid,
+                            i.request_key,
+                            i.path,
+                            i.size,
+                            i.transfer_syntax,
+                            i.state,
+                            now,
+                            i.warning,
+                            *here,
+                        )
+                        for i in instances
+                    ],
+                )
+        recorded: list[shared.Item] = list(instances)
+        for request, result in settled:
+            cursor = await conn.execute(
+                "UPDATE asyncdicom.requests SET state = %s, attempts = attempts + %s, status = %s, category = %s, "
+                "error = %s, matches = %s, elapsed = %s, updated = %s, completed = %s, failed_ops = %s, "
+                "warning_ops = %s, received = %s, missing = %s, transient = %s, holder = NULL, lease_until = NULL, "
+                "settled_by = %s WHERE job = %s AND key = %s AND state != 'done'",
+                (
+                    result.state,
+                    result.attempts,
+                    result.status,
+                    result.category,
+                    result.error,
+                    len(result.matches),
+                    result.elapsed,
+                    now,
+                    *shared.result_counts(result),
+                    json.dumps(list(result.missing)) if result.missing else None,
+                    result.transient,
+                    self.holder,
+                    job,
+                    request.key,
+                ),
+            )
+            if cursor.rowcount == 0:  # another host settled it as done first: its result stands
+                emit("request-done-elsewhere", key=request.key, line=request.line, state=result.state)
+                continue
+            recorded.append((request, result))
+            await conn.execute("DELETE FROM asyncdicom.matches WHERE job = %s AND request_key = %s", (job, request.key))
+            if result.matches:
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO asyncdicom.matches (job, request_key, idx, attrs) VALUES (%s, %s, %s, %s)",
+                        [
+                            (job, request.key, idx, json.dumps(attrs, ensure_ascii=False))
+                            for idx, attrs in enumerate(result.matches)
+                        ],
+                    )
+        return recorded
+
+    async def _warn_of_twins(self, conn: psycopg.AsyncConnection[Any], instances: Sequence[InstanceRecord]) -> None:
+        """As the SQLite ledger: warn of a SOP Instance UID stored at another path already."""
+        uids = list({i.sop_uid for i in instances})
+        if not uids:
+            return
+        known: dict[str, set[str]] = {}
+        rows = await _all(
+            conn,
+            "SELECT sop_uid, path FROM asyncdicom.instances WHERE job = %s AND sop_uid = ANY(%s)",
+            (self.job, uids),
+        )
+        for uid, path in rows:
+            known.setdefault(str(uid), set()).add(str(path))
+        for record in instances:
+            paths = known.setdefault(record.sop_uid, set())
+            if paths and record.path not in paths:
+                log.warning(
+                    "SOP Instance UID %s was received twice with different content (the archive holds two data "
+                    "sets under one UID); both are kept",
+                    record.sop_uid,
+                )
+                emit("twin", sop_instance_uid=record.sop_uid, request=record.request_key)
+            paths.add(record.path)
+
+    # --- runs and reports ---------------------------------------------------------------------
+
+    async def start_run(self) -> None:
+        self._run_started = time.time()
+        row = await self.db.run(
+            lambda c: _one(
+                c,
+                "INSERT INTO asyncdicom.runs (job, host, started) VALUES (%s, %s, %s) RETURNING id",
+                (self.job, self.host, self._run_started),
+            )
+        )
+        self._run_id = int(row[0]) if row else None
+
+    async def finish_run(self, outcome: str, counts: dict[str, Any]) -> None:
+        if self._run_id is None:
+            return
+        run_id = self._run_id
+        await self.db.run(
+            lambda c: c.execute(
+                "UPDATE asyncdicom.runs SET finished = %s, outcome = %s, counts = %s WHERE id = %s",
+                (time.time(), outcome, json.dumps(counts), run_id),
+            )
+        )
+
+    async def summary(self) -> LedgerSummary:
+        """Counts by state, the last run, and a few recent errors (no patient data)."""
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> LedgerSummary:
+            job = (self.job,)
+            counts = await self._counts(conn)
+            matches = await _one(
+                conn,
+                "SELECT COUNT(*) FROM asyncdicom.matches m JOIN asyncdicom.requests r "
+                "ON r.job = m.job AND r.key = m.request_key WHERE m.job = %s AND r.in_plan",
+                job,
+            )
+            last = await _one(
+                conn,
+                "SELECT started, finished, outcome FROM asyncdicom.runs WHERE job = %s ORDER BY id DESC LIMIT 1",
+                job,
+            )
+            failures = await _all(
+                conn,
+                "SELECT line, error FROM asyncdicom.requests WHERE job = %s AND in_plan AND state = 'failed' "
+                "ORDER BY line LIMIT 5",
+                job,
+            )
+            warnings = await _one(
+                conn,
+                "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND in_plan AND state = 'done' "
+                "AND category = 'warning'",
+                job,
+            )
+            instances = await _one(conn, "SELECT COUNT(*) FROM asyncdicom.instances WHERE job = %s", job)
+            held = await _all(conn, _HELD_BACK, {"job": self.job, "kept": f"{KEPT_COMPRESSED_PREFIX}%"})
+            return LedgerSummary(
+                held_back=tuple(HeldBackCount(HeldBack(kind), reason or "", int(n)) for kind, reason, n in held),
+                requests=RequestCounts(**{state: counts.get(state, 0) for state in shared.SUMMARY_STATES}),
+                instances=int(instances[0] if instances else 0),
+                matches=int(matches[0] if matches else 0),
+                warnings=int(warnings[0] if warnings else 0),
+                last_run=None if last is None else LastRun(last[0], last[1], last[2]),
+                failures=tuple(Failure(int(line), error) for line, error in failures),
+            )
+
+        return await self.db.run(read)
+
+    async def request_rows(self, states: frozenset[str] | None = None) -> list[RequestRow]:
+        """The plan's requests in CSV order, with their instances counted (``states`` filters)."""
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> list[RequestRow]:
+            rows = await _all(
+                conn,
+                "SELECT r.key, r.line, r.elements, r.state, r.status, r.category, r.error, r.attempts, r.completed, "
+                "r.failed_ops, r.warning_ops, r.received, r.elapsed, r.updated, "
+                "COUNT(i.sop_uid) FILTER (WHERE i.state IN ('stored', 'renamed', 'duplicate')), "
+                "COUNT(i.sop_uid) FILTER (WHERE i.state IN ('quarantined', 'skipped')), MIN(i.received) "
+                "FROM asyncdicom.requests r LEFT JOIN asyncdicom.instances i "
+                "ON i.job = r.job AND i.request_key = r.key "
+                "WHERE r.job = %s AND r.in_plan GROUP BY r.job, r.key ORDER BY r.line, r.key",
+                (self.job,),
+            )
+            folders: dict[str, set[str]] = {}
+            for key, path in await _all(
+                conn,
+                "SELECT request_key, path FROM asyncdicom.instances "
+                "WHERE job = %s AND state IN ('stored', 'renamed', 'duplicate')",
+                (self.job,),
+            ):
+                shared.add_folder(folders, key, path)
+            made = (shared.request_row(row, folders, states) for row in rows)
+            return [row for row in made if row is not None]
+
+        return await self.db.run(read)
+
+    async def instance_rows(self, states: frozenset[str] | None = None) -> list[InstanceRow]:
+        """Every received instance of the job, by CSV line, with the host and output directory
+        that hold it (``states`` filters by request state)."""
+        rows = await self.db.run(
+            lambda c: _all(
+                c,
+                "SELECT i.sop_uid, r.line, i.path, i.size, i.transfer_syntax, i.state, i.warning, i.received, "
+                "r.state, i.sha256, i.host, i.directory "
+                "FROM asyncdicom.instances i LEFT JOIN asyncdicom.requests r "
+                "ON r.job = i.job AND r.key = i.request_key "
+                "WHERE i.job = %s AND (r.in_plan OR i.request_key IS NULL) ORDER BY r.line, i.received, i.sop_uid",
+                (self.job,),
+            )
+        )
+        return [
+            InstanceRow(
+                str(uid),
+                line,
+                str(path),
+                int(size),
+                syntax,
+                str(state),
+                reason,
+                float(received),
+                sha256,
+                host,
+                directory,
+            )
+            for uid, line, path, size, syntax, state, reason, received, request_state, sha256, host, directory in rows
+            if states is None or request_state in states
+        ]
+
+    async def stored_by_request(self) -> dict[str, set[str]]:
+        """SOP Instance UIDs already received (by any host) for each unfinished request of the job."""
+        rows = await self.db.run(
+            lambda c: _all(
+                c,
+                "SELECT i.request_key, i.sop_uid FROM asyncdicom.instances i JOIN asyncdicom.requests r "
+                "ON r.job = i.job AND r.key = i.request_key WHERE i.job = %s AND r.in_plan AND r.state != 'done'",
+                (self.job,),
+            )
+        )
+        stored: dict[str, set[str]] = {}
+        for key, uid in rows:
+            stored.setdefault(str(key), set()).add(str(uid))
+        return stored
+
+    async def checksums(self, items: Sequence[tuple[str, str]]) -> None:
+        """Keep the SHA-256 of this host's stored instances: (path under its output directory, hex digest)."""
+
+        async def write(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "UPDATE asyncdicom.instances SET sha256 = %s WHERE job = %s AND path = %s AND host = %s "
+                    "AND directory = %s",
+                    [(digest, self.job, path, self.host, self.directory) for path, digest in items],
+                )
+
+        await self.db.run(write)
+
+    async def held_back_files(self) -> list[tuple[str, str, str, str]]:
+        """(SOP Instance UID, request key, quarantine path, transfer syntax) of the instances this
+        host quarantined or skipped (their files are on this host)."""
+        rows = await self.db.run(
+            lambda c: _all(
+                c,
+                "SELECT i.sop_uid, i.request_key, i.path, COALESCE(i.transfer_syntax, '') FROM asyncdicom.instances i "
+                "JOIN asyncdicom.requests r ON r.job = i.job AND r.key = i.request_key "
+                "WHERE i.job = %s AND r.in_plan AND i.state IN ('quarantined', 'skipped') AND i.host = %s "
+                "AND i.directory = %s ORDER BY r.line, i.received",
+                (self.job, self.host, self.directory),
+            )
+        )
+        return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
+    async def runs(self, limit: int = 5) -> list[RunRow]:
+        """The job's last runs (on every host), newest first."""
+        rows = await self.db.run(
+            lambda c: _all(
+                c,
+                "SELECT started, finished, outcome, counts FROM asyncdicom.runs WHERE job = %s "
+                "ORDER BY id DESC LIMIT %s",
+                (self.job, limit),
+            )
+        )
+        return [RunRow(s, f, o, json.loads(counts) if counts else {}) for s, f, o, counts in rows]
+
+    async def forget_instances(self, uids: Sequence[str], *, ask_again_for_them: bool) -> int:
+        """As the SQLite ledger's, for this host's instances."""
+
+        async def forget(conn: psycopg.AsyncConnection[Any]) -> int:
+            rows = await _all(
+                conn,
+                "DELETE FROM asyncdicom.instances WHERE job = %s AND host = %s AND directory = %s "
+                "AND sop_uid = ANY(%s) RETURNING sop_uid, request_key",
+                (self.job, self.host, self.directory, list(uids)),
+            )
+            by_request: dict[str, list[str]] = {}
+            for uid, key in rows:
+                by_request.setdefault(str(key), []).append(str(uid))
+            for key, lost in by_request.items():
+                await conn.execute(
+                    "UPDATE asyncdicom.requests SET state = 'partial', missing = %s, "
+                    "received = GREATEST(0, COALESCE(received, 0) - %s), error = %s WHERE job = %s AND key = %s",
+                    (
+                        json.dumps(sorted(lost)) if ask_again_for_them else None,
+                        len(lost),
+                        f"{len(lost)} instances missing or changed on disk (asyncdicom verify)",
+                        self.job,
+                        key,
+                    ),
+                )
+            return len(by_request)
+
+        return await self.db.run(forget)
+
+    async def library_rows(self) -> list[tuple[int, dict[str, str]]]:
+        """(CSV line, match attributes) of every done request of the job, in CSV order."""
+        rows = await self.db.run(
+            lambda c: _all(
+                c,
+                "SELECT r.line, m.attrs FROM asyncdicom.matches m JOIN asyncdicom.requests r "
+                "ON r.job = m.job AND r.key = m.request_key WHERE m.job = %s AND r.in_plan AND r.state = 'done' "
+                "ORDER BY r.line, r.key, m.idx",
+                (self.job,),
+            )
+        )
+        return [(int(line), json.loads(attrs)) for line, attrs in rows]
+
+    async def export_library(self, path: Path, columns: Sequence[str], *, guard: bool = True) -> int:
+        """Write the library CSV of the whole job atomically; returns its row count."""
+        rows = await self.library_rows()
+        await shared.write_atomic(path, shared.library_csv(columns, rows, guard))
+        return len(rows)
+
+    async def export_requests(self, path: Path, columns: Sequence[str], *, guard: bool = True) -> int:
+        """Write the request CSV of the whole job atomically; returns its row count."""
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+            rows = await _all(
+                conn,
+                "SELECT key, line, elements, state, status, completed, failed_ops, warning_ops, received, error "
+                "FROM asyncdicom.requests WHERE job = %s AND in_plan ORDER BY line, key",
+                (self.job,),
+            )
+            held = await _all(
+                conn,
+                "SELECT request_key, warning, COUNT(*) FROM asyncdicom.instances WHERE job = %s "
+                "AND (state IN ('quarantined', 'skipped') OR (state != 'duplicate' AND warning LIKE %s)) "
+                "GROUP BY request_key, warning",
+                (self.job, f"{KEPT_COMPRESSED_PREFIX}%"),
+            )
+            return rows, held
+
+        rows, held_rows = await self.db.run(read)
+        held: dict[str, dict[str, int]] = {}
+        for key, reason, count in held_rows:
+            held.setdefault(str(key), {})[reason or ""] = int(count)
+        await shared.write_atomic(path, shared.requests_csv(columns, rows, held, guard))
+        return len(rows)
+
+    async def live_hosts(self) -> list[str]:
+        """Hosts whose heartbeat for this job is younger than a lease (this one included)."""
+        rows = await self.db.run(
+            lambda c: _all(
+                c,
+                "SELECT DISTINCT host FROM asyncdicom.hosts WHERE job = %s "
+                "AND heartbeat > now() - %s * interval '1 second' ORDER BY host",
+                (self.job, self.lease),
+            )
+        )
+        return [str(host) for (host,) in rows]
+
+    async def close(self) -> None:
+        await self.db.close()
+        await self.leases.close()
+
+
+def plan_batch(pending: int) -> int:
+    """How many requests a host claims at a time: a few, so that the end of a job is shared."""
+    return min(8, max(1, pending))
+
+
+def _hosts(names: Sequence[str]) -> str:
+    return ("host " if len(names) == 1 else "hosts ") + ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+
+
+def _narrowed(request: Request, state: str, missing: str | None) -> Request:
+    """The request, asking only for its missing instances when a partial retrieve knows them."""
+    narrowed = narrow(request, json.loads(missing)) if state == "partial" and missing else None
+    return narrowed or request
+
+
+class SharedSlots:
+    """The job's associations as ``count`` leased rows: a worker holds one while its association
+    is open, on whichever host it runs, so the PACS never sees more than ``count`` from the job.
+
+    A slot this host releases goes straight to one of its own waiting workers if there is one;
+    otherwise it is given back to the database (by a task, as release is called from sync code).
+    """
+
+    def __init__(self, ledger: PgLedger, count: int) -> None:
+        self._ledger = ledger
+        self.count = count
+        self._owned: dict[object, int] = {}  # owner → slot number
+        self._idle: list[int] = []  # slots held in the database that no worker of ours uses
+        self._waiters = 0
+        self._freed = anyio.Event()
+        self._send: MemoryObjectSendStream[int] | None = None
+
+    async def prepare(self) -> None:
+        """Make the job's slot rows number exactly ``count`` (the config every host shares)."""
+        ledger = self._ledger
+
+        async def make(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "INSERT INTO asyncdicom.slots (job, n) SELECT %s, generate_series(0, %s - 1) ON CONFLICT DO NOTHING",
+                (ledger.job, self.count),
+            )
+            await conn.execute("DELETE FROM asyncdicom.slots WHERE job = %s AND n >= %s", (ledger.job, self.count))
+
+        await ledger.leases.run(make)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[SharedSlots]:
+        """While inside, released slots are given back to the database."""
+        send, receive = anyio.create_memory_object_stream[int](max(16, self.count * 2))
+        self._send = send
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._giver, receive)
+            try:
+                yield self
+            finally:
+                send.close()
+                self._send = None
+
+    async def _giver(self, receive: MemoryObjectReceiveStream[int]) -> None:
+        ledger = self._ledger
+        with anyio.CancelScope(shield=True):
+            async with receive:
+                async for n in receive:
+                    batch = [n]
+                    while True:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    with contextlib.suppress(LedgerError):
+                        await ledger.leases.run(functools.partial(self._give, numbers=batch))
+
+    async def _give(self, conn: psycopg.AsyncConnection[Any], numbers: list[int]) -> None:
+        ledger = self._ledger
+        await conn.execute(
+            "UPDATE asyncdicom.slots SET holder = NULL, lease_until = NULL "
+            "WHERE job = %s AND holder = %s AND n = ANY(%s)",
+            (ledger.job, ledger.holder, numbers),
+        )
+
+    async def acquire(self, owner: object) -> None:
+        """Wait for a slot of the job's budget for ``owner``."""
+        poll = 0.05
+        while True:
+            if self._idle:
+                self._owned[owner] = self._idle.pop()
+                return
+            n = await self._ledger.leases.run(self._take)
+            if n is not None:
+                self._owned[owner] = n
+                return
+            self._waiters += 1
+            try:
+                with anyio.move_on_after(poll):
+                    await self._freed.wait()
+            finally:
+                self._waiters -= 1
+            poll = min(poll * 2, 1.0)
+
+    async def _take(self, conn: psycopg.AsyncConnection[Any]) -> int | None:
+        ledger = self._ledger
+        row = await _one(
+            conn,
+            "WITH free AS MATERIALIZED (SELECT n FROM asyncdicom.slots WHERE job = %(job)s "
+            "AND (holder IS NULL OR lease_until < now()) ORDER BY n LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            "UPDATE asyncdicom.slots s SET holder = %(holder)s, lease_until = now() + %(lease)s * interval '1 second' "
+            "FROM free WHERE s.job = %(job)s AND s.n = free.n RETURNING s.n",
+            {"holder": ledger.holder, "lease": ledger.lease, "job": ledger.job},
+        )
+        return int(row[0]) if row else None
+
+    def release(self, owner: object) -> None:
+        """Give ``owner``'s slot to a waiting worker of this host, or back to the job."""
+        n = self._owned.pop(owner, None)
+        if n is None:
+            return
+        if self._waiters:
+            self._idle.append(n)
+            self._freed.set()
+            self._freed = anyio.Event()
+            return
+        if self._send is not None:
+            try:
+                self._send.send_nowait(n)
+                return
+            except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+        self._idle.append(n)  # renewed with the others; given back when the run ends
+
+    @property
+    def held(self) -> int:
+        """Slots this host holds now (in use or idle)."""
+        return len(self._owned) + len(self._idle)
+
+
+@asynccontextmanager
+async def open_ledger(
+    url: str, job: str, *, lease: float = 30.0, directory: Path | None = None, readonly: bool = False
+) -> AsyncIterator[PgLedger]:
+    """Open the job's ledger in the database at ``url`` (creating and migrating its tables unless
+    ``readonly``)."""
+    ledger = PgLedger(url, job, lease, directory)
+    try:
+        await ledger.db.open()
+        await ledger.leases.open()
+        if readonly:
+            if not await ledger._schema_present() or await ledger.get_meta("planned") is None:
+                msg = (
+                    f"Unable to read job {job} from the ledger database {ledger.where} as it has no such job "
+                    "yet; run 'asyncdicom run' first"
+                )
+                raise LedgerError(msg)
+        else:
+            await ledger._migrate()
+        yield ledger
+    finally:
+        with anyio.CancelScope(shield=True):
+            await ledger.close()
