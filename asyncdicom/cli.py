@@ -367,13 +367,13 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
 
     def body() -> int:
         from asyncdicom.config import load_config
-        from asyncdicom.ledger import open_ledger
+        from asyncdicom.ledger import open_job_ledger, where
         from asyncdicom.ledger.base import iso_time
 
         cfg = load_config(config)
 
         async def read() -> tuple[LedgerSummary, list[dict[str, Any]]]:
-            async with open_ledger(cfg.output.ledger_file, readonly=True) as ledger:
+            async with open_job_ledger(cfg, readonly=True) as ledger:
                 runs = [dataclasses.asdict(run) for run in await ledger.runs()]
                 return await ledger.summary(), runs
 
@@ -381,7 +381,7 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
         counts = summary.requests
         retrieve = cfg.request.type in ("c-move", "c-get")
         found = f"{summary.instances} instances" if retrieve else f"{summary.matches} matches"
-        report.info(f"ledger {cfg.output.ledger_file}: {found}")
+        report.info(f"ledger {where(cfg)}: {found}")
         window = _window_text(cfg)
         if window:
             report.info(f"schedule: {window}")
@@ -390,7 +390,7 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
             report.info(f"  failed: line {failure.line}: {failure.error}")
         report.held_back([{"kind": h.kind, "reason": h.reason, "count": h.count} for h in summary.held_back])
         if json_out:
-            document = {"schema": 1, "command": "status", "ledger_file": str(cfg.output.ledger_file)}
+            document = {"schema": 1, "command": "status", "ledger_file": where(cfg)}
             iso_runs = [
                 {**run, "started": iso_time(run["started"]), "finished": iso_time(run["finished"])} for run in runs
             ]
@@ -421,7 +421,7 @@ def report_command(
     def body() -> int:
         from asyncdicom.config import load_config
         from asyncdicom.engine.retry import status_meaning
-        from asyncdicom.ledger import open_ledger
+        from asyncdicom.ledger import open_job_ledger
 
         if format_ not in ("table", "csv", "json"):
             where, msg = "--format", f"unknown format {format_!r}; use table, csv or json"
@@ -434,7 +434,7 @@ def report_command(
         cfg = load_config(config)
 
         async def read() -> list[dict[str, Any]]:
-            async with open_ledger(cfg.output.ledger_file, readonly=True) as ledger:
+            async with open_job_ledger(cfg, readonly=True) as ledger:
                 if instances:
                     return [dataclasses.asdict(row) for row in await ledger.instance_rows(states)]
                 rows = []
@@ -453,6 +453,11 @@ def report_command(
                 if isinstance(row.get(key), float):
                     row[key] = report.iso(row[key])
         columns = INSTANCE_COLUMNS if instances else REQUEST_COLUMNS
+        if instances and cfg.output.ledger_url is not None:  # several hosts: which one holds each file
+            columns = (*columns, "host", "directory")
+        elif instances:
+            for row in rows:
+                del row["host"], row["directory"]
         if format_ == "json":
             report.emit_json({"schema": 1, "command": "report", "rows": rows})
         elif format_ == "csv":

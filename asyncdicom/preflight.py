@@ -20,7 +20,7 @@ from typing import Any
 from asyncdicom.config import Config
 from asyncdicom.elements import ElementSpec, parse_element, parse_path
 from asyncdicom.engine.scheduler import Scheduler, settings_for
-from asyncdicom.ledger import open_ledger
+from asyncdicom.ledger import open_job_ledger
 from asyncdicom.models import Request, RequestResult
 from asyncdicom.net.base import DicomBackend
 from asyncdicom.plan import Plan
@@ -146,7 +146,7 @@ class Sample:
 async def estimate(config: Config, report: PlanReport, sample: Sample | None = None) -> PlanReport:
     """Bytes and duration from what this ledger already knows, else from ``sample``; the fit in the
     schedule window. The plan is kept in the ledger's meta table."""
-    async with open_ledger(config.output.ledger_file) as ledger:
+    async with open_job_ledger(config) as ledger:
         rows = [row for row in await ledger.instance_rows() if row.state in ("stored", "renamed")]
         runs = [run for run in await ledger.runs(limit=20) if run.finished and run.counts.get("instances")]
         if rows:

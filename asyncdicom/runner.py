@@ -26,7 +26,7 @@ from asyncdicom.engine.gates import WindowGate
 from asyncdicom.engine.schedule import Schedule, Window
 from asyncdicom.engine.scheduler import Scheduler, settings_for, with_schedule
 from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError, OutputError, WindowClosed, leaves
-from asyncdicom.ledger import Ledger, SyncReport, open_ledger
+from asyncdicom.ledger import Ledger, SyncReport, open_job_ledger, where
 from asyncdicom.ledger.base import iso_time
 from asyncdicom.net.acse import UserIdentity
 from asyncdicom.net.base import DicomBackend
@@ -240,7 +240,7 @@ def describe_sync(plan: Plan, sync: SyncReport) -> list[str]:
 async def run(config: Config, plan: Plan, backend: DicomBackend, options: RunOptions | None = None) -> RunReport:
     """Run the plan against the backend, resuming from the ledger."""
     options = options or RunOptions()
-    async with open_ledger(config.output.ledger_file) as ledger:
+    async with open_job_ledger(config) as ledger:
         with events.recording(events.events_file(config.output.ledger_file)):
             return await _run(config, plan, backend, options, ledger)
 
@@ -264,7 +264,7 @@ async def _run(config: Config, plan: Plan, backend: DicomBackend, options: RunOp
         outcome, error = Outcome.OUTSIDE_WINDOW, None
         notes = [*notes, message]
     else:
-        outcome, error = await _execute(config, ledger, backend, pending, stats, options)
+        outcome, error = await _execute(config, ledger, backend, plan, pending, stats, options)
     if isinstance(error, OutputError):
         outcome = Outcome.OUTPUT_ERROR
     with anyio.CancelScope(shield=True):
@@ -284,7 +284,13 @@ async def _run(config: Config, plan: Plan, backend: DicomBackend, options: RunOp
 
 
 async def _execute(
-    config: Config, ledger: Ledger, backend: DicomBackend, pending: list[Any], stats: RunStats, options: RunOptions
+    config: Config,
+    ledger: Ledger,
+    backend: DicomBackend,
+    plan: Plan,
+    pending: list[Any],
+    stats: RunStats,
+    options: RunOptions,
 ) -> tuple[Outcome, AsyncDicomError | None]:
     destination = f"AE title {config.local.aet} at {socket.gethostname()}, port {config.local.port}"
     settings = settings_for(config.request, find=config.request.type == "c-find", destination=destination)
@@ -295,6 +301,13 @@ async def _execute(
     problems = GroupedLog(log)
     async with ledger.recording(stats) as recorder, contextlib.AsyncExitStack() as stack:
         stack.enter_context(_problems_into(stats))
+        shared = ledger.slots(config.request.workers)  # several hosts: the job's associations
+        if shared is not None:
+            try:
+                await shared.prepare()
+            except AsyncDicomError as exc:
+                return Outcome.FATAL, exc
+            await stack.enter_async_context(shared.running())
         operation = None
         retriever: Retriever | None = None
         if config.request.type in ("c-move", "c-get"):
@@ -327,6 +340,7 @@ async def _execute(
             on_close=retriever.stop_listening if retriever else None,
             progress=retriever.progress if retriever else None,
             pacer=retriever.pacer if retriever else None,
+            shared=shared,
         )
         async with anyio.create_task_group() as tg:
 
@@ -361,7 +375,8 @@ async def _execute(
             async def work() -> None:
                 nonlocal fatal, unexpected
                 try:
-                    await scheduler.run(pending)
+                    async with ledger.work(plan, pending, scheduler.share) as requests:
+                        await scheduler.run(requests)
                 except Exception as exc:  # one error, or a group of them from the workers
                     try:
                         fatal = project_error(exc)
@@ -441,6 +456,12 @@ async def _finish(
     counts = summary.requests
     library_rows = None
     library = config.output.library_file
+    if library is not None and not ledger.last_host:  # written once per job: by the last host to finish
+        notes = [
+            *notes,
+            f"other hosts still run job {config.output.job_name}: the last of them to finish writes {library.name}",
+        ]
+        library = None
     try:
         if config.request.type == "c-find" and library is not None:
             library_rows = await ledger.export_library(library, plan.columns, guard=config.output.csv_formula_guard)
@@ -465,7 +486,7 @@ async def _finish(
         matches=summary.matches,
         elapsed=round(snap.elapsed, 3),
         library_file=str(library) if library else None,
-        ledger_file=str(config.output.ledger_file),
+        ledger_file=where(config),
         library_rows=library_rows,
         message=message,
         retries=snap.retries,

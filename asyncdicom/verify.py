@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from dataclasses import dataclass
 
 import anyio
 
 from asyncdicom.config import Config
-from asyncdicom.ledger import open_ledger
+from asyncdicom.ledger import open_job_ledger
 from asyncdicom.ledger.base import InstanceRow
 
 STORED = frozenset({"stored", "renamed", "duplicate"})
@@ -65,14 +66,20 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _here(row: InstanceRow, root: str) -> bool:
+    """Whether this host holds ``row``'s file: always with a ledger of one host; with a shared
+    one, when this host stored it under this output directory."""
+    return row.host is None or (row.host == socket.gethostname() and row.directory == root)
+
+
 async def verify(config: Config, checksums: bool = False) -> VerifyReport:
     """Check every stored instance of the plan's requests; forget those missing or changed. With
     ``checksums``, read every file too: a SHA-256 kept by an earlier ``verify --checksums`` must
     match (the first such check keeps them)."""
     assert config.output.directory is not None
     root = str(config.output.directory)
-    async with open_ledger(config.output.ledger_file) as ledger:
-        rows = [row for row in await ledger.instance_rows() if row.state in STORED]
+    async with open_job_ledger(config) as ledger:
+        rows = [row for row in await ledger.instance_rows() if row.state in STORED and _here(row, root)]
         digests: dict[str, str] | None = {} if checksums else None
         found = await anyio.to_thread.run_sync(lambda: [_problem(root, row, digests) for row in rows])
         if digests:

@@ -114,6 +114,10 @@ class Throttle:
         self._bucket = TokenBucket(rate=rate, capacity=1.0)
         self._clock = clock
 
+    def set_rate(self, rate: float) -> None:
+        """A new rate from now on (0: unlimited)."""
+        self._bucket.rate = rate
+
     async def acquire(self) -> None:
         """Wait for the next token."""
         delay = self._bucket.reserve(self._clock())

@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import anyio
-from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from asyncdicom.config import RequestConfig, ScheduleConfig
 from asyncdicom.elements import unusual_values
@@ -101,21 +101,50 @@ async def _find(session: DicomSession, request: Request, threads: anyio.Capacity
 Hook = Callable[[], Awaitable[None]]
 
 
-class _Slot:
-    """One worker's claim on the association limiter (held while it keeps an association)."""
+async def _each(requests: Iterable[Request] | AsyncIterator[Request]) -> AsyncIterator[Request]:
+    if isinstance(requests, AsyncIterator):
+        async for request in requests:
+            yield request
+    else:
+        for request in requests:
+            yield request
 
-    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+
+class SharedBudget(Protocol):
+    """Association slots shared with the other hosts of a job (the PostgreSQL ledger's)."""
+
+    async def acquire(self, owner: object) -> None:
+        """Wait for a slot of the job's budget for ``owner``."""
+
+    def release(self, owner: object) -> None:
+        """Give ``owner``'s slot back."""
+
+
+class _Slot:
+    """One worker's claim on the association limiter (held while it keeps an association), and
+    on the job's shared budget when several hosts run the job."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter, shared: SharedBudget | None = None) -> None:
         self._limiter = limiter
+        self._shared = shared
         self.held = False
 
     async def acquire(self) -> None:
         if not self.held:
             await self._limiter.acquire_on_behalf_of(self)
+            if self._shared is not None:
+                try:
+                    await self._shared.acquire(self)
+                except BaseException:
+                    self._limiter.release_on_behalf_of(self)
+                    raise
             self.held = True
 
     def release(self) -> None:
         if self.held:
             self.held = False
+            if self._shared is not None:
+                self._shared.release(self)
             self._limiter.release_on_behalf_of(self)
 
 
@@ -135,6 +164,7 @@ class Scheduler:
         on_close: Hook | None = None,
         progress: Callable[[DicomSession], float | None] | None = None,
         pacer: Pacer | None = None,
+        shared: SharedBudget | None = None,
     ) -> None:
         self.backend = backend
         self.settings = settings
@@ -162,6 +192,8 @@ class Scheduler:
         self._on_open, self._on_close = on_open, on_close
         self._progress = progress  # retrieves: when the session's request last delivered an instance
         self._pacer = pacer  # the cap on received bytes: a new request waits while it is in debt
+        self._shared = shared  # the job's associations, when several hosts share it
+        self._byte_rate = pacer.rate if pacer is not None else 0.0
         self._window_open = False  # requests may start (the schedule is open and on_open has run)
         self._stopping = False  # a signal came: no request starts any more
         self._changed = anyio.Event()  # set (and replaced) when the two flags above change
@@ -177,8 +209,17 @@ class Scheduler:
             f"active={len(self._active)} deadline={self.latency.deadline():.2f}s>"
         )
 
-    async def run(self, requests: Sequence[Request]) -> None:
-        """Process every request; raises FatalRunError when the run cannot go on."""
+    def share(self, hosts: int) -> None:
+        """Several hosts run the job: this one keeps its share (1/``hosts``) of request.max_rate
+        and of the byte cap, so that the job as a whole keeps to them."""
+        hosts = max(1, hosts)
+        self.throttle.set_rate(self.settings.max_rate / hosts)
+        if self._pacer is not None:
+            self._pacer.set_rate(self._byte_rate / hosts)
+
+    async def run(self, requests: Iterable[Request] | AsyncIterator[Request]) -> None:
+        """Process every request (a list, or requests claimed as the run goes); raises
+        FatalRunError when the run cannot go on."""
         send, receive = anyio.create_memory_object_stream[Request](0)
         async with anyio.create_task_group() as tg:
             self._scope = tg.cancel_scope
@@ -189,7 +230,7 @@ class Scheduler:
                     workers.start_soon(self._worker, receive.clone())
                 receive.close()
                 async with send:
-                    for request in requests:
+                    async for request in _each(requests):
                         if self._stopping:
                             break
                         try:
@@ -269,13 +310,17 @@ class Scheduler:
         for session in list(self._active):
             await anyio.to_thread.run_sync(functools.partial(session.abort, silent=False))
 
-    async def _worker(self, receive: ObjectReceiveStream[Request]) -> None:
+    async def _worker(self, receive: MemoryObjectReceiveStream[Request]) -> None:
         session = self.backend.session()
-        slot = _Slot(self._associations)
+        slot = _Slot(self._associations, self._shared)
         try:
             async with receive:
                 async for request in receive:
                     await self._process(session, request, slot)
+                    if self._shared is not None and slot.held and not receive.statistics().tasks_waiting_send:
+                        # nothing to do at once: the job's slot goes to whichever host has work
+                        await anyio.to_thread.run_sync(session.close, limiter=self._threads)
+                        slot.release()
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(session.close, limiter=self._threads)

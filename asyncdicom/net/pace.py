@@ -36,6 +36,15 @@ class Pacer:
         self._stamp = clock()
         self.total = 0  # bytes taken so far
 
+    def set_rate(self, rate: float) -> None:
+        """A new average rate from now on (several hosts share the cap: this one's share)."""
+        if rate <= 0:
+            msg = "a pacer needs a positive rate"
+            raise ValueError(msg)
+        with self._lock:
+            self._refill(self._clock())
+            self.rate = rate
+
     def _refill(self, now: float) -> None:
         self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
