@@ -13,6 +13,7 @@ import yaml
 
 from tests.factory import StudySpec, study_specs, write_compressed, write_files, write_hostile
 from tests.pacs_servers import Orthanc, free_port
+from tests.postgres_server import Postgres
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "reference-samples"  # the ancestor's samples, copied
 
@@ -89,6 +90,16 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadedOrthanc]
         yield LoadedOrthanc(server, specs, written, scp_port, hostile, compressed)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL cluster of the tests' own (each test names its own job in it)."""
+    server = Postgres().start()
+    try:
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,230 @@
+"""One job shared by several asyncdicom processes on a PostgreSQL ledger, as cron starts them on
+several hosts: against the real Orthanc (C-GET and C-FIND), with one of them SIGKILLed, with
+the database restarted mid-run, and against the test PACS that counts associations."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+
+from asyncdicom.net.qrscp import Faults, QueryRetrieveSCP
+from tests.conftest import LoadedOrthanc, write_yaml
+from tests.factory import study_specs, write_files
+from tests.pacs_servers import free_port
+from tests.postgres_server import Postgres
+
+pytestmark = [pytest.mark.orthanc, pytest.mark.postgres]
+
+
+def _config(
+    folder: Path,
+    name: str,
+    pacs: tuple[int, str],
+    postgres: Postgres,
+    job: str,
+    rows: list[tuple[str, str]],
+    kind: str = "c-get",
+    **request: Any,
+) -> Path:
+    """Host ``name``'s config: the same job, its own output directory and port."""
+    batch = folder / "batch.csv"
+    batch.write_text("PatientID,StudyInstanceUID\n" + "".join(f"{p},{s}\n" for p, s in rows))
+    output: dict[str, Any] = {"ledger_url": postgres.url, "job_name": job, "lease_seconds": 2}
+    if kind == "c-find":
+        output["library_file"] = f"lib-{name}.csv"
+    else:
+        output.update(directory=f"out-{name}", directory_structure="PatientID/StudyInstanceUID")
+    return write_yaml(
+        folder / f"{name}.yml",
+        {
+            "pacs": {"hostname": "127.0.0.1", "port": pacs[0], "aet": pacs[1]},
+            "local": {"port": free_port(), "aet": "ASYNCDICOM"},
+            "request": {
+                "type": kind,
+                "model": "study",
+                "threads": 2,
+                "elements_batch_file": str(batch),
+                "elements": ["QueryRetrieveLevel=STUDY", "PatientID", "StudyInstanceUID"],
+                **request,
+            },
+            "output": output,
+        },
+    )
+
+
+def _spawn(config: Path, postgres: Postgres) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "asyncdicom", "run", str(config), "--json", "-q"],
+        cwd=config.parent,
+        env={**postgres.env, "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, dict[str, Any], str]:
+    out, err = process.communicate(timeout=timeout)
+    assert "Traceback" not in err, err[-3000:]
+    try:
+        document = json.loads(out)
+    except json.JSONDecodeError:
+        raise AssertionError(f"no JSON (exit {process.returncode}): {err[-3000:]}") from None
+    return process.returncode, document, err
+
+
+def _tree(folder: Path) -> set[str]:
+    """SOP Instance UIDs of the files under ``folder`` (the ledger's state folder left out)."""
+    if not folder.exists():
+        return set()
+    return {
+        str(dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+        for p in folder.rglob("*.dcm")
+        if ".asyncdicom" not in p.parts
+    }
+
+
+def _studies(orthanc: LoadedOrthanc, count: int) -> tuple[list[tuple[str, str]], set[str]]:
+    """The first ``count`` studies of the loaded Orthanc, and the SOP Instance UIDs they hold."""
+    chosen = orthanc.studies[:count]
+    rows = [(s.patient_id, s.study_uid) for s in chosen]
+    wanted = {s.study_uid for s in chosen}
+    uids = {str(ds.SOPInstanceUID) for ds in orthanc.instances if str(ds.StudyInstanceUID) in wanted}
+    return rows, uids
+
+
+def _job_rows(postgres: Postgres, job: str) -> list[tuple[object, ...]]:
+    return postgres.query("SELECT state, settled_by FROM asyncdicom.requests WHERE job = %s", (job,))
+
+
+def test_three_hosts_share_a_cget_job(tmp_path: Path, orthanc: LoadedOrthanc, postgres: Postgres) -> None:
+    """Three processes on one C-GET job: each request is done once, by one of them; their trees
+    are disjoint and together hold exactly the PACS's instances; each reports its own part and
+    ``report --instances`` lists every instance with the host and directory holding it."""
+    job = "share-cget"
+    rows, uids = _studies(orthanc, 30)
+    configs = [_config(tmp_path, name, (orthanc.port, "ORTHANC"), postgres, job, rows) for name in "abc"]
+    processes = [_spawn(config, postgres) for config in configs]
+    results = [_finish(process) for process in processes]
+    assert [code for code, _, _ in results] == [0, 0, 0], [err[-2000:] for _, _, err in results]
+    trees = [_tree(tmp_path / f"out-{name}") for name in "abc"]
+    assert set().union(*trees) == uids
+    assert sum(len(tree) for tree in trees) == len(uids)  # no instance fetched twice
+    states = _job_rows(postgres, job)
+    assert len(states) == 30 and {state for state, _ in states} == {"done"}
+    assert sum(doc["ran"] for _, doc, _ in results) == 30  # each request settled by exactly one run
+    assert all(doc["done"] == 30 for _, doc, _ in results)  # each sees the whole job done
+    report = subprocess.run(
+        [sys.executable, "-m", "asyncdicom", "report", str(configs[0]), "--instances", "--format", "json"],
+        cwd=tmp_path,
+        env=postgres.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    listed = json.loads(report.stdout)["rows"]
+    assert {row["sop_uid"] for row in listed} == uids
+    assert {Path(row["directory"]).name for row in listed} <= {"out-a", "out-b", "out-c"}
+
+
+def test_three_hosts_share_a_cfind_job_and_one_writes_the_library(
+    tmp_path: Path, orthanc: LoadedOrthanc, postgres: Postgres
+) -> None:
+    """Three processes on one C-FIND job: every match once in the ledger, the library CSV written
+    once, by the last process to finish, with every study of the job."""
+    job = "share-cfind"
+    rows, _ = _studies(orthanc, 40)
+    configs = [  # 40 requests at 6 a second for the job: the three runs overlap
+        _config(tmp_path, name, (orthanc.port, "ORTHANC"), postgres, job, rows, kind="c-find", max_rate=6)
+        for name in "abc"
+    ]
+    results = [_finish(process) for process in [_spawn(config, postgres) for config in configs]]
+    assert [code for code, _, _ in results] == [0, 0, 0], [err[-2000:] for _, _, err in results]
+    written = [tmp_path / f"lib-{name}.csv" for name in "abc" if (tmp_path / f"lib-{name}.csv").exists()]
+    assert len(written) == 1
+    lines = written[0].read_text().splitlines()
+    assert len(lines) == 41  # header + one match per study
+    assert sum(doc["ran"] for _, doc, _ in results) == 40
+    others = [doc for _, doc, _ in results if doc.get("library_rows") is None]
+    assert len(others) == 2
+    assert all(any("the last of them to finish writes" in note for note in doc["notes"]) for doc in others), [
+        (doc["notes"], doc["outcome"]) for doc in others
+    ]
+
+
+def test_a_killed_host_s_requests_are_finished_by_the_others(
+    tmp_path: Path, orthanc: LoadedOrthanc, postgres: Postgres
+) -> None:
+    """SIGKILL one process mid-run (it holds requests and association slots): after its lease
+    the two others finish its requests, and the three trees together hold the whole job."""
+    job = "killed"
+    rows, uids = _studies(orthanc, 24)
+    slow = {"max_rate": 4}  # the first host must still be running when it is killed
+    first = _config(tmp_path, "a", (orthanc.port, "ORTHANC"), postgres, job, rows, **slow)
+    victim = _spawn(first, postgres)
+    deadline = time.monotonic() + 60
+    while not postgres.query("SELECT 1 FROM asyncdicom.instances WHERE job = %s LIMIT 1", (job,)):
+        assert victim.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    held = postgres.query("SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND holder IS NOT NULL", (job,))
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    assert held[0][0] > 0  # it died holding requests
+    others = [_config(tmp_path, name, (orthanc.port, "ORTHANC"), postgres, job, rows) for name in "bc"]
+    results = [_finish(process) for process in [_spawn(config, postgres) for config in others]]
+    assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
+    assert {state for state, _ in _job_rows(postgres, job)} == {"done"}
+    union = set().union(*(_tree(tmp_path / f"out-{name}") for name in "abc"))
+    assert union == uids
+    left = postgres.query("SELECT COUNT(*) FROM asyncdicom.slots WHERE job = %s AND holder IS NOT NULL", (job,))
+    assert left == [(0,)]
+
+
+def test_a_database_restart_mid_run_is_ridden_out(tmp_path: Path, orthanc: LoadedOrthanc, postgres: Postgres) -> None:
+    """PostgreSQL restarts while two processes run the job: they reconnect and finish it, with
+    nothing lost and nothing recorded twice."""
+    job = "db-restart"
+    rows, uids = _studies(orthanc, 20)
+    configs = [_config(tmp_path, name, (orthanc.port, "ORTHANC"), postgres, job, rows, max_rate=8) for name in "ab"]
+    processes = [_spawn(config, postgres) for config in configs]
+    deadline = time.monotonic() + 60
+    while not postgres.query("SELECT 1 FROM asyncdicom.instances WHERE job = %s LIMIT 1", (job,)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    postgres.restart()
+    results = [_finish(process) for process in processes]
+    assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
+    assert {state for state, _ in _job_rows(postgres, job)} == {"done"}
+    trees = [_tree(tmp_path / f"out-{name}") for name in "ab"]
+    assert set().union(*trees) == uids
+    stored = postgres.query("SELECT COUNT(*) FROM asyncdicom.instances WHERE job = %s", (job,))
+    assert stored == [(len(uids),)]
+
+
+def test_the_pacs_never_sees_more_associations_than_the_job_allows(tmp_path: Path, postgres: Postgres) -> None:
+    """Three processes with request.threads 2 against the test PACS that counts associations:
+    never more than 2 open at once, from all three together."""
+    specs = study_specs(30, studies_per_patient=1, series=1, instances=1)
+    datasets = write_files(specs, tmp_path / "data")
+    pacs = QueryRetrieveSCP(datasets, ae_title="COUNTING", faults=Faults(delay=0.05))
+    port = pacs.start()
+    try:
+        rows = [(s.patient_id, s.study_uid) for s in specs]
+        configs = [
+            _config(tmp_path, name, (port, "COUNTING"), postgres, "counted", rows, kind="c-find") for name in "abc"
+        ]
+        results = [_finish(process) for process in [_spawn(config, postgres) for config in configs]]
+    finally:
+        pacs.stop()
+    assert [code for code, _, _ in results] == [0, 0, 0], [err[-2000:] for _, _, err in results]
+    assert pacs.finds == 30
+    assert 1 <= pacs.most_open <= 2

@@ -1,0 +1,332 @@
+"""The PostgreSQL ledger against a real PostgreSQL started by the tests: the SQLite ledger's
+behaviour per job, leases that hosts share, results recorded once, the shared association
+budget, a restarted server, and the config keys that choose it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from asyncdicom.config import load_config
+from asyncdicom.errors import ConfigError, LedgerError
+from asyncdicom.ledger import open_ledger
+from asyncdicom.ledger.base import Ledger
+from asyncdicom.ledger.postgres import PgLedger
+from asyncdicom.ledger.postgres import open_ledger as open_pg
+from asyncdicom.models import InstanceRecord, InstanceState, RequestResult
+from asyncdicom.plan import Plan, build_plan
+from asyncdicom.stats import RunStats
+from tests.conftest import find_config, write_yaml
+from tests.postgres_server import Postgres
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+Opener = Callable[..., AbstractAsyncContextManager[Any]]
+
+
+def _plan(tmp_path: Path, rows: str) -> Plan:
+    (tmp_path / "batch.csv").write_text("PatientID\n" + rows)
+    return build_plan(load_config(write_yaml(tmp_path / "c.yml", find_config(4242, batch="batch.csv"))))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens this test's ledger, in a file or as a job of its own in the tests' PostgreSQL."""
+    if request.param == "sqlite":
+        return lambda: open_ledger(tmp_path / "l.sqlite3")
+    server: Postgres = request.getfixturevalue("postgres")
+    job = f"t-{tmp_path.name}"[:64]
+    return lambda: open_pg(server.url, job, lease=3.0, directory=tmp_path / "out")
+
+
+@pytest.fixture(autouse=True)
+def _password(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.postgres_server import PASSWORD
+
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+
+
+def _done(patient: str) -> RequestResult:
+    return RequestResult("done", 1, 0, "success", None, ({"PatientID": patient},))
+
+
+async def test_sync_resume_restart_and_retry(tmp_path: Path, opener: Opener) -> None:
+    """On either ledger: done requests stay done, failures are retried only when asked, restart forgets all."""
+    plan = _plan(tmp_path, "1\n2\n3\n")
+    stats = RunStats(3, 0, 1)
+    async with opener() as ledger:
+        first = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=False)
+        assert (first.new, first.first_run) == (3, True)
+        async with ledger.recording(stats) as rec:
+            await rec.record(plan.requests[0], _done("1"))
+            await rec.record(plan.requests[1], RequestResult("failed", 2, 0xC000, "failure", "failure status 0xC000"))
+        assert (stats.done, stats.failed, stats.matches) == (1, 1, 1)
+        again = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=False)
+        assert (again.new, again.done, again.failed, again.pending, again.changed) == (0, 1, 1, 1, ())
+        assert [r.key for r in await ledger.pending(plan)] == [plan.requests[2].key]
+        retry = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=True)
+        assert retry.retried == 1
+        assert len(await ledger.pending(plan)) == 2
+        restart = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=True, retry_failed=False)
+        assert (restart.new, restart.done) == (3, 0)
+
+
+async def test_transient_failures_and_changed_csv(tmp_path: Path, opener: Opener) -> None:
+    """On either ledger: a transient failure is pending again on the next run; a changed CSV keeps
+    done rows, adds new ones and drops removed ones from the library."""
+    old = _plan(tmp_path, "1\n2\n")
+    async with opener() as ledger:
+        await ledger.sync_plan(old, digests={"csv": "a"}, restart=False, retry_failed=False)
+        async with ledger.recording(RunStats(2, 0, 1)) as rec:
+            await rec.record(old.requests[0], RequestResult("failed", 4, None, "network", "aborted", transient=True))
+            await rec.record(old.requests[1], _done("x"))
+        again = await ledger.sync_plan(old, digests={"csv": "a"}, restart=False, retry_failed=False)
+        assert (again.continued, again.done, again.pending) == (1, 1, 1)
+        new = _plan(tmp_path, "2\n3\n")
+        sync = await ledger.sync_plan(new, digests={"csv": "b"}, restart=False, retry_failed=False)
+        assert (sync.changed, sync.new, sync.dropped, sync.done) == (("csv",), 1, 1, 1)
+        assert await ledger.export_library(tmp_path / "lib.csv", ("PatientID",)) == 1
+        summary = await ledger.summary()
+        assert (summary.requests.done, summary.requests.pending, summary.matches) == (1, 1, 1)
+    assert (tmp_path / "lib.csv").read_text() == "PatientID,row\nx,2\n"
+
+
+async def test_instances_reports_and_forgetting(tmp_path: Path, opener: Opener) -> None:
+    """On either ledger: instance rows, request rows with their folders, held-back counts, the
+    request CSV, and verify's forgetting of a lost file."""
+    plan = _plan(tmp_path, "1\n2\n")
+    first, second = plan.requests
+    async with opener() as ledger:
+        await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        async with ledger.recording(RunStats(2, 0, 1)) as rec:
+            await rec.record_instance(
+                InstanceRecord("1.2.3.1", first.key, "1/a.dcm", 10, "1.2.840.10008.1.2.1", InstanceState.STORED)
+            )
+            await rec.record_instance(
+                InstanceRecord(
+                    "1.2.3.2",
+                    first.key,
+                    "1/b.dcm",
+                    10,
+                    "1.2.840.10008.1.2.1",
+                    InstanceState.QUARANTINED,
+                    "the script said so",
+                )
+            )
+            await rec.record_instance(
+                InstanceRecord("1.2.3.1", first.key, "1/a.dcm", 10, "1.2.840.10008.1.2.1", InstanceState.STORED)
+            )  # again: one row
+            await rec.record(first, dataclasses.replace(_done("1"), received=2))
+            await rec.record(second, RequestResult("failed", 1, 0xA701, "failure", "out of resources"))
+        rows = await ledger.request_rows()
+        assert [(r.line, r.state, r.stored, r.held_back, r.folders) for r in rows] == [
+            (2, "done", 1, 1, ("1",)),
+            (3, "failed", 0, 0, ()),
+        ]
+        assert [r.state for r in await ledger.request_rows(frozenset({"failed"}))] == ["failed"]
+        instances = await ledger.instance_rows()
+        assert sorted((i.sop_uid, i.state) for i in instances) == [("1.2.3.1", "stored"), ("1.2.3.2", "quarantined")]
+        summary = await ledger.summary()
+        assert summary.held_back_total == 1 and summary.instances == 2
+        assert summary.failures[0].line == 3
+        assert await ledger.export_requests(tmp_path / "req.csv", ("PatientID",)) == 2
+        assert "1 × the script said so" in (tmp_path / "req.csv").read_text()
+        assert await ledger.forget_instances(["1.2.3.1"], ask_again_for_them=True) == 1
+        assert [r.state for r in await ledger.request_rows()] == ["partial", "failed"]
+        assert await ledger.stored_by_request() == {first.key: {"1.2.3.2"}}
+        await ledger.remember("plan", "{}")
+        assert await ledger.get_meta("plan") == "{}"
+
+
+@asynccontextmanager
+async def _host(server: Postgres, job: str, tmp_path: Path, name: str, lease: float = 3.0) -> AsyncIterator[PgLedger]:
+    async with open_pg(server.url, job, lease=lease, directory=tmp_path / name) as ledger:
+        yield ledger
+
+
+async def _take_all(ledger: Ledger, plan: Plan, taken: list[str], hold: float = 0.0) -> None:
+    """Run the job as a host would: take each request claimed and record it done."""
+    pending = await ledger.pending(plan)
+    async with ledger.recording(RunStats(len(plan.requests), 0, 1)) as rec, ledger.work(plan, pending) as requests:
+        async for request in requests:
+            taken.append(request.key)
+            await anyio.sleep(hold)
+            await rec.record(request, _done("x"))
+
+
+async def test_three_hosts_share_a_job_each_request_once(tmp_path: Path, postgres: Postgres) -> None:
+    """Three hosts on one job: every request is claimed by exactly one of them, and all are done."""
+    plan = _plan(tmp_path, "".join(f"{n}\n" for n in range(60)))
+    job = f"share-{tmp_path.name}"[:64]
+    taken: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    async with (
+        _host(postgres, job, tmp_path, "a") as a,
+        _host(postgres, job, tmp_path, "b") as b,
+        _host(postgres, job, tmp_path, "c") as c,
+    ):
+        for ledger in (a, b, c):
+            await ledger.sync_plan(plan, digests={"csv": "same"}, restart=False, retry_failed=False)
+        async with anyio.create_task_group() as tg:
+            for name, ledger in (("a", a), ("b", b), ("c", c)):
+                tg.start_soon(_take_all, ledger, plan, taken[name], 0.01)
+        summary = await a.summary()
+    every = taken["a"] + taken["b"] + taken["c"]
+    assert sorted(every) == sorted(r.key for r in plan.requests)  # each once, none left out
+    assert all(taken.values()), taken  # all three took a share
+    assert summary.requests.done == 60
+    holders = postgres.query("SELECT COUNT(DISTINCT settled_by) FROM asyncdicom.requests WHERE job = %s", (job,))
+    assert holders == [(3,)]
+
+
+async def test_a_dead_hosts_requests_go_to_another_after_its_lease(tmp_path: Path, postgres: Postgres) -> None:
+    """A host that claimed requests and stopped renewing them (killed) loses them after its lease:
+    another host, waiting meanwhile, claims and finishes them."""
+    plan = _plan(tmp_path, "1\n2\n3\n")
+    job = f"dead-{tmp_path.name}"[:64]
+    async with _host(postgres, job, tmp_path, "a", lease=2.0) as dead:
+        await dead.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        claimed = await dead.leases.run(lambda conn: dead._claim(conn, 2))  # then nothing more: no heartbeat
+        assert len(claimed) == 2
+        async with _host(postgres, job, tmp_path, "b", lease=2.0) as alive:
+            taken: list[str] = []
+            with anyio.fail_after(20):
+                start = anyio.current_time()
+                await _take_all(alive, plan, taken)
+            waited = anyio.current_time() - start
+            assert sorted(taken) == sorted(r.key for r in plan.requests)
+            assert waited >= 1.5  # the two claimed requests waited for the lease to run out
+            assert (await alive.summary()).requests.done == 3
+
+
+async def test_a_result_never_overwrites_done(tmp_path: Path, postgres: Postgres) -> None:
+    """Two hosts ran one request (a lease ran out mid-request): the first done stands; the later
+    failure from the other host is not recorded over it."""
+    plan = _plan(tmp_path, "1\n")
+    job = f"once-{tmp_path.name}"[:64]
+    async with _host(postgres, job, tmp_path, "a") as a, _host(postgres, job, tmp_path, "b") as b:
+        await a.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        stats_a, stats_b = RunStats(1, 0, 1), RunStats(1, 0, 1)
+        async with a.recording(stats_a) as rec:
+            await rec.record(plan.requests[0], _done("1"))
+        async with b.recording(stats_b) as rec:
+            await rec.record(plan.requests[0], RequestResult("failed", 1, None, "network", "aborted"))
+        assert (stats_a.done, stats_b.failed) == (1, 0)  # b's result was not recorded
+        assert (await b.summary()).requests.done == 1
+        assert postgres.query("SELECT settled_by FROM asyncdicom.requests WHERE job = %s", (job,)) == [(a.holder,)]
+
+
+async def test_the_association_budget_is_shared_by_the_hosts(tmp_path: Path, postgres: Postgres) -> None:
+    """Slots of one job across hosts: never more held than the budget; a released slot goes to
+    a waiting host; a dead host's slots come back after its lease."""
+    job = f"slots-{tmp_path.name}"[:64]
+    owners = [object() for _ in range(4)]
+    async with _host(postgres, job, tmp_path, "a", lease=2.0) as a, _host(postgres, job, tmp_path, "b", lease=2.0) as b:
+        slots_a, slots_b = a.slots(2), b.slots(2)
+        await slots_a.prepare()
+        async with slots_a.running(), slots_b.running():
+            await slots_a.acquire(owners[0])
+            await slots_b.acquire(owners[1])
+            with anyio.move_on_after(0.5) as waited:
+                await slots_a.acquire(owners[2])
+            assert waited.cancelled_caught  # the budget of 2 is spent
+            got = anyio.Event()
+
+            async def third() -> None:
+                await slots_a.acquire(owners[2])
+                got.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(third)
+                await anyio.sleep(0.2)
+                assert not got.is_set()
+                slots_b.release(owners[1])  # b gives its slot back: a's waiting worker gets it
+                with anyio.fail_after(5):
+                    await got.wait()
+            held = postgres.query("SELECT COUNT(*) FROM asyncdicom.slots WHERE job = %s AND holder IS NOT NULL", (job,))
+            assert held == [(2,)]
+        # a's slots are held in the table with no heartbeat renewing them: b gets one after the lease
+        async with slots_b.running():
+            with anyio.fail_after(10):
+                await slots_b.acquire(owners[3])
+
+
+async def test_a_restarted_server_is_met_with_a_reconnection(tmp_path: Path, postgres: Postgres) -> None:
+    """The server restarts between two commits: the next commit reconnects and lands."""
+    plan = _plan(tmp_path, "1\n2\n")
+    job = f"restart-{tmp_path.name}"[:64]
+    async with _host(postgres, job, tmp_path, "a") as ledger:
+        await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        async with ledger.recording(RunStats(2, 0, 1)) as rec:
+            await rec.record(plan.requests[0], _done("1"))
+        await anyio.to_thread.run_sync(postgres.restart)
+        async with ledger.recording(RunStats(2, 0, 1)) as rec:
+            await rec.record(plan.requests[1], _done("2"))
+        assert (await ledger.summary()).requests.done == 2
+
+
+async def test_restart_is_refused_while_another_host_runs_the_job(tmp_path: Path, postgres: Postgres) -> None:
+    """--restart would forget what a running host is doing: refused, naming the host; so is
+    joining the job with another batch file."""
+    plan = _plan(tmp_path, "1\n")
+    job = f"busy-{tmp_path.name}"[:64]
+    async with _host(postgres, job, tmp_path, "a") as a, _host(postgres, job, tmp_path, "b") as b:
+        await a.sync_plan(plan, digests={"csv": "one"}, restart=False, retry_failed=False)
+        async with a.work(plan, await a.pending(plan)):
+            with pytest.raises(LedgerError, match=r"Unable to restart job .* as host .* runs it now"):
+                await b.sync_plan(plan, digests={"csv": "one"}, restart=True, retry_failed=False)
+            with pytest.raises(LedgerError, match=r"runs it with another csv; give every host the same"):
+                await b.sync_plan(plan, digests={"csv": "two"}, restart=False, retry_failed=False)
+        assert a.last_host
+
+
+async def test_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    """Nothing listens at the ledger URL: a LedgerError naming host, port and database, and what to check."""
+    from tests.pacs_servers import free_port
+
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/research"
+    with pytest.raises(
+        LedgerError, match=r"Unable to reach the ledger database 127\.0\.0\.1:\d+/research as .*PGPASSWORD"
+    ):
+        async with open_pg(url, "job"):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("output", "where", "message"),
+    [
+        ({"ledger_url": "postgresql://u:secret@db/x"}, "output.ledger_url", "holds a password"),
+        ({"ledger_url": "postgresql://u@db/x?password=secret"}, "output.ledger_url", "holds a password"),
+        ({"ledger_url": "mysql://u@db/x"}, "output.ledger_url", "not a postgresql:// URL"),
+        ({"ledger_url": "postgresql://u@db"}, "output.ledger_url", "names no database"),
+        ({"ledger_url": "postgresql://u@db:99999/x"}, "output.ledger_url", "port is out of range"),
+        ({"ledger_url": "postgresql://u@db/x", "ledger_file": "l.sqlite3"}, "output.ledger_url", "not both"),
+        ({"job_name": "../etc"}, "output.job_name", "is not a job name"),
+        ({"job_name": "x" * 65}, "output.job_name", "is not a job name"),
+        ({"lease_seconds": 1}, "output.lease_seconds", "out of range"),
+    ],
+)
+def test_ledger_keys_are_checked(tmp_path: Path, output: dict[str, object], where: str, message: str) -> None:
+    """Bad ledger keys are config errors naming the key and the fix; a password is never accepted."""
+    document = find_config(4242)
+    document["output"].update(output)
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_yaml(tmp_path / "c.yml", document))
+    assert caught.value.where == where
+    assert message in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_the_job_is_named_after_the_config_file(tmp_path: Path) -> None:
+    """Without output.job_name, the config file's name is the job's (the same config on several hosts is one job)."""
+    document = find_config(4242)
+    document["output"]["ledger_url"] = "postgresql://asyncdicom@db.example.org/research"
+    config = load_config(write_yaml(tmp_path / "lung ct.yml", document))
+    assert (config.output.job_name, config.output.lease_seconds) == ("lung-ct", 30.0)
+    document["output"]["job_name"] = "lung-ct-2026"
+    assert load_config(write_yaml(tmp_path / "c.yml", document)).output.job_name == "lung-ct-2026"
