@@ -186,12 +186,14 @@ def run(
 
 
 def _dashboard_header(cfg: Config) -> dashboard.Header:
+    from asyncdicom.ledger import where
+
     output = cfg.output.directory or cfg.output.library_file
     return dashboard.Header(
         kind=cfg.request.type,
         pacs=cfg.pacs.where,
         output=str(output) if output else "",
-        ledger=str(cfg.output.ledger_file),
+        ledger=where(cfg),
     )
 
 
@@ -538,7 +540,13 @@ async def _sample(cfg: Config, batch: Plan, count: int) -> Any:
     cfg.output.directory.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".asyncdicom-sample-", dir=cfg.output.directory.parent))
     try:
-        output = replace(cfg.output, directory=scratch / "images", library_file=None, ledger_file=scratch / "l.sqlite3")
+        output = replace(  # a sample of its own: never in a shared job's ledger
+            cfg.output,
+            directory=scratch / "images",
+            library_file=None,
+            ledger_file=scratch / "l.sqlite3",
+            ledger_url=None,
+        )
         anonymization = replace(cfg.anonymization, quarantine_directory=scratch / "quarantine")
         trial = replace(cfg, output=output, anonymization=anonymization)
         requests = batch.requests[:count]

@@ -232,7 +232,13 @@ class TestDefaults:
             "output": {"library_file": "l.csv"},
         }
         config = load_config(write_yaml(tmp_path / "c.yml", doc))
-        computed = {"local.allowed_aets", "request.elements", "output.library_file", "output.ledger_file"}
+        computed = {
+            "local.allowed_aets",
+            "request.elements",
+            "output.library_file",
+            "output.ledger_file",
+            "output.job_name",
+        }
         checked = 0
         for name, cls in SECTIONS.items():
             section = getattr(config, name)

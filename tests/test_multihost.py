@@ -228,3 +228,46 @@ def test_the_pacs_never_sees_more_associations_than_the_job_allows(tmp_path: Pat
     assert [code for code, _, _ in results] == [0, 0, 0], [err[-2000:] for _, _, err in results]
     assert pacs.finds == 30
     assert 1 <= pacs.most_open <= 2
+
+
+def _cli(config: Path, postgres: Postgres, *args: str) -> tuple[int, dict[str, Any]]:
+    process = subprocess.run(
+        [sys.executable, "-m", "asyncdicom", *args, str(config), "--json"],
+        cwd=config.parent,
+        env={**postgres.env, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in process.stderr, process.stderr[-3000:]
+    return process.returncode, json.loads(process.stdout)
+
+
+def test_status_restart_and_retry_failed_work_the_same_on_postgresql(tmp_path: Path, postgres: Postgres) -> None:
+    """One host on a PostgreSQL ledger, as on SQLite: failures are recorded (exit 3) and shown by
+    ``status``; a plain rerun skips them; ``--retry-failed`` runs them again; ``--restart``
+    runs everything again; ``report`` lists the requests."""
+    specs = study_specs(6, studies_per_patient=1, series=1, instances=1)
+    pacs = QueryRetrieveSCP(write_files(specs, tmp_path / "data"), ae_title="TOGGLED", faults=Faults(status=0xC001))
+    port = pacs.start()
+    try:
+        rows = [(s.patient_id, s.study_uid) for s in specs]
+        config = _config(tmp_path, "a", (port, "TOGGLED"), postgres, "status-job", rows, kind="c-find")
+        code, first = _cli(config, postgres, "run")
+        assert (code, first["failed"], first["done"]) == (3, 6, 0)
+        code, status = _cli(config, postgres, "status")
+        assert code == 0 and status["requests"]["failed"] == 6
+        assert status["ledger_file"].startswith("postgresql 127.0.0.1:") and "job status-job" in status["ledger_file"]
+        pacs.faults = Faults()  # the PACS recovers
+        code, again = _cli(config, postgres, "run")
+        assert (code, again["ran"], again["failed"]) == (3, 0, 6)  # failures stay failed unless asked
+        code, retried = _cli(config, postgres, "run", "--retry-failed")
+        assert (code, retried["ran"], retried["done"]) == (0, 6, 6)
+        finds = pacs.finds
+        code, restarted = _cli(config, postgres, "run", "--restart")
+        assert (code, restarted["ran"], restarted["done"]) == (0, 6, 6)
+        assert pacs.finds == finds + 6
+        code, report = _cli(config, postgres, "report")
+        assert code == 0 and [row["state"] for row in report["rows"]] == ["done"] * 6
+    finally:
+        pacs.stop()
