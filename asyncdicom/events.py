@@ -61,6 +61,7 @@ def recording(path: Path) -> Iterator[None]:
     """Append this run's events to ``path`` while the block runs (without them, with a warning,
     when the file cannot be opened)."""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a shared ledger makes no folder of its own here
         handler = _JsonLines(path)
     except OSError as exc:
         logging.getLogger("asyncdicom").warning(

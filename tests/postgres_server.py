@@ -35,13 +35,14 @@ def bin_dir() -> Path:
 class Postgres:
     """One cluster; :attr:`url` for configs, :attr:`env` for the processes that connect."""
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, *, durable: bool = False) -> None:
         # not under pytest's folders, which only root may enter: the server runs as 'postgres'
         self.folder = folder or Path(tempfile.mkdtemp(prefix="asyncdicom-pg-"))
         self.data = self.folder / "data"
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self._as_postgres = os.geteuid() == 0
+        self.durable = durable  # fsync on, as a real server: for benchmarks (the tests need not pay for it)
 
     @property
     def url(self) -> str:
@@ -108,7 +109,7 @@ class Postgres:
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
-                "fsync=off",
+                f"fsync={'on' if self.durable else 'off'}",
                 "-c",
                 "max_connections=60",
             ),

@@ -123,6 +123,9 @@ def test_three_hosts_share_a_cget_job(tmp_path: Path, orthanc: LoadedOrthanc, po
     assert len(states) == 30 and {state for state, _ in states} == {"done"}
     assert sum(doc["ran"] for _, doc, _ in results) == 30  # each request settled by exactly one run
     assert all(doc["done"] == 30 for _, doc, _ in results)  # each sees the whole job done
+    for name in "abc":  # each host keeps its own event log, as with a ledger file
+        events = (tmp_path / f"out-{name}" / ".asyncdicom" / f"{name}.events.jsonl").read_text().splitlines()
+        assert json.loads(events[-1])["event"] == "run-finished"
     report = subprocess.run(
         [sys.executable, "-m", "asyncdicom", "report", str(configs[0]), "--instances", "--format", "json"],
         cwd=tmp_path,

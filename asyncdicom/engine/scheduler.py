@@ -101,6 +101,37 @@ async def _find(session: DicomSession, request: Request, threads: anyio.Capacity
 Hook = Callable[[], Awaitable[None]]
 
 
+IDLE_GRACE = 1.0  # seconds a worker of a shared job keeps its association with nothing to do
+
+
+async def _next(receive: MemoryObjectReceiveStream[Request]) -> Request | None:
+    """The next request, or None when there are no more."""
+    try:
+        return await receive.receive()
+    except anyio.EndOfStream:
+        return None
+
+
+_NOTHING = Request("", 0, ())
+
+
+async def _next_within(receive: MemoryObjectReceiveStream[Request], seconds: float) -> Request | None:
+    """The next request if one comes within ``seconds`` (None when there are no more), else
+    ``_NOTHING``. It looks every 50 ms rather than wait in ``receive``: a receive cancelled at
+    its deadline could lose the request handed to it at that moment."""
+    deadline = anyio.current_time() + seconds
+    while True:
+        try:
+            return receive.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            return None
+        if anyio.current_time() >= deadline:
+            return _NOTHING
+        await anyio.sleep(0.05)
+
+
 async def _each(requests: Iterable[Request] | AsyncIterator[Request]) -> AsyncIterator[Request]:
     if isinstance(requests, AsyncIterator):
         async for request in requests:
@@ -315,12 +346,19 @@ class Scheduler:
         slot = _Slot(self._associations, self._shared)
         try:
             async with receive:
-                async for request in receive:
+                request: Request | None = await _next(receive)
+                while request is not None:
                     await self._process(session, request, slot)
-                    if self._shared is not None and slot.held and not receive.statistics().tasks_waiting_send:
-                        # nothing to do at once: the job's slot goes to whichever host has work
-                        await anyio.to_thread.run_sync(session.close, limiter=self._threads)
-                        slot.release()
+                    if self._shared is None or not slot.held:
+                        request = await _next(receive)
+                        continue
+                    request = await _next_within(receive, IDLE_GRACE)  # the claims may be on their way
+                    if request is not _NOTHING:
+                        continue
+                    # nothing to do: the job's slot goes to whichever host has work
+                    await anyio.to_thread.run_sync(session.close, limiter=self._threads)
+                    slot.release()
+                    request = await _next(receive)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(session.close, limiter=self._threads)

@@ -359,3 +359,52 @@ async def test_a_request_that_received_instances_is_partial_not_failed() -> None
     await scheduler.run(_requests(1))
     result = sink.results["k0"]
     assert (result.state, result.attempts, len(attempts)) == ("partial", 3, 3)
+
+
+async def test_a_shared_job_divides_the_rates_among_its_hosts() -> None:
+    """Several hosts run the job: each keeps its share of request.max_rate and of the byte cap,
+    re-divided when the number of hosts changes (never below one host)."""
+    from asyncdicom.net.pace import Pacer
+
+    pacer = Pacer(8 * 1024 * 1024)
+    scheduler = Scheduler(
+        MockBackend(_ok),
+        EngineSettings(threads=2, max_rate=6.0),
+        Sink(),
+        RunStats(1, 0, 2),
+        pacer=pacer,
+    )
+    scheduler.share(3)
+    assert (scheduler.throttle._bucket.rate, pacer.rate) == (2.0, 8 * 1024 * 1024 / 3)
+    scheduler.share(0)  # the count is the database's; this host runs the job in any case
+    assert (scheduler.throttle._bucket.rate, pacer.rate) == (6.0, 8 * 1024 * 1024)
+
+
+class _Budget:
+    """A shared budget of one slot, as the PostgreSQL ledger's: who holds it, and how often it was taken."""
+
+    def __init__(self) -> None:
+        self.held: set[object] = set()
+        self.acquired = 0
+        self.free = anyio.Event()
+
+    async def acquire(self, owner: object) -> None:
+        while self.held:
+            await self.free.wait()
+        self.held.add(owner)
+        self.acquired += 1
+
+    def release(self, owner: object) -> None:
+        self.held.discard(owner)
+        self.free.set()
+        self.free = anyio.Event()
+
+
+async def test_workers_hold_the_shared_budget_while_talking_and_give_it_up_when_idle() -> None:
+    """With a shared budget of one slot, four workers settle every request one association at a
+    time, and every slot is given back at the end."""
+    backend, sink, budget = MockBackend(_ok), Sink(), _Budget()
+    scheduler = Scheduler(backend, EngineSettings(threads=4, timeout=30.0), sink, RunStats(12, 0, 4), shared=budget)
+    await scheduler.run(_requests(12))
+    assert len(sink.results) == 12
+    assert budget.acquired >= 1 and not budget.held  # taken to talk, given back by the idle workers
