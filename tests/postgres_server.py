@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -52,8 +53,10 @@ class Postgres:
     def env(self) -> dict[str, str]:
         return {**os.environ, "PGPASSWORD": PASSWORD}
 
-    def _command(self, *args: str) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *args] if self._as_postgres else list(args)
+    def _user(self) -> dict[str, Any]:
+        """Popen's arguments that run a program as 'postgres' (as root), so that signals sent to
+        the process reach the server itself (a wrapper such as runuser would not pass them on)."""
+        return {"user": "postgres", "group": "postgres", "extra_groups": []} if self._as_postgres else {}
 
     def _own(self, path: Path) -> None:
         if self._as_postgres:
@@ -69,7 +72,7 @@ class Postgres:
         self._own(secret)
         tools = bin_dir()
         subprocess.run(
-            self._command(
+            [
                 str(tools / "initdb"),
                 "-D",
                 str(self.data),
@@ -82,9 +85,10 @@ class Postgres:
                 "-E",
                 "UTF8",
                 "--no-sync",
-            ),
+            ],
             check=True,
             capture_output=True,
+            **self._user(),
         )
         self._launch()
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -98,7 +102,7 @@ class Postgres:
     def _launch(self) -> None:
         tools = bin_dir()
         self.process = subprocess.Popen(
-            self._command(
+            [
                 str(tools / "postgres"),
                 "-D",
                 str(self.data),
@@ -112,9 +116,10 @@ class Postgres:
                 f"fsync={'on' if self.durable else 'off'}",
                 "-c",
                 "max_connections=60",
-            ),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            **self._user(),
         )
         deadline = time.monotonic() + 30
         while True:
@@ -132,11 +137,19 @@ class Postgres:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(5)
+                self.process.wait(30)
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
+            assert not self.port_open(), "PostgreSQL still listens after it was stopped"
         self.process = None
+
+    def port_open(self) -> bool:
+        import socket
+
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
 
     def restart(self) -> None:
         self.stop()

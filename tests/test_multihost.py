@@ -33,12 +33,13 @@ def _config(
     job: str,
     rows: list[tuple[str, str]],
     kind: str = "c-get",
+    lease: float = 2,
     **request: Any,
 ) -> Path:
     """Host ``name``'s config: the same job, its own output directory and port."""
     batch = folder / "batch.csv"
     batch.write_text("PatientID,StudyInstanceUID\n" + "".join(f"{p},{s}\n" for p, s in rows))
-    output: dict[str, Any] = {"ledger_url": postgres.url, "job_name": job, "lease_seconds": 2}
+    output: dict[str, Any] = {"ledger_url": postgres.url, "job_name": job, "lease_seconds": lease}
     if kind == "c-find":
         output["library_file"] = f"lib-{name}.csv"
     else:
@@ -197,7 +198,9 @@ def test_a_database_restart_mid_run_is_ridden_out(tmp_path: Path, orthanc: Loade
     nothing lost and nothing recorded twice."""
     job = "db-restart"
     rows, uids = _studies(orthanc, 20)
-    configs = [_config(tmp_path, name, (orthanc.port, "ORTHANC"), postgres, job, rows, max_rate=8) for name in "ab"]
+    configs = [  # a lease of 9 s: the server's restart fits in the third of it a host waits
+        _config(tmp_path, name, (orthanc.port, "ORTHANC"), postgres, job, rows, lease=9, max_rate=8) for name in "ab"
+    ]
     processes = [_spawn(config, postgres) for config in configs]
     deadline = time.monotonic() + 60
     while not postgres.query("SELECT 1 FROM asyncdicom.instances WHERE job = %s LIMIT 1", (job,)):

@@ -330,3 +330,37 @@ def test_the_job_is_named_after_the_config_file(tmp_path: Path) -> None:
     assert (config.output.job_name, config.output.lease_seconds) == ("lung-ct", 30.0)
     document["output"]["job_name"] = "lung-ct-2026"
     assert load_config(write_yaml(tmp_path / "c.yml", document)).output.job_name == "lung-ct-2026"
+
+
+async def test_a_host_cut_off_from_the_database_stops_before_its_leases_run_out(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """The database goes away while a host holds a request: its heartbeat gives up within two
+    thirds of a lease and the host stops, before the lease runs out and another host could take
+    its request (and its association slots) while it still uses them."""
+    plan = _plan(tmp_path, "1\n2\n")
+    job = f"cut-{tmp_path.name}"[:64]
+    lease = 3.0
+    try:
+        async with _host(postgres, job, tmp_path, "a", lease=lease) as ledger:
+            await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+            cut = 0.0
+
+            async def hold_one() -> None:
+                nonlocal cut
+                async with ledger.work(plan, await ledger.pending(plan)) as requests:
+                    async for _ in requests:  # one request in hand, then the database is gone
+                        await anyio.to_thread.run_sync(postgres.stop)
+                        cut = anyio.current_time()
+                        await anyio.sleep(60)  # only the heartbeat's error ends this
+
+            with pytest.raises(BaseException) as caught:  # a LedgerError, or a group holding one
+                await hold_one()
+            stopped = anyio.current_time() - cut
+    finally:
+        await anyio.to_thread.run_sync(postgres.restart)
+    from asyncdicom.errors import leaves
+
+    errors = [leaf for leaf in leaves(caught.value) if isinstance(leaf, LedgerError)]
+    assert errors and "stops before its leases (3 s) run out" in str(errors[0])
+    assert stopped < lease  # the lease, renewed at most a third of a lease before the cut, still held

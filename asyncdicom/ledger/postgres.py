@@ -264,7 +264,8 @@ class PgLedger:
         self.directory = str(directory) if directory is not None else ""
         patience = max(30.0, lease)
         self.db = _Connection(url, self.where, patience)
-        self.leases = _Connection(url, self.where, lease)  # claims and renewals: beyond a lease they are lost
+        # claims and renewals: a third of a lease of retries, so the run stops before its leases run out
+        self.leases = _Connection(url, self.where, lease / 3)
         self._run_id: int | None = None
         self._run_started = time.time()
         self.last_host = True  # until work() says otherwise
@@ -477,23 +478,27 @@ class PgLedger:
         self.last_host = not await self._live_others(conn)
 
     async def _heartbeat(self, on_hosts: Callable[[int], None] | None) -> None:
-        """Renew this host's leases every third of a lease; stop the run when they could not be
-        renewed for a whole lease (the other hosts may have taken its requests and slots by then)."""
+        """Renew this host's leases every third of a lease. The lease connection gives up after
+        another third: the run then stops (its associations are aborted) before its leases run
+        out, so that no other host takes its requests and association slots while it still uses
+        them (the PACS never sees more than the job's associations, even across a network cut)."""
         while True:
             await anyio.sleep(self.lease / 3)
             try:
                 hosts = await self.leases.run(self._beat)
-            except LedgerError:
-                raise
+            except LedgerError as exc:
+                msg = (
+                    f"Lost the ledger database {self.where} ({exc}); this host stops before its leases "
+                    f"({self.lease:g} s) run out, so that the other hosts take over its requests; what it "
+                    "committed is kept"
+                )
+                raise LedgerError(msg) from None
             if on_hosts is not None:
                 on_hosts(hosts)
 
     async def _beat(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        if time.monotonic() - self._last_beat > self.lease:
-            msg = (
-                f"Lost the ledger database {self.where} for longer than a lease ({self.lease:g} s): this host's "
-                "requests and association slots may be in other hands now, so it stops; what it committed is kept"
-            )
+        if time.monotonic() - self._last_beat > 2 * self.lease / 3:
+            msg = f"its leases were last renewed more than {2 * self.lease / 3:g} s ago"
             raise LedgerError(msg)
         params = (self.lease, self.job, self.holder)
         await conn.execute(
