@@ -39,7 +39,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite3"
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(LedgerError, match="written by a newer asyncdicom"):
+    with pytest.raises(LedgerError, match="as a newer asyncdicom wrote it"):
         async with open_ledger(path):
             pass
 
@@ -53,42 +53,6 @@ async def test_second_run_is_locked_out(tmp_path: Path) -> None:
                 pass
     async with open_ledger(path):  # released again
         pass
-
-
-async def test_sync_resume_restart_and_retry(tmp_path: Path) -> None:
-    """Done requests stay done, failures are retried only when asked, restart forgets all."""
-    plan = _plan(tmp_path, "1\n2\n3\n")
-    path = tmp_path / "l.sqlite3"
-    stats = RunStats(3, 0, 1)
-    async with open_ledger(path) as ledger:
-        first = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=False)
-        assert (first.new, first.first_run) == (3, True)
-        async with ledger.recording(stats) as rec:
-            await rec.record(plan.requests[0], RequestResult("done", 1, 0, "success", None, ({"PatientID": "1"},)))
-            await rec.record(plan.requests[1], RequestResult("failed", 2, 0xC000, "failure", "failure status 0xC000"))
-        assert (stats.done, stats.failed, stats.matches) == (1, 1, 1)
-        again = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=False)
-        assert (again.new, again.done, again.failed, again.pending, again.changed) == (0, 1, 1, 1, ())
-        assert [r.key for r in await ledger.pending(plan)] == [plan.requests[2].key]
-        retry = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=True)
-        assert retry.retried == 1
-        assert len(await ledger.pending(plan)) == 2
-        restart = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=True, retry_failed=False)
-        assert (restart.new, restart.done) == (3, 0)
-
-
-async def test_transient_failures_run_again_without_being_asked(tmp_path: Path) -> None:
-    """A request that failed because the PACS was busy, aborted or silent is pending again on the
-    next run (no --retry-failed); one the PACS could not process stays failed."""
-    plan = _plan(tmp_path, "1\n2\n")
-    async with open_ledger(tmp_path / "l.sqlite3") as ledger:
-        await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=False)
-        async with ledger.recording(RunStats(2, 0, 1)) as rec:
-            await rec.record(plan.requests[0], RequestResult("failed", 4, None, "network", "aborted", transient=True))
-            await rec.record(plan.requests[1], RequestResult("failed", 1, 0xC000, "failure", "failure status 0xC000"))
-        again = await ledger.sync_plan(plan, digests={"csv": "a"}, restart=False, retry_failed=False)
-        assert (again.continued, again.failed, again.pending) == (1, 1, 1)
-        assert [r.key for r in await ledger.pending(plan)] == [plan.requests[0].key]
 
 
 async def test_changed_csv_keeps_done_rows_and_drops_removed(tmp_path: Path) -> None:

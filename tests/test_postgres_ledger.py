@@ -364,3 +364,16 @@ async def test_a_host_cut_off_from_the_database_stops_before_its_leases_run_out(
     errors = [leaf for leaf in leaves(caught.value) if isinstance(leaf, LedgerError)]
     assert errors and "stops before its leases (3 s) run out" in str(errors[0])
     assert stopped < lease  # the lease, renewed at most a third of a lease before the cut, still held
+
+
+async def test_a_schema_written_by_a_newer_asyncdicom_is_refused(tmp_path: Path, postgres: Postgres) -> None:
+    """The database's schema is newer than this asyncdicom knows: refused, saying to upgrade."""
+    async with _host(postgres, "schema-check", tmp_path, "a"):
+        pass  # the schema exists
+    postgres.query("INSERT INTO asyncdicom.version (version) VALUES (99)")
+    try:
+        with pytest.raises(LedgerError, match=r"the ledger database 127\.0\.0\.1:\d+/asyncdicom as a newer asyncdicom"):
+            async with _host(postgres, "schema-check", tmp_path, "a"):
+                pass
+    finally:
+        postgres.query("DELETE FROM asyncdicom.version WHERE version = 99")

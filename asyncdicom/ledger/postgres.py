@@ -37,18 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from asyncdicom.errors import LedgerError
 from asyncdicom.events import emit
-from asyncdicom.ledger import shared
-from asyncdicom.ledger.base import (
-    Failure,
-    HeldBackCount,
-    InstanceRow,
-    LastRun,
-    LedgerSummary,
-    RequestCounts,
-    RequestRow,
-    RunRow,
-    SyncReport,
-)
+from asyncdicom.ledger import base, shared
 from asyncdicom.models import KEPT_COMPRESSED_PREFIX, HeldBack, InstanceRecord, Request, narrow
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
@@ -285,12 +274,7 @@ class PgLedger:
             await conn.execute("CREATE TABLE IF NOT EXISTS asyncdicom.version (version INTEGER NOT NULL)")
             row = await _one(conn, "SELECT MAX(version) FROM asyncdicom.version")
             version = int(row[0]) if row and row[0] is not None else 0
-            if version > SCHEMA_VERSION:
-                msg = (
-                    f"Unable to use the ledger database {self.where} as a newer asyncdicom wrote it (schema "
-                    f"{version}, this one knows {SCHEMA_VERSION}); upgrade asyncdicom on this host"
-                )
-                raise LedgerError(msg)
+            shared.check_version(version, SCHEMA_VERSION, f"the ledger database {self.where}")
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 await conn.execute(_MIGRATIONS[target])
                 await conn.execute("INSERT INTO asyncdicom.version (version) VALUES (%s)", (target,))
@@ -322,11 +306,13 @@ class PgLedger:
 
     # --- planning -----------------------------------------------------------------------------
 
-    async def sync_plan(self, plan: Plan, *, digests: dict[str, str], restart: bool, retry_failed: bool) -> SyncReport:
+    async def sync_plan(
+        self, plan: Plan, *, digests: dict[str, str], restart: bool, retry_failed: bool
+    ) -> base.SyncReport:
         """As the SQLite ledger's, for the job; refused while another host runs the job with
         other inputs, or for ``restart`` while another host runs it at all."""
 
-        async def sync(conn: psycopg.AsyncConnection[Any]) -> SyncReport:
+        async def sync(conn: psycopg.AsyncConnection[Any]) -> base.SyncReport:
             job = self.job
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncdicom job'), hashtext(%s))", (job,))
             meta = dict(await _all(conn, "SELECT key, value FROM asyncdicom.meta WHERE job = %s", (job,)))
@@ -384,7 +370,7 @@ class PgLedger:
             dropped = await _one(
                 conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND NOT in_plan", (job,)
             )
-            return SyncReport(
+            return base.SyncReport(
                 new=int(after[0] if after else 0) - int(before[0] if before else 0),
                 done=counts.get("done", 0),
                 failed=counts.get("failed", 0),
@@ -653,16 +639,7 @@ class PgLedger:
         )
         for uid, path in rows:
             known.setdefault(str(uid), set()).add(str(path))
-        for record in instances:
-            paths = known.setdefault(record.sop_uid, set())
-            if paths and record.path not in paths:
-                log.warning(
-                    "SOP Instance UID %s was received twice with different content (the archive holds two data "
-                    "sets under one UID); both are kept",
-                    record.sop_uid,
-                )
-                emit("twin", sop_instance_uid=record.sop_uid, request=record.request_key)
-            paths.add(record.path)
+        shared.warn_of_twins(instances, known)
 
     # --- runs and reports ---------------------------------------------------------------------
 
@@ -688,10 +665,10 @@ class PgLedger:
             )
         )
 
-    async def summary(self) -> LedgerSummary:
+    async def summary(self) -> base.LedgerSummary:
         """Counts by state, the last run, and a few recent errors (no patient data)."""
 
-        async def read(conn: psycopg.AsyncConnection[Any]) -> LedgerSummary:
+        async def read(conn: psycopg.AsyncConnection[Any]) -> base.LedgerSummary:
             job = (self.job,)
             counts = await self._counts(conn)
             matches = await _one(
@@ -719,22 +696,22 @@ class PgLedger:
             )
             instances = await _one(conn, "SELECT COUNT(*) FROM asyncdicom.instances WHERE job = %s", job)
             held = await _all(conn, _HELD_BACK, {"job": self.job, "kept": f"{KEPT_COMPRESSED_PREFIX}%"})
-            return LedgerSummary(
-                held_back=tuple(HeldBackCount(HeldBack(kind), reason or "", int(n)) for kind, reason, n in held),
-                requests=RequestCounts(**{state: counts.get(state, 0) for state in shared.SUMMARY_STATES}),
+            return base.LedgerSummary(
+                held_back=tuple(base.HeldBackCount(HeldBack(kind), reason or "", int(n)) for kind, reason, n in held),
+                requests=base.RequestCounts(**{state: counts.get(state, 0) for state in shared.SUMMARY_STATES}),
                 instances=int(instances[0] if instances else 0),
                 matches=int(matches[0] if matches else 0),
                 warnings=int(warnings[0] if warnings else 0),
-                last_run=None if last is None else LastRun(last[0], last[1], last[2]),
-                failures=tuple(Failure(int(line), error) for line, error in failures),
+                last_run=None if last is None else base.LastRun(last[0], last[1], last[2]),
+                failures=tuple(base.Failure(int(line), error) for line, error in failures),
             )
 
         return await self.db.run(read)
 
-    async def request_rows(self, states: frozenset[str] | None = None) -> list[RequestRow]:
+    async def request_rows(self, states: frozenset[str] | None = None) -> list[base.RequestRow]:
         """The plan's requests in CSV order, with their instances counted (``states`` filters)."""
 
-        async def read(conn: psycopg.AsyncConnection[Any]) -> list[RequestRow]:
+        async def read(conn: psycopg.AsyncConnection[Any]) -> list[base.RequestRow]:
             rows = await _all(
                 conn,
                 "SELECT r.key, r.line, r.elements, r.state, r.status, r.category, r.error, r.attempts, r.completed, "
@@ -759,7 +736,7 @@ class PgLedger:
 
         return await self.db.run(read)
 
-    async def instance_rows(self, states: frozenset[str] | None = None) -> list[InstanceRow]:
+    async def instance_rows(self, states: frozenset[str] | None = None) -> list[base.InstanceRow]:
         """Every received instance of the job, by CSV line, with the host and output directory
         that hold it (``states`` filters by request state)."""
         rows = await self.db.run(
@@ -774,7 +751,7 @@ class PgLedger:
             )
         )
         return [
-            InstanceRow(
+            base.InstanceRow(
                 str(uid),
                 line,
                 str(path),
@@ -834,7 +811,7 @@ class PgLedger:
         )
         return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
 
-    async def runs(self, limit: int = 5) -> list[RunRow]:
+    async def runs(self, limit: int = 5) -> list[base.RunRow]:
         """The job's last runs (on every host), newest first."""
         rows = await self.db.run(
             lambda c: _all(
@@ -844,7 +821,7 @@ class PgLedger:
                 (self.job, limit),
             )
         )
-        return [RunRow(s, f, o, json.loads(counts) if counts else {}) for s, f, o, counts in rows]
+        return [base.RunRow(s, f, o, json.loads(counts) if counts else {}) for s, f, o, counts in rows]
 
     async def forget_instances(self, uids: Sequence[str], *, ask_again_for_them: bool) -> int:
         """As the SQLite ledger's, for this host's instances."""

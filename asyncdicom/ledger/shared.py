@@ -7,6 +7,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -18,12 +19,14 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.elements import column_text
-from asyncdicom.errors import output_error
+from asyncdicom.errors import LedgerError, output_error
 from asyncdicom.events import emit
 from asyncdicom.ledger import cells
 from asyncdicom.ledger.base import RequestRow
 from asyncdicom.models import InstanceRecord, InstanceState, Request, RequestResult
 from asyncdicom.stats import RunStats
+
+log = logging.getLogger("asyncdicom.ledger")
 
 HELD = (InstanceState.QUARANTINED, InstanceState.SKIPPED)
 SUMMARY_STATES = ("done", "failed", "pending", "partial")
@@ -51,6 +54,32 @@ def count_settled(items: Sequence[Item], stats: RunStats) -> None:
             stats.partial += 1
         else:
             stats.failed += 1
+
+
+def check_version(version: int, known: int, what: str) -> None:
+    """Refuse a ledger whose schema ``version`` a newer asyncdicom wrote (this one knows ``known``)."""
+    if version > known:
+        msg = (
+            f"Unable to use {what} as a newer asyncdicom wrote it (schema {version}, this one knows {known}); "
+            "upgrade asyncdicom"
+        )
+        raise LedgerError(msg)
+
+
+def warn_of_twins(instances: Sequence[InstanceRecord], known: dict[str, set[str]]) -> None:
+    """Warn of each instance whose SOP Instance UID is stored at another path already (``known``:
+    UID → paths the ledger holds): the archive holds two different data sets under one UID
+    (identical ones are placed once)."""
+    for record in instances:
+        paths = known.setdefault(record.sop_uid, set())
+        if paths and record.path not in paths:
+            log.warning(
+                "SOP Instance UID %s was received twice with different content (the archive holds two data "
+                "sets under one UID); both are kept",
+                record.sop_uid,
+            )
+            emit("twin", sop_instance_uid=record.sop_uid, request=record.request_key)
+        paths.add(record.path)
 
 
 def announce(items: Sequence[Item]) -> None:

@@ -25,7 +25,6 @@ import anyio
 
 from asyncdicom.elements import column_text
 from asyncdicom.errors import LedgerError, OutputError, output_error
-from asyncdicom.events import emit
 from asyncdicom.ledger import shared
 from asyncdicom.ledger.base import (
     Failure,
@@ -214,12 +213,7 @@ class Ledger:
         async with self.db.execute("PRAGMA user_version") as cursor:
             row = await cursor.fetchone()
         version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            msg = (
-                f"Unable to use the ledger {self.path} as it was written by a newer asyncdicom "
-                f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade asyncdicom"
-            )
-            raise LedgerError(msg)
+        shared.check_version(version, SCHEMA_VERSION, f"the ledger {self.path}")
         for target in range(version + 1, SCHEMA_VERSION + 1):
             # foreign keys off while tables are rebuilt, so no cascade fires
             await self.db.executescript(
@@ -402,16 +396,7 @@ class Ledger:
             async with self.db.execute(f"SELECT sop_uid, path FROM instances WHERE sop_uid IN ({marks})", chunk) as cur:
                 for uid, path in await cur.fetchall():
                     known.setdefault(str(uid), set()).add(str(path))
-        for record in instances:
-            paths = known.setdefault(record.sop_uid, set())
-            if paths and record.path not in paths:
-                log.warning(
-                    "SOP Instance UID %s was received twice with different content (the archive holds two data "
-                    "sets under one UID); both are kept",
-                    record.sop_uid,
-                )
-                emit("twin", sop_instance_uid=record.sop_uid, request=record.request_key)
-            paths.add(record.path)
+        shared.warn_of_twins(instances, known)
 
     # --- runs and reports ---------------------------------------------------------------------
 
