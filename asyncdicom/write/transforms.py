@@ -127,9 +127,8 @@ def ready() -> None:
 
 AnonymizeFile = Callable[[str, "str | None", str, "str | BinaryIO | Dataset", str], tuple[str, str]]
 """(script, lookup table, mode, source file, its bytes or the data set read from them, target) →
-(status, reason): a
-module-level function, so that worker processes can run it (the anonymizer's, handed in by the
-retriever)."""
+(status, reason): a module-level function, so that worker processes can run it (the
+anonymizer's, handed in by the retriever)."""
 
 
 Then = Callable[[str], object]
