@@ -70,9 +70,11 @@ class AutoConcurrency:
     of at least ``epoch_work`` units and ``epoch_seconds``. Step up while each step raises the
     throughput by at least half of what it ideally would ((L + 1) / L) and latency holds; step
     back, and stay there, when a step did not pay or latency jumped past ``jump`` times the best
-    seen; cut multiplicatively (× ``cut``) on a refusal, an out-of-resources status or a timeout,
-    and do not go above the level that failed. After ``hold_epochs`` quiet epochs at the ceiling,
-    probe one level higher again (the PACS's load changes over a night).
+    seen (a step that did not pay is measured over a second epoch before it is taken back: one
+    epoch can be a busy moment of the machine); cut multiplicatively (× ``cut``) on a refusal,
+    an out-of-resources status or a timeout, and do not go above the level that failed. After
+    ``hold_epochs`` quiet epochs at the ceiling, probe one level higher again (the PACS's load
+    changes over a night).
     """
 
     maximum: int
@@ -92,6 +94,7 @@ class AutoConcurrency:
     _best_latency: float | None = None
     _quiet: int = 0
     _last_cut: float | None = None
+    _doubted: bool = False  # the first epoch after a step up did not pay; one more decides
 
     def __post_init__(self) -> None:
         self.limit = self.limit or min(self.start, self.maximum)
@@ -118,13 +121,19 @@ class AutoConcurrency:
         if best is not None and latency > self.jump * best and self.limit > 1:  # too many: the PACS slows down
             self.limit -= 1
             self.ceiling, self._previous, self._stepped_up, self._quiet = self.limit, None, False, 0
+            self._doubted = False
             return
         if self._stepped_up and self._previous is not None:
             level = self.limit - 1
-            if throughput < self._previous * (1 + 0.5 / level):  # the step did not pay: back, and stay
-                self.limit = level
+            if throughput < self._previous * (1 + 0.5 / level):  # the step did not pay
+                if not self._doubted:  # one epoch may be a busy moment of the machine: look once more
+                    self._doubted = True
+                    return
+                self.limit = level  # twice: back, and stay
                 self.ceiling, self._previous, self._stepped_up, self._quiet = level, None, False, 0
+                self._doubted = False
                 return
+            self._doubted = False
         self._quiet += 1
         if self.limit >= self.ceiling and self._quiet >= self.hold_epochs and self.ceiling < self.maximum:
             self.ceiling += 1  # probe again
@@ -142,7 +151,7 @@ class AutoConcurrency:
             self._last_cut = now
             self.ceiling = max(1, self.limit - 1)
             self.limit = max(1, min(self.ceiling, int(self.limit * self.cut)))
-            self._previous, self._stepped_up, self._quiet = None, False, 0
+            self._previous, self._stepped_up, self._quiet, self._doubted = None, False, 0, False
             self._new_epoch(None)
         return self.limit
 

@@ -116,9 +116,35 @@ class TestAutoConcurrency:
         from asyncdicom.engine.limits import AutoConcurrency
 
         control = AutoConcurrency(maximum=8, limit=3, ceiling=3, hold_epochs=2)
-        now, seen = 0.0, set()
+        now, levels = 0.0, []
         for _ in range(400):
             now += 0.01  # a PACS whose throughput does not grow past 3
-            seen.add(control.on_success(now, 1, 0.01))
-        assert seen == {3, 4}  # it tried 4 after the hold, found no gain, and went back
-        assert control.limit == 3
+            levels.append(control.on_success(now, 1, 0.01))
+        assert set(levels) == {3, 4}
+        back = [i for i in range(1, len(levels)) if levels[i - 1] == 4 and levels[i] == 3]
+        assert back  # it tried 4 after the hold, found no gain (twice), and went back
+
+
+def test_one_busy_epoch_does_not_undo_a_step_up() -> None:
+    """After a step up, one epoch whose throughput did not rise (the machine was busy) is looked
+    at again: a good second epoch keeps the step; two bad ones take it back, and it stays there."""
+    from asyncdicom.engine.limits import AutoConcurrency
+
+    def epoch(control: AutoConcurrency, start: float, rate: float) -> float:
+        """One epoch of 16 completions at ``rate`` a second; returns the time at its end."""
+        now = start
+        for _ in range(16):
+            now += 1 / rate
+            control.on_success(now, 1, 0.01)
+        return now
+
+    control = AutoConcurrency(maximum=8, limit=2, hold_epochs=10_000, epoch_seconds=0.0)
+    now = epoch(control, 0.0, 20.0)  # at 2: 20 a second
+    assert control.limit == 3
+    now = epoch(control, now, 20.0)  # at 3, a busy epoch: no gain yet
+    assert control.limit == 3
+    now = epoch(control, now, 30.0)  # at 3 it pays after all: on to 4
+    assert control.limit == 4
+    now = epoch(control, now, 30.0)  # at 4: no gain
+    now = epoch(control, now, 30.0)  # and again: back to 3, for good
+    assert (control.limit, control.ceiling) == (3, 3)
