@@ -202,10 +202,6 @@ class Ledger(Protocol):
         """The job's association budget shared across hosts, or None when one host runs it."""
 
     @property
-    def path(self) -> Any:
-        """Where the ledger is, for messages and reports."""
-
-    @property
     def last_host(self) -> bool:
         """Whether no other host runs the job any more (after :meth:`work`): the one to write
         the job's CSV files. Always true for a ledger of one host."""

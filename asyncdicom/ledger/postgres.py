@@ -38,7 +38,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from asyncdicom.errors import LedgerError
 from asyncdicom.events import emit
 from asyncdicom.ledger import base, shared
-from asyncdicom.models import KEPT_COMPRESSED_PREFIX, HeldBack, InstanceRecord, Request, narrow
+from asyncdicom.models import KEPT_COMPRESSED_PREFIX, HeldBack, InstanceRecord, Request
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 
@@ -260,11 +260,6 @@ class PgLedger:
         self.last_host = True  # until work() says otherwise
         self._last_beat = time.monotonic()
 
-    @property
-    def path(self) -> str:
-        """Where the ledger is, for messages and reports."""
-        return f"postgresql {self.where}, job {self.job}"
-
     # --- schema -------------------------------------------------------------------------------
 
     async def _migrate(self) -> None:
@@ -417,7 +412,7 @@ class PgLedger:
         for request in plan.requests:
             if request.key in found:
                 state, missing = found[request.key]
-                out.append(_narrowed(request, state, missing))
+                out.append(shared.narrowed(request, state, missing))
         return out
 
     # --- sharing the work ---------------------------------------------------------------------
@@ -434,7 +429,7 @@ class PgLedger:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._heartbeat, on_hosts)
             try:
-                yield self._claims(by_key, max(1, plan_batch(len(pending))))
+                yield self._claims(by_key, plan_batch(len(pending)))
             finally:
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True), contextlib.suppress(LedgerError):
@@ -515,7 +510,7 @@ class PgLedger:
             rows = await self.leases.run(lambda c: self._claim(c, batch))
             if rows:
                 for key, state, missing in sorted(rows, key=lambda row: (by_key[row[0]].line, row[0])):
-                    yield _narrowed(by_key[key], state, missing)
+                    yield shared.narrowed(by_key[key], state, missing)
                 continue
             left = await self.leases.run(self._held_elsewhere)
             if not left:
@@ -897,18 +892,6 @@ class PgLedger:
         await shared.write_atomic(path, shared.requests_csv(columns, rows, held, guard))
         return len(rows)
 
-    async def live_hosts(self) -> list[str]:
-        """Hosts whose heartbeat for this job is younger than a lease (this one included)."""
-        rows = await self.db.run(
-            lambda c: _all(
-                c,
-                "SELECT DISTINCT host FROM asyncdicom.hosts WHERE job = %s "
-                "AND heartbeat > now() - %s * interval '1 second' ORDER BY host",
-                (self.job, self.lease),
-            )
-        )
-        return [str(host) for (host,) in rows]
-
     async def close(self) -> None:
         await self.db.close()
         await self.leases.close()
@@ -921,12 +904,6 @@ def plan_batch(pending: int) -> int:
 
 def _hosts(names: Sequence[str]) -> str:
     return ("host " if len(names) == 1 else "hosts ") + ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
-
-
-def _narrowed(request: Request, state: str, missing: str | None) -> Request:
-    """The request, asking only for its missing instances when a partial retrieve knows them."""
-    narrowed = narrow(request, json.loads(missing)) if state == "partial" and missing else None
-    return narrowed or request
 
 
 class SharedSlots:
@@ -1053,11 +1030,6 @@ class SharedSlots:
             except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 pass
         self._idle.append(n)  # renewed with the others; given back when the run ends
-
-    @property
-    def held(self) -> int:
-        """Slots this host holds now (in use or idle)."""
-        return len(self._owned) + len(self._idle)
 
 
 @asynccontextmanager

@@ -23,7 +23,7 @@ from asyncdicom.errors import LedgerError, output_error
 from asyncdicom.events import emit
 from asyncdicom.ledger import cells
 from asyncdicom.ledger.base import RequestRow
-from asyncdicom.models import InstanceRecord, InstanceState, Request, RequestResult
+from asyncdicom.models import InstanceRecord, InstanceState, Request, RequestResult, narrow
 from asyncdicom.stats import RunStats
 
 log = logging.getLogger("asyncdicom.ledger")
@@ -33,6 +33,13 @@ SUMMARY_STATES = ("done", "failed", "pending", "partial")
 
 Item = tuple[Request, RequestResult] | InstanceRecord
 """What a recorder queues for the ledger's writer: a settled request, or a placed instance."""
+
+
+def narrowed(request: Request, state: str, missing: str | None) -> Request:
+    """The request, asking only for its missing instances when a partial retrieve knows them
+    (``missing``: the ledger's JSON list of their SOP Instance UIDs)."""
+    narrower = narrow(request, json.loads(missing)) if state == "partial" and missing else None
+    return narrower or request
 
 
 def result_counts(result: RequestResult) -> tuple[int | None, int | None, int | None, int | None]:

@@ -43,7 +43,6 @@ from asyncdicom.models import (
     InstanceRecord,
     Request,
     RequestState,
-    narrow,
 )
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
@@ -307,8 +306,7 @@ class Ledger:
             if request.key not in rows:
                 continue
             state, missing = rows[request.key]
-            narrowed = narrow(request, json.loads(missing)) if state == "partial" and missing else None
-            out.append(narrowed or request)
+            out.append(shared.narrowed(request, state, missing))
         return out
 
     @asynccontextmanager
