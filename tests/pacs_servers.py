@@ -221,6 +221,20 @@ class Orthanc:
             with urllib.request.urlopen(request, timeout=30) as response:
                 response.read()
 
+    def add_modality(self, aet: str, host: str, port: int) -> None:
+        """Register a C-MOVE destination while Orthanc runs (its REST API, as an operator would)."""
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/modalities/{aet.lower()}",
+            data=json.dumps({"AET": aet, "Host": host, "Port": port}).encode(),
+            method="PUT",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+        self.modalities[aet] = (host, port)
+
     @property
     def dicomweb_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/dicom-web"

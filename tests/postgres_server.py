@@ -155,6 +155,10 @@ class Postgres:
         self.stop()
         self._launch()
 
+    def resume(self) -> None:
+        """Start the stopped server again."""
+        self._launch()
+
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         """Rows of ``sql`` in the test database."""
         with psycopg.connect(self.admin_url.rsplit("/", 1)[0] + "/asyncdicom", autocommit=True) as conn:

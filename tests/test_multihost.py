@@ -34,12 +34,14 @@ def _config(
     rows: list[tuple[str, str]],
     kind: str = "c-get",
     lease: float = 2,
+    local: tuple[int, str] | None = None,
     **request: Any,
 ) -> Path:
     """Host ``name``'s config: the same job, its own output directory and port."""
     batch = folder / "batch.csv"
     batch.write_text("PatientID,StudyInstanceUID\n" + "".join(f"{p},{s}\n" for p, s in rows))
     output: dict[str, Any] = {"ledger_url": postgres.url, "job_name": job, "lease_seconds": lease}
+    local = local or (free_port(), "ASYNCDICOM")
     if kind == "c-find":
         output["library_file"] = f"lib-{name}.csv"
     else:
@@ -48,7 +50,7 @@ def _config(
         folder / f"{name}.yml",
         {
             "pacs": {"hostname": "127.0.0.1", "port": pacs[0], "aet": pacs[1]},
-            "local": {"port": free_port(), "aet": "ASYNCDICOM"},
+            "local": {"port": local[0], "aet": local[1]},
             "request": {
                 "type": kind,
                 "model": "study",
@@ -138,6 +140,69 @@ def test_three_hosts_share_a_cget_job(tmp_path: Path, orthanc: LoadedOrthanc, po
     listed = json.loads(report.stdout)["rows"]
     assert {row["sop_uid"] for row in listed} == uids
     assert {Path(row["directory"]).name for row in listed} <= {"out-a", "out-b", "out-c"}
+
+
+def test_three_hosts_share_a_cmove_job_each_with_its_own_ae_title(
+    tmp_path: Path, orthanc: LoadedOrthanc, postgres: Postgres
+) -> None:
+    """C-MOVE by three hosts, as the README deploys it: each its own AE title and port, each
+    registered at the PACS as a destination; each request done once, and each host's tree holds
+    what the PACS sent to that host alone."""
+    job = "share-cmove"
+    rows, uids = _studies(orthanc, 24)
+    configs = []
+    for name in "abc":
+        aet, port = f"MOVE_{name.upper()}", free_port()
+        orthanc.server.add_modality(aet, "127.0.0.1", port)
+        configs.append(
+            _config(tmp_path, name, (orthanc.port, "ORTHANC"), postgres, job, rows, kind="c-move", local=(port, aet))
+        )
+    results = [_finish(process) for process in [_spawn(config, postgres) for config in configs]]
+    assert [code for code, _, _ in results] == [0, 0, 0], [err[-2000:] for _, _, err in results]
+    trees = [_tree(tmp_path / f"out-{name}") for name in "abc"]
+    assert set().union(*trees) == uids
+    assert sum(len(tree) for tree in trees) == len(uids)  # each instance moved to one host only
+    assert sum(doc["ran"] for _, doc, _ in results) == 24
+    states = _job_rows(postgres, job)
+    assert len(states) == 24 and {state for state, _ in states} == {"done"}
+    hosts = postgres.query(
+        "SELECT directory, COUNT(*) FROM asyncdicom.instances WHERE job = %s GROUP BY directory", (job,)
+    )
+    assert {Path(str(directory)).name: count for directory, count in hosts} == {
+        f"out-{name}": len(tree) for name, tree in zip("abc", trees, strict=True) if tree
+    }
+
+
+def test_a_host_that_loses_the_database_for_good_stops_with_exit_1(
+    tmp_path: Path, orthanc: LoadedOrthanc, postgres: Postgres
+) -> None:
+    """The database goes away mid-run and does not come back: the host stops within its lease
+    (exit 1, one JSON document naming the database, no traceback), and what it committed is
+    there when the database is back; a new run finishes the job."""
+    job = "db-lost"
+    rows, uids = _studies(orthanc, 20)
+    config = _config(tmp_path, "a", (orthanc.port, "ORTHANC"), postgres, job, rows, lease=3, max_rate=4)
+    process = _spawn(config, postgres)
+    deadline = time.monotonic() + 60
+    while not postgres.query("SELECT 1 FROM asyncdicom.instances WHERE job = %s LIMIT 1", (job,)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    postgres.stop()
+    try:
+        stopped = time.monotonic()
+        code, document, err = _finish(process, timeout=60)
+        took = time.monotonic() - stopped
+    finally:
+        postgres.resume()
+    assert code == 1, err[-2000:]
+    assert "Lost the ledger database" in document["error"] and f"127.0.0.1:{postgres.port}" in document["error"]
+    assert took < 30  # the heartbeat's third of a lease, then the commit's patience (30 s at most)
+    committed = postgres.query("SELECT COUNT(*) FROM asyncdicom.instances WHERE job = %s", (job,))
+    assert committed[0][0] >= 1
+    code, document, err = _finish(_spawn(config, postgres))
+    assert code == 0, err[-2000:]
+    assert _tree(tmp_path / "out-a") == uids
+    assert {state for state, _ in _job_rows(postgres, job)} == {"done"}
 
 
 def test_three_hosts_share_a_cfind_job_and_one_writes_the_library(

@@ -5,6 +5,7 @@ budget, a restarted server, and the config keys that choose it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -364,6 +365,55 @@ async def test_a_host_cut_off_from_the_database_stops_before_its_leases_run_out(
     errors = [leaf for leaf in leaves(caught.value) if isinstance(leaf, LedgerError)]
     assert errors and "stops before its leases (3 s) run out" in str(errors[0])
     assert stopped < lease  # the lease, renewed at most a third of a lease before the cut, still held
+
+
+async def test_one_commit_of_everything_at_once(
+    tmp_path: Path, postgres: Postgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One batch holding instances (two data sets under one UID, a held-back one processed again),
+    a request settled twice (failed, then done: its attempts add up, its matches are the last's)
+    and a request another host settled done already (left as it is): committed as one."""
+    plan = _plan(tmp_path, "1\n2\n")
+    first, second = plan.requests
+    job = f"batch-{tmp_path.name}"[:64]
+    syntax = "1.2.840.10008.1.2.1"
+    async with _host(postgres, job, tmp_path, "a") as a:
+        await a.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        held = InstanceRecord("9.9", first.key, "1/held.dcm", 5, syntax, InstanceState.QUARANTINED, "script")
+        await a.db.run(lambda c: a._commit(c, [held]), transaction=False)
+        postgres.query(
+            "UPDATE asyncdicom.requests SET state = 'done', settled_by = 'elsewhere' WHERE job = %s AND key = %s",
+            (job, second.key),
+        )
+        items: list[Any] = [
+            InstanceRecord("1.1", first.key, "1/a.dcm", 10, syntax, InstanceState.STORED),
+            InstanceRecord("1.1", first.key, "1/b.dcm", 10, syntax, InstanceState.STORED),
+            InstanceRecord("9.9", first.key, "1/held-now.dcm", 5, syntax, InstanceState.STORED, replaces="9.9"),
+            (first, RequestResult("failed", 1, 0xC000, "failure", "refused")),
+            (first, dataclasses.replace(_done("1"), attempts=1, matches=({"PatientID": "1"}, {"PatientID": "1b"}))),
+            (second, RequestResult("failed", 1, None, "network", "aborted")),
+        ]
+        with caplog.at_level("WARNING", logger="asyncdicom.ledger"):
+            recorded = await a.db.run(lambda c: a._commit(c, items), transaction=False)
+        assert "received twice with different content" in caplog.text
+        assert len(recorded) == 5  # the second request's late failure is not among them
+        rows = postgres.query(
+            "SELECT key, state, attempts, matches, settled_by FROM asyncdicom.requests WHERE job = %s ORDER BY line",
+            (job,),
+        )
+        assert rows == [(first.key, "done", 2, 2, a.holder), (second.key, "done", 0, None, "elsewhere")]
+        matches = postgres.query(
+            "SELECT attrs FROM asyncdicom.matches WHERE job = %s AND request_key = %s ORDER BY idx", (job, first.key)
+        )
+        assert [json.loads(str(attrs)) for (attrs,) in matches] == [{"PatientID": "1"}, {"PatientID": "1b"}]
+        instances = postgres.query(
+            "SELECT sop_uid, path, state FROM asyncdicom.instances WHERE job = %s ORDER BY sop_uid, path", (job,)
+        )
+        assert instances == [
+            ("1.1", "1/a.dcm", "stored"),
+            ("1.1", "1/b.dcm", "stored"),
+            ("9.9", "1/held-now.dcm", "stored"),
+        ]
 
 
 async def test_a_schema_written_by_a_newer_asyncdicom_is_refused(tmp_path: Path, postgres: Postgres) -> None:

@@ -38,7 +38,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from asyncdicom.errors import LedgerError
 from asyncdicom.events import emit
 from asyncdicom.ledger import base, shared
-from asyncdicom.models import KEPT_COMPRESSED_PREFIX, HeldBack, InstanceRecord, Request
+from asyncdicom.models import KEPT_COMPRESSED_PREFIX, HeldBack, InstanceRecord, Request, RequestResult
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 
@@ -148,6 +148,62 @@ _CLAIM = """
 """
 
 
+_INSERT_INSTANCES = """
+    WITH new AS (
+        SELECT * FROM unnest(%(uids)s::text[], %(keys)s::text[], %(paths)s::text[], %(sizes)s::bigint[],
+                             %(syntaxes)s::text[], %(states)s::text[], %(warnings)s::text[])
+            AS u (sop_uid, request_key, path, size, transfer_syntax, state, warning)
+    ), added AS (
+        INSERT INTO asyncdicom.instances (job, received, host, directory, sop_uid, request_key, path, size,
+                                          transfer_syntax, state, warning)
+        SELECT %(job)s, %(now)s, %(host)s, %(directory)s, new.* FROM new
+        ON CONFLICT (job, sop_uid, path) DO NOTHING
+    )  -- the query below reads the rows as they were before this insert: the stored twins
+    SELECT i.sop_uid, i.path FROM asyncdicom.instances i
+    WHERE i.job = %(job)s AND i.sop_uid IN (SELECT sop_uid FROM new)
+"""
+
+_SETTLE_COLUMNS = (
+    "key", "state", "attempts", "status", "category", "error", "matches", "elapsed", "completed", "failed_ops",
+    "warning_ops", "received", "missing", "transient",
+)  # fmt: skip
+
+_SETTLE = """
+    UPDATE asyncdicom.requests r SET state = u.state, attempts = r.attempts + u.attempts, status = u.status,
+        category = u.category, error = u.error, matches = u.matches, elapsed = u.elapsed, updated = %(now)s,
+        completed = u.completed, failed_ops = u.failed_ops, warning_ops = u.warning_ops, received = u.received,
+        missing = u.missing, transient = u.transient, holder = NULL, lease_until = NULL, settled_by = %(holder)s
+    FROM unnest(%(key)s::text[], %(state)s::text[], %(attempts)s::int[], %(status)s::int[], %(category)s::text[],
+                %(error)s::text[], %(matches)s::int[], %(elapsed)s::float8[], %(completed)s::int[],
+                %(failed_ops)s::int[], %(warning_ops)s::int[], %(received)s::int[], %(missing)s::text[],
+                %(transient)s::bool[])
+        AS u (key, state, attempts, status, category, error, matches, elapsed, completed, failed_ops, warning_ops,
+              received, missing, transient)
+    WHERE r.job = %(job)s AND r.key = u.key AND r.state != 'done'
+    RETURNING r.key
+"""
+
+
+def _rounds(settled: Sequence[tuple[Request, RequestResult]]) -> list[list[tuple[Request, RequestResult]]]:
+    """``settled`` in order, cut where a request comes again (an UPDATE sets a row once)."""
+    rounds: list[list[tuple[Request, RequestResult]]] = []
+    seen: set[str] = set()
+    for request, result in settled:
+        if not rounds or request.key in seen:
+            rounds.append([])
+            seen.clear()
+        rounds[-1].append((request, result))
+        seen.add(request.key)
+    return rounds
+
+
+def _paths_by_uid(rows: Sequence[tuple[Any, ...]]) -> dict[str, set[str]]:
+    known: dict[str, set[str]] = {}
+    for uid, path in rows:
+        known.setdefault(str(uid), set()).add(str(path))
+    return known
+
+
 def describe_url(url: str) -> str:
     """``host:port/dbname`` of a ledger URL, for messages (never a password: the config refuses one)."""
     parts = urllib.parse.urlsplit(url)
@@ -192,8 +248,15 @@ class _Connection:
             )
             raise LedgerError(msg) from None
 
-    async def run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]], *, retry: bool = True) -> _T:
-        """``work(connection)`` in a transaction; on a lost connection, reconnect and run it again
+    async def run(
+        self,
+        work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]],
+        *,
+        retry: bool = True,
+        transaction: bool = True,
+    ) -> _T:
+        """``work(connection)`` in a transaction (or as it is: ``transaction=False`` for work that
+        opens its own or is a single statement); on a lost connection, reconnect and run it again
         (every unit of work here may run twice) until ``patience`` runs out."""
         deadline = time.monotonic() + self.patience
         delay = 0.2
@@ -202,6 +265,8 @@ class _Connection:
                 try:
                     if self._conn is None or self._conn.closed:
                         self._conn = await self._connect()
+                    if not transaction:
+                        return await work(self._conn)
                     async with self._conn.transaction():
                         return await work(self._conn)
                 except psycopg.OperationalError as exc:
@@ -407,13 +472,7 @@ class PgLedger:
                 (self.job,),
             )
         )
-        found = {str(key): (state, missing) for key, state, missing in rows}
-        out = []
-        for request in plan.requests:
-            if request.key in found:
-                state, missing = found[request.key]
-                out.append(shared.narrowed(request, state, missing))
-        return out
+        return shared.in_csv_order(plan.requests, rows)
 
     # --- sharing the work ---------------------------------------------------------------------
 
@@ -548,93 +607,96 @@ class PgLedger:
 
     def recording(self, stats: RunStats) -> contextlib.AbstractAsyncContextManager[shared.Recorder]:
         """A recorder whose results a single writer task commits in batches; all before it exits."""
-        return shared.recording(lambda items: self.db.run(lambda c: self._commit(c, items)), stats)
+        return shared.recording(lambda items: self.db.run(lambda c: self._commit(c, items), transaction=False), stats)
 
     async def _commit(self, conn: psycopg.AsyncConnection[Any], items: Sequence[shared.Item]) -> list[shared.Item]:
-        """One transaction: instances first, then settled requests (never over one done
-        already, by this host or another); returns what was recorded."""
-        now = time.time()
-        job = self.job
+        """Instances first, then settled requests (never over one done already, by this host or
+        another); returns what was recorded. A batch of placed instances alone is one statement
+        (atomic by itself, one round trip); anything more is one transaction whose statements go
+        to the server in a pipeline (two round trips however many requests it settles)."""
         instances = [item for item in items if isinstance(item, InstanceRecord)]
         settled = [item for item in items if not isinstance(item, InstanceRecord)]
         replaced = [i.replaces for i in instances if i.replaces]
-        if replaced:  # held-back instances processed again: their quarantine rows go
-            await conn.execute("DELETE FROM asyncdicom.instances WHERE job = %s AND sop_uid = ANY(%s)", (job, replaced))
-        await self._warn_of_twins(conn, instances)
-        if instances:  # one statement for the batch (a row at a time costs the client ~50 µs each)
-            await conn.execute(
-                "INSERT INTO asyncdicom.instances (job, received, host, directory, sop_uid, request_key, path, "
-                "size, transfer_syntax, state, warning) SELECT %s, %s, %s, %s, u.* FROM unnest("
-                "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[]) AS u "
-                "ON CONFLICT (job, sop_uid, path) DO NOTHING",
-                (
-                    job,
-                    now,
-                    self.host,
-                    self.directory,
-                    [i.sop_uid for i in instances],
-                    [i.request_key for i in instances],
-                    [i.path for i in instances],
-                    [i.size for i in instances],
-                    [i.transfer_syntax for i in instances],
-                    [i.state.value for i in instances],
-                    [i.warning for i in instances],
-                ),
-            )
-        recorded: list[shared.Item] = list(instances)
-        for request, result in settled:
-            cursor = await conn.execute(
-                "UPDATE asyncdicom.requests SET state = %s, attempts = attempts + %s, status = %s, category = %s, "
-                "error = %s, matches = %s, elapsed = %s, updated = %s, completed = %s, failed_ops = %s, "
-                "warning_ops = %s, received = %s, missing = %s, transient = %s, holder = NULL, lease_until = NULL, "
-                "settled_by = %s WHERE job = %s AND key = %s AND state != 'done'",
-                (
-                    result.state,
-                    result.attempts,
-                    result.status,
-                    result.category,
-                    result.error,
-                    len(result.matches),
-                    result.elapsed,
-                    now,
-                    *shared.result_counts(result),
-                    json.dumps(list(result.missing)) if result.missing else None,
-                    result.transient,
-                    self.holder,
-                    job,
-                    request.key,
-                ),
-            )
-            if cursor.rowcount == 0:  # another host settled it as done first: its result stands
-                emit("request-done-elsewhere", key=request.key, line=request.line, state=result.state)
-                continue
-            recorded.append((request, result))
-            await conn.execute("DELETE FROM asyncdicom.matches WHERE job = %s AND request_key = %s", (job, request.key))
-            if result.matches:
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "INSERT INTO asyncdicom.matches (job, request_key, idx, attrs) VALUES (%s, %s, %s, %s)",
-                        [
-                            (job, request.key, idx, json.dumps(attrs, ensure_ascii=False))
-                            for idx, attrs in enumerate(result.matches)
-                        ],
-                    )
+        now = time.time()
+        if not settled and not replaced:
+            twins = await _all(conn, _INSERT_INSTANCES, self._instance_params(instances, now))
+            shared.warn_of_twins(instances, _paths_by_uid(twins))
+            return list(instances)
+        async with conn.pipeline(), conn.transaction():
+            if replaced:  # held-back instances processed again: their quarantine rows go
+                await conn.execute(
+                    "DELETE FROM asyncdicom.instances WHERE job = %s AND sop_uid = ANY(%s)", (self.job, replaced)
+                )
+            inserted = await conn.execute(_INSERT_INSTANCES, self._instance_params(instances, now))
+            rounds = _rounds(settled)  # a request settled twice in one batch: in order, one UPDATE each
+            updates = [await conn.execute(_SETTLE, self._settle_params(part, now)) for part in rounds]
+            twins = await inserted.fetchall()
+            recorded: list[shared.Item] = list(instances)
+            answered: list[tuple[str, int, str]] = []
+            keys: set[str] = set()
+            for part, updated in zip(rounds, updates, strict=True):
+                taken = {str(row[0]) for row in await updated.fetchall()}
+                keys |= taken
+                for request, result in part:
+                    if request.key not in taken:  # another host settled it as done first: its result stands
+                        emit("request-done-elsewhere", key=request.key, line=request.line, state=result.state)
+                        continue
+                    recorded.append((request, result))
+                    answered += [
+                        (request.key, idx, json.dumps(attrs, ensure_ascii=False))
+                        for idx, attrs in enumerate(result.matches)
+                    ]
+            if keys:
+                await conn.execute(
+                    "DELETE FROM asyncdicom.matches WHERE job = %s AND request_key = ANY(%s)", (self.job, list(keys))
+                )
+            if answered:
+                await conn.execute(
+                    "INSERT INTO asyncdicom.matches (job, request_key, idx, attrs) "
+                    "SELECT %s, u.* FROM unnest(%s::text[], %s::int[], %s::text[]) AS u",
+                    (self.job, *(list(column) for column in zip(*answered, strict=True))),
+                )
+        shared.warn_of_twins(instances, _paths_by_uid(twins))
         return recorded
 
-    async def _warn_of_twins(self, conn: psycopg.AsyncConnection[Any], instances: Sequence[InstanceRecord]) -> None:
-        """As the SQLite ledger: warn of a SOP Instance UID stored at another path already."""
-        uids = list({i.sop_uid for i in instances})
-        if not uids:
-            return
-        known: dict[str, set[str]] = {}
-        rows = await _all(
-            conn,
-            "SELECT sop_uid, path FROM asyncdicom.instances WHERE job = %s AND sop_uid = ANY(%s)",
-            (self.job, uids),
-        )
-        for uid, path in rows:
-            known.setdefault(str(uid), set()).add(str(path))
-        shared.warn_of_twins(instances, known)
+    def _instance_params(self, instances: Sequence[InstanceRecord], now: float) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "now": now,
+            "host": self.host,
+            "directory": self.directory,
+            "uids": [i.sop_uid for i in instances],
+            "keys": [i.request_key for i in instances],
+            "paths": [i.path for i in instances],
+            "sizes": [i.size for i in instances],
+            "syntaxes": [i.transfer_syntax for i in instances],
+            "states": [i.state.value for i in instances],
+            "warnings": [i.warning for i in instances],
+        }
+
+    def _settle_params(self, settled: Sequence[tuple[Request, RequestResult]], now: float) -> dict[str, Any]:
+        columns: dict[str, list[Any]] = {name: [] for name in _SETTLE_COLUMNS}
+        for request, result in settled:
+            completed, failed, warned, received = shared.result_counts(result)
+            row = {
+                "key": request.key,
+                "state": result.state,
+                "attempts": result.attempts,
+                "status": result.status,
+                "category": result.category,
+                "error": result.error,
+                "matches": len(result.matches),
+                "elapsed": result.elapsed,
+                "completed": completed,
+                "failed_ops": failed,
+                "warning_ops": warned,
+                "received": received,
+                "missing": json.dumps(list(result.missing)) if result.missing else None,
+                "transient": result.transient,
+            }
+            for name in _SETTLE_COLUMNS:
+                columns[name].append(row[name])
+        return {"job": self.job, "now": now, "holder": self.holder, **columns}
 
     # --- runs and reports ---------------------------------------------------------------------
 

@@ -42,6 +42,13 @@ def narrowed(request: Request, state: str, missing: str | None) -> Request:
     return narrower or request
 
 
+def in_csv_order(requests: Iterable[Request], rows: Iterable[Sequence[Any]]) -> list[Request]:
+    """The ``requests`` (a plan's, in CSV order) that ``rows`` of (key, state, missing) name,
+    each narrowed to its missing instances when a partial retrieve knows them."""
+    found = {str(key): (str(state), missing) for key, state, missing in rows}
+    return [narrowed(request, *found[request.key]) for request in requests if request.key in found]
+
+
 def result_counts(result: RequestResult) -> tuple[int | None, int | None, int | None, int | None]:
     """(completed, failed, warning sub-operations, instances received) of a result."""
     counts = result.counts or {}

@@ -300,14 +300,7 @@ class Ledger:
         async with self.db.execute(
             "SELECT key, state, missing FROM requests WHERE in_plan = 1 AND state IN ('pending', 'partial')"
         ) as cursor:
-            rows = {str(key): (state, missing) for key, state, missing in await cursor.fetchall()}
-        out = []
-        for request in plan.requests:
-            if request.key not in rows:
-                continue
-            state, missing = rows[request.key]
-            out.append(shared.narrowed(request, state, missing))
-        return out
+            return shared.in_csv_order(plan.requests, await cursor.fetchall())
 
     @asynccontextmanager
     async def work(
