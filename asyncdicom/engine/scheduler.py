@@ -115,10 +115,12 @@ async def _next(receive: MemoryObjectReceiveStream[Request]) -> Request | None:
 _NOTHING = Request("", 0, ())
 
 
-async def _next_within(receive: MemoryObjectReceiveStream[Request], seconds: float) -> Request | None:
-    """The next request if one comes within ``seconds`` (None when there are no more), else
-    ``_NOTHING``. It looks every 50 ms rather than wait in ``receive``: a receive cancelled at
-    its deadline could lose the request handed to it at that moment."""
+async def _next_within(
+    receive: MemoryObjectReceiveStream[Request], seconds: float, keep: Callable[[], bool]
+) -> Request | None:
+    """The next request if one comes within ``seconds`` and while ``keep()`` holds (None when
+    there are no more), else ``_NOTHING``. It looks every 50 ms rather than wait in ``receive``:
+    a receive cancelled at its deadline could lose the request handed to it at that moment."""
     deadline = anyio.current_time() + seconds
     while True:
         try:
@@ -127,7 +129,7 @@ async def _next_within(receive: MemoryObjectReceiveStream[Request], seconds: flo
             pass
         except anyio.EndOfStream:
             return None
-        if anyio.current_time() >= deadline:
+        if anyio.current_time() >= deadline or not keep():
             return _NOTHING
         await anyio.sleep(0.05)
 
@@ -149,6 +151,9 @@ class SharedBudget(Protocol):
 
     def release(self, owner: object) -> None:
         """Give ``owner``'s slot back."""
+
+    def keep_idle(self) -> bool:
+        """Whether a worker with nothing to do should keep its slot a moment (more work may come)."""
 
 
 class _Slot:
@@ -352,7 +357,8 @@ class Scheduler:
                     if self._shared is None or not slot.held:
                         request = await _next(receive)
                         continue
-                    request = await _next_within(receive, IDLE_GRACE)  # the claims may be on their way
+                    # the claims may be on their way (unless this host has none left to claim)
+                    request = await _next_within(receive, IDLE_GRACE, self._shared.keep_idle)
                     if request is not _NOTHING:
                         continue
                     # nothing to do: the job's slot goes to whichever host has work

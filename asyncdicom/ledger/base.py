@@ -181,6 +181,9 @@ class SharedSlotsLike(Protocol):
     def release(self, owner: object) -> None:
         """Give ``owner``'s slot back."""
 
+    def keep_idle(self) -> bool:
+        """Whether a worker with nothing to do keeps its slot a moment (more work may come)."""
+
 
 class Ledger(Protocol):
     """A job's ledger, opened by its backend's ``open_ledger``."""

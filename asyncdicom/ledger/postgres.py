@@ -296,6 +296,56 @@ class _Connection:
             self._conn = None
 
 
+CHANNEL = "asyncdicom"  # NOTIFY channel; the payload is the job's name
+
+
+class Wakeups:
+    """Notifications that another host freed something of the job (an association slot, a
+    request it settled or gave back): one connection LISTENing, read by a task that sets the
+    current :attr:`event` (then replaced) for each. A waiter takes :attr:`event` *before* it
+    looks in the database, so that a notification sent meanwhile is not missed; it waits with a
+    timeout all the same (a host that died notifies nobody: its leases just run out)."""
+
+    def __init__(self, url: str, job: str) -> None:
+        self.url, self.job = url, job
+        self.event = anyio.Event()
+        self.listening = False
+
+    def wake(self) -> None:
+        self.event.set()
+        self.event = anyio.Event()
+
+    async def run(self) -> None:
+        """Listen until cancelled; on a lost connection, listen again a second later (waiters
+        meanwhile wake on their timeouts)."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="asyncdicom"
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening = True
+                    self.wake()  # what was freed while nobody listened: look again
+                    async for note in conn.notifies():
+                        if note.payload == self.job:
+                            self.wake()
+            except psycopg.Error as exc:
+                log.debug("the ledger's notifications stopped (%s); listening again", type(exc).__name__)
+            self.listening = False
+            await anyio.sleep(1.0)
+
+
+async def _notify(conn: psycopg.AsyncConnection[Any], job: str) -> None:
+    """Tell the job's other hosts that something was freed (sent when the transaction commits)."""
+    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, job))
+
+
+async def _wait(event: anyio.Event, seconds: float) -> None:
+    with anyio.move_on_after(seconds):
+        await event.wait()
+
+
 async def _all(conn: psycopg.AsyncConnection[Any], query: str, params: Any = None) -> list[tuple[Any, ...]]:
     cursor = await conn.execute(query, params)  # our queries are literals
     return list(await cursor.fetchall())
@@ -324,6 +374,8 @@ class PgLedger:
         self._run_started = time.time()
         self.last_host = True  # until work() says otherwise
         self._last_beat = time.monotonic()
+        self.wakeups = Wakeups(url, job)
+        self.dry = False  # nothing claimable: the rest is held by other hosts (or done)
 
     # --- schema -------------------------------------------------------------------------------
 
@@ -487,6 +539,7 @@ class PgLedger:
         await self.leases.run(self._register)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._heartbeat, on_hosts)
+            tg.start_soon(self.wakeups.run)
             try:
                 yield self._claims(by_key, plan_batch(len(pending)))
             finally:
@@ -515,6 +568,7 @@ class PgLedger:
             (self.job, self.holder),
         )
         await conn.execute("DELETE FROM asyncdicom.hosts WHERE job = %s AND holder = %s", (self.job, self.holder))
+        await _notify(conn, self.job)
         self.last_host = not await self._live_others(conn)
 
     async def _heartbeat(self, on_hosts: Callable[[int], None] | None) -> None:
@@ -564,17 +618,20 @@ class PgLedger:
     async def _claims(self, by_key: dict[str, Request], batch: int) -> AsyncIterator[Request]:
         """Claim ``batch`` requests whenever the last ones are taken; when none is free but other
         hosts hold some, wait and look again (their leases may run out); end when none is left."""
-        poll = min(2.0, self.lease / 4)
+        poll = min(2.0, self.lease / 4)  # for leases running out: nobody notifies of those
         while True:
+            changed = self.wakeups.event
             rows = await self.leases.run(lambda c: self._claim(c, batch))
             if rows:
+                self.dry = False
                 for key, state, missing in sorted(rows, key=lambda row: (by_key[row[0]].line, row[0])):
                     yield shared.narrowed(by_key[key], state, missing)
                 continue
             left = await self.leases.run(self._held_elsewhere)
             if not left:
                 return
-            await anyio.sleep(poll)
+            self.dry = True  # this host's idle workers give their slots up at once
+            await _wait(changed, poll)
 
     async def _claim(self, conn: psycopg.AsyncConnection[Any], count: int) -> list[tuple[Any, ...]]:
         params = {
@@ -650,6 +707,8 @@ class PgLedger:
                 await conn.execute(
                     "DELETE FROM asyncdicom.matches WHERE job = %s AND request_key = ANY(%s)", (self.job, list(keys))
                 )
+            if keys:
+                await _notify(conn, self.job)  # a host waiting for the last requests may be done
             if answered:
                 await conn.execute(
                     "INSERT INTO asyncdicom.matches (job, request_key, idx, attrs) "
@@ -1033,11 +1092,14 @@ class SharedSlots:
             "WHERE job = %s AND holder = %s AND n = ANY(%s)",
             (ledger.job, ledger.holder, numbers),
         )
+        await _notify(conn, ledger.job)
 
     async def acquire(self, owner: object) -> None:
         """Wait for a slot of the job's budget for ``owner``: one worker of this host at a time
-        asks the database (backing off to once a second); the others wait for a slot this host
-        frees, or for their turn to ask."""
+        asks the database, again whenever another host frees a slot (its notification) and at
+        least once a second (a dead host's slots come free when their lease runs out); the others
+        wait for a slot this host frees, or for their turn to ask."""
+        wakeups = self._ledger.wakeups
         while True:
             if self._idle:
                 self._owned[owner] = self._idle.pop()
@@ -1046,22 +1108,39 @@ class SharedSlots:
                 async with self._asking:
                     poll = 0.05
                     while not self._idle:
+                        elsewhere = wakeups.event  # taken before asking: a slot freed meanwhile wakes us
                         n = await self._ledger.leases.run(self._take)
                         if n is not None:
                             self._owned[owner] = n
                             return
-                        await self._wait_freed(poll)
+                        await self._wait_freed(poll, elsewhere)
                         poll = min(poll * 2, 1.0)
                 continue
             await self._wait_freed(1.0)
 
-    async def _wait_freed(self, seconds: float) -> None:
+    async def _wait_freed(self, seconds: float, elsewhere: anyio.Event | None = None) -> None:
+        """Until this host frees a slot, ``elsewhere`` is set, or ``seconds`` pass."""
         self._waiters += 1
         try:
             with anyio.move_on_after(seconds):
-                await self._freed.wait()
+                if elsewhere is None:
+                    await self._freed.wait()
+                    return
+                async with anyio.create_task_group() as tg:
+
+                    async def first(event: anyio.Event) -> None:
+                        await event.wait()
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(first, self._freed)
+                    tg.start_soon(first, elsewhere)
         finally:
             self._waiters -= 1
+
+    def keep_idle(self) -> bool:
+        """Whether a worker with nothing to do keeps its slot a moment: not once this host has
+        nothing left to claim (the slot is better with a host that has work)."""
+        return not self._ledger.dry
 
     async def _take(self, conn: psycopg.AsyncConnection[Any]) -> int | None:
         ledger = self._ledger

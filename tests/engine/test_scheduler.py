@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
@@ -383,10 +384,11 @@ async def test_a_shared_job_divides_the_rates_among_its_hosts() -> None:
 class _Budget:
     """A shared budget of one slot, as the PostgreSQL ledger's: who holds it, and how often it was taken."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
         self.held: set[object] = set()
         self.acquired = 0
         self.free = anyio.Event()
+        self.keep = keep  # whether idle workers keep their slot for the grace (False: nothing left to claim)
 
     async def acquire(self, owner: object) -> None:
         while self.held:
@@ -399,6 +401,9 @@ class _Budget:
         self.free.set()
         self.free = anyio.Event()
 
+    def keep_idle(self) -> bool:
+        return self.keep
+
 
 async def test_workers_hold_the_shared_budget_while_talking_and_give_it_up_when_idle() -> None:
     """With a shared budget of one slot, four workers settle every request one association at a
@@ -408,3 +413,30 @@ async def test_workers_hold_the_shared_budget_while_talking_and_give_it_up_when_
     await scheduler.run(_requests(12))
     assert len(sink.results) == 12
     assert budget.acquired >= 1 and not budget.held  # taken to talk, given back by the idle workers
+
+
+async def test_an_idle_worker_gives_its_slot_up_at_once_when_its_host_has_nothing_left_to_claim() -> None:
+    """The host's claims found nothing left (the rest is held by other hosts): a worker that
+    settled its request gives the job's slot up at once, not after the idle grace, so that a
+    host with work gets it."""
+    from asyncdicom.engine.scheduler import IDLE_GRACE
+
+    backend, sink, budget = MockBackend(_ok), Sink(), _Budget(keep=False)
+    first, second = _requests(2)
+    given_up = 0.0
+
+    async def claims() -> AsyncIterator[Request]:
+        nonlocal given_up
+        yield first
+        start = anyio.current_time()
+        with anyio.fail_after(10):
+            while not sink.results or budget.held:  # settled, then the slot goes
+                await budget.free.wait()
+        given_up = anyio.current_time() - start
+        yield second
+
+    scheduler = Scheduler(backend, EngineSettings(threads=1, timeout=30.0), sink, RunStats(2, 0, 1), shared=budget)
+    await scheduler.run(claims())
+    assert set(sink.results) == {first.key, second.key}
+    assert given_up < IDLE_GRACE / 2
+    assert budget.acquired == 2  # taken again for the second request
