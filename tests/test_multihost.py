@@ -4,6 +4,7 @@ the database restarted mid-run, and against the test PACS that counts associatio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -35,12 +36,13 @@ def _config(
     kind: str = "c-get",
     lease: float = 2,
     local: tuple[int, str] | None = None,
+    url: str | None = None,
     **request: Any,
 ) -> Path:
     """Host ``name``'s config: the same job, its own output directory and port."""
     batch = folder / "batch.csv"
     batch.write_text("PatientID,StudyInstanceUID\n" + "".join(f"{p},{s}\n" for p, s in rows))
-    output: dict[str, Any] = {"ledger_url": postgres.url, "job_name": job, "lease_seconds": lease}
+    output: dict[str, Any] = {"ledger_url": url or postgres.url, "job_name": job, "lease_seconds": lease}
     local = local or (free_port(), "ASYNCDICOM")
     if kind == "c-find":
         output["library_file"] = f"lib-{name}.csv"
@@ -103,6 +105,19 @@ def _studies(orthanc: LoadedOrthanc, count: int) -> tuple[list[tuple[str, str]],
     wanted = {s.study_uid for s in chosen}
     uids = {str(ds.SOPInstanceUID) for ds in orthanc.instances if str(ds.StudyInstanceUID) in wanted}
     return rows, uids
+
+
+def _wait_for_instances(postgres: Postgres, job: str) -> None:
+    """Until the job has its first instance recorded (the schema may not exist yet)."""
+    import psycopg
+
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(psycopg.errors.UndefinedTable):
+            if postgres.query("SELECT 1 FROM asyncdicom.instances WHERE job = %s LIMIT 1", (job,)):
+                return
+        assert time.monotonic() < deadline, "no instance recorded within 60 s"
+        time.sleep(0.05)  # polling another process's database: no event to wait on
 
 
 def _job_rows(postgres: Postgres, job: str) -> list[tuple[object, ...]]:
@@ -183,10 +198,7 @@ def test_a_host_that_loses_the_database_for_good_stops_with_exit_1(
     rows, uids = _studies(orthanc, 20)
     config = _config(tmp_path, "a", (orthanc.port, "ORTHANC"), postgres, job, rows, lease=3, max_rate=4)
     process = _spawn(config, postgres)
-    deadline = time.monotonic() + 60
-    while not postgres.query("SELECT 1 FROM asyncdicom.instances WHERE job = %s LIMIT 1", (job,)):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_for_instances(postgres, job)
     postgres.stop()
     try:
         stopped = time.monotonic()
@@ -203,6 +215,39 @@ def test_a_host_that_loses_the_database_for_good_stops_with_exit_1(
     assert code == 0, err[-2000:]
     assert _tree(tmp_path / "out-a") == uids
     assert {state for state, _ in _job_rows(postgres, job)} == {"done"}
+
+
+def test_a_host_behind_a_network_cut_stops_and_another_finishes_its_work(
+    tmp_path: Path, orthanc: LoadedOrthanc, postgres: Postgres
+) -> None:
+    """Host a reaches the database through a link that goes silent mid-run (no reset, no answer:
+    packets dropped): it stops with exit 1 rather than wait for TCP to give up, and host b, which
+    still reaches the database, finishes the job once a's leases run out."""
+    from tests.tcp_proxy import FreezingProxy
+
+    job = "net-cut"
+    rows, uids = _studies(orthanc, 20)
+    proxy = FreezingProxy(postgres.port).start()
+    try:
+        cut = postgres.url.replace(f":{postgres.port}/", f":{proxy.port}/")
+        config_a = _config(tmp_path, "a", (orthanc.port, "ORTHANC"), postgres, job, rows, lease=3, url=cut, max_rate=4)
+        config_b = _config(tmp_path, "b", (orthanc.port, "ORTHANC"), postgres, job, rows, lease=3, max_rate=4)
+        host_a = _spawn(config_a, postgres)
+        _wait_for_instances(postgres, job)
+        host_b = _spawn(config_b, postgres)
+        proxy.freeze()
+        frozen = time.monotonic()
+        code_a, document_a, err_a = _finish(host_a, timeout=120)
+        took = time.monotonic() - frozen
+        code_b, _, err_b = _finish(host_b, timeout=120)
+    finally:
+        proxy.stop()
+    assert code_a == 1, err_a[-2000:]
+    assert "Lost the ledger database" in document_a["error"]
+    assert took < 45  # its heartbeat's third of a lease, then the last commit's 30 s of patience
+    assert code_b == 0, err_b[-2000:]
+    assert {state for state, _ in _job_rows(postgres, job)} == {"done"}
+    assert _tree(tmp_path / "out-a") | _tree(tmp_path / "out-b") == uids
 
 
 def test_three_hosts_share_a_cfind_job_and_one_writes_the_library(
@@ -267,10 +312,7 @@ def test_a_database_restart_mid_run_is_ridden_out(tmp_path: Path, orthanc: Loade
         _config(tmp_path, name, (orthanc.port, "ORTHANC"), postgres, job, rows, lease=9, max_rate=8) for name in "ab"
     ]
     processes = [_spawn(config, postgres) for config in configs]
-    deadline = time.monotonic() + 60
-    while not postgres.query("SELECT 1 FROM asyncdicom.instances WHERE job = %s LIMIT 1", (job,)):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_for_instances(postgres, job)
     postgres.restart()
     results = [_finish(process) for process in processes]
     assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]

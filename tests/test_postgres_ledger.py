@@ -18,8 +18,8 @@ from asyncdicom.config import load_config
 from asyncdicom.errors import ConfigError, LedgerError
 from asyncdicom.ledger import open_ledger
 from asyncdicom.ledger.base import Ledger
-from asyncdicom.ledger.postgres import PgLedger
-from asyncdicom.ledger.postgres import open_ledger as open_pg
+from asyncdicom.ledger.postgres.ledger import PgLedger
+from asyncdicom.ledger.postgres.ledger import open_ledger as open_pg
 from asyncdicom.models import InstanceRecord, InstanceState, RequestResult
 from asyncdicom.plan import Plan, build_plan
 from asyncdicom.stats import RunStats
@@ -365,6 +365,31 @@ async def test_a_host_cut_off_from_the_database_stops_before_its_leases_run_out(
     errors = [leaf for leaf in leaves(caught.value) if isinstance(leaf, LedgerError)]
     assert errors and "stops before its leases (3 s) run out" in str(errors[0])
     assert stopped < lease  # the lease, renewed at most a third of a lease before the cut, still held
+
+
+async def test_a_host_leaving_keeps_the_requests_whose_results_are_not_committed_yet(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """A host settles its last request and leaves the job before the writer has committed the
+    result: that request is not given back (another host would run it again); the commit then
+    settles it, and nothing else stays held."""
+    plan = _plan(tmp_path, "1\n2\n")
+    job = f"leave-{tmp_path.name}"[:64]
+    async with _host(postgres, job, tmp_path, "a") as a:
+        await a.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        pending = await a.pending(plan)
+        async with a.recording(RunStats(2, 0, 1)) as rec, a.db._lock:  # the writer's commit waits for the lock
+            async with a.work(plan, pending) as requests:
+                async for request in requests:
+                    await rec.record(request, _done("1"))
+                    break  # the second request is claimed but never run
+            held = postgres.query(
+                "SELECT key, holder IS NOT NULL, state FROM asyncdicom.requests WHERE job = %s ORDER BY line",
+                (job,),
+            )
+        assert held == [(plan.requests[0].key, True, "pending"), (plan.requests[1].key, False, "pending")]
+        after = postgres.query("SELECT state, holder FROM asyncdicom.requests WHERE job = %s ORDER BY line", (job,))
+        assert after == [("done", None), ("pending", None)]
 
 
 async def test_one_commit_of_everything_at_once(

@@ -21,7 +21,7 @@ async def open_job_ledger(config: Config, *, readonly: bool = False) -> AsyncIte
         async with open_ledger(output.ledger_file, readonly=readonly) as ledger:
             yield ledger
         return
-    from asyncdicom.ledger import postgres  # psycopg only where a shared ledger is used
+    from asyncdicom.ledger.postgres import ledger as postgres  # psycopg only where a shared ledger is used
 
     async with postgres.open_ledger(
         output.ledger_url, output.job_name, lease=output.lease_seconds, directory=output.directory, readonly=readonly
@@ -34,6 +34,6 @@ def where(config: Config) -> str:
     output = config.output
     if output.ledger_url is None:
         return str(output.ledger_file)
-    from asyncdicom.ledger.postgres import describe_url
+    from asyncdicom.ledger.postgres.url import describe_url
 
     return f"postgresql {describe_url(output.ledger_url)}, job {output.job_name}"

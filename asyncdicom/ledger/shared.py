@@ -208,11 +208,14 @@ BATCH = 500  # results committed in one transaction at most
 class Recorder:
     """A ledger writer task's inbox (see :func:`recording`)."""
 
-    def __init__(self, send: MemoryObjectSendStream[Item]) -> None:
+    def __init__(self, send: MemoryObjectSendStream[Item], on_record: Callable[[Request], None] | None = None) -> None:
         self._send = send
+        self._on_record = on_record
 
     async def record(self, request: Request, result: RequestResult) -> None:
         """Queue a result; it is committed with the next batch."""
+        if self._on_record is not None:
+            self._on_record(request)
         await self._send.send((request, result))
 
     async def record_instance(self, record: InstanceRecord) -> None:
@@ -225,15 +228,18 @@ class Recorder:
 
 @asynccontextmanager
 async def recording(
-    commit: Callable[[list[Item]], Awaitable[Sequence[Item]]], stats: RunStats
+    commit: Callable[[list[Item]], Awaitable[Sequence[Item]]],
+    stats: RunStats,
+    on_record: Callable[[Request], None] | None = None,
 ) -> AsyncIterator[Recorder]:
     """A recorder whose items a single writer task hands to ``commit`` in batches (it returns
-    what it recorded); on exit, even when cancelled, everything queued is committed first."""
+    what it recorded); on exit, even when cancelled, everything queued is committed first.
+    ``on_record`` hears of each result as it is queued."""
     send, receive = anyio.create_memory_object_stream[Item](BATCH * 2)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_writer, receive, commit, stats)
         try:
-            yield Recorder(send)
+            yield Recorder(send, on_record)
         finally:
             send.close()
 

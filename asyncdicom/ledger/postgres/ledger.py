@@ -1,187 +1,43 @@
-"""The ledger on PostgreSQL (psycopg 3, async): one job shared by every host that runs it.
-
-The same tables and states as the SQLite ledger, each row keyed by the job's name as well, in
-a schema of their own (``asyncdicom``) with numbered migrations. Hosts share the work with the
-standard lease pattern: a host claims a few pending requests at a time with ``SELECT … FOR
-UPDATE SKIP LOCKED``, marks them with its holder name and a lease that its heartbeat renews;
-a host that stops renewing (killed, cut off) loses them when the lease runs out and the others
-claim them. A request is recorded done once: a result never overwrites ``done``, and instance
-rows are unique per job, SOP Instance UID and path. The job's association budget is a table of
-slots leased the same way (:class:`SharedSlots`).
-
-Connections: one for the data (plan, results, reports), one for leases and heartbeats, so that
-a long commit never delays a renewal. Both reconnect when the server restarts; a host whose
-heartbeat cannot reach the server for a whole lease stops with an error rather than go on
-without its leases.
-"""
+"""A job's rows in the shared database: its plan, the claims and leases by which hosts share
+its requests, their results, and the reports read from them."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
 import socket
 import time
-import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import psycopg
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.errors import LedgerError
 from asyncdicom.events import emit
 from asyncdicom.ledger import base, shared
+from asyncdicom.ledger.postgres.connection import Connection, DatabaseLost, Wakeups, all_rows, notify, one_row, wait_for
+from asyncdicom.ledger.postgres.slots import SharedSlots
+from asyncdicom.ledger.postgres.sql import (
+    CLAIM,
+    HELD_BACK,
+    INSERT_INSTANCES,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SETTLE,
+    SETTLE_COLUMNS,
+)
+from asyncdicom.ledger.postgres.url import describe_url
 from asyncdicom.models import KEPT_COMPRESSED_PREFIX, HeldBack, InstanceRecord, Request, RequestResult
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 
 log = logging.getLogger("asyncdicom.ledger")
-
-SCHEMA_VERSION = 1
-CONNECT_TIMEOUT = 10  # seconds to reach the server
-STATEMENT_TIMEOUT_MS = 120_000  # no statement of ours takes minutes: a hung server is an error
-_T = TypeVar("_T")
-
-_MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE asyncdicom.meta (
-        job TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (job, key)
-    );
-    CREATE TABLE asyncdicom.requests (
-        job TEXT NOT NULL,
-        key TEXT NOT NULL,
-        line INTEGER NOT NULL,
-        elements TEXT NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed', 'partial')),
-        in_plan BOOLEAN NOT NULL DEFAULT TRUE,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        status INTEGER,
-        category TEXT,
-        error TEXT,
-        matches INTEGER,
-        elapsed DOUBLE PRECISION,
-        updated DOUBLE PRECISION,
-        completed INTEGER,
-        failed_ops INTEGER,
-        warning_ops INTEGER,
-        received INTEGER,
-        missing TEXT,
-        transient BOOLEAN NOT NULL DEFAULT FALSE,
-        holder TEXT,
-        lease_until TIMESTAMPTZ,
-        settled_by TEXT,
-        PRIMARY KEY (job, key)
-    );
-    CREATE INDEX requests_claim ON asyncdicom.requests (job, state, line) WHERE in_plan;
-    CREATE TABLE asyncdicom.matches (
-        job TEXT NOT NULL, request_key TEXT NOT NULL, idx INTEGER NOT NULL, attrs TEXT NOT NULL,
-        PRIMARY KEY (job, request_key, idx)
-    );
-    CREATE TABLE asyncdicom.runs (
-        id BIGSERIAL PRIMARY KEY,
-        job TEXT NOT NULL,
-        host TEXT NOT NULL,
-        started DOUBLE PRECISION NOT NULL,
-        finished DOUBLE PRECISION,
-        outcome TEXT,
-        counts TEXT
-    );
-    CREATE INDEX runs_job ON asyncdicom.runs (job, id);
-    CREATE TABLE asyncdicom.instances (
-        job TEXT NOT NULL,
-        sop_uid TEXT NOT NULL,
-        request_key TEXT,
-        path TEXT NOT NULL,
-        size BIGINT NOT NULL,
-        transfer_syntax TEXT,
-        state TEXT NOT NULL,
-        received DOUBLE PRECISION NOT NULL,
-        warning TEXT,
-        sha256 TEXT,
-        host TEXT NOT NULL,
-        directory TEXT NOT NULL,
-        PRIMARY KEY (job, sop_uid, path)
-    );
-    CREATE INDEX instances_request ON asyncdicom.instances (job, request_key);
-    CREATE TABLE asyncdicom.hosts (
-        job TEXT NOT NULL,
-        holder TEXT NOT NULL,
-        host TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        directory TEXT,
-        started TIMESTAMPTZ NOT NULL DEFAULT now(),
-        heartbeat TIMESTAMPTZ NOT NULL DEFAULT now(),
-        PRIMARY KEY (job, holder)
-    );
-    CREATE TABLE asyncdicom.slots (
-        job TEXT NOT NULL, n INTEGER NOT NULL, holder TEXT, lease_until TIMESTAMPTZ, PRIMARY KEY (job, n)
-    );
-    """,
-}
-
-_HELD_BACK = """
-    SELECT CASE WHEN i.state IN ('quarantined', 'skipped') THEN i.state ELSE 'kept compressed' END AS kind,
-           i.warning, COUNT(*)
-    FROM asyncdicom.instances i LEFT JOIN asyncdicom.requests r ON r.job = i.job AND r.key = i.request_key
-    WHERE i.job = %(job)s AND (r.in_plan OR i.request_key IS NULL)
-      AND (i.state IN ('quarantined', 'skipped') OR (i.state != 'duplicate' AND i.warning LIKE %(kept)s))
-    GROUP BY kind, i.warning ORDER BY COUNT(*) DESC, kind, i.warning
-"""
-
-_CLAIM = """
-    WITH free AS MATERIALIZED (  -- materialized: a LIMIT under a join may be scanned again, taking more
-        SELECT key FROM asyncdicom.requests
-        WHERE job = %(job)s AND in_plan AND (lease_until IS NULL OR lease_until < now())
-          AND (state = 'pending' OR (state = 'partial' AND (updated IS NULL OR updated < %(since)s)))
-        ORDER BY line, key LIMIT %(count)s FOR UPDATE SKIP LOCKED
-    )
-    UPDATE asyncdicom.requests r SET holder = %(holder)s, lease_until = now() + %(lease)s * interval '1 second'
-    FROM free WHERE r.job = %(job)s AND r.key = free.key
-    RETURNING r.key, r.state, r.missing
-"""
-
-
-_INSERT_INSTANCES = """
-    WITH new AS (
-        SELECT * FROM unnest(%(uids)s::text[], %(keys)s::text[], %(paths)s::text[], %(sizes)s::bigint[],
-                             %(syntaxes)s::text[], %(states)s::text[], %(warnings)s::text[])
-            AS u (sop_uid, request_key, path, size, transfer_syntax, state, warning)
-    ), added AS (
-        INSERT INTO asyncdicom.instances (job, received, host, directory, sop_uid, request_key, path, size,
-                                          transfer_syntax, state, warning)
-        SELECT %(job)s, %(now)s, %(host)s, %(directory)s, new.* FROM new
-        ON CONFLICT (job, sop_uid, path) DO NOTHING
-    )  -- the query below reads the rows as they were before this insert: the stored twins
-    SELECT i.sop_uid, i.path FROM asyncdicom.instances i
-    WHERE i.job = %(job)s AND i.sop_uid IN (SELECT sop_uid FROM new)
-"""
-
-_SETTLE_COLUMNS = (
-    "key", "state", "attempts", "status", "category", "error", "matches", "elapsed", "completed", "failed_ops",
-    "warning_ops", "received", "missing", "transient",
-)  # fmt: skip
-
-_SETTLE = """
-    UPDATE asyncdicom.requests r SET state = u.state, attempts = r.attempts + u.attempts, status = u.status,
-        category = u.category, error = u.error, matches = u.matches, elapsed = u.elapsed, updated = %(now)s,
-        completed = u.completed, failed_ops = u.failed_ops, warning_ops = u.warning_ops, received = u.received,
-        missing = u.missing, transient = u.transient, holder = NULL, lease_until = NULL, settled_by = %(holder)s
-    FROM unnest(%(key)s::text[], %(state)s::text[], %(attempts)s::int[], %(status)s::int[], %(category)s::text[],
-                %(error)s::text[], %(matches)s::int[], %(elapsed)s::float8[], %(completed)s::int[],
-                %(failed_ops)s::int[], %(warning_ops)s::int[], %(received)s::int[], %(missing)s::text[],
-                %(transient)s::bool[])
-        AS u (key, state, attempts, status, category, error, matches, elapsed, completed, failed_ops, warning_ops,
-              received, missing, transient)
-    WHERE r.job = %(job)s AND r.key = u.key AND r.state != 'done'
-    RETURNING r.key
-"""
 
 
 def _rounds(settled: Sequence[tuple[Request, RequestResult]]) -> list[list[tuple[Request, RequestResult]]]:
@@ -204,158 +60,6 @@ def _paths_by_uid(rows: Sequence[tuple[Any, ...]]) -> dict[str, set[str]]:
     return known
 
 
-def describe_url(url: str) -> str:
-    """``host:port/dbname`` of a ledger URL, for messages (never a password: the config refuses one)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or "localhost"
-    return f"{host}:{parts.port or 5432}/{parts.path.strip('/')}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return " ".join(text[0].split())[:300] if text else type(exc).__name__
-
-
-class _Connection:
-    """One server connection that reconnects when the server went away, for up to ``patience``
-    seconds, and runs each unit of work in a transaction of its own."""
-
-    def __init__(self, url: str, where: str, patience: float) -> None:
-        self.url, self.where, self.patience = url, where, patience
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = anyio.Lock()
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        return await psycopg.AsyncConnection.connect(
-            self.url,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT,
-            application_name="asyncdicom",
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
-            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-        )
-
-    async def open(self) -> None:
-        try:
-            self._conn = await self._connect()
-        except psycopg.Error as exc:
-            msg = (
-                f"Unable to reach the ledger database {self.where} as {_first_line(exc)}; check output.ledger_url, "
-                "that PostgreSQL runs there, and PGPASSWORD or ~/.pgpass for its password"
-            )
-            raise LedgerError(msg) from None
-
-    async def run(
-        self,
-        work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]],
-        *,
-        retry: bool = True,
-        transaction: bool = True,
-    ) -> _T:
-        """``work(connection)`` in a transaction (or as it is: ``transaction=False`` for work that
-        opens its own or is a single statement); on a lost connection, reconnect and run it again
-        (every unit of work here may run twice) until ``patience`` runs out."""
-        deadline = time.monotonic() + self.patience
-        delay = 0.2
-        async with self._lock:
-            while True:
-                try:
-                    if self._conn is None or self._conn.closed:
-                        self._conn = await self._connect()
-                    if not transaction:
-                        return await work(self._conn)
-                    async with self._conn.transaction():
-                        return await work(self._conn)
-                except psycopg.OperationalError as exc:
-                    if not retry or time.monotonic() + delay > deadline:
-                        msg = (
-                            f"Lost the ledger database {self.where} as {_first_line(exc)}; what was committed is "
-                            "kept, and a new run continues from there"
-                        )
-                        raise LedgerError(msg) from None
-                    log.warning(
-                        "the ledger database %s did not answer (%s); trying again", self.where, type(exc).__name__
-                    )
-                    if self._conn is not None:
-                        with contextlib.suppress(Exception):
-                            await self._conn.close()
-                    self._conn = None
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-                except psycopg.Error as exc:
-                    msg = f"Unable to use the ledger database {self.where} as {_first_line(exc)}"
-                    raise LedgerError(msg) from None
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
-
-
-CHANNEL = "asyncdicom"  # NOTIFY channel; the payload is the job's name
-
-
-class Wakeups:
-    """Notifications that another host freed something of the job (an association slot, a
-    request it settled or gave back): one connection LISTENing, read by a task that sets the
-    current :attr:`event` (then replaced) for each. A waiter takes :attr:`event` *before* it
-    looks in the database, so that a notification sent meanwhile is not missed; it waits with a
-    timeout all the same (a host that died notifies nobody: its leases just run out)."""
-
-    def __init__(self, url: str, job: str) -> None:
-        self.url, self.job = url, job
-        self.event = anyio.Event()
-        self.listening = False
-
-    def wake(self) -> None:
-        self.event.set()
-        self.event = anyio.Event()
-
-    async def run(self) -> None:
-        """Listen until cancelled; on a lost connection, listen again a second later (waiters
-        meanwhile wake on their timeouts)."""
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="asyncdicom"
-                )
-                async with conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    self.listening = True
-                    self.wake()  # what was freed while nobody listened: look again
-                    async for note in conn.notifies():
-                        if note.payload == self.job:
-                            self.wake()
-            except psycopg.Error as exc:
-                log.debug("the ledger's notifications stopped (%s); listening again", type(exc).__name__)
-            self.listening = False
-            await anyio.sleep(1.0)
-
-
-async def _notify(conn: psycopg.AsyncConnection[Any], job: str) -> None:
-    """Tell the job's other hosts that something was freed (sent when the transaction commits)."""
-    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, job))
-
-
-async def _wait(event: anyio.Event, seconds: float) -> None:
-    with anyio.move_on_after(seconds):
-        await event.wait()
-
-
-async def _all(conn: psycopg.AsyncConnection[Any], query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    cursor = await conn.execute(query, params)  # our queries are literals
-    return list(await cursor.fetchall())
-
-
-async def _one(conn: psycopg.AsyncConnection[Any], query: str, params: Any = None) -> tuple[Any, ...] | None:
-    cursor = await conn.execute(query, params)
-    return await cursor.fetchone()
-
-
 class PgLedger:
     """A job's ledger in a PostgreSQL database; use :func:`open_ledger`."""
 
@@ -367,15 +71,16 @@ class PgLedger:
         self.holder = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.directory = str(directory) if directory is not None else ""
         patience = max(30.0, lease)
-        self.db = _Connection(url, self.where, patience)
+        self.db = Connection(url, self.where, patience)
         # claims and renewals: a third of a lease of retries, so the run stops before its leases run out
-        self.leases = _Connection(url, self.where, lease / 3)
+        self.leases = Connection(url, self.where, lease / 3, bounded=True)
         self._run_id: int | None = None
         self._run_started = time.time()
         self.last_host = True  # until work() says otherwise
         self._last_beat = time.monotonic()
         self.wakeups = Wakeups(url, job)
         self.dry = False  # nothing claimable: the rest is held by other hosts (or done)
+        self._settling: set[str] = set()  # requests whose results are queued, not committed yet
 
     # --- schema -------------------------------------------------------------------------------
 
@@ -384,25 +89,25 @@ class PgLedger:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncdicom schema'))")
             await conn.execute("CREATE SCHEMA IF NOT EXISTS asyncdicom")
             await conn.execute("CREATE TABLE IF NOT EXISTS asyncdicom.version (version INTEGER NOT NULL)")
-            row = await _one(conn, "SELECT MAX(version) FROM asyncdicom.version")
+            row = await one_row(conn, "SELECT MAX(version) FROM asyncdicom.version")
             version = int(row[0]) if row and row[0] is not None else 0
             shared.check_version(version, SCHEMA_VERSION, f"the ledger database {self.where}")
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                await conn.execute(_MIGRATIONS[target])
+                await conn.execute(MIGRATIONS[target])
                 await conn.execute("INSERT INTO asyncdicom.version (version) VALUES (%s)", (target,))
 
         await self.db.run(migrate)
 
     async def _schema_present(self) -> bool:
         async def present(conn: psycopg.AsyncConnection[Any]) -> bool:
-            row = await _one(conn, "SELECT to_regclass('asyncdicom.requests') IS NOT NULL")
+            row = await one_row(conn, "SELECT to_regclass('asyncdicom.requests') IS NOT NULL")
             return bool(row and row[0])
 
         return await self.db.run(present)
 
     async def get_meta(self, key: str) -> str | None:
         row = await self.db.run(
-            lambda c: _one(c, "SELECT value FROM asyncdicom.meta WHERE job = %s AND key = %s", (self.job, key))
+            lambda c: one_row(c, "SELECT value FROM asyncdicom.meta WHERE job = %s AND key = %s", (self.job, key))
         )
         return str(row[0]) if row else None
 
@@ -427,7 +132,7 @@ class PgLedger:
         async def sync(conn: psycopg.AsyncConnection[Any]) -> base.SyncReport:
             job = self.job
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncdicom job'), hashtext(%s))", (job,))
-            meta = dict(await _all(conn, "SELECT key, value FROM asyncdicom.meta WHERE job = %s", (job,)))
+            meta = dict(await all_rows(conn, "SELECT key, value FROM asyncdicom.meta WHERE job = %s", (job,)))
             first_run = "planned" not in meta
             previous = {name: meta.get(f"digest:{name}") for name in digests}
             others = await self._live_others(conn)
@@ -447,7 +152,7 @@ class PgLedger:
             if restart:
                 await conn.execute("DELETE FROM asyncdicom.matches WHERE job = %s", (job,))
                 await conn.execute("DELETE FROM asyncdicom.requests WHERE job = %s", (job,))
-            before = await _one(conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
+            before = await one_row(conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
             await conn.execute("UPDATE asyncdicom.requests SET in_plan = FALSE WHERE job = %s AND in_plan", (job,))
             await conn.execute(
                 "CREATE TEMPORARY TABLE plan_rows (key TEXT, line INTEGER, elements TEXT) ON COMMIT DROP"
@@ -460,7 +165,7 @@ class PgLedger:
                 "FROM plan_rows ON CONFLICT (job, key) DO UPDATE SET line = excluded.line, in_plan = TRUE",
                 (job,),
             )
-            after = await _one(conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
+            after = await one_row(conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
             retried = 0
             if retry_failed:
                 cursor = await conn.execute(
@@ -479,7 +184,7 @@ class PgLedger:
             for name, digest in digests.items():
                 await self._set_meta(conn, f"digest:{name}", digest)
             await self._set_meta(conn, "planned", str(len(plan.requests)))
-            dropped = await _one(
+            dropped = await one_row(
                 conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND NOT in_plan", (job,)
             )
             return base.SyncReport(
@@ -498,7 +203,7 @@ class PgLedger:
 
     async def _live_others(self, conn: psycopg.AsyncConnection[Any]) -> list[str]:
         """Hosts other than this process whose heartbeat is younger than a lease."""
-        rows = await _all(
+        rows = await all_rows(
             conn,
             "SELECT DISTINCT host FROM asyncdicom.hosts WHERE job = %s AND holder != %s "
             "AND heartbeat > now() - %s * interval '1 second' ORDER BY host",
@@ -507,7 +212,7 @@ class PgLedger:
         return [str(host) for (host,) in rows]
 
     async def _counts(self, conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
-        rows = await _all(
+        rows = await all_rows(
             conn,
             "SELECT state, COUNT(*) FROM asyncdicom.requests WHERE job = %s AND in_plan GROUP BY state",
             (self.job,),
@@ -517,7 +222,7 @@ class PgLedger:
     async def pending(self, plan: Plan) -> list[Request]:
         """Requests of the plan not settled yet (whoever holds them), in CSV order."""
         rows = await self.db.run(
-            lambda c: _all(
+            lambda c: all_rows(
                 c,
                 "SELECT key, state, missing FROM asyncdicom.requests "
                 "WHERE job = %s AND in_plan AND state IN ('pending', 'partial')",
@@ -556,19 +261,23 @@ class PgLedger:
         self._last_beat = time.monotonic()
 
     async def _give_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Leave the job: give back what this host holds; whether it was the last host there is
-        decided under the job's lock, so that exactly one of several hosts ending together is."""
+        """Leave the job: give back what this host holds, but for the requests whose results
+        are on their way to the database (given back, another host would run them again; their
+        commit clears them, and their lease covers a host that dies first); whether it was the
+        last host there is decided under the job's lock, so that exactly one of several hosts
+        ending together is."""
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncdicom job'), hashtext(%s))", (self.job,))
         await conn.execute(
-            "UPDATE asyncdicom.requests SET holder = NULL, lease_until = NULL WHERE job = %s AND holder = %s",
-            (self.job, self.holder),
+            "UPDATE asyncdicom.requests SET holder = NULL, lease_until = NULL "
+            "WHERE job = %s AND holder = %s AND NOT key = ANY(%s)",
+            (self.job, self.holder, list(self._settling)),
         )
         await conn.execute(
             "UPDATE asyncdicom.slots SET holder = NULL, lease_until = NULL WHERE job = %s AND holder = %s",
             (self.job, self.holder),
         )
         await conn.execute("DELETE FROM asyncdicom.hosts WHERE job = %s AND holder = %s", (self.job, self.holder))
-        await _notify(conn, self.job)
+        await notify(conn, self.job)
         self.last_host = not await self._live_others(conn)
 
     async def _heartbeat(self, on_hosts: Callable[[int], None] | None) -> None:
@@ -581,11 +290,13 @@ class PgLedger:
             try:
                 hosts = await self.leases.run(self._beat)
             except LedgerError as exc:
+                why = exc.why if isinstance(exc, DatabaseLost) else str(exc)
                 msg = (
-                    f"Lost the ledger database {self.where} ({exc}); this host stops before its leases "
+                    f"Lost the ledger database {self.where} ({why}); this host stops before its leases "
                     f"({self.lease:g} s) run out, so that the other hosts take over its requests; what it "
                     "committed is kept"
                 )
+                self.db.give_up(msg)  # results not committed yet would wait for it in vain
                 raise LedgerError(msg) from None
             if on_hosts is not None:
                 on_hosts(hosts)
@@ -607,7 +318,7 @@ class PgLedger:
             "UPDATE asyncdicom.slots SET lease_until = now() + %s * interval '1 second' WHERE job = %s AND holder = %s",
             params,
         )
-        row = await _one(
+        row = await one_row(
             conn,
             "SELECT COUNT(*) FROM asyncdicom.hosts WHERE job = %s AND heartbeat > now() - %s * interval '1 second'",
             (self.job, self.lease),
@@ -631,7 +342,7 @@ class PgLedger:
             if not left:
                 return
             self.dry = True  # this host's idle workers give their slots up at once
-            await _wait(changed, poll)
+            await wait_for(changed, poll)
 
     async def _claim(self, conn: psycopg.AsyncConnection[Any], count: int) -> list[tuple[Any, ...]]:
         params = {
@@ -641,14 +352,14 @@ class PgLedger:
             "since": self._run_started,
             "count": count,
         }
-        rows = await _all(conn, _CLAIM, params)
+        rows = await all_rows(conn, CLAIM, params)
         if rows:
             self._last_beat = time.monotonic()
         return rows
 
     async def _held_elsewhere(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Unsettled requests held by other hosts (or by nobody but not claimable by this run)."""
-        row = await _one(
+        row = await one_row(
             conn,
             "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND in_plan AND state = 'pending' "
             "AND holder IS DISTINCT FROM %s",
@@ -664,7 +375,11 @@ class PgLedger:
 
     def recording(self, stats: RunStats) -> contextlib.AbstractAsyncContextManager[shared.Recorder]:
         """A recorder whose results a single writer task commits in batches; all before it exits."""
-        return shared.recording(lambda items: self.db.run(lambda c: self._commit(c, items), transaction=False), stats)
+        return shared.recording(
+            lambda items: self.db.run(lambda c: self._commit(c, items), transaction=False, bounded=True),
+            stats,
+            lambda request: self._settling.add(request.key),
+        )
 
     async def _commit(self, conn: psycopg.AsyncConnection[Any], items: Sequence[shared.Item]) -> list[shared.Item]:
         """Instances first, then settled requests (never over one done already, by this host or
@@ -676,7 +391,7 @@ class PgLedger:
         replaced = [i.replaces for i in instances if i.replaces]
         now = time.time()
         if not settled and not replaced:
-            twins = await _all(conn, _INSERT_INSTANCES, self._instance_params(instances, now))
+            twins = await all_rows(conn, INSERT_INSTANCES, self._instance_params(instances, now))
             shared.warn_of_twins(instances, _paths_by_uid(twins))
             return list(instances)
         async with conn.pipeline(), conn.transaction():
@@ -684,9 +399,9 @@ class PgLedger:
                 await conn.execute(
                     "DELETE FROM asyncdicom.instances WHERE job = %s AND sop_uid = ANY(%s)", (self.job, replaced)
                 )
-            inserted = await conn.execute(_INSERT_INSTANCES, self._instance_params(instances, now))
+            inserted = await conn.execute(INSERT_INSTANCES, self._instance_params(instances, now))
             rounds = _rounds(settled)  # a request settled twice in one batch: in order, one UPDATE each
-            updates = [await conn.execute(_SETTLE, self._settle_params(part, now)) for part in rounds]
+            updates = [await conn.execute(SETTLE, self._settle_params(part, now)) for part in rounds]
             twins = await inserted.fetchall()
             recorded: list[shared.Item] = list(instances)
             answered: list[tuple[str, int, str]] = []
@@ -708,13 +423,14 @@ class PgLedger:
                     "DELETE FROM asyncdicom.matches WHERE job = %s AND request_key = ANY(%s)", (self.job, list(keys))
                 )
             if keys:
-                await _notify(conn, self.job)  # a host waiting for the last requests may be done
+                await notify(conn, self.job)  # a host waiting for the last requests may be done
             if answered:
                 await conn.execute(
                     "INSERT INTO asyncdicom.matches (job, request_key, idx, attrs) "
                     "SELECT %s, u.* FROM unnest(%s::text[], %s::int[], %s::text[]) AS u",
                     (self.job, *(list(column) for column in zip(*answered, strict=True))),
                 )
+        self._settling.difference_update(request.key for request, _ in settled)  # committed
         shared.warn_of_twins(instances, _paths_by_uid(twins))
         return recorded
 
@@ -734,7 +450,7 @@ class PgLedger:
         }
 
     def _settle_params(self, settled: Sequence[tuple[Request, RequestResult]], now: float) -> dict[str, Any]:
-        columns: dict[str, list[Any]] = {name: [] for name in _SETTLE_COLUMNS}
+        columns: dict[str, list[Any]] = {name: [] for name in SETTLE_COLUMNS}
         for request, result in settled:
             completed, failed, warned, received = shared.result_counts(result)
             row = {
@@ -753,7 +469,7 @@ class PgLedger:
                 "missing": json.dumps(list(result.missing)) if result.missing else None,
                 "transient": result.transient,
             }
-            for name in _SETTLE_COLUMNS:
+            for name in SETTLE_COLUMNS:
                 columns[name].append(row[name])
         return {"job": self.job, "now": now, "holder": self.holder, **columns}
 
@@ -762,7 +478,7 @@ class PgLedger:
     async def start_run(self) -> None:
         self._run_started = time.time()
         row = await self.db.run(
-            lambda c: _one(
+            lambda c: one_row(
                 c,
                 "INSERT INTO asyncdicom.runs (job, host, started) VALUES (%s, %s, %s) RETURNING id",
                 (self.job, self.host, self._run_started),
@@ -787,31 +503,31 @@ class PgLedger:
         async def read(conn: psycopg.AsyncConnection[Any]) -> base.LedgerSummary:
             job = (self.job,)
             counts = await self._counts(conn)
-            matches = await _one(
+            matches = await one_row(
                 conn,
                 "SELECT COUNT(*) FROM asyncdicom.matches m JOIN asyncdicom.requests r "
                 "ON r.job = m.job AND r.key = m.request_key WHERE m.job = %s AND r.in_plan",
                 job,
             )
-            last = await _one(
+            last = await one_row(
                 conn,
                 "SELECT started, finished, outcome FROM asyncdicom.runs WHERE job = %s ORDER BY id DESC LIMIT 1",
                 job,
             )
-            failures = await _all(
+            failures = await all_rows(
                 conn,
                 "SELECT line, error FROM asyncdicom.requests WHERE job = %s AND in_plan AND state = 'failed' "
                 "ORDER BY line LIMIT 5",
                 job,
             )
-            warnings = await _one(
+            warnings = await one_row(
                 conn,
                 "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND in_plan AND state = 'done' "
                 "AND category = 'warning'",
                 job,
             )
-            instances = await _one(conn, "SELECT COUNT(*) FROM asyncdicom.instances WHERE job = %s", job)
-            held = await _all(conn, _HELD_BACK, {"job": self.job, "kept": f"{KEPT_COMPRESSED_PREFIX}%"})
+            instances = await one_row(conn, "SELECT COUNT(*) FROM asyncdicom.instances WHERE job = %s", job)
+            held = await all_rows(conn, HELD_BACK, {"job": self.job, "kept": f"{KEPT_COMPRESSED_PREFIX}%"})
             return base.LedgerSummary(
                 held_back=tuple(base.HeldBackCount(HeldBack(kind), reason or "", int(n)) for kind, reason, n in held),
                 requests=base.RequestCounts(**{state: counts.get(state, 0) for state in shared.SUMMARY_STATES}),
@@ -828,7 +544,7 @@ class PgLedger:
         """The plan's requests in CSV order, with their instances counted (``states`` filters)."""
 
         async def read(conn: psycopg.AsyncConnection[Any]) -> list[base.RequestRow]:
-            rows = await _all(
+            rows = await all_rows(
                 conn,
                 "SELECT r.key, r.line, r.elements, r.state, r.status, r.category, r.error, r.attempts, r.completed, "
                 "r.failed_ops, r.warning_ops, r.received, r.elapsed, r.updated, "
@@ -840,7 +556,7 @@ class PgLedger:
                 (self.job,),
             )
             folders: dict[str, set[str]] = {}
-            for key, path in await _all(
+            for key, path in await all_rows(
                 conn,
                 "SELECT request_key, path FROM asyncdicom.instances "
                 "WHERE job = %s AND state IN ('stored', 'renamed', 'duplicate')",
@@ -856,7 +572,7 @@ class PgLedger:
         """Every received instance of the job, by CSV line, with the host and output directory
         that hold it (``states`` filters by request state)."""
         rows = await self.db.run(
-            lambda c: _all(
+            lambda c: all_rows(
                 c,
                 "SELECT i.sop_uid, r.line, i.path, i.size, i.transfer_syntax, i.state, i.warning, i.received, "
                 "r.state, i.sha256, i.host, i.directory "
@@ -887,7 +603,7 @@ class PgLedger:
     async def stored_by_request(self) -> dict[str, set[str]]:
         """SOP Instance UIDs already received (by any host) for each unfinished request of the job."""
         rows = await self.db.run(
-            lambda c: _all(
+            lambda c: all_rows(
                 c,
                 "SELECT i.request_key, i.sop_uid FROM asyncdicom.instances i JOIN asyncdicom.requests r "
                 "ON r.job = i.job AND r.key = i.request_key WHERE i.job = %s AND r.in_plan AND r.state != 'done'",
@@ -916,7 +632,7 @@ class PgLedger:
         """(SOP Instance UID, request key, quarantine path, transfer syntax) of the instances this
         host quarantined or skipped (their files are on this host)."""
         rows = await self.db.run(
-            lambda c: _all(
+            lambda c: all_rows(
                 c,
                 "SELECT i.sop_uid, i.request_key, i.path, COALESCE(i.transfer_syntax, '') FROM asyncdicom.instances i "
                 "JOIN asyncdicom.requests r ON r.job = i.job AND r.key = i.request_key "
@@ -930,7 +646,7 @@ class PgLedger:
     async def runs(self, limit: int = 5) -> list[base.RunRow]:
         """The job's last runs (on every host), newest first."""
         rows = await self.db.run(
-            lambda c: _all(
+            lambda c: all_rows(
                 c,
                 "SELECT started, finished, outcome, counts FROM asyncdicom.runs WHERE job = %s "
                 "ORDER BY id DESC LIMIT %s",
@@ -943,7 +659,7 @@ class PgLedger:
         """As the SQLite ledger's, for this host's instances."""
 
         async def forget(conn: psycopg.AsyncConnection[Any]) -> int:
-            rows = await _all(
+            rows = await all_rows(
                 conn,
                 "DELETE FROM asyncdicom.instances WHERE job = %s AND host = %s AND directory = %s "
                 "AND sop_uid = ANY(%s) RETURNING sop_uid, request_key",
@@ -971,7 +687,7 @@ class PgLedger:
     async def library_rows(self) -> list[tuple[int, dict[str, str]]]:
         """(CSV line, match attributes) of every done request of the job, in CSV order."""
         rows = await self.db.run(
-            lambda c: _all(
+            lambda c: all_rows(
                 c,
                 "SELECT r.line, m.attrs FROM asyncdicom.matches m JOIN asyncdicom.requests r "
                 "ON r.job = m.job AND r.key = m.request_key WHERE m.job = %s AND r.in_plan AND r.state = 'done' "
@@ -991,13 +707,13 @@ class PgLedger:
         """Write the request CSV of the whole job atomically; returns its row count."""
 
         async def read(conn: psycopg.AsyncConnection[Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-            rows = await _all(
+            rows = await all_rows(
                 conn,
                 "SELECT key, line, elements, state, status, completed, failed_ops, warning_ops, received, error "
                 "FROM asyncdicom.requests WHERE job = %s AND in_plan ORDER BY line, key",
                 (self.job,),
             )
-            held = await _all(
+            held = await all_rows(
                 conn,
                 "SELECT request_key, warning, COUNT(*) FROM asyncdicom.instances WHERE job = %s "
                 "AND (state IN ('quarantined', 'skipped') OR (state != 'duplicate' AND warning LIKE %s)) "
@@ -1025,152 +741,6 @@ def plan_batch(pending: int) -> int:
 
 def _hosts(names: Sequence[str]) -> str:
     return ("host " if len(names) == 1 else "hosts ") + ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
-
-
-class SharedSlots:
-    """The job's associations as ``count`` leased rows: a worker holds one while its association
-    is open, on whichever host it runs, so the PACS never sees more than ``count`` from the job.
-
-    A slot this host releases goes straight to one of its own waiting workers if there is one;
-    otherwise it is given back to the database (by a task, as release is called from sync code).
-    """
-
-    def __init__(self, ledger: PgLedger, count: int) -> None:
-        self._ledger = ledger
-        self.count = count
-        self._owned: dict[object, int] = {}  # owner → slot number
-        self._idle: list[int] = []  # slots held in the database that no worker of ours uses
-        self._waiters = 0
-        self._freed = anyio.Event()
-        self._asking = anyio.Lock()  # held by the one worker asking the database for a slot
-        self._send: MemoryObjectSendStream[int] | None = None
-
-    async def prepare(self) -> None:
-        """Make the job's slot rows number exactly ``count`` (the config every host shares)."""
-        ledger = self._ledger
-
-        async def make(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(
-                "INSERT INTO asyncdicom.slots (job, n) SELECT %s, generate_series(0, %s - 1) ON CONFLICT DO NOTHING",
-                (ledger.job, self.count),
-            )
-            await conn.execute("DELETE FROM asyncdicom.slots WHERE job = %s AND n >= %s", (ledger.job, self.count))
-
-        await ledger.leases.run(make)
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[SharedSlots]:
-        """While inside, released slots are given back to the database."""
-        send, receive = anyio.create_memory_object_stream[int](max(16, self.count * 2))
-        self._send = send
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._giver, receive)
-            try:
-                yield self
-            finally:
-                send.close()
-                self._send = None
-
-    async def _giver(self, receive: MemoryObjectReceiveStream[int]) -> None:
-        ledger = self._ledger
-        with anyio.CancelScope(shield=True):
-            async with receive:
-                async for n in receive:
-                    batch = [n]
-                    while True:
-                        try:
-                            batch.append(receive.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    with contextlib.suppress(LedgerError):
-                        await ledger.leases.run(functools.partial(self._give, numbers=batch))
-
-    async def _give(self, conn: psycopg.AsyncConnection[Any], numbers: list[int]) -> None:
-        ledger = self._ledger
-        await conn.execute(
-            "UPDATE asyncdicom.slots SET holder = NULL, lease_until = NULL "
-            "WHERE job = %s AND holder = %s AND n = ANY(%s)",
-            (ledger.job, ledger.holder, numbers),
-        )
-        await _notify(conn, ledger.job)
-
-    async def acquire(self, owner: object) -> None:
-        """Wait for a slot of the job's budget for ``owner``: one worker of this host at a time
-        asks the database, again whenever another host frees a slot (its notification) and at
-        least once a second (a dead host's slots come free when their lease runs out); the others
-        wait for a slot this host frees, or for their turn to ask."""
-        wakeups = self._ledger.wakeups
-        while True:
-            if self._idle:
-                self._owned[owner] = self._idle.pop()
-                return
-            if not self._asking.locked():
-                async with self._asking:
-                    poll = 0.05
-                    while not self._idle:
-                        elsewhere = wakeups.event  # taken before asking: a slot freed meanwhile wakes us
-                        n = await self._ledger.leases.run(self._take)
-                        if n is not None:
-                            self._owned[owner] = n
-                            return
-                        await self._wait_freed(poll, elsewhere)
-                        poll = min(poll * 2, 1.0)
-                continue
-            await self._wait_freed(1.0)
-
-    async def _wait_freed(self, seconds: float, elsewhere: anyio.Event | None = None) -> None:
-        """Until this host frees a slot, ``elsewhere`` is set, or ``seconds`` pass."""
-        self._waiters += 1
-        try:
-            with anyio.move_on_after(seconds):
-                if elsewhere is None:
-                    await self._freed.wait()
-                    return
-                async with anyio.create_task_group() as tg:
-
-                    async def first(event: anyio.Event) -> None:
-                        await event.wait()
-                        tg.cancel_scope.cancel()
-
-                    tg.start_soon(first, self._freed)
-                    tg.start_soon(first, elsewhere)
-        finally:
-            self._waiters -= 1
-
-    def keep_idle(self) -> bool:
-        """Whether a worker with nothing to do keeps its slot a moment: not once this host has
-        nothing left to claim (the slot is better with a host that has work)."""
-        return not self._ledger.dry
-
-    async def _take(self, conn: psycopg.AsyncConnection[Any]) -> int | None:
-        ledger = self._ledger
-        row = await _one(
-            conn,
-            "WITH free AS MATERIALIZED (SELECT n FROM asyncdicom.slots WHERE job = %(job)s "
-            "AND (holder IS NULL OR lease_until < now()) ORDER BY n LIMIT 1 FOR UPDATE SKIP LOCKED) "
-            "UPDATE asyncdicom.slots s SET holder = %(holder)s, lease_until = now() + %(lease)s * interval '1 second' "
-            "FROM free WHERE s.job = %(job)s AND s.n = free.n RETURNING s.n",
-            {"holder": ledger.holder, "lease": ledger.lease, "job": ledger.job},
-        )
-        return int(row[0]) if row else None
-
-    def release(self, owner: object) -> None:
-        """Give ``owner``'s slot to a waiting worker of this host, or back to the job."""
-        n = self._owned.pop(owner, None)
-        if n is None:
-            return
-        if self._waiters:
-            self._idle.append(n)
-            self._freed.set()
-            self._freed = anyio.Event()
-            return
-        if self._send is not None:
-            try:
-                self._send.send_nowait(n)
-                return
-            except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass
-        self._idle.append(n)  # renewed with the others; given back when the run ends
 
 
 @asynccontextmanager

@@ -1,0 +1,207 @@
+"""Connections to the ledger's database that reconnect when the server went away, and the
+notifications by which hosts of a job tell each other that something was freed."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import psycopg
+
+from asyncdicom.errors import LedgerError
+
+log = logging.getLogger("asyncdicom.ledger")
+# psycopg's own warnings (a query whose cancellation was cut short, a pipeline left on a closed
+# connection) come with a lost database, which asyncdicom reports in its own words
+logging.getLogger("psycopg").setLevel(logging.ERROR)
+
+CONNECT_TIMEOUT = 10  # seconds to reach the server
+STATEMENT_TIMEOUT_MS = 120_000  # no statement of ours takes minutes: a hung server is an error
+_T = TypeVar("_T")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(text[0].split())[:300] if text else type(exc).__name__
+
+
+class DatabaseLost(LedgerError):
+    """The database did not answer for as long as a unit of work could wait (``why``)."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+UNIT_LIMIT = STATEMENT_TIMEOUT_MS / 1000 + CONNECT_TIMEOUT  # no unit of work may take longer
+
+
+class Connection:
+    """One server connection that reconnects when the server went away, for up to ``patience``
+    seconds, and runs each unit of work in a transaction of its own.
+
+    Each try of a unit is bounded on this side too: by what is left of ``patience`` when
+    ``bounded`` (leases, commits: short by nature), else by :data:`UNIT_LIMIT`. A server that
+    stops answering without closing the connection (a network cut that drops packets, a frozen
+    peer) would otherwise hold a heartbeat for as long as TCP retransmits (many minutes)."""
+
+    def __init__(self, url: str, where: str, patience: float, *, bounded: bool = False) -> None:
+        self.url, self.where, self.patience, self.bounded = url, where, patience, bounded
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = anyio.Lock()
+        self._trying: anyio.CancelScope | None = None  # the try under way
+        self.gone: str | None = None  # set by give_up()
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+            application_name="asyncdicom",
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        )
+
+    async def open(self) -> None:
+        try:
+            self._conn = await self._connect()
+        except psycopg.Error as exc:
+            msg = (
+                f"Unable to reach the ledger database {self.where} as {first_line(exc)}; check output.ledger_url, "
+                "that PostgreSQL runs there, and PGPASSWORD or ~/.pgpass for its password"
+            )
+            raise LedgerError(msg) from None
+
+    async def run(
+        self,
+        work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]],
+        *,
+        retry: bool = True,
+        transaction: bool = True,
+        bounded: bool | None = None,
+    ) -> _T:
+        """``work(connection)`` in a transaction (or as it is: ``transaction=False`` for work that
+        opens its own or is a single statement); on a lost connection, reconnect and run it again
+        (every unit of work here may run twice) until ``patience`` runs out. ``bounded``: this
+        unit's tries end with what is left of ``patience`` (the connection's choice by default)."""
+        deadline = time.monotonic() + self.patience
+        bounded = self.bounded if bounded is None else bounded
+        delay = 0.2
+        async with self._lock:
+            while True:
+                if self.gone is not None:
+                    raise LedgerError(self.gone)
+                limit = max(0.5, deadline - time.monotonic()) if bounded else UNIT_LIMIT
+                why = f"no answer within {limit:.3g} s"
+                with anyio.move_on_after(limit) as self._trying:
+                    try:
+                        return await self._try(work, transaction)
+                    except psycopg.OperationalError as exc:
+                        why = first_line(exc)
+                    except psycopg.Error as exc:
+                        msg = f"Unable to use the ledger database {self.where} as {first_line(exc)}"
+                        raise LedgerError(msg) from None
+                self._trying = None
+                if self.gone is not None:
+                    raise LedgerError(self.gone)
+                if not retry or time.monotonic() + delay > deadline:
+                    msg = (
+                        f"Lost the ledger database {self.where} as {why}; what was committed is "
+                        "kept, and a new run continues from there"
+                    )
+                    raise DatabaseLost(msg, why)
+                log.warning("the ledger database %s did not answer (%s); trying again", self.where, why)
+                if self._conn is not None:
+                    with contextlib.suppress(Exception):
+                        await self._conn.close()
+                self._conn = None
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def give_up(self, reason: str) -> None:
+        """The database is lost for this host (its heartbeat said so): the unit of work under
+        way ends now, and every later one at once, with ``reason``."""
+        self.gone = reason
+        if self._trying is not None:
+            self._trying.cancel()
+
+    async def _try(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]], transaction: bool) -> _T:
+        if self._conn is None or self._conn.closed:
+            self._conn = await self._connect()
+        if not transaction:
+            return await work(self._conn)
+        async with self._conn.transaction():
+            return await work(self._conn)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+
+
+CHANNEL = "asyncdicom"  # NOTIFY channel; the payload is the job's name
+
+
+class Wakeups:
+    """Notifications that another host freed something of the job (an association slot, a
+    request it settled or gave back): one connection LISTENing, read by a task that sets the
+    current :attr:`event` (then replaced) for each. A waiter takes :attr:`event` *before* it
+    looks in the database, so that a notification sent meanwhile is not missed; it waits with a
+    timeout all the same (a host that died notifies nobody: its leases just run out)."""
+
+    def __init__(self, url: str, job: str) -> None:
+        self.url, self.job = url, job
+        self.event = anyio.Event()
+        self.listening = False
+
+    def wake(self) -> None:
+        self.event.set()
+        self.event = anyio.Event()
+
+    async def run(self) -> None:
+        """Listen until cancelled; on a lost connection, listen again a second later (waiters
+        meanwhile wake on their timeouts)."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="asyncdicom"
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening = True
+                    self.wake()  # what was freed while nobody listened: look again
+                    async for note in conn.notifies():
+                        if note.payload == self.job:
+                            self.wake()
+            except psycopg.Error as exc:
+                log.debug("the ledger's notifications stopped (%s); listening again", type(exc).__name__)
+            self.listening = False
+            await anyio.sleep(1.0)
+
+
+async def notify(conn: psycopg.AsyncConnection[Any], job: str) -> None:
+    """Tell the job's other hosts that something was freed (sent when the transaction commits)."""
+    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, job))
+
+
+async def wait_for(event: anyio.Event, seconds: float) -> None:
+    with anyio.move_on_after(seconds):
+        await event.wait()
+
+
+async def all_rows(conn: psycopg.AsyncConnection[Any], query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    cursor = await conn.execute(query, params)  # our queries are literals
+    return list(await cursor.fetchall())
+
+
+async def one_row(conn: psycopg.AsyncConnection[Any], query: str, params: Any = None) -> tuple[Any, ...] | None:
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchone()

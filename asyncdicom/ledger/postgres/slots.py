@@ -1,0 +1,165 @@
+"""The job's association budget, shared by every host that runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import psycopg
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from asyncdicom.errors import LedgerError
+from asyncdicom.ledger.postgres.connection import notify, one_row
+
+if TYPE_CHECKING:
+    from asyncdicom.ledger.postgres.ledger import PgLedger
+
+
+class SharedSlots:
+    """The job's associations as ``count`` leased rows: a worker holds one while its association
+    is open, on whichever host it runs, so the PACS never sees more than ``count`` from the job.
+
+    A slot this host releases goes straight to one of its own waiting workers if there is one;
+    otherwise it is given back to the database (by a task, as release is called from sync code).
+    """
+
+    def __init__(self, ledger: PgLedger, count: int) -> None:
+        self._ledger = ledger
+        self.count = count
+        self._owned: dict[object, int] = {}  # owner → slot number
+        self._idle: list[int] = []  # slots held in the database that no worker of ours uses
+        self._waiters = 0
+        self._freed = anyio.Event()
+        self._asking = anyio.Lock()  # held by the one worker asking the database for a slot
+        self._send: MemoryObjectSendStream[int] | None = None
+
+    async def prepare(self) -> None:
+        """Make the job's slot rows number exactly ``count`` (the config every host shares)."""
+        ledger = self._ledger
+
+        async def make(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "INSERT INTO asyncdicom.slots (job, n) SELECT %s, generate_series(0, %s - 1) ON CONFLICT DO NOTHING",
+                (ledger.job, self.count),
+            )
+            await conn.execute("DELETE FROM asyncdicom.slots WHERE job = %s AND n >= %s", (ledger.job, self.count))
+
+        await ledger.leases.run(make)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[SharedSlots]:
+        """While inside, released slots are given back to the database."""
+        send, receive = anyio.create_memory_object_stream[int](max(16, self.count * 2))
+        self._send = send
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._giver, receive)
+            try:
+                yield self
+            finally:
+                send.close()
+                self._send = None
+
+    async def _giver(self, receive: MemoryObjectReceiveStream[int]) -> None:
+        ledger = self._ledger
+        with anyio.CancelScope(shield=True):
+            async with receive:
+                async for n in receive:
+                    batch = [n]
+                    while True:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    with contextlib.suppress(LedgerError):
+                        await ledger.leases.run(functools.partial(self._give, numbers=batch))
+
+    async def _give(self, conn: psycopg.AsyncConnection[Any], numbers: list[int]) -> None:
+        ledger = self._ledger
+        await conn.execute(
+            "UPDATE asyncdicom.slots SET holder = NULL, lease_until = NULL "
+            "WHERE job = %s AND holder = %s AND n = ANY(%s)",
+            (ledger.job, ledger.holder, numbers),
+        )
+        await notify(conn, ledger.job)
+
+    async def acquire(self, owner: object) -> None:
+        """Wait for a slot of the job's budget for ``owner``: one worker of this host at a time
+        asks the database, again whenever another host frees a slot (its notification) and at
+        least once a second (a dead host's slots come free when their lease runs out); the others
+        wait for a slot this host frees, or for their turn to ask."""
+        wakeups = self._ledger.wakeups
+        while True:
+            if self._idle:
+                self._owned[owner] = self._idle.pop()
+                return
+            if not self._asking.locked():
+                async with self._asking:
+                    poll = 0.05
+                    while not self._idle:
+                        elsewhere = wakeups.event  # taken before asking: a slot freed meanwhile wakes us
+                        n = await self._ledger.leases.run(self._take)
+                        if n is not None:
+                            self._owned[owner] = n
+                            return
+                        await self._wait_freed(poll, elsewhere)
+                        poll = min(poll * 2, 1.0)
+                continue
+            await self._wait_freed(1.0)
+
+    async def _wait_freed(self, seconds: float, elsewhere: anyio.Event | None = None) -> None:
+        """Until this host frees a slot, ``elsewhere`` is set, or ``seconds`` pass."""
+        self._waiters += 1
+        try:
+            with anyio.move_on_after(seconds):
+                if elsewhere is None:
+                    await self._freed.wait()
+                    return
+                async with anyio.create_task_group() as tg:
+
+                    async def first(event: anyio.Event) -> None:
+                        await event.wait()
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(first, self._freed)
+                    tg.start_soon(first, elsewhere)
+        finally:
+            self._waiters -= 1
+
+    def keep_idle(self) -> bool:
+        """Whether a worker with nothing to do keeps its slot a moment: not once this host has
+        nothing left to claim (the slot is better with a host that has work)."""
+        return not self._ledger.dry
+
+    async def _take(self, conn: psycopg.AsyncConnection[Any]) -> int | None:
+        ledger = self._ledger
+        row = await one_row(
+            conn,
+            "WITH free AS MATERIALIZED (SELECT n FROM asyncdicom.slots WHERE job = %(job)s "
+            "AND (holder IS NULL OR lease_until < now()) ORDER BY n LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            "UPDATE asyncdicom.slots s SET holder = %(holder)s, lease_until = now() + %(lease)s * interval '1 second' "
+            "FROM free WHERE s.job = %(job)s AND s.n = free.n RETURNING s.n",
+            {"holder": ledger.holder, "lease": ledger.lease, "job": ledger.job},
+        )
+        return int(row[0]) if row else None
+
+    def release(self, owner: object) -> None:
+        """Give ``owner``'s slot to a waiting worker of this host, or back to the job."""
+        n = self._owned.pop(owner, None)
+        if n is None:
+            return
+        if self._waiters:
+            self._idle.append(n)
+            self._freed.set()
+            self._freed = anyio.Event()
+            return
+        if self._send is not None:
+            try:
+                self._send.send_nowait(n)
+                return
+            except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+        self._idle.append(n)  # renewed with the others; given back when the run ends

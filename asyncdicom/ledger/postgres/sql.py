@@ -1,0 +1,139 @@
+"""The shared ledger's schema (numbered migrations) and its longer statements."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE asyncdicom.meta (
+        job TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (job, key)
+    );
+    CREATE TABLE asyncdicom.requests (
+        job TEXT NOT NULL,
+        key TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        elements TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed', 'partial')),
+        in_plan BOOLEAN NOT NULL DEFAULT TRUE,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        status INTEGER,
+        category TEXT,
+        error TEXT,
+        matches INTEGER,
+        elapsed DOUBLE PRECISION,
+        updated DOUBLE PRECISION,
+        completed INTEGER,
+        failed_ops INTEGER,
+        warning_ops INTEGER,
+        received INTEGER,
+        missing TEXT,
+        transient BOOLEAN NOT NULL DEFAULT FALSE,
+        holder TEXT,
+        lease_until TIMESTAMPTZ,
+        settled_by TEXT,
+        PRIMARY KEY (job, key)
+    );
+    CREATE INDEX requests_claim ON asyncdicom.requests (job, state, line) WHERE in_plan;
+    CREATE TABLE asyncdicom.matches (
+        job TEXT NOT NULL, request_key TEXT NOT NULL, idx INTEGER NOT NULL, attrs TEXT NOT NULL,
+        PRIMARY KEY (job, request_key, idx)
+    );
+    CREATE TABLE asyncdicom.runs (
+        id BIGSERIAL PRIMARY KEY,
+        job TEXT NOT NULL,
+        host TEXT NOT NULL,
+        started DOUBLE PRECISION NOT NULL,
+        finished DOUBLE PRECISION,
+        outcome TEXT,
+        counts TEXT
+    );
+    CREATE INDEX runs_job ON asyncdicom.runs (job, id);
+    CREATE TABLE asyncdicom.instances (
+        job TEXT NOT NULL,
+        sop_uid TEXT NOT NULL,
+        request_key TEXT,
+        path TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        transfer_syntax TEXT,
+        state TEXT NOT NULL,
+        received DOUBLE PRECISION NOT NULL,
+        warning TEXT,
+        sha256 TEXT,
+        host TEXT NOT NULL,
+        directory TEXT NOT NULL,
+        PRIMARY KEY (job, sop_uid, path)
+    );
+    CREATE INDEX instances_request ON asyncdicom.instances (job, request_key);
+    CREATE TABLE asyncdicom.hosts (
+        job TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        directory TEXT,
+        started TIMESTAMPTZ NOT NULL DEFAULT now(),
+        heartbeat TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (job, holder)
+    );
+    CREATE TABLE asyncdicom.slots (
+        job TEXT NOT NULL, n INTEGER NOT NULL, holder TEXT, lease_until TIMESTAMPTZ, PRIMARY KEY (job, n)
+    );
+    """,
+}
+
+HELD_BACK = """
+    SELECT CASE WHEN i.state IN ('quarantined', 'skipped') THEN i.state ELSE 'kept compressed' END AS kind,
+           i.warning, COUNT(*)
+    FROM asyncdicom.instances i LEFT JOIN asyncdicom.requests r ON r.job = i.job AND r.key = i.request_key
+    WHERE i.job = %(job)s AND (r.in_plan OR i.request_key IS NULL)
+      AND (i.state IN ('quarantined', 'skipped') OR (i.state != 'duplicate' AND i.warning LIKE %(kept)s))
+    GROUP BY kind, i.warning ORDER BY COUNT(*) DESC, kind, i.warning
+"""
+
+CLAIM = """
+    WITH free AS MATERIALIZED (  -- materialized: a LIMIT under a join may be scanned again, taking more
+        SELECT key FROM asyncdicom.requests
+        WHERE job = %(job)s AND in_plan AND (lease_until IS NULL OR lease_until < now())
+          AND (state = 'pending' OR (state = 'partial' AND (updated IS NULL OR updated < %(since)s)))
+        ORDER BY line, key LIMIT %(count)s FOR UPDATE SKIP LOCKED
+    )
+    UPDATE asyncdicom.requests r SET holder = %(holder)s, lease_until = now() + %(lease)s * interval '1 second'
+    FROM free WHERE r.job = %(job)s AND r.key = free.key
+    RETURNING r.key, r.state, r.missing
+"""
+
+
+INSERT_INSTANCES = """
+    WITH new AS (
+        SELECT * FROM unnest(%(uids)s::text[], %(keys)s::text[], %(paths)s::text[], %(sizes)s::bigint[],
+                             %(syntaxes)s::text[], %(states)s::text[], %(warnings)s::text[])
+            AS u (sop_uid, request_key, path, size, transfer_syntax, state, warning)
+    ), added AS (
+        INSERT INTO asyncdicom.instances (job, received, host, directory, sop_uid, request_key, path, size,
+                                          transfer_syntax, state, warning)
+        SELECT %(job)s, %(now)s, %(host)s, %(directory)s, new.* FROM new
+        ON CONFLICT (job, sop_uid, path) DO NOTHING
+    )  -- the query below reads the rows as they were before this insert: the stored twins
+    SELECT i.sop_uid, i.path FROM asyncdicom.instances i
+    WHERE i.job = %(job)s AND i.sop_uid IN (SELECT sop_uid FROM new)
+"""
+
+SETTLE_COLUMNS = (
+    "key", "state", "attempts", "status", "category", "error", "matches", "elapsed", "completed", "failed_ops",
+    "warning_ops", "received", "missing", "transient",
+)  # fmt: skip
+
+SETTLE = """
+    UPDATE asyncdicom.requests r SET state = u.state, attempts = r.attempts + u.attempts, status = u.status,
+        category = u.category, error = u.error, matches = u.matches, elapsed = u.elapsed, updated = %(now)s,
+        completed = u.completed, failed_ops = u.failed_ops, warning_ops = u.warning_ops, received = u.received,
+        missing = u.missing, transient = u.transient, holder = NULL, lease_until = NULL, settled_by = %(holder)s
+    FROM unnest(%(key)s::text[], %(state)s::text[], %(attempts)s::int[], %(status)s::int[], %(category)s::text[],
+                %(error)s::text[], %(matches)s::int[], %(elapsed)s::float8[], %(completed)s::int[],
+                %(failed_ops)s::int[], %(warning_ops)s::int[], %(received)s::int[], %(missing)s::text[],
+                %(transient)s::bool[])
+        AS u (key, state, attempts, status, category, error, matches, elapsed, completed, failed_ops, warning_ops,
+              received, missing, transient)
+    WHERE r.job = %(job)s AND r.key = u.key AND r.state != 'done'
+    RETURNING r.key
+"""
