@@ -392,6 +392,32 @@ async def test_a_host_leaving_keeps_the_requests_whose_results_are_not_committed
         assert after == [("done", None), ("pending", None)]
 
 
+async def test_a_host_hears_what_another_frees_by_notification(tmp_path: Path, postgres: Postgres) -> None:
+    """A host's listener wakes its waiters when another host of the same job frees something
+    (here: gives a slot back), and not for another job's notifications."""
+    from asyncdicom.ledger.postgres.connection import Wakeups
+
+    job = f"hear-{tmp_path.name}"[:64]
+    async with _host(postgres, job, tmp_path, "a") as a, anyio.create_task_group() as tg:
+        wakeups = Wakeups(postgres.url, job)
+        tg.start_soon(wakeups.run)
+        with anyio.fail_after(10):
+            while not wakeups.wakes:  # its first wake: listening
+                await wakeups.event.wait()
+        heard = wakeups.wakes
+        other = wakeups.event
+        postgres.query("SELECT pg_notify('asyncdicom', 'another-job')")
+        slots = a.slots(1)
+        await slots.prepare()
+        async with slots.running():
+            await slots.acquire("worker")
+            slots.release("worker")  # given back to the database, with a notification
+            with anyio.fail_after(10):
+                await other.wait()
+        assert wakeups.wakes == heard + 1  # the other job's notification woke nobody
+        tg.cancel_scope.cancel()
+
+
 async def test_one_commit_of_everything_at_once(
     tmp_path: Path, postgres: Postgres, caplog: pytest.LogCaptureFixture
 ) -> None:

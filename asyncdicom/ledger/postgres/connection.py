@@ -49,8 +49,19 @@ class Connection:
     stops answering without closing the connection (a network cut that drops packets, a frozen
     peer) would otherwise hold a heartbeat for as long as TCP retransmits (many minutes)."""
 
-    def __init__(self, url: str, where: str, patience: float, *, bounded: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        where: str,
+        patience: float,
+        *,
+        bounded: bool = False,
+        idle: float = 30.0,
+        on_lost: Callable[[str], str] | None = None,
+    ) -> None:
         self.url, self.where, self.patience, self.bounded = url, where, patience, bounded
+        self.on_lost = on_lost  # told why when patience runs out; returns the message to raise
+        self.idle = idle  # the server ends a transaction left open this long (its client is gone)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = anyio.Lock()
         self._trying: anyio.CancelScope | None = None  # the try under way
@@ -66,7 +77,14 @@ class Connection:
             keepalives_idle=10,
             keepalives_interval=5,
             keepalives_count=3,
-            options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+            # a host cut off mid-transaction would otherwise keep its row locks (and so its
+            # requests, past its lease) for as long as the server's TCP takes to notice
+            # (and the server's keepalives find a vanished client within half a minute)
+            options=(
+                f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
+                f"-c idle_in_transaction_session_timeout={round(self.idle * 1000)} "
+                "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+            ),
         )
 
     async def open(self) -> None:
@@ -116,6 +134,8 @@ class Connection:
                         f"Lost the ledger database {self.where} as {why}; what was committed is "
                         "kept, and a new run continues from there"
                     )
+                    if self.on_lost is not None and retry:  # patience ran out (not a single try)
+                        msg = self.on_lost(why)
                     raise DatabaseLost(msg, why)
                 log.warning("the ledger database %s did not answer (%s); trying again", self.where, why)
                 if self._conn is not None:
@@ -160,9 +180,10 @@ class Wakeups:
     def __init__(self, url: str, job: str) -> None:
         self.url, self.job = url, job
         self.event = anyio.Event()
-        self.listening = False
+        self.wakes = 0  # notifications of this job heard so far
 
     def wake(self) -> None:
+        self.wakes += 1
         self.event.set()
         self.event = anyio.Event()
 
@@ -176,14 +197,12 @@ class Wakeups:
                 )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    self.listening = True
                     self.wake()  # what was freed while nobody listened: look again
                     async for note in conn.notifies():
                         if note.payload == self.job:
                             self.wake()
             except psycopg.Error as exc:
                 log.debug("the ledger's notifications stopped (%s); listening again", type(exc).__name__)
-            self.listening = False
             await anyio.sleep(1.0)
 
 

@@ -71,9 +71,10 @@ class PgLedger:
         self.holder = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.directory = str(directory) if directory is not None else ""
         patience = max(30.0, lease)
-        self.db = Connection(url, self.where, patience)
+        idle = max(10.0, lease)  # our transactions take milliseconds: one open this long has lost its host
+        self.db = Connection(url, self.where, patience, idle=idle)
         # claims and renewals: a third of a lease of retries, so the run stops before its leases run out
-        self.leases = Connection(url, self.where, lease / 3, bounded=True)
+        self.leases = Connection(url, self.where, lease / 3, bounded=True, idle=idle, on_lost=self._lost)
         self._run_id: int | None = None
         self._run_started = time.time()
         self.last_host = True  # until work() says otherwise
@@ -289,17 +290,23 @@ class PgLedger:
             await anyio.sleep(self.lease / 3)
             try:
                 hosts = await self.leases.run(self._beat)
+            except DatabaseLost:
+                raise  # said by _lost()
             except LedgerError as exc:
-                why = exc.why if isinstance(exc, DatabaseLost) else str(exc)
-                msg = (
-                    f"Lost the ledger database {self.where} ({why}); this host stops before its leases "
-                    f"({self.lease:g} s) run out, so that the other hosts take over its requests; what it "
-                    "committed is kept"
-                )
-                self.db.give_up(msg)  # results not committed yet would wait for it in vain
-                raise LedgerError(msg) from None
+                raise LedgerError(self._lost(str(exc))) from None
             if on_hosts is not None:
                 on_hosts(hosts)
+
+    def _lost(self, why: str) -> str:
+        """The lease connection could not reach the database in time (a renewal, a claim, a
+        slot): this host stops, and its commits stop waiting (they would wait in vain)."""
+        msg = (
+            f"Lost the ledger database {self.where} ({why}); this host stops before its leases "
+            f"({self.lease:g} s) run out, so that the other hosts take over its requests; what it "
+            "committed is kept"
+        )
+        self.db.give_up(msg)
+        return msg
 
     async def _beat(self, conn: psycopg.AsyncConnection[Any]) -> int:
         if time.monotonic() - self._last_beat > 2 * self.lease / 3:
@@ -384,8 +391,8 @@ class PgLedger:
     async def _commit(self, conn: psycopg.AsyncConnection[Any], items: Sequence[shared.Item]) -> list[shared.Item]:
         """Instances first, then settled requests (never over one done already, by this host or
         another); returns what was recorded. A batch of placed instances alone is one statement
-        (atomic by itself, one round trip); anything more is one transaction whose statements go
-        to the server in a pipeline (two round trips however many requests it settles)."""
+        (atomic by itself, one round trip); anything more is one transaction (one UPDATE settles
+        all its requests)."""
         instances = [item for item in items if isinstance(item, InstanceRecord)]
         settled = [item for item in items if not isinstance(item, InstanceRecord)]
         replaced = [i.replaces for i in instances if i.replaces]
@@ -394,7 +401,10 @@ class PgLedger:
             twins = await all_rows(conn, INSERT_INSTANCES, self._instance_params(instances, now))
             shared.warn_of_twins(instances, _paths_by_uid(twins))
             return list(instances)
-        async with conn.pipeline(), conn.transaction():
+        # not pipelined: between statements the server then sees the session idle in a
+        # transaction, which it ends after Connection.idle should this host be cut off (a
+        # pipelined one looks busy to it and would keep its row locks)
+        async with conn.transaction():
             if replaced:  # held-back instances processed again: their quarantine rows go
                 await conn.execute(
                     "DELETE FROM asyncdicom.instances WHERE job = %s AND sop_uid = ANY(%s)", (self.job, replaced)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -79,6 +79,11 @@ MIGRATIONS: dict[int, str] = {
         job TEXT NOT NULL, n INTEGER NOT NULL, holder TEXT, lease_until TIMESTAMPTZ, PRIMARY KEY (job, n)
     );
     """,
+    # a host's renewals and its leaving find what it holds without reading the job's every request
+    2: """
+    CREATE INDEX requests_held ON asyncdicom.requests (job, holder) WHERE holder IS NOT NULL;
+    CREATE INDEX slots_held ON asyncdicom.slots (job, holder) WHERE holder IS NOT NULL;
+    """,
 }
 
 HELD_BACK = """
@@ -115,7 +120,7 @@ INSERT_INSTANCES = """
         ON CONFLICT (job, sop_uid, path) DO NOTHING
     )  -- the query below reads the rows as they were before this insert: the stored twins
     SELECT i.sop_uid, i.path FROM asyncdicom.instances i
-    WHERE i.job = %(job)s AND i.sop_uid IN (SELECT sop_uid FROM new)
+    WHERE i.job = %(job)s AND i.sop_uid = ANY(%(uids)s::text[])  -- an index lookup each, whatever the job's size
 """
 
 SETTLE_COLUMNS = (
