@@ -70,8 +70,8 @@ class AutoConcurrency:
     of at least ``epoch_work`` units and ``epoch_seconds``. Step up while each step raises the
     throughput by at least half of what it ideally would ((L + 1) / L) and latency holds; step
     back, and stay there, when a step did not pay or latency jumped past ``jump`` times the best
-    seen (a step that did not pay is measured over a second epoch before it is taken back: one
-    epoch can be a busy moment of the machine); cut multiplicatively (× ``cut``) on a refusal,
+    seen (either is measured over a second epoch before the step is taken back: one epoch can
+    be a busy moment of the machine); cut multiplicatively (× ``cut``) on a refusal,
     an out-of-resources status or a timeout, and do not go above the level that failed. After
     ``hold_epochs`` quiet epochs at the ceiling, probe one level higher again (the PACS's load
     changes over a night).
@@ -95,6 +95,7 @@ class AutoConcurrency:
     _quiet: int = 0
     _last_cut: float | None = None
     _doubted: bool = False  # the first epoch after a step up did not pay; one more decides
+    _slowed: bool = False  # the last epoch's latency jumped; one more decides
 
     def __post_init__(self) -> None:
         self.limit = self.limit or min(self.start, self.maximum)
@@ -119,10 +120,14 @@ class AutoConcurrency:
         best = self._best_latency
         self._best_latency = latency if best is None else min(best, latency)
         if best is not None and latency > self.jump * best and self.limit > 1:  # too many: the PACS slows down
+            if not self._slowed:  # or the machine was busy for a moment: look once more
+                self._slowed = True
+                return
             self.limit -= 1
             self.ceiling, self._previous, self._stepped_up, self._quiet = self.limit, None, False, 0
-            self._doubted = False
+            self._doubted = self._slowed = False
             return
+        self._slowed = False
         if self._stepped_up and self._previous is not None:
             level = self.limit - 1
             if throughput < self._previous * (1 + 0.5 / level):  # the step did not pay
@@ -152,6 +157,7 @@ class AutoConcurrency:
             self.ceiling = max(1, self.limit - 1)
             self.limit = max(1, min(self.ceiling, int(self.limit * self.cut)))
             self._previous, self._stepped_up, self._quiet, self._doubted = None, False, 0, False
+            self._slowed = False
             self._new_epoch(None)
         return self.limit
 

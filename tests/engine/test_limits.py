@@ -148,3 +148,26 @@ def test_one_busy_epoch_does_not_undo_a_step_up() -> None:
     now = epoch(control, now, 30.0)  # at 4: no gain
     now = epoch(control, now, 30.0)  # and again: back to 3, for good
     assert (control.limit, control.ceiling) == (3, 3)
+
+
+def test_one_slow_epoch_does_not_lower_the_level() -> None:
+    """One epoch whose latency jumped past twice the best (the machine was busy) is looked at
+    again: a normal second epoch keeps the level; two slow ones in a row lower it, for good."""
+    from asyncdicom.engine.limits import AutoConcurrency
+
+    def epoch(control: AutoConcurrency, start: float, latency: float) -> float:
+        now = start
+        for _ in range(16):
+            now += 0.05
+            control.on_success(now, 1, latency)
+        return now
+
+    control = AutoConcurrency(maximum=4, limit=4, ceiling=4, hold_epochs=10_000, epoch_seconds=0.0)
+    now = epoch(control, 0.0, 0.01)  # the best latency: 10 ms
+    now = epoch(control, now, 0.05)  # a busy moment: five times slower
+    assert control.limit == 4
+    now = epoch(control, now, 0.01)  # back to normal: the level stands
+    assert control.limit == 4
+    now = epoch(control, now, 0.05)
+    now = epoch(control, now, 0.05)  # slow twice in a row: too many associations
+    assert (control.limit, control.ceiling) == (3, 3)
