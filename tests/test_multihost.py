@@ -120,6 +120,14 @@ def _wait_for_instances(postgres: Postgres, job: str) -> None:
         time.sleep(0.05)  # polling another process's database: no event to wait on
 
 
+def _wait_for_runs(postgres: Postgres, job: str, count: int) -> None:
+    """Until ``count`` runs of the job have started (their connections are open)."""
+    deadline = time.monotonic() + 60
+    while postgres.query("SELECT COUNT(*) FROM asyncdicom.runs WHERE job = %s", (job,))[0][0] < count:
+        assert time.monotonic() < deadline, f"fewer than {count} runs started within 60 s"
+        time.sleep(0.05)  # polling another process's database: no event to wait on
+
+
 def _job_rows(postgres: Postgres, job: str) -> list[tuple[object, ...]]:
     return postgres.query("SELECT state, settled_by FROM asyncdicom.requests WHERE job = %s", (job,))
 
@@ -311,10 +319,11 @@ def test_a_database_restart_mid_run_is_ridden_out(tmp_path: Path, orthanc: Loade
     job = "db-restart"
     rows, uids = _studies(orthanc, 20)
     configs = [  # a lease of 9 s: the server's restart fits in the third of it a host waits
-        _config(tmp_path, name, (orthanc.port, "ORTHANC"), postgres, job, rows, lease=9, max_rate=8) for name in "ab"
+        _config(tmp_path, name, (orthanc.port, "ORTHANC"), postgres, job, rows, lease=9, max_rate=4) for name in "ab"
     ]
     processes = [_spawn(config, postgres) for config in configs]
     _wait_for_instances(postgres, job)
+    _wait_for_runs(postgres, job, 2)  # both past their start (a host that cannot connect at start stops)
     postgres.restart()
     results = [_finish(process) for process in processes]
     assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]

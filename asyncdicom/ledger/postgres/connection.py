@@ -126,7 +126,8 @@ class Connection:
                     except psycopg.Error as exc:
                         msg = f"Unable to use the ledger database {self.where} as {first_line(exc)}"
                         raise LedgerError(msg) from None
-                self._trying = None
+                    finally:
+                        self._trying = None  # give_up() cancels only a try under way
                 if self.gone is not None:
                     raise LedgerError(self.gone)
                 if not retry or time.monotonic() + delay > deadline:
