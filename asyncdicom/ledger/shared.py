@@ -80,10 +80,13 @@ def check_version(version: int, known: int, what: str) -> None:
         raise LedgerError(msg)
 
 
-def warn_of_twins(instances: Sequence[InstanceRecord], known: dict[str, set[str]]) -> None:
-    """Warn of each instance whose SOP Instance UID is stored at another path already (``known``:
-    UID → paths the ledger holds): the archive holds two different data sets under one UID
-    (identical ones are placed once)."""
+def warn_of_twins(instances: Sequence[InstanceRecord], stored: Iterable[Sequence[Any]]) -> None:
+    """Warn of each instance whose SOP Instance UID is stored at another path already (``stored``:
+    the ledger's (UID, path) rows for these UIDs): the archive holds two different data sets under
+    one UID (identical ones are placed once)."""
+    known: dict[str, set[str]] = {}
+    for uid, path in stored:
+        known.setdefault(str(uid), set()).add(str(path))
     for record in instances:
         paths = known.setdefault(record.sop_uid, set())
         if paths and record.path not in paths:

@@ -380,14 +380,13 @@ class Ledger:
         """Warn of instances whose SOP Instance UID is already stored at another path: the archive
         holds two different data sets under one UID (identical ones are placed once)."""
         uids = list({i.sop_uid for i in instances})
-        known: dict[str, set[str]] = {}
+        stored: list[Sequence[Any]] = []
         for start in range(0, len(uids), 500):
             chunk = uids[start : start + 500]
             marks = ", ".join("?" * len(chunk))
             async with self.db.execute(f"SELECT sop_uid, path FROM instances WHERE sop_uid IN ({marks})", chunk) as cur:
-                for uid, path in await cur.fetchall():
-                    known.setdefault(str(uid), set()).add(str(path))
-        shared.warn_of_twins(instances, known)
+                stored += await cur.fetchall()
+        shared.warn_of_twins(instances, stored)
 
     # --- runs and reports ---------------------------------------------------------------------
 

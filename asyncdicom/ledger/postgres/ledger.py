@@ -53,13 +53,6 @@ def _rounds(settled: Sequence[tuple[Request, RequestResult]]) -> list[list[tuple
     return rounds
 
 
-def _paths_by_uid(rows: Sequence[tuple[Any, ...]]) -> dict[str, set[str]]:
-    known: dict[str, set[str]] = {}
-    for uid, path in rows:
-        known.setdefault(str(uid), set()).add(str(path))
-    return known
-
-
 class PgLedger:
     """A job's ledger in a PostgreSQL database; use :func:`open_ledger`."""
 
@@ -399,7 +392,7 @@ class PgLedger:
         now = time.time()
         if not settled and not replaced:
             twins = await all_rows(conn, INSERT_INSTANCES, self._instance_params(instances, now))
-            shared.warn_of_twins(instances, _paths_by_uid(twins))
+            shared.warn_of_twins(instances, twins)
             return list(instances)
         # not pipelined: between statements the server then sees the session idle in a
         # transaction, which it ends after Connection.idle should this host be cut off (a
@@ -441,7 +434,7 @@ class PgLedger:
                     (self.job, *(list(column) for column in zip(*answered, strict=True))),
                 )
         self._settling.difference_update(request.key for request, _ in settled)  # committed
-        shared.warn_of_twins(instances, _paths_by_uid(twins))
+        shared.warn_of_twins(instances, twins)
         return recorded
 
     def _instance_params(self, instances: Sequence[InstanceRecord], now: float) -> dict[str, Any]:
