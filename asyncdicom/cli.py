@@ -28,10 +28,11 @@ from asyncdicom.anonymize.startup import without_pixel_libraries
 with without_pixel_libraries():
     import pydicom  # noqa: F401
 
-from asyncdicom import __version__, dashboard, logs, report
+from asyncdicom import __version__, logs, report
 from asyncdicom.errors import AsyncDicomError, ConfigError, ExitCode
 
 if TYPE_CHECKING:  # imported where used: `anonymize` starts faster without the config machinery
+    from asyncdicom import dashboard
     from asyncdicom.config import Config
     from asyncdicom.ledger import LedgerSummary
     from asyncdicom.plan import Plan
@@ -167,6 +168,8 @@ def run(
         if quiet or no_progress:
             result = anyio.run(run_plan, cfg, plan, backend, options, backend="asyncio")
         elif report.dashboard_wanted():
+            from asyncdicom import dashboard
+
             with dashboard.live(_dashboard_header(cfg), report.console()) as board:
                 options = replace(options, progress=board.update, progress_every=1 / dashboard.REFRESH_PER_SECOND)
                 result = anyio.run(run_plan, cfg, plan, backend, options, backend="asyncio")
@@ -186,6 +189,7 @@ def run(
 
 
 def _dashboard_header(cfg: Config) -> dashboard.Header:
+    from asyncdicom import dashboard
     from asyncdicom.ledger import where
 
     output = cfg.output.directory or cfg.output.library_file
@@ -370,7 +374,7 @@ def status(config: ConfigArg, json_out: JsonOpt = False) -> None:
     def body() -> int:
         from asyncdicom.config import load_config
         from asyncdicom.ledger import open_job_ledger, where
-        from asyncdicom.ledger.base import iso_time
+        from asyncdicom.timestamps import iso_time
 
         cfg = load_config(config)
 

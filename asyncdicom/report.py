@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from asyncdicom.ledger.base import iso_time
 from asyncdicom.stats import RunSnapshot
+from asyncdicom.timestamps import iso_time
 
 _stderr = Console(stderr=True, highlight=False)
 

@@ -27,7 +27,6 @@ from asyncdicom.engine.schedule import Schedule, Window
 from asyncdicom.engine.scheduler import Scheduler, settings_for, with_schedule
 from asyncdicom.errors import AsyncDicomError, ExitCode, NetworkError, OutputError, WindowClosed, leaves
 from asyncdicom.ledger import Ledger, SyncReport, open_job_ledger, where
-from asyncdicom.ledger.base import iso_time
 from asyncdicom.net.acse import UserIdentity
 from asyncdicom.net.base import DicomBackend
 from asyncdicom.net.pace import MEGABYTE, Pacer
@@ -37,6 +36,7 @@ from asyncdicom.plan import Plan
 from asyncdicom.problems import GroupedLog
 from asyncdicom.retrieve import Retriever
 from asyncdicom.stats import RunSnapshot, RunStats
+from asyncdicom.timestamps import iso_time
 
 if TYPE_CHECKING:
     from asyncdicom.web.backend import WebBackend

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from asyncdicom.models import HeldBack, InstanceRecord, Request, RequestResult
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
+from asyncdicom.timestamps import iso_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +100,6 @@ class LedgerSummary:
                 "outcome": self.last_run.outcome,
             }
         return doc
-
-
-def iso_time(epoch: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 in local time with its offset, to the second."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True, slots=True)
