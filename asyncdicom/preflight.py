@@ -14,7 +14,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from asyncdicom.config import Config
@@ -184,9 +184,9 @@ def _window(config: Config, seconds: float | None) -> str:
     schedule = config.schedule
     if not schedule.enabled or schedule.start_time is None or schedule.end_time is None:
         return "no schedule window: runs whenever started"
-    day = datetime(2000, 1, 1, tzinfo=UTC)
-    start = day.replace(hour=schedule.start_time.hour, minute=schedule.start_time.minute)
-    end = day.replace(hour=schedule.end_time.hour, minute=schedule.end_time.minute)
+    day = date(2000, 1, 1)
+    start = datetime.combine(day, schedule.start_time, tzinfo=UTC)
+    end = datetime.combine(day, schedule.end_time, tzinfo=UTC)
     length = (end - start) % timedelta(days=1) or timedelta(days=1)
     if seconds is None:
         return f"a window of {length.total_seconds() / 3600:.1f} h a day; the duration is unknown"

@@ -354,16 +354,16 @@ def disk_full(work: Path, data: Data, size_mb: int, kind: str) -> Result:
 
 def window_closes(work: Path, data: Data) -> Result:
     """The schedule window closes mid-run (outside_window: exit): exit 5 after the drain; the
-    next run inside a window (here: no schedule) completes. The window ends at the next minute
-    boundary at least 8 s away, so this waits up to a minute."""
+    next run inside a window (here: no schedule) completes. The window ends 8 s from now (times
+    to the second)."""
     result = Result("window closes mid-run (c-move, test PACS)")
     now = datetime.now().astimezone()
-    end = (now + timedelta(seconds=8)).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    end = (now + timedelta(seconds=9)).replace(microsecond=0)
     start = end - timedelta(hours=1)
     schedule = {
         "enabled": True,
-        "start_time": f"{start:%H:%M}",
-        "end_time": f"{end:%H:%M}",
+        "start_time": f"{start:%H:%M:%S}",
+        "end_time": f"{end:%H:%M:%S}",
         "outside_window": "exit",
         "drain_seconds": 2,
     }

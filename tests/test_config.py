@@ -108,7 +108,8 @@ class TestValidation:
             (_with("request", "unreachable_timeout", -5), "request.unreachable_timeout: must be 0 or more, got -5"),
             (
                 _with("schedule", "start_time", "7pm"),
-                "schedule.start_time: expected a 24-hour time in the form HH:MM, such as '19:00' or '06:30', got '7pm'",
+                "schedule.start_time: expected a 24-hour time in the form HH:MM (or HH:MM:SS), such as '19:00' or "
+                "'06:30', got '7pm'",
             ),
             (_with("request", "threads", 0), "request.threads: 0 is out of range; use 1 to 64"),
             (_with("request", "threads", 65), "request.threads: 65 is out of range; use 1 to 64"),
@@ -324,6 +325,13 @@ class TestScheduleWindows:
             6,
         )
         assert config.schedule.describe() == "mon-wed, fri 19:00-06:00 (local time)"
+
+    def test_times_to_the_second(self, tmp_path: Path) -> None:
+        config = self._load(tmp_path, {"start_time": "19:00:30", "end_time": "06:00"})
+        assert (str(config.schedule.start_time), str(config.schedule.end_time)) == ("19:00:30", "06:00:00")
+        assert config.schedule.describe() == "every day 19:00:30-06:00 (local time)"
+        with pytest.raises(ConfigError, match=r"schedule.end_time: expected a 24-hour time .* got '06:00:60'"):
+            self._load(tmp_path, {"start_time": "19:00", "end_time": "06:00:60"})
 
     def test_windows(self, tmp_path: Path) -> None:
         config = self._load(

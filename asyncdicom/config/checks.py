@@ -204,11 +204,13 @@ def as_time(value: object, where: str) -> time:
     if isinstance(value, int) and not isinstance(value, bool):
         # YAML 1.1 reads an unquoted 17:13 as the base-60 integer 1033.
         raise ConfigError(where, "write the time in quotes, as '17:13', so YAML keeps it as text")
-    if not isinstance(value, str) or not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value.strip()):
+    if not isinstance(value, str) or not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d(:[0-5]\d)?", value.strip()):
         shown = repr(value) if isinstance(value, str) else typename(value)
-        raise ConfigError(where, f"expected a 24-hour time in the form HH:MM, such as '19:00' or '06:30', got {shown}")
-    hours, minutes = value.strip().split(":")
-    return time(int(hours), int(minutes))
+        raise ConfigError(
+            where, f"expected a 24-hour time in the form HH:MM (or HH:MM:SS), such as '19:00' or '06:30', got {shown}"
+        )
+    hours, minutes, *seconds = value.strip().split(":")
+    return time(int(hours), int(minutes), int(seconds[0]) if seconds else 0)
 
 
 MAX_THREADS = 64  # associations at once: more would hurt a clinical PACS and gain nothing

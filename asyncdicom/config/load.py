@@ -399,7 +399,7 @@ def _schedule(section: Section) -> ScheduleConfig:
             if value is None:
                 raise ConfigError(
                     f"schedule.{key}",
-                    "required when schedule.enabled is true ('HH:MM'), unless schedule.windows is given",
+                    "required when schedule.enabled is true ('HH:MM' or 'HH:MM:SS'), unless schedule.windows is given",
                 )
     return ScheduleConfig(
         enabled=enabled,

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -152,8 +152,13 @@ class ScheduleConfig:
 
     def describe(self) -> str:
         """The windows in words: "mon-fri 19:00-06:00, sat-sun 00:00-00:00 (Europe/Paris)"."""
-        parts = [f"{days_text(w.days)} {w.start_time:%H:%M}-{w.end_time:%H:%M}" for w in self.all_windows()]
+        parts = [f"{days_text(w.days)} {clock(w.start_time)}-{clock(w.end_time)}" for w in self.all_windows()]
         return ", ".join(parts) + f" ({self.timezone or 'local time'})"
+
+
+def clock(moment: time | datetime) -> str:
+    """A time of day as written in the config: HH:MM, or HH:MM:SS when it has seconds."""
+    return f"{moment:%H:%M:%S}" if moment.second else f"{moment:%H:%M}"
 
 
 def days_text(days: tuple[int, ...]) -> str:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 
+from asyncdicom.config.schema import clock
 from asyncdicom.engine.limits import TokenBucket
 from asyncdicom.engine.schedule import Schedule
 
@@ -70,7 +71,7 @@ class WindowGate:
         zone = self.schedule.zone.key if self.schedule.zone else (opening.tzname() or "local time")
         utc = opening.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         delay = (opening - self._now()).total_seconds()
-        return f"{opening:%H:%M} {zone} ({opening:%Y-%m-%d}; {utc}), in {duration(delay)}"
+        return f"{clock(opening)} {zone} ({opening:%Y-%m-%d}; {utc}), in {duration(delay)}"
 
     def seconds_until_close(self) -> float:
         """Seconds until the open window closes (0 when closed or without a schedule)."""
