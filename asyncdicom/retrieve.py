@@ -328,6 +328,14 @@ class Retriever:
         async with self._finding(threads) as find:
             return await missing_parts(request, known, find, self.config.request.model)
 
+    def _abort_moves(self) -> None:
+        """Storage SCP thread: the output volume cannot take what the PACS sends, so every C-MOVE
+        in flight is aborted at once (it could only fail the same way; the run then stops with
+        the volume's error) rather than left waiting for the PACS to give up on its
+        sub-operations."""
+        for session in list(self._flights):
+            session.abort(silent=False)
+
     def _stop_if_unwritable(self) -> None:
         """A full or unwritable output volume stops the run (a retry would fail the same way)."""
         error = self.pipeline.output_error or (self.scp.output_error if self.scp is not None else None)
@@ -453,6 +461,7 @@ class Retriever:
             max_instance_bytes=int(local.max_instance_megabytes * 1_000_000),
             max_per_host=local.max_associations_per_host,
             sop_classes=self.config.request.sop_classes,
+            on_output_error=self._abort_moves,
         )
         try:
             await anyio.to_thread.run_sync(self.scp.start)

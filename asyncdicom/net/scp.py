@@ -69,7 +69,8 @@ class Received:
 
 class StorageSCP:
     """Accepts C-STOREs from the allowed AE titles; ``on_received`` returns the status to answer
-    and what to do once it is answered."""
+    and what to do once it is answered; ``on_output_error`` hears (once, from the association's
+    thread) that received bytes could not be spooled."""
 
     def __init__(
         self,
@@ -88,6 +89,7 @@ class StorageSCP:
         max_instance_bytes: int = 0,
         max_per_host: int = 0,
         sop_classes: Sequence[str] = (),
+        on_output_error: Callable[[], None] | None = None,
     ) -> None:
         self.ae_title = ae_title
         self.port = port
@@ -112,6 +114,7 @@ class StorageSCP:
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
         self.output_error: OutputError | None = None  # received bytes could not be spooled
+        self.on_output_error = on_output_error
 
     def start(self) -> int:
         """Listen (port 0 picks a free one) and return the port."""
@@ -236,9 +239,12 @@ class StorageSCP:
         try:
             _Association(self, sock, address).run(busy)
         except OutputError as exc:  # the volume is full: the peer is aborted, the run stops
-            self.output_error = self.output_error or exc
+            with self._lock:
+                first, self.output_error = self.output_error is None, self.output_error or exc
             with contextlib.suppress(OSError):
                 sock.sendall(abort_rq())
+            if first and self.on_output_error is not None:
+                self.on_output_error()
         except ProtocolError as exc:
             if not self._stopping.is_set():
                 log.warning("%s", exc)
