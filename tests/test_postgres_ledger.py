@@ -392,29 +392,64 @@ async def test_a_host_leaving_keeps_the_requests_whose_results_are_not_committed
         assert after == [("done", None), ("pending", None)]
 
 
+async def test_a_host_without_a_slot_claims_nothing(tmp_path: Path, postgres: Postgres) -> None:
+    """While another host holds the job's only association slot, a host claims no request (it
+    could not run them, and the other host could); once the slot is given back, it takes the
+    slot and claims."""
+    plan = _plan(tmp_path, "1\n2\n3\n")
+    job = f"noslot-{tmp_path.name}"[:64]
+    async with _host(postgres, job, tmp_path, "a") as a, _host(postgres, job, tmp_path, "b") as b:
+        for ledger in (a, b):
+            await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        a_slots, b_slots = a.slots(1), b.slots(1)
+        await a_slots.prepare()
+        async with a_slots.running(), b_slots.running():
+            await a_slots.acquire("worker")
+            async with b.work(plan, await b.pending(plan)) as requests:
+                got: list[str] = []
+
+                async def first() -> None:
+                    got.append((await requests.__anext__()).key)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(first)
+                    with anyio.fail_after(10):
+                        for _ in range(2):  # it asks for a slot twice, in vain
+                            await b_slots.refused.wait()
+                    held = postgres.query(
+                        "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND holder IS NOT NULL", (job,)
+                    )
+                    assert held == [(0,)]
+                    a_slots.release("worker")  # back to the database, with a notification
+                assert got == [plan.requests[0].key]
+                assert b_slots.held == 1
+
+
 async def test_a_host_hears_what_another_frees_by_notification(tmp_path: Path, postgres: Postgres) -> None:
-    """A host's listener wakes its waiters when another host of the same job frees something
-    (here: gives a slot back), and not for another job's notifications."""
-    from asyncdicom.ledger.postgres.connection import Wakeups
+    """A host's listener wakes the waiters of what another host of the same job frees (here: a
+    slot given back wakes those waiting for a slot, not those waiting for requests), and nobody
+    for another job's notifications."""
+    from asyncdicom.ledger.postgres.connection import REQUESTS, SLOTS, Wakeups
 
     job = f"hear-{tmp_path.name}"[:64]
     async with _host(postgres, job, tmp_path, "a") as a, anyio.create_task_group() as tg:
         wakeups = Wakeups(postgres.url, job)
         tg.start_soon(wakeups.run)
         with anyio.fail_after(10):
-            while not wakeups.wakes:  # its first wake: listening
-                await wakeups.event.wait()
+            while not wakeups.wakes:  # its first wakes: listening
+                await wakeups.event(SLOTS).wait()
         heard = wakeups.wakes
-        other = wakeups.event
-        postgres.query("SELECT pg_notify('asyncdicom', 'another-job')")
+        slot_freed, requests_freed = wakeups.event(SLOTS), wakeups.event(REQUESTS)
+        postgres.query("SELECT pg_notify('asyncdicom', 'slots:another-job')")
         slots = a.slots(1)
         await slots.prepare()
         async with slots.running():
             await slots.acquire("worker")
             slots.release("worker")  # given back to the database, with a notification
             with anyio.fail_after(10):
-                await other.wait()
+                await slot_freed.wait()
         assert wakeups.wakes == heard + 1  # the other job's notification woke nobody
+        assert not requests_freed.is_set()
         tg.cancel_scope.cancel()
 
 

@@ -168,29 +168,38 @@ class Connection:
             self._conn = None
 
 
-CHANNEL = "asyncdicom"  # NOTIFY channel; the payload is the job's name
+CHANNEL = "asyncdicom"  # NOTIFY channel; the payload is what was freed and the job: "slots:<job>"
+SLOTS, REQUESTS = "slots", "requests"  # what a notification tells of: an association slot, or requests
 
 
 class Wakeups:
-    """Notifications that another host freed something of the job (an association slot, a
-    request it settled or gave back): one connection LISTENing, read by a task that sets the
-    current :attr:`event` (then replaced) for each. A waiter takes :attr:`event` *before* it
-    looks in the database, so that a notification sent meanwhile is not missed; it waits with a
-    timeout all the same (a host that died notifies nobody: its leases just run out)."""
+    """Notifications that another host freed something of the job: an association slot
+    (:data:`SLOTS`), or requests it settled or gave back (:data:`REQUESTS`). One connection
+    LISTENs; a task sets the current event of that kind (then replaced) for each, so that a host
+    waiting for a slot does not wake whenever another host commits a result. A waiter takes
+    :meth:`event` *before* it looks in the database, so that a notification sent meanwhile is
+    not missed; it waits with a timeout all the same (a host that died notifies nobody: its
+    leases just run out)."""
 
     def __init__(self, url: str, job: str) -> None:
         self.url, self.job = url, job
-        self.event = anyio.Event()
+        self._events = {SLOTS: anyio.Event(), REQUESTS: anyio.Event()}
         self.wakes = 0  # notifications of this job heard so far
 
-    def wake(self) -> None:
-        self.wakes += 1
-        self.event.set()
-        self.event = anyio.Event()
+    def event(self, kind: str) -> anyio.Event:
+        """The event the next notification of ``kind`` sets."""
+        return self._events[kind]
+
+    def wake(self, *kinds: str) -> None:
+        for kind in kinds:
+            self.wakes += 1
+            self._events[kind].set()
+            self._events[kind] = anyio.Event()
 
     async def run(self) -> None:
         """Listen until cancelled; on a lost connection, listen again a second later (waiters
         meanwhile wake on their timeouts)."""
+        mine = {f"{kind}:{self.job}": kind for kind in self._events}
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
@@ -198,18 +207,21 @@ class Wakeups:
                 )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    self.wake()  # what was freed while nobody listened: look again
+                    self.wake(*self._events)  # what was freed while nobody listened: look again
                     async for note in conn.notifies():
-                        if note.payload == self.job:
-                            self.wake()
+                        kind = mine.get(note.payload)
+                        if kind is not None:
+                            self.wake(kind)
             except psycopg.Error as exc:
                 log.debug("the ledger's notifications stopped (%s); listening again", type(exc).__name__)
             await anyio.sleep(1.0)
 
 
-async def notify(conn: psycopg.AsyncConnection[Any], job: str) -> None:
-    """Tell the job's other hosts that something was freed (sent when the transaction commits)."""
-    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, job))
+async def notify(conn: psycopg.AsyncConnection[Any], job: str, *kinds: str) -> None:
+    """Tell the job's other hosts that slots or requests (``kinds``) were freed (sent when the
+    transaction commits)."""
+    for kind in kinds:
+        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{kind}:{job}"))
 
 
 async def wait_for(event: anyio.Event, seconds: float) -> None:

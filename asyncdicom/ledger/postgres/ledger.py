@@ -21,7 +21,17 @@ import psycopg
 from asyncdicom.errors import LedgerError
 from asyncdicom.events import emit
 from asyncdicom.ledger import base, shared
-from asyncdicom.ledger.postgres.connection import Connection, DatabaseLost, Wakeups, all_rows, notify, one_row, wait_for
+from asyncdicom.ledger.postgres.connection import (
+    REQUESTS,
+    SLOTS,
+    Connection,
+    DatabaseLost,
+    Wakeups,
+    all_rows,
+    notify,
+    one_row,
+    wait_for,
+)
 from asyncdicom.ledger.postgres.slots import SharedSlots
 from asyncdicom.ledger.postgres.sql import (
     CLAIM,
@@ -75,6 +85,7 @@ class PgLedger:
         self.wakeups = Wakeups(url, job)
         self.dry = False  # nothing claimable: the rest is held by other hosts (or done)
         self._settling: set[str] = set()  # requests whose results are queued, not committed yet
+        self._slots: SharedSlots | None = None  # the job's association budget, once asked for
 
     # --- schema -------------------------------------------------------------------------------
 
@@ -271,7 +282,7 @@ class PgLedger:
             (self.job, self.holder),
         )
         await conn.execute("DELETE FROM asyncdicom.hosts WHERE job = %s AND holder = %s", (self.job, self.holder))
-        await notify(conn, self.job)
+        await notify(conn, self.job, SLOTS, REQUESTS)
         self.last_host = not await self._live_others(conn)
 
     async def _heartbeat(self, on_hosts: Callable[[int], None] | None) -> None:
@@ -327,11 +338,15 @@ class PgLedger:
         return max(1, int(row[0]) if row else 1)
 
     async def _claims(self, by_key: dict[str, Request], batch: int) -> AsyncIterator[Request]:
-        """Claim ``batch`` requests whenever the last ones are taken; when none is free but other
-        hosts hold some, wait and look again (their leases may run out); end when none is left."""
+        """Claim ``batch`` requests whenever the last ones are taken, while this host holds an
+        association slot (a host without one leaves the requests to those that can run them);
+        when none is free but other hosts hold some, wait and look again (their leases may run
+        out); end when none is left."""
         poll = min(2.0, self.lease / 4)  # for leases running out: nobody notifies of those
         while True:
-            changed = self.wakeups.event
+            if self._slots is not None:
+                await self._slots.reserve()
+            changed = self.wakeups.event(REQUESTS)
             rows = await self.leases.run(lambda c: self._claim(c, batch))
             if rows:
                 self.dry = False
@@ -342,6 +357,8 @@ class PgLedger:
             if not left:
                 return
             self.dry = True  # this host's idle workers give their slots up at once
+            if self._slots is not None:
+                self._slots.give_back_idle()
             await wait_for(changed, poll)
 
     async def _claim(self, conn: psycopg.AsyncConnection[Any], count: int) -> list[tuple[Any, ...]]:
@@ -369,7 +386,8 @@ class PgLedger:
 
     def slots(self, count: int) -> SharedSlots:
         """The job's association budget of ``count`` (request.threads), shared by every host."""
-        return SharedSlots(self, count)
+        self._slots = SharedSlots(self, count)
+        return self._slots
 
     # --- recording ----------------------------------------------------------------------------
 
@@ -426,7 +444,7 @@ class PgLedger:
                     "DELETE FROM asyncdicom.matches WHERE job = %s AND request_key = ANY(%s)", (self.job, list(keys))
                 )
             if keys:
-                await notify(conn, self.job)  # a host waiting for the last requests may be done
+                await notify(conn, self.job, REQUESTS)  # a host waiting for the last requests may be done
             if answered:
                 await conn.execute(
                     "INSERT INTO asyncdicom.matches (job, request_key, idx, attrs) "

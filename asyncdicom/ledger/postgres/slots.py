@@ -13,7 +13,7 @@ import psycopg
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.errors import LedgerError
-from asyncdicom.ledger.postgres.connection import notify, one_row
+from asyncdicom.ledger.postgres.connection import SLOTS, notify, one_row
 
 if TYPE_CHECKING:
     from asyncdicom.ledger.postgres.ledger import PgLedger
@@ -36,6 +36,7 @@ class SharedSlots:
         self._freed = anyio.Event()
         self._asking = anyio.Lock()  # held by the one worker asking the database for a slot
         self._send: MemoryObjectSendStream[int] | None = None
+        self.refused = anyio.Event()  # set (and replaced) each time the database had no slot free
 
     async def prepare(self) -> None:
         """Make the job's slot rows number exactly ``count`` (the config every host shares)."""
@@ -84,7 +85,7 @@ class SharedSlots:
             "WHERE job = %s AND holder = %s AND n = ANY(%s)",
             (ledger.job, ledger.holder, numbers),
         )
-        await notify(conn, ledger.job)
+        await notify(conn, ledger.job, SLOTS)
 
     async def acquire(self, owner: object) -> None:
         """Wait for a slot of the job's budget for ``owner``: one worker of this host at a time
@@ -100,7 +101,7 @@ class SharedSlots:
                 async with self._asking:
                     poll = 0.05
                     while not self._idle:
-                        elsewhere = wakeups.event  # taken before asking: a slot freed meanwhile wakes us
+                        elsewhere = wakeups.event(SLOTS)  # taken before asking: a slot freed meanwhile wakes us
                         n = await self._ledger.leases.run(self._take)
                         if n is not None:
                             self._owned[owner] = n
@@ -129,6 +130,35 @@ class SharedSlots:
         finally:
             self._waiters -= 1
 
+    @property
+    def held(self) -> int:
+        """Slots this host holds: its workers' and the idle ones."""
+        return len(self._owned) + len(self._idle)
+
+    async def reserve(self) -> None:
+        """Hold a slot for this host's next request, unless it holds one already: a host claims
+        requests only while it holds a slot, so that requests never wait on a host that cannot
+        run them while another host could."""
+        if self.held:
+            return
+        owner = object()
+        await self.acquire(owner)
+        self._idle.append(self._owned.pop(owner))
+        self._freed.set()  # a worker waiting for a slot takes it
+        self._freed = anyio.Event()
+
+    def give_back_idle(self) -> None:
+        """Give the slots no worker uses back to the job (this host has nothing left to claim)."""
+        idle, self._idle = self._idle, []
+        for n in idle:
+            if self._send is None:
+                self._idle.append(n)
+                continue
+            try:
+                self._send.send_nowait(n)
+            except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._idle.append(n)
+
     def keep_idle(self) -> bool:
         """Whether a worker with nothing to do keeps its slot a moment: not once this host has
         nothing left to claim (the slot is better with a host that has work)."""
@@ -144,7 +174,11 @@ class SharedSlots:
             "FROM free WHERE s.job = %(job)s AND s.n = free.n RETURNING s.n",
             {"holder": ledger.holder, "lease": ledger.lease, "job": ledger.job},
         )
-        return int(row[0]) if row else None
+        if row is None:
+            self.refused.set()
+            self.refused = anyio.Event()
+            return None
+        return int(row[0])
 
     def release(self, owner: object) -> None:
         """Give ``owner``'s slot to a waiting worker of this host, or back to the job."""
