@@ -18,8 +18,10 @@ from asyncdicom.config import load_config
 from asyncdicom.errors import ConfigError, LedgerError
 from asyncdicom.ledger import open_ledger
 from asyncdicom.ledger.base import Ledger
+from asyncdicom.ledger.postgres.connection import WANTED
 from asyncdicom.ledger.postgres.ledger import PgLedger
 from asyncdicom.ledger.postgres.ledger import open_ledger as open_pg
+from asyncdicom.ledger.postgres.slots import SharedSlots
 from asyncdicom.models import InstanceRecord, InstanceState, RequestResult
 from asyncdicom.plan import Plan, build_plan
 from asyncdicom.stats import RunStats
@@ -423,6 +425,55 @@ async def test_a_host_without_a_slot_claims_nothing(tmp_path: Path, postgres: Po
                     a_slots.release("worker")  # back to the database, with a notification
                 assert got == [plan.requests[0].key]
                 assert b_slots.held == 1
+
+
+async def test_a_host_beyond_its_share_gives_slots_to_a_host_that_waits(tmp_path: Path, postgres: Postgres) -> None:
+    """A job of four slots: host a, alone at first, holds all four; host b asks for two and is
+    refused, and says it waits; a hears it, is then beyond its share (two of four for two hosts)
+    and gives the slots its workers release to the job, not to its own waiting worker, until it
+    holds its share: b gets two."""
+    plan = _plan(tmp_path, "1\n2\n")
+    job = f"share-slots-{tmp_path.name}"[:64]
+    async with _host(postgres, job, tmp_path, "a") as a, _host(postgres, job, tmp_path, "b") as b:
+        for ledger in (a, b):
+            await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        a_slots, b_slots = a.slots(4), b.slots(4)
+        await a_slots.prepare()
+        async with (
+            a.work(plan, await a.pending(plan)),
+            b.work(plan, await b.pending(plan)),
+            a_slots.running(),
+            b_slots.running(),
+            anyio.create_task_group() as tg,
+        ):
+            for worker in range(4):
+                await a_slots.acquire(worker)
+            assert a_slots.held == 4 and not a_slots.over_share()
+            got: list[str] = []
+            two = anyio.Event()
+
+            async def take(slots: SharedSlots, owner: str) -> None:
+                await slots.acquire(owner)
+                got.append(owner)
+                if len(got) == 2:
+                    two.set()
+
+            tg.start_soon(take, a_slots, "a's own")
+            with anyio.fail_after(10):
+                await a_slots.refused.wait()  # none free: a's own worker waits
+            for owner in ("b1", "b2"):
+                tg.start_soon(take, b_slots, owner)
+            with anyio.fail_after(10):
+                while not a_slots.over_share():  # b says it waits; a hears it at its next beat
+                    await a.wakeups.event(WANTED).wait()
+            assert a.others_want and a.hosts == 2 and a_slots.share == 2
+            a_slots.release(0)
+            a_slots.release(1)
+            with anyio.fail_after(10):
+                await two.wait()
+            assert sorted(got) == ["b1", "b2"]  # a's own waiting worker got none
+            assert (a_slots.held, a_slots.over_share()) == (2, False)
+            tg.cancel_scope.cancel()
 
 
 async def test_a_host_hears_what_another_frees_by_notification(tmp_path: Path, postgres: Postgres) -> None:

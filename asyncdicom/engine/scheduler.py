@@ -155,6 +155,9 @@ class SharedBudget(Protocol):
     def keep_idle(self) -> bool:
         """Whether a worker with nothing to do should keep its slot a moment (more work may come)."""
 
+    def over_share(self) -> bool:
+        """Whether this host holds more than its share while another host waits for a slot."""
+
 
 class _Slot:
     """One worker's claim on the association limiter (held while it keeps an association), and
@@ -355,6 +358,11 @@ class Scheduler:
                 while request is not None:
                     await self._process(session, request, slot)
                     if self._shared is None or not slot.held:
+                        request = await _next(receive)
+                        continue
+                    if self._shared.over_share():  # another host waits: the slot goes to the job
+                        await anyio.to_thread.run_sync(session.close, limiter=self._threads)
+                        slot.release()
                         request = await _next(receive)
                         continue
                     # the claims may be on their way (unless this host has none left to claim)

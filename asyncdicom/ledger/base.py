@@ -177,6 +177,9 @@ class SharedSlotsLike(Protocol):
     def keep_idle(self) -> bool:
         """Whether a worker with nothing to do keeps its slot a moment (more work may come)."""
 
+    def over_share(self) -> bool:
+        """Whether this host holds more than its share while another host waits for a slot."""
+
 
 class Ledger(Protocol):
     """A job's ledger, opened by its backend's ``open_ledger``."""

@@ -384,11 +384,12 @@ async def test_a_shared_job_divides_the_rates_among_its_hosts() -> None:
 class _Budget:
     """A shared budget of one slot, as the PostgreSQL ledger's: who holds it, and how often it was taken."""
 
-    def __init__(self, keep: bool = True) -> None:
+    def __init__(self, keep: bool = True, over: bool = False) -> None:
         self.held: set[object] = set()
         self.acquired = 0
         self.free = anyio.Event()
         self.keep = keep  # whether idle workers keep their slot for the grace (False: nothing left to claim)
+        self.over = over  # this host holds more than its share while another host waits
 
     async def acquire(self, owner: object) -> None:
         while self.held:
@@ -403,6 +404,9 @@ class _Budget:
 
     def keep_idle(self) -> bool:
         return self.keep
+
+    def over_share(self) -> bool:
+        return self.over
 
 
 async def test_workers_hold_the_shared_budget_while_talking_and_give_it_up_when_idle() -> None:
@@ -440,3 +444,15 @@ async def test_an_idle_worker_gives_its_slot_up_at_once_when_its_host_has_nothin
     assert set(sink.results) == {first.key, second.key}
     assert given_up < IDLE_GRACE / 2
     assert budget.acquired == 2  # taken again for the second request
+
+
+@pytest.mark.parametrize("over", [False, True])
+async def test_a_worker_beyond_its_hosts_share_gives_its_slot_up_after_each_request(over: bool) -> None:
+    """While its host holds more than its share of the job's slots and another host waits, a
+    worker gives its slot (and association) up when its request ends, even with the next
+    request at hand; within its share it keeps both."""
+    backend, sink, budget = MockBackend(_ok), Sink(), _Budget(over=over)
+    scheduler = Scheduler(backend, EngineSettings(threads=1, timeout=30.0), sink, RunStats(3, 0, 1), shared=budget)
+    await scheduler.run(_requests(3))
+    assert len(sink.results) == 3
+    assert budget.acquired == (3 if over else 1)  # given up and taken again for each request, or kept

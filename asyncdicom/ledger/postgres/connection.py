@@ -170,11 +170,13 @@ class Connection:
 
 CHANNEL = "asyncdicom"  # NOTIFY channel; the payload is what was freed and the job: "slots:<job>"
 SLOTS, REQUESTS = "slots", "requests"  # what a notification tells of: an association slot, or requests
+WANTED = "wanted"  # a host waits for a slot: one holding more than its share gives one up
 
 
 class Wakeups:
     """Notifications that another host freed something of the job: an association slot
-    (:data:`SLOTS`), or requests it settled or gave back (:data:`REQUESTS`). One connection
+    (:data:`SLOTS`), or requests it settled or gave back (:data:`REQUESTS`); or that a host waits
+    for a slot (:data:`WANTED`). One connection
     LISTENs; a task sets the current event of that kind (then replaced) for each, so that a host
     waiting for a slot does not wake whenever another host commits a result. A waiter takes
     :meth:`event` *before* it looks in the database, so that a notification sent meanwhile is
@@ -183,7 +185,7 @@ class Wakeups:
 
     def __init__(self, url: str, job: str) -> None:
         self.url, self.job = url, job
-        self._events = {SLOTS: anyio.Event(), REQUESTS: anyio.Event()}
+        self._events = {SLOTS: anyio.Event(), REQUESTS: anyio.Event(), WANTED: anyio.Event()}
         self.wakes = 0  # notifications of this job heard so far
 
     def event(self, kind: str) -> anyio.Event:

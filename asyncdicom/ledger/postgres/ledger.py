@@ -24,6 +24,7 @@ from asyncdicom.ledger import base, shared
 from asyncdicom.ledger.postgres.connection import (
     REQUESTS,
     SLOTS,
+    WANTED,
     Connection,
     DatabaseLost,
     Wakeups,
@@ -86,6 +87,8 @@ class PgLedger:
         self.dry = False  # nothing claimable: the rest is held by other hosts (or done)
         self._settling: set[str] = set()  # requests whose results are queued, not committed yet
         self._slots: SharedSlots | None = None  # the job's association budget, once asked for
+        self.hosts = 1  # hosts running the job, and whether another waits for a slot (last heartbeat)
+        self.others_want = False
 
     # --- schema -------------------------------------------------------------------------------
 
@@ -291,7 +294,10 @@ class PgLedger:
         out, so that no other host takes its requests and association slots while it still uses
         them (the PACS never sees more than the job's associations, even across a network cut)."""
         while True:
-            await anyio.sleep(self.lease / 3)
+            wanted = self.wakeups.event(WANTED)
+            with anyio.move_on_after(self.lease / 3):
+                await wanted.wait()  # a host waits for a slot: is this one beyond its share?
+                await anyio.sleep(1.0)  # at most one early beat a second
             try:
                 hosts = await self.leases.run(self._beat)
             except DatabaseLost:
@@ -331,11 +337,14 @@ class PgLedger:
         )
         row = await one_row(
             conn,
-            "SELECT COUNT(*) FROM asyncdicom.hosts WHERE job = %s AND heartbeat > now() - %s * interval '1 second'",
-            (self.job, self.lease),
+            "SELECT COUNT(*), COALESCE(bool_or(holder != %s AND wants_until > now()), FALSE) FROM asyncdicom.hosts "
+            "WHERE job = %s AND heartbeat > now() - %s * interval '1 second'",
+            (self.holder, self.job, self.lease),
         )
         self._last_beat = time.monotonic()
-        return max(1, int(row[0]) if row else 1)
+        self.hosts = max(1, int(row[0]) if row else 1)
+        self.others_want = bool(row[1]) if row else False
+        return self.hosts
 
     async def _claims(self, by_key: dict[str, Request], batch: int) -> AsyncIterator[Request]:
         """Claim ``batch`` requests whenever the last ones are taken, while this host holds an

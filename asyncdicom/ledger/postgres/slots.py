@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,8 @@ import psycopg
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.errors import LedgerError
-from asyncdicom.ledger.postgres.connection import SLOTS, notify, one_row
+from asyncdicom.ledger.postgres.connection import SLOTS, WANTED, notify, one_row
+from asyncdicom.ledger.postgres.sql import TAKE_SLOT
 
 if TYPE_CHECKING:
     from asyncdicom.ledger.postgres.ledger import PgLedger
@@ -161,31 +163,42 @@ class SharedSlots:
 
     def keep_idle(self) -> bool:
         """Whether a worker with nothing to do keeps its slot a moment: not once this host has
-        nothing left to claim (the slot is better with a host that has work)."""
-        return not self._ledger.dry
+        nothing left to claim, nor beyond its share while another host waits (the slot is better
+        with a host that has work)."""
+        return not self._ledger.dry and not self.over_share()
 
     async def _take(self, conn: psycopg.AsyncConnection[Any]) -> int | None:
+        """A free slot, unless this host holds its share already while another host waits for one;
+        refused, this host tells the others that it waits."""
         ledger = self._ledger
-        row = await one_row(
-            conn,
-            "WITH free AS MATERIALIZED (SELECT n FROM asyncdicom.slots WHERE job = %(job)s "
-            "AND (holder IS NULL OR lease_until < now()) ORDER BY n LIMIT 1 FOR UPDATE SKIP LOCKED) "
-            "UPDATE asyncdicom.slots s SET holder = %(holder)s, lease_until = now() + %(lease)s * interval '1 second' "
-            "FROM free WHERE s.job = %(job)s AND s.n = free.n RETURNING s.n",
-            {"holder": ledger.holder, "lease": ledger.lease, "job": ledger.job},
-        )
+        params = {"holder": ledger.holder, "lease": ledger.lease, "job": ledger.job, "held": self.held}
+        row = await one_row(conn, TAKE_SLOT, {**params, "count": self.count})
         if row is None:
+            await notify(conn, ledger.job, WANTED)
             self.refused.set()
             self.refused = anyio.Event()
             return None
         return int(row[0])
 
+    @property
+    def share(self) -> int:
+        """This host's fair share of the job's slots: an even split among the hosts running it."""
+        return math.ceil(self.count / max(1, self._ledger.hosts))
+
+    def over_share(self) -> bool:
+        """Whether this host holds more than its share while another host waits for a slot (as
+        last heard: the heartbeat, sooner when a host says it waits): then a worker gives its
+        slot to the job when its request ends."""
+        return self._ledger.others_want and self.held > self.share
+
     def release(self, owner: object) -> None:
-        """Give ``owner``'s slot to a waiting worker of this host, or back to the job."""
+        """Give ``owner``'s slot to a waiting worker of this host, or back to the job (always
+        when this host holds more than its share and another host waits)."""
+        shedding = self.over_share()
         n = self._owned.pop(owner, None)
         if n is None:
             return
-        if self._waiters:
+        if self._waiters and not shedding:
             self._idle.append(n)
             self._freed.set()
             self._freed = anyio.Event()

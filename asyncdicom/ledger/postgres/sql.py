@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -84,6 +84,10 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX requests_held ON asyncdicom.requests (job, holder) WHERE holder IS NOT NULL;
     CREATE INDEX slots_held ON asyncdicom.slots (job, holder) WHERE holder IS NOT NULL;
     """,
+    # a host waiting for an association slot says so, until when: the others keep to their share
+    3: """
+    ALTER TABLE asyncdicom.hosts ADD COLUMN wants_until TIMESTAMPTZ;
+    """,
 }
 
 HELD_BACK = """
@@ -141,4 +145,27 @@ SETTLE = """
               received, missing, transient)
     WHERE r.job = %(job)s AND r.key = u.key AND r.state != 'done'
     RETURNING r.key
+"""
+
+
+TAKE_SLOT = """
+    WITH live AS (
+        SELECT COUNT(*) AS hosts,
+               COALESCE(bool_or(holder != %(holder)s AND wants_until > now()), FALSE) AS others_want
+        FROM asyncdicom.hosts WHERE job = %(job)s AND heartbeat > now() - %(lease)s * interval '1 second'
+    ), free AS MATERIALIZED (  -- beyond its share of the slots, a host takes one only if no other host waits
+        SELECT n FROM asyncdicom.slots, live
+        WHERE job = %(job)s AND (holder IS NULL OR lease_until < now())
+          AND (NOT live.others_want OR %(held)s < ceil(%(count)s::numeric / GREATEST(1, live.hosts)))
+        ORDER BY n LIMIT 1 FOR UPDATE OF slots SKIP LOCKED
+    ), taken AS (
+        UPDATE asyncdicom.slots s SET holder = %(holder)s, lease_until = now() + %(lease)s * interval '1 second'
+        FROM free WHERE s.job = %(job)s AND s.n = free.n
+        RETURNING s.n
+    ), wanting AS (  -- refused: this host waits (it asks again at least every second); served: no more
+        UPDATE asyncdicom.hosts
+        SET wants_until = CASE WHEN EXISTS (SELECT 1 FROM taken) THEN NULL ELSE now() + interval '3 seconds' END
+        WHERE job = %(job)s AND holder = %(holder)s
+    )
+    SELECT n FROM taken
 """
