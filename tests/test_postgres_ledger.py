@@ -427,6 +427,41 @@ async def test_a_host_without_a_slot_claims_nothing(tmp_path: Path, postgres: Po
                 assert b_slots.held == 1
 
 
+async def test_a_host_with_nothing_to_claim_does_not_ask_for_a_slot(tmp_path: Path, postgres: Postgres) -> None:
+    """Host a holds the job's only slot and every request; host b, with nothing it could claim,
+    waits for requests without asking for a slot (it would only take it from a, to find nothing),
+    and ends when a has settled them."""
+    plan = _plan(tmp_path, "1\n2\n")
+    job = f"dry-{tmp_path.name}"[:64]
+    async with _host(postgres, job, tmp_path, "a") as a, _host(postgres, job, tmp_path, "b") as b:
+        for ledger in (a, b):
+            await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        a_slots, b_slots = a.slots(1), b.slots(1)
+        await a_slots.prepare()
+        refused = b_slots.refused
+        got: list[str] = []
+        async with (
+            a_slots.running(),
+            b_slots.running(),
+            a.recording(RunStats(2, 0, 1)) as rec,
+            a.work(plan, await a.pending(plan)) as a_requests,
+        ):
+            first = await a_requests.__anext__()  # a took the slot and claimed both
+
+            async def run_b() -> None:
+                async with b.work(plan, await b.pending(plan)) as b_requests:
+                    got.extend([request.key async for request in b_requests])
+
+            with anyio.fail_after(20):  # b ends once a's commit tells it that nothing is left
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(run_b)
+                    second = await a_requests.__anext__()
+                    for request in (first, second):
+                        await rec.record(request, _done("x"))
+            assert got == []
+        assert not refused.is_set() and b_slots.held == 0
+
+
 async def test_a_host_beyond_its_share_gives_slots_to_a_host_that_waits(tmp_path: Path, postgres: Postgres) -> None:
     """A job of four slots: host a, alone at first, holds all four; host b asks for two and is
     refused, and says it waits; a hears it, is then beyond its share (two of four for two hosts)

@@ -39,6 +39,7 @@ from asyncdicom.ledger.postgres.sql import (
     HELD_BACK,
     INSERT_INSTANCES,
     MIGRATIONS,
+    OUTLOOK,
     SCHEMA_VERSION,
     SETTLE,
     SETTLE_COLUMNS,
@@ -348,26 +349,35 @@ class PgLedger:
 
     async def _claims(self, by_key: dict[str, Request], batch: int) -> AsyncIterator[Request]:
         """Claim ``batch`` requests whenever the last ones are taken, while this host holds an
-        association slot (a host without one leaves the requests to those that can run them);
-        when none is free but other hosts hold some, wait and look again (their leases may run
-        out); end when none is left."""
+        association slot (a host without one asks for one only when there is something to claim,
+        and leaves the requests to the hosts that can run them meanwhile); when none is free but
+        other hosts hold some, wait and look again (their leases may run out); end when none is
+        left."""
         poll = min(2.0, self.lease / 4)  # for leases running out: nobody notifies of those
+        slots = self._slots
         while True:
-            if self._slots is not None:
-                await self._slots.reserve()
             changed = self.wakeups.event(REQUESTS)
+            if slots is not None and not slots.held:
+                left, claimable = await self.leases.run(self._outlook)
+                if not left and not claimable:
+                    return
+                if not claimable:
+                    self.dry = True
+                    await wait_for(changed, poll)
+                    continue
+                await slots.reserve()
             rows = await self.leases.run(lambda c: self._claim(c, batch))
             if rows:
                 self.dry = False
                 for key, state, missing in sorted(rows, key=lambda row: (by_key[row[0]].line, row[0])):
                     yield shared.narrowed(by_key[key], state, missing)
                 continue
-            left = await self.leases.run(self._held_elsewhere)
+            left, _ = await self.leases.run(self._outlook)
             if not left:
                 return
             self.dry = True  # this host's idle workers give their slots up at once
-            if self._slots is not None:
-                self._slots.give_back_idle()
+            if slots is not None:
+                slots.give_back_idle()
             await wait_for(changed, poll)
 
     async def _claim(self, conn: psycopg.AsyncConnection[Any], count: int) -> list[tuple[Any, ...]]:
@@ -383,15 +393,11 @@ class PgLedger:
             self._last_beat = time.monotonic()
         return rows
 
-    async def _held_elsewhere(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        """Unsettled requests held by other hosts (or by nobody but not claimable by this run)."""
-        row = await one_row(
-            conn,
-            "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND in_plan AND state = 'pending' "
-            "AND holder IS DISTINCT FROM %s",
-            (self.job, self.holder),
-        )
-        return int(row[0]) if row else 0
+    async def _outlook(self, conn: psycopg.AsyncConnection[Any]) -> tuple[bool, bool]:
+        """Whether unsettled requests are held by other hosts (or by nobody but not claimable by
+        this run), and whether any is claimable now."""
+        row = await one_row(conn, OUTLOOK, {"job": self.job, "holder": self.holder, "since": self._run_started})
+        return (bool(row[0]), bool(row[1])) if row else (False, False)
 
     def slots(self, count: int) -> SharedSlots:
         """The job's association budget of ``count`` (request.threads), shared by every host."""

@@ -112,6 +112,17 @@ CLAIM = """
 """
 
 
+OUTLOOK = """
+    SELECT EXISTS (  -- requests unsettled that another host holds, or nobody (not claimable by this run)
+               SELECT 1 FROM asyncdicom.requests WHERE job = %(job)s AND in_plan AND state = 'pending'
+                 AND holder IS DISTINCT FROM %(holder)s),
+           EXISTS (  -- requests this host could claim now (as CLAIM takes them)
+               SELECT 1 FROM asyncdicom.requests
+               WHERE job = %(job)s AND in_plan AND (lease_until IS NULL OR lease_until < now())
+                 AND (state = 'pending' OR (state = 'partial' AND (updated IS NULL OR updated < %(since)s))))
+"""
+
+
 INSERT_INSTANCES = """
     WITH new AS (
         SELECT * FROM unnest(%(uids)s::text[], %(keys)s::text[], %(paths)s::text[], %(sizes)s::bigint[],
