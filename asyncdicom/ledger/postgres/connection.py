@@ -176,12 +176,11 @@ WANTED = "wanted"  # a host waits for a slot: one holding more than its share gi
 class Wakeups:
     """Notifications that another host freed something of the job: an association slot
     (:data:`SLOTS`), or requests it settled or gave back (:data:`REQUESTS`); or that a host waits
-    for a slot (:data:`WANTED`). One connection
-    LISTENs; a task sets the current event of that kind (then replaced) for each, so that a host
-    waiting for a slot does not wake whenever another host commits a result. A waiter takes
-    :meth:`event` *before* it looks in the database, so that a notification sent meanwhile is
-    not missed; it waits with a timeout all the same (a host that died notifies nobody: its
-    leases just run out)."""
+    for a slot (:data:`WANTED`). One connection LISTENs; a task sets the current event of that
+    kind (then replaced) for each, so that a host waiting for a slot does not wake whenever
+    another host commits a result. A waiter takes :meth:`event` *before* it looks in the
+    database, so that a notification sent meanwhile is not missed; it waits with a timeout all
+    the same (a host that died notifies nobody: its leases just run out)."""
 
     def __init__(self, url: str, job: str) -> None:
         self.url, self.job = url, job
@@ -220,8 +219,8 @@ class Wakeups:
 
 
 async def notify(conn: psycopg.AsyncConnection[Any], job: str, *kinds: str) -> None:
-    """Tell the job's other hosts that slots or requests (``kinds``) were freed (sent when the
-    transaction commits)."""
+    """Tell the job's hosts what happened (``kinds``: slots or requests freed, a slot wanted);
+    sent when the transaction commits."""
     for kind in kinds:
         await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{kind}:{job}"))
 

@@ -290,7 +290,9 @@ class PgLedger:
         self.last_host = not await self._live_others(conn)
 
     async def _heartbeat(self, on_hosts: Callable[[int], None] | None) -> None:
-        """Renew this host's leases every third of a lease. The lease connection gives up after
+        """Renew this host's leases every third of a lease (and learn how many hosts run the job,
+        and whether one waits for a slot: sooner, at most once a second, when a host says it
+        waits, so that a host beyond its share gives slots up). The lease connection gives up after
         another third: the run then stops (its associations are aborted) before its leases run
         out, so that no other host takes its requests and association slots while it still uses
         them (the PACS never sees more than the job's associations, even across a network cut)."""

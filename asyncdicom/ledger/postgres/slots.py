@@ -150,7 +150,10 @@ class SharedSlots:
         self._freed = anyio.Event()
 
     def give_back_idle(self) -> None:
-        """Give the slots no worker uses back to the job (this host has nothing left to claim)."""
+        """Give the slots no worker uses back to the job (this host has nothing left to claim),
+        unless a worker of this host waits for one (a slot just handed to it)."""
+        if self._waiters:
+            return
         idle, self._idle = self._idle, []
         for n in idle:
             if self._send is None:
