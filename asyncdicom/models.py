@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from asyncdicom.elements import ElementSpec, level_of, parse_path
 
@@ -112,3 +113,20 @@ class InstanceRecord:
     state: InstanceState
     warning: str | None = None
     replaces: str | None = None  # the SOP Instance UID of the held-back row this one supersedes
+
+
+class SharedBudget(Protocol):
+    """Association slots shared with the other hosts of a job (the PostgreSQL ledger's), as the
+    engine's workers use them."""
+
+    async def acquire(self, owner: object) -> None:
+        """Wait for a slot of the job's budget for ``owner``."""
+
+    def release(self, owner: object) -> None:
+        """Give ``owner``'s slot back."""
+
+    def keep_idle(self) -> bool:
+        """Whether a worker with nothing to do should keep its slot a moment (more work may come)."""
+
+    def over_share(self) -> bool:
+        """Whether this host holds more than its share while another host waits for a slot."""

@@ -24,7 +24,7 @@ from asyncdicom.engine.limits import AdaptiveConcurrency, AutoConcurrency, Laten
 from asyncdicom.engine.retry import Action, Decision, RetryPolicy, Unreachable, status_category, status_meaning
 from asyncdicom.errors import ConnectionFailed, FatalRunError, NetworkError, SilentPeer, WindowClosed
 from asyncdicom.events import emit
-from asyncdicom.models import Request, RequestResult, RequestState, narrow
+from asyncdicom.models import Request, RequestResult, RequestState, SharedBudget, narrow
 from asyncdicom.net.base import DicomBackend, DicomSession, FindOutcome, RetrieveOutcome
 from asyncdicom.net.pace import Pacer
 from asyncdicom.problems import GroupedLog
@@ -141,22 +141,6 @@ async def _each(requests: Iterable[Request] | AsyncIterator[Request]) -> AsyncIt
     else:
         for request in requests:
             yield request
-
-
-class SharedBudget(Protocol):
-    """Association slots shared with the other hosts of a job (the PostgreSQL ledger's)."""
-
-    async def acquire(self, owner: object) -> None:
-        """Wait for a slot of the job's budget for ``owner``."""
-
-    def release(self, owner: object) -> None:
-        """Give ``owner``'s slot back."""
-
-    def keep_idle(self) -> bool:
-        """Whether a worker with nothing to do should keep its slot a moment (more work may come)."""
-
-    def over_share(self) -> bool:
-        """Whether this host holds more than its share while another host waits for a slot."""
 
 
 class _Slot:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from asyncdicom.models import HeldBack, InstanceRecord, Request, RequestResult
+from asyncdicom.models import HeldBack, InstanceRecord, Request, RequestResult, SharedBudget
 from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 from asyncdicom.timestamps import iso_time
@@ -157,7 +157,7 @@ class Recorder(Protocol):
     async def record_instance(self, record: InstanceRecord) -> None: ...
 
 
-class SharedSlotsLike(Protocol):
+class SharedSlotsLike(SharedBudget, Protocol):
     """A budget of associations shared by the hosts of a job (see the PostgreSQL ledger)."""
 
     count: int
@@ -167,18 +167,6 @@ class SharedSlotsLike(Protocol):
 
     def running(self) -> AbstractAsyncContextManager[Any]:
         """While inside, released slots go back to the other hosts."""
-
-    async def acquire(self, owner: object) -> None:
-        """Wait for a slot for ``owner``."""
-
-    def release(self, owner: object) -> None:
-        """Give ``owner``'s slot back."""
-
-    def keep_idle(self) -> bool:
-        """Whether a worker with nothing to do keeps its slot a moment (more work may come)."""
-
-    def over_share(self) -> bool:
-        """Whether this host holds more than its share while another host waits for a slot."""
 
 
 class Ledger(Protocol):
