@@ -153,6 +153,21 @@ async def _host(server: Postgres, job: str, tmp_path: Path, name: str, lease: fl
         yield ledger
 
 
+@asynccontextmanager
+async def _two_hosts(
+    server: Postgres, tmp_path: Path, name: str, rows: str, slots: int
+) -> AsyncIterator[tuple[Plan, str, PgLedger, PgLedger, SharedSlots, SharedSlots]]:
+    """Hosts a and b on one job of ``rows``, planned, with a budget of ``slots`` associations."""
+    plan = _plan(tmp_path, rows)
+    job = f"{name}-{tmp_path.name}"[:64]
+    async with _host(server, job, tmp_path, "a") as a, _host(server, job, tmp_path, "b") as b:
+        for ledger in (a, b):
+            await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        a_slots, b_slots = a.slots(slots), b.slots(slots)
+        await a_slots.prepare()
+        yield plan, job, a, b, a_slots, b_slots
+
+
 async def _take_all(ledger: Ledger, plan: Plan, taken: list[str], hold: float = 0.0) -> None:
     """Run the job as a host would: take each request claimed and record it done."""
     pending = await ledger.pending(plan)
@@ -398,46 +413,37 @@ async def test_a_host_without_a_slot_claims_nothing(tmp_path: Path, postgres: Po
     """While another host holds the job's only association slot, a host claims no request (it
     could not run them, and the other host could); once the slot is given back, it takes the
     slot and claims."""
-    plan = _plan(tmp_path, "1\n2\n3\n")
-    job = f"noslot-{tmp_path.name}"[:64]
-    async with _host(postgres, job, tmp_path, "a") as a, _host(postgres, job, tmp_path, "b") as b:
-        for ledger in (a, b):
-            await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
-        a_slots, b_slots = a.slots(1), b.slots(1)
-        await a_slots.prepare()
-        async with a_slots.running(), b_slots.running():
-            await a_slots.acquire("worker")
-            async with b.work(plan, await b.pending(plan)) as requests:
-                got: list[str] = []
+    async with (
+        _two_hosts(postgres, tmp_path, "noslot", "1\n2\n3\n", 1) as (plan, job, _, b, a_slots, b_slots),
+        a_slots.running(),
+        b_slots.running(),
+    ):
+        await a_slots.acquire("worker")
+        async with b.work(plan, await b.pending(plan)) as requests:
+            got: list[str] = []
 
-                async def first() -> None:
-                    got.append((await requests.__anext__()).key)
+            async def first() -> None:
+                got.append((await requests.__anext__()).key)
 
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(first)
-                    with anyio.fail_after(10):
-                        for _ in range(2):  # it asks for a slot twice, in vain
-                            await b_slots.refused.wait()
-                    held = postgres.query(
-                        "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND holder IS NOT NULL", (job,)
-                    )
-                    assert held == [(0,)]
-                    a_slots.release("worker")  # back to the database, with a notification
-                assert got == [plan.requests[0].key]
-                assert b_slots.held == 1
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first)
+                with anyio.fail_after(10):
+                    for _ in range(2):  # it asks for a slot twice, in vain
+                        await b_slots.refused.wait()
+                held = postgres.query(
+                    "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND holder IS NOT NULL", (job,)
+                )
+                assert held == [(0,)]
+                a_slots.release("worker")  # back to the database, with a notification
+            assert got == [plan.requests[0].key]
+            assert b_slots.held == 1
 
 
 async def test_a_host_with_nothing_to_claim_does_not_ask_for_a_slot(tmp_path: Path, postgres: Postgres) -> None:
     """Host a holds the job's only slot and every request; host b, with nothing it could claim,
     waits for requests without asking for a slot (it would only take it from a, to find nothing),
     and ends when a has settled them."""
-    plan = _plan(tmp_path, "1\n2\n")
-    job = f"dry-{tmp_path.name}"[:64]
-    async with _host(postgres, job, tmp_path, "a") as a, _host(postgres, job, tmp_path, "b") as b:
-        for ledger in (a, b):
-            await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
-        a_slots, b_slots = a.slots(1), b.slots(1)
-        await a_slots.prepare()
+    async with _two_hosts(postgres, tmp_path, "dry", "1\n2\n", 1) as (plan, _, a, b, a_slots, b_slots):
         refused = b_slots.refused
         got: list[str] = []
         async with (
@@ -467,48 +473,42 @@ async def test_a_host_beyond_its_share_gives_slots_to_a_host_that_waits(tmp_path
     refused, and says it waits; a hears it, is then beyond its share (two of four for two hosts)
     and gives the slots its workers release to the job, not to its own waiting worker, until it
     holds its share: b gets two."""
-    plan = _plan(tmp_path, "1\n2\n")
-    job = f"share-slots-{tmp_path.name}"[:64]
-    async with _host(postgres, job, tmp_path, "a") as a, _host(postgres, job, tmp_path, "b") as b:
-        for ledger in (a, b):
-            await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
-        a_slots, b_slots = a.slots(4), b.slots(4)
-        await a_slots.prepare()
-        async with (
-            a.work(plan, await a.pending(plan)),
-            b.work(plan, await b.pending(plan)),
-            a_slots.running(),
-            b_slots.running(),
-            anyio.create_task_group() as tg,
-        ):
-            for worker in range(4):
-                await a_slots.acquire(worker)
-            assert a_slots.held == 4 and not a_slots.over_share()
-            got: list[str] = []
-            two = anyio.Event()
+    async with (
+        _two_hosts(postgres, tmp_path, "share-slots", "1\n2\n", 4) as (plan, _, a, b, a_slots, b_slots),
+        a.work(plan, await a.pending(plan)),
+        b.work(plan, await b.pending(plan)),
+        a_slots.running(),
+        b_slots.running(),
+        anyio.create_task_group() as tg,
+    ):
+        for worker in range(4):
+            await a_slots.acquire(worker)
+        assert a_slots.held == 4 and not a_slots.over_share()
+        got: list[str] = []
+        two = anyio.Event()
 
-            async def take(slots: SharedSlots, owner: str) -> None:
-                await slots.acquire(owner)
-                got.append(owner)
-                if len(got) == 2:
-                    two.set()
+        async def take(slots: SharedSlots, owner: str) -> None:
+            await slots.acquire(owner)
+            got.append(owner)
+            if len(got) == 2:
+                two.set()
 
-            tg.start_soon(take, a_slots, "a's own")
-            with anyio.fail_after(10):
-                await a_slots.refused.wait()  # none free: a's own worker waits
-            for owner in ("b1", "b2"):
-                tg.start_soon(take, b_slots, owner)
-            with anyio.fail_after(10):
-                while not a_slots.over_share():  # b says it waits; a hears it at its next beat
-                    await a.wakeups.event(WANTED).wait()
-            assert a.others_want and a.hosts == 2 and a_slots.share == 2
-            a_slots.release(0)
-            a_slots.release(1)
-            with anyio.fail_after(10):
-                await two.wait()
-            assert sorted(got) == ["b1", "b2"]  # a's own waiting worker got none
-            assert (a_slots.held, a_slots.over_share()) == (2, False)
-            tg.cancel_scope.cancel()
+        tg.start_soon(take, a_slots, "a's own")
+        with anyio.fail_after(10):
+            await a_slots.refused.wait()  # none free: a's own worker waits
+        for owner in ("b1", "b2"):
+            tg.start_soon(take, b_slots, owner)
+        with anyio.fail_after(10):
+            while not a_slots.over_share():  # b says it waits; a hears it at its next beat
+                await a.wakeups.event(WANTED).wait()
+        assert a.others_want and a.hosts == 2 and a_slots.share == 2
+        a_slots.release(0)
+        a_slots.release(1)
+        with anyio.fail_after(10):
+            await two.wait()
+        assert sorted(got) == ["b1", "b2"]  # a's own waiting worker got none
+        assert (a_slots.held, a_slots.over_share()) == (2, False)
+        tg.cancel_scope.cancel()
 
 
 async def test_a_host_hears_what_another_frees_by_notification(tmp_path: Path, postgres: Postgres) -> None:
