@@ -145,9 +145,7 @@ class SharedSlots:
             return
         owner = object()
         await self.acquire(owner)
-        self._idle.append(self._owned.pop(owner))
-        self._freed.set()  # a worker waiting for a slot takes it
-        self._freed = anyio.Event()
+        self._hand_over(self._owned.pop(owner))  # a worker waiting for a slot takes it
 
     def give_back_idle(self) -> None:
         """Give the slots no worker uses back to the job (this host has nothing left to claim),
@@ -156,13 +154,7 @@ class SharedSlots:
             return
         idle, self._idle = self._idle, []
         for n in idle:
-            if self._send is None:
-                self._idle.append(n)
-                continue
-            try:
-                self._send.send_nowait(n)
-            except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self._idle.append(n)
+            self._give_to_job(n)
 
     def keep_idle(self) -> bool:
         """Whether a worker with nothing to do keeps its slot a moment: not once this host has
@@ -202,14 +194,23 @@ class SharedSlots:
         if n is None:
             return
         if self._waiters and not shedding:
-            self._idle.append(n)
-            self._freed.set()
-            self._freed = anyio.Event()
-            return
+            self._hand_over(n)
+        else:
+            self._give_to_job(n)
+
+    def _hand_over(self, n: int) -> None:
+        """Slot ``n`` to this host's next worker that asks (a waiting one wakes for it)."""
+        self._idle.append(n)
+        self._freed.set()
+        self._freed = anyio.Event()
+
+    def _give_to_job(self, n: int) -> None:
+        """Slot ``n`` back to the database, by the giver task (outside :meth:`running`, or with its
+        queue full, it stays idle: renewed with the others, given back when the run ends)."""
         if self._send is not None:
             try:
                 self._send.send_nowait(n)
                 return
             except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 pass
-        self._idle.append(n)  # renewed with the others; given back when the run ends
+        self._idle.append(n)
