@@ -159,7 +159,7 @@ class Postgres:
         """Start the stopped server again."""
         self._launch()
 
-    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    def query(self, sql: str, params: tuple[object, ...] | dict[str, object] = ()) -> list[tuple[object, ...]]:
         """Rows of ``sql`` in the test database."""
         with psycopg.connect(self.admin_url.rsplit("/", 1)[0] + "/asyncdicom", autocommit=True) as conn:
             cursor = conn.execute(sql, params)  # type: ignore[arg-type]

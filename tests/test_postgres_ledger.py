@@ -22,6 +22,7 @@ from asyncdicom.ledger.postgres.connection import WANTED
 from asyncdicom.ledger.postgres.ledger import PgLedger
 from asyncdicom.ledger.postgres.ledger import open_ledger as open_pg
 from asyncdicom.ledger.postgres.slots import SharedSlots
+from asyncdicom.ledger.postgres.sql import INSERT_INSTANCES
 from asyncdicom.models import InstanceRecord, InstanceState, RequestResult
 from asyncdicom.plan import Plan, build_plan
 from asyncdicom.stats import RunStats
@@ -145,6 +146,46 @@ async def test_instances_reports_and_forgetting(tmp_path: Path, opener: Opener) 
         assert await ledger.stored_by_request() == {first.key: {"1.2.3.2"}}
         await ledger.remember("plan", "{}")
         assert await ledger.get_meta("plan") == "{}"
+
+
+async def test_a_uid_stored_elsewhere_before_is_a_twin_and_the_same_path_again_is_not(
+    tmp_path: Path, opener: Opener, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On either ledger, across batches: an instance whose UID a committed row holds at another
+    path is warned of once; the same UID at the same path again is not."""
+    plan = _plan(tmp_path, "1\n")
+    (first,) = plan.requests
+    syntax = "1.2.840.10008.1.2.1"
+    async with opener() as ledger:
+        await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        async with ledger.recording(RunStats(1, 0, 1)) as rec:
+            await rec.record_instance(InstanceRecord("7.7", first.key, "1/a.dcm", 10, syntax, InstanceState.STORED))
+        with caplog.at_level("WARNING", logger="asyncdicom.ledger"):
+            async with ledger.recording(RunStats(1, 0, 1)) as rec:
+                await rec.record_instance(InstanceRecord("7.7", first.key, "1/a.dcm", 10, syntax, InstanceState.STORED))
+                await rec.record_instance(InstanceRecord("7.7", first.key, "1/b.dcm", 9, syntax, InstanceState.STORED))
+        assert caplog.text.count("received twice with different content") == 1
+        assert sorted(i.path for i in await ledger.instance_rows()) == ["1/a.dcm", "1/b.dcm"]
+
+
+async def test_the_twin_lookup_reads_the_primary_key_whatever_the_statistics(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """Each batch of instances looks its UIDs up by the primary key: before the job's rows have
+    statistics the planner otherwise scanned all of the job's instances for every batch."""
+    job = f"plan-{tmp_path.name}"[:64]
+    async with open_pg(postgres.url, job, lease=3.0, directory=tmp_path / "out"):
+        pass  # the schema
+    uids = [f"1.2.{n}" for n in range(40)]
+    params: dict[str, object] = {
+        "job": job, "now": 0.0, "host": "h", "directory": "/out", "uids": uids, "keys": ["k"] * 40,
+        "paths": [f"{uid}.dcm" for uid in uids], "sizes": [1] * 40, "syntaxes": [None] * 40,
+        "states": ["stored"] * 40, "warnings": [None] * 40,
+    }  # fmt: skip
+    postgres.query(INSERT_INSTANCES, params)
+    plan = "\n".join(str(row[0]) for row in postgres.query("EXPLAIN " + INSERT_INSTANCES, params))
+    assert "using instances_pkey on instances i" in plan, plan
+    assert "instances_request" not in plan and "Seq Scan on instances i" not in plan, plan
 
 
 @asynccontextmanager

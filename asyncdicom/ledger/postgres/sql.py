@@ -133,9 +133,13 @@ INSERT_INSTANCES = """
                                           transfer_syntax, state, warning)
         SELECT %(job)s, %(now)s, %(host)s, %(directory)s, new.* FROM new
         ON CONFLICT (job, sop_uid, path) DO NOTHING
-    )  -- the query below reads the rows as they were before this insert: the stored twins
-    SELECT i.sop_uid, i.path FROM asyncdicom.instances i
-    WHERE i.job = %(job)s AND i.sop_uid = ANY(%(uids)s::text[])  -- an index lookup each, whatever the job's size
+    )  -- the query below reads the rows as they were before this insert: the stored twins, found by
+    -- one primary-key lookup per UID (a subquery per UID, its paths in the key's order: with a plain
+    -- `sop_uid = ANY(...)`, or no order, the planner read every row of the job, for each batch or
+    -- each UID, until the job's rows had statistics)
+    SELECT w.uid, p.path FROM unnest(%(uids)s::text[]) AS w (uid), LATERAL unnest(ARRAY(
+        SELECT i.path FROM asyncdicom.instances i WHERE i.job = %(job)s AND i.sop_uid = w.uid ORDER BY i.path
+    )) AS p (path)
 """
 
 SETTLE_COLUMNS = (
