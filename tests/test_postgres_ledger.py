@@ -19,10 +19,10 @@ from asyncdicom.errors import ConfigError, LedgerError
 from asyncdicom.ledger import open_ledger
 from asyncdicom.ledger.base import Ledger
 from asyncdicom.ledger.postgres.connection import WANTED
-from asyncdicom.ledger.postgres.ledger import PgLedger
+from asyncdicom.ledger.postgres.ledger import ANALYZE_AFTER, PgLedger
 from asyncdicom.ledger.postgres.ledger import open_ledger as open_pg
 from asyncdicom.ledger.postgres.slots import SharedSlots
-from asyncdicom.ledger.postgres.sql import INSERT_INSTANCES
+from asyncdicom.ledger.postgres.sql import CLAIM, INSERT_INSTANCES
 from asyncdicom.models import InstanceRecord, InstanceState, RequestResult
 from asyncdicom.plan import Plan, build_plan
 from asyncdicom.stats import RunStats
@@ -186,6 +186,54 @@ async def test_the_twin_lookup_reads_the_primary_key_whatever_the_statistics(
     plan = "\n".join(str(row[0]) for row in postgres.query("EXPLAIN " + INSERT_INSTANCES, params))
     assert "using instances_pkey on instances i" in plan, plan
     assert "instances_request" not in plan and "Seq Scan on instances i" not in plan, plan
+
+
+async def test_a_claim_reads_only_what_it_takes(tmp_path: Path, postgres: Postgres) -> None:
+    """A claim of 5 in a job of 5000 open requests (pending and partial) reads a handful of
+    index entries, not every open request of the job (as one OR in its condition made it do)."""
+    job = f"claim-{tmp_path.name}"[:64]
+    async with open_pg(postgres.url, job, lease=3.0, directory=tmp_path / "out"):
+        pass  # the schema
+    postgres.query(
+        "INSERT INTO asyncdicom.requests (job, key, line, elements, state) "
+        "SELECT %s, 'k' || g, g, '{}', CASE WHEN g %% 2 = 0 THEN 'pending' ELSE 'partial' END "
+        "FROM generate_series(1, 5000) g",
+        (job,),
+    )
+    postgres.query("ANALYZE asyncdicom.requests")
+    params = {"job": job, "holder": "me", "lease": 30, "count": 5, "since": 1.0}
+    plan = [str(row[0]) for row in postgres.query("EXPLAIN (ANALYZE, COSTS OFF) " + CLAIM, params)]
+    read = [int(line.split("rows=")[1].split()[0]) for line in plan if "requests_claim" in line and "rows=" in line]
+    assert read and max(read) <= 64, "\n".join(plan)  # an incremental sort reads groups of 32
+    claimed = postgres.query("SELECT key FROM asyncdicom.requests WHERE job = %s AND holder = 'me'", (job,))
+    assert sorted(str(key) for (key,) in claimed) == ["k10", "k2", "k4", "k6", "k8"]  # pending first, by line
+    params["since"] = 1e12  # and partial requests to ask again once no pending one is left
+    postgres.query("UPDATE asyncdicom.requests SET state = 'done' WHERE job = %s AND state = 'pending'", (job,))
+    postgres.query(CLAIM, params)
+    claimed = postgres.query("SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND holder = 'me'", (job,))
+    assert claimed == [(10,)]
+
+
+async def test_a_plan_of_many_new_requests_renews_the_statistics(tmp_path: Path, postgres: Postgres) -> None:
+    """A plan sync that adds many requests analyzes the table at once: the planner does not wait
+    for autovacuum to learn of the job's rows (it read all of them to settle a few meanwhile)."""
+
+    def analyzed() -> int:
+        rows = postgres.query(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relid = 'asyncdicom.requests'::regclass"
+        )
+        return int(str(rows[0][0]))
+
+    async with open_pg(postgres.url, f"few-{tmp_path.name}"[:64], lease=3.0, directory=tmp_path / "out") as few:
+        before = analyzed()
+        await few.sync_plan(_plan(tmp_path, "1\n2\n"), digests={}, restart=False, retry_failed=False)
+        assert analyzed() == before
+    many = _plan(tmp_path, "".join(f"{n}\n" for n in range(ANALYZE_AFTER)))
+    async with open_pg(postgres.url, f"many-{tmp_path.name}"[:64], lease=3.0, directory=tmp_path / "out") as ledger:
+        await ledger.sync_plan(many, digests={}, restart=False, retry_failed=False)
+        assert analyzed() == before + 1
+        await ledger.sync_plan(many, digests={}, restart=False, retry_failed=False)  # nothing new: no more
+        assert analyzed() == before + 1
 
 
 @asynccontextmanager

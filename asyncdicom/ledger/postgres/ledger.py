@@ -50,6 +50,7 @@ from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 
 log = logging.getLogger("asyncdicom.ledger")
+ANALYZE_AFTER = 1000  # new request rows from one plan sync beyond which the table's statistics are renewed
 
 
 def _rounds(settled: Sequence[tuple[Request, RequestResult]]) -> list[list[tuple[Request, RequestResult]]]:
@@ -208,7 +209,12 @@ class PgLedger:
                 first_run=first_run or restart,
             )
 
-        return await self.db.run(sync)
+        report = await self.db.run(sync)
+        if report.new >= ANALYZE_AFTER:
+            # the planner's figures for the job come from before its rows existed (autovacuum takes up
+            # to a minute to look): until then it would read all the job's rows to settle a few
+            await self.db.run(lambda c: c.execute("ANALYZE asyncdicom.requests"))
+        return report
 
     async def _live_others(self, conn: psycopg.AsyncConnection[Any]) -> list[str]:
         """Hosts other than this process whose heartbeat is younger than a lease."""

@@ -100,14 +100,23 @@ HELD_BACK = """
 """
 
 CLAIM = """
-    WITH free AS MATERIALIZED (  -- materialized: a LIMIT under a join may be scanned again, taking more
+    -- pending requests first, in plan order, then partial ones to ask again: each an ordered read
+    -- of the claim index that stops at what it takes (one OR in the condition made it read, and
+    -- sort, every open request of the job at each claim)
+    WITH pending AS MATERIALIZED (
         SELECT key FROM asyncdicom.requests
-        WHERE job = %(job)s AND in_plan AND (lease_until IS NULL OR lease_until < now())
-          AND (state = 'pending' OR (state = 'partial' AND (updated IS NULL OR updated < %(since)s)))
+        WHERE job = %(job)s AND in_plan AND state = 'pending' AND (lease_until IS NULL OR lease_until < now())
         ORDER BY line, key LIMIT %(count)s FOR UPDATE SKIP LOCKED
+    ), partial AS MATERIALIZED (
+        SELECT key FROM asyncdicom.requests
+        WHERE job = %(job)s AND in_plan AND state = 'partial' AND (lease_until IS NULL OR lease_until < now())
+          AND (updated IS NULL OR updated < %(since)s)
+        ORDER BY line, key LIMIT %(count)s - (SELECT COUNT(*) FROM pending) FOR UPDATE SKIP LOCKED
+    ), free AS (
+        SELECT ARRAY(SELECT key FROM pending UNION ALL SELECT key FROM partial) AS keys
     )
     UPDATE asyncdicom.requests r SET holder = %(holder)s, lease_until = now() + %(lease)s * interval '1 second'
-    FROM free WHERE r.job = %(job)s AND r.key = free.key
+    FROM free WHERE r.job = %(job)s AND r.key = ANY(free.keys)  -- by the primary key, one lookup each
     RETURNING r.key, r.state, r.missing
 """
 
@@ -116,10 +125,13 @@ OUTLOOK = """
     SELECT EXISTS (  -- requests unsettled that another host holds, or nobody (not claimable by this run)
                SELECT 1 FROM asyncdicom.requests WHERE job = %(job)s AND in_plan AND state = 'pending'
                  AND holder IS DISTINCT FROM %(holder)s),
-           EXISTS (  -- requests this host could claim now (as CLAIM takes them)
+           EXISTS (  -- requests this host could claim now (as CLAIM takes them), each kind by its own
+               SELECT 1 FROM asyncdicom.requests  -- read of the claim index
+               WHERE job = %(job)s AND in_plan AND state = 'pending' AND (lease_until IS NULL OR lease_until < now()))
+           OR EXISTS (
                SELECT 1 FROM asyncdicom.requests
-               WHERE job = %(job)s AND in_plan AND (lease_until IS NULL OR lease_until < now())
-                 AND (state = 'pending' OR (state = 'partial' AND (updated IS NULL OR updated < %(since)s))))
+               WHERE job = %(job)s AND in_plan AND state = 'partial' AND (lease_until IS NULL OR lease_until < now())
+                 AND (updated IS NULL OR updated < %(since)s))
 """
 
 
