@@ -214,6 +214,31 @@ async def test_a_claim_reads_only_what_it_takes(tmp_path: Path, postgres: Postgr
     assert claimed == [(10,)]
 
 
+async def test_a_plan_sync_writes_only_the_rows_that_change(tmp_path: Path, postgres: Postgres) -> None:
+    """Starting a host on a planned job rewrites none of its rows (each start wrote two versions of
+    every row); a request dropped from the batch, or back in it, is the only row written."""
+    job = f"resync-{tmp_path.name}"[:64]
+
+    def versions() -> dict[str, str]:
+        rows = postgres.query("SELECT key, xmin::text FROM asyncdicom.requests WHERE job = %s", (job,))
+        return {str(key): str(xmin) for key, xmin in rows}
+
+    three, two = _plan(tmp_path, "1\n2\n3\n"), _plan(tmp_path, "1\n2\n")
+    async with open_pg(postgres.url, job, lease=3.0, directory=tmp_path / "out") as ledger:
+        await ledger.sync_plan(three, digests={}, restart=False, retry_failed=False)
+        first = versions()
+        await ledger.sync_plan(three, digests={}, restart=False, retry_failed=False)
+        assert versions() == first
+        dropped = three.requests[2].key
+        report = await ledger.sync_plan(two, digests={}, restart=False, retry_failed=False)
+        assert report.dropped == 1
+        assert {k: v for k, v in versions().items() if v != first[k]}.keys() == {dropped}
+        again = versions()
+        report = await ledger.sync_plan(three, digests={}, restart=False, retry_failed=False)
+        assert report.dropped == 0 and len(await ledger.pending(three)) == 3
+        assert {k: v for k, v in versions().items() if v != again[k]}.keys() == {dropped}
+
+
 async def test_a_plan_of_many_new_requests_renews_the_statistics(tmp_path: Path, postgres: Postgres) -> None:
     """A plan sync that adds many requests analyzes the table at once: the planner does not wait
     for autovacuum to learn of the job's rows (it read all of them to settle a few meanwhile)."""

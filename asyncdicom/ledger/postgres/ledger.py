@@ -163,16 +163,24 @@ class PgLedger:
                 await conn.execute("DELETE FROM asyncdicom.matches WHERE job = %s", (job,))
                 await conn.execute("DELETE FROM asyncdicom.requests WHERE job = %s", (job,))
             before = await one_row(conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
-            await conn.execute("UPDATE asyncdicom.requests SET in_plan = FALSE WHERE job = %s AND in_plan", (job,))
             await conn.execute(
-                "CREATE TEMPORARY TABLE plan_rows (key TEXT, line INTEGER, elements TEXT) ON COMMIT DROP"
+                "CREATE TEMPORARY TABLE plan_rows (key TEXT PRIMARY KEY, line INTEGER, elements TEXT) ON COMMIT DROP"
             )
             async with conn.cursor().copy("COPY plan_rows (key, line, elements) FROM STDIN") as copy:
                 for request in plan.requests:
                     await copy.write_row((request.key, request.line, request.to_json()))
+            await conn.execute("ANALYZE plan_rows")
+            # only the rows that change are written: every host's start rewrote all of the job's rows
+            # (two row versions each, a million for a job of 500,000, and the claim index full of dead entries)
             await conn.execute(
-                "INSERT INTO asyncdicom.requests (job, key, line, elements) SELECT %s, key, line, elements "
-                "FROM plan_rows ON CONFLICT (job, key) DO UPDATE SET line = excluded.line, in_plan = TRUE",
+                "UPDATE asyncdicom.requests r SET in_plan = FALSE WHERE r.job = %s AND r.in_plan "
+                "AND NOT EXISTS (SELECT 1 FROM plan_rows p WHERE p.key = r.key)",
+                (job,),
+            )
+            await conn.execute(
+                "INSERT INTO asyncdicom.requests AS r (job, key, line, elements) SELECT %s, key, line, elements "
+                "FROM plan_rows ON CONFLICT (job, key) DO UPDATE SET line = excluded.line, in_plan = TRUE "
+                "WHERE r.line != excluded.line OR NOT r.in_plan",
                 (job,),
             )
             after = await one_row(conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
