@@ -168,14 +168,20 @@ async def test_a_uid_stored_elsewhere_before_is_a_twin_and_the_same_path_again_i
         assert sorted(i.path for i in await ledger.instance_rows()) == ["1/a.dcm", "1/b.dcm"]
 
 
+async def _schema(postgres: Postgres, tmp_path: Path, name: str) -> str:
+    """The ledger's schema in the tests' database, and a job name of this test's for statements run by hand."""
+    job = f"{name}-{tmp_path.name}"[:64]
+    async with open_pg(postgres.url, job, lease=3.0, directory=tmp_path / "out"):
+        pass
+    return job
+
+
 async def test_the_twin_lookup_reads_the_primary_key_whatever_the_statistics(
     tmp_path: Path, postgres: Postgres
 ) -> None:
     """Each batch of instances looks its UIDs up by the primary key: before the job's rows have
     statistics the planner otherwise scanned all of the job's instances for every batch."""
-    job = f"plan-{tmp_path.name}"[:64]
-    async with open_pg(postgres.url, job, lease=3.0, directory=tmp_path / "out"):
-        pass  # the schema
+    job = await _schema(postgres, tmp_path, "plan")
     uids = [f"1.2.{n}" for n in range(40)]
     params: dict[str, object] = {
         "job": job, "now": 0.0, "host": "h", "directory": "/out", "uids": uids, "keys": ["k"] * 40,
@@ -191,9 +197,7 @@ async def test_the_twin_lookup_reads_the_primary_key_whatever_the_statistics(
 async def test_a_claim_reads_only_what_it_takes(tmp_path: Path, postgres: Postgres) -> None:
     """A claim of 5 in a job of 5000 open requests (pending and partial) reads a handful of
     index entries, not every open request of the job (as one OR in its condition made it do)."""
-    job = f"claim-{tmp_path.name}"[:64]
-    async with open_pg(postgres.url, job, lease=3.0, directory=tmp_path / "out"):
-        pass  # the schema
+    job = await _schema(postgres, tmp_path, "claim")
     postgres.query(
         "INSERT INTO asyncdicom.requests (job, key, line, elements, state) "
         "SELECT %s, 'k' || g, g, '{}', CASE WHEN g %% 2 = 0 THEN 'pending' ELSE 'partial' END "

@@ -99,18 +99,25 @@ HELD_BACK = """
     GROUP BY kind, i.warning ORDER BY COUNT(*) DESC, kind, i.warning
 """
 
-CLAIM = """
+# what a host may claim now, one condition for each kind, shared by CLAIM and OUTLOOK (a host that
+# looked for claimable requests by other terms than it claims by would wait, or ask, for nothing)
+CLAIMABLE_PENDING = """
+    job = %(job)s AND in_plan AND state = 'pending' AND (lease_until IS NULL OR lease_until < now())
+"""
+CLAIMABLE_PARTIAL = """
+    job = %(job)s AND in_plan AND state = 'partial' AND (lease_until IS NULL OR lease_until < now())
+    AND (updated IS NULL OR updated < %(since)s)
+"""
+
+CLAIM = f"""
     -- pending requests first, in plan order, then partial ones to ask again: each an ordered read
     -- of the claim index that stops at what it takes (one OR in the condition made it read, and
     -- sort, every open request of the job at each claim)
     WITH pending AS MATERIALIZED (
-        SELECT key FROM asyncdicom.requests
-        WHERE job = %(job)s AND in_plan AND state = 'pending' AND (lease_until IS NULL OR lease_until < now())
+        SELECT key FROM asyncdicom.requests WHERE {CLAIMABLE_PENDING}
         ORDER BY line, key LIMIT %(count)s FOR UPDATE SKIP LOCKED
     ), partial AS MATERIALIZED (
-        SELECT key FROM asyncdicom.requests
-        WHERE job = %(job)s AND in_plan AND state = 'partial' AND (lease_until IS NULL OR lease_until < now())
-          AND (updated IS NULL OR updated < %(since)s)
+        SELECT key FROM asyncdicom.requests WHERE {CLAIMABLE_PARTIAL}
         ORDER BY line, key LIMIT %(count)s - (SELECT COUNT(*) FROM pending) FOR UPDATE SKIP LOCKED
     ), free AS (
         SELECT ARRAY(SELECT key FROM pending UNION ALL SELECT key FROM partial) AS keys
@@ -121,17 +128,13 @@ CLAIM = """
 """
 
 
-OUTLOOK = """
+OUTLOOK = f"""
     SELECT EXISTS (  -- requests unsettled that another host holds, or nobody (not claimable by this run)
                SELECT 1 FROM asyncdicom.requests WHERE job = %(job)s AND in_plan AND state = 'pending'
                  AND holder IS DISTINCT FROM %(holder)s),
-           EXISTS (  -- requests this host could claim now (as CLAIM takes them), each kind by its own
-               SELECT 1 FROM asyncdicom.requests  -- read of the claim index
-               WHERE job = %(job)s AND in_plan AND state = 'pending' AND (lease_until IS NULL OR lease_until < now()))
-           OR EXISTS (
-               SELECT 1 FROM asyncdicom.requests
-               WHERE job = %(job)s AND in_plan AND state = 'partial' AND (lease_until IS NULL OR lease_until < now())
-                 AND (updated IS NULL OR updated < %(since)s))
+           -- requests this host could claim now, each kind by its own read of the claim index
+           EXISTS (SELECT 1 FROM asyncdicom.requests WHERE {CLAIMABLE_PENDING})
+           OR EXISTS (SELECT 1 FROM asyncdicom.requests WHERE {CLAIMABLE_PARTIAL})
 """
 
 
