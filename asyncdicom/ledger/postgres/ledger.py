@@ -38,6 +38,7 @@ from asyncdicom.ledger.postgres.sql import (
     CLAIM,
     HELD_BACK,
     INSERT_INSTANCES,
+    LIVE_HOSTS,
     MIGRATIONS,
     OUTLOOK,
     SCHEMA_VERSION,
@@ -352,12 +353,7 @@ class PgLedger:
             "UPDATE asyncdicom.slots SET lease_until = now() + %s * interval '1 second' WHERE job = %s AND holder = %s",
             params,
         )
-        row = await one_row(
-            conn,
-            "SELECT COUNT(*), COALESCE(bool_or(holder != %s AND wants_until > now()), FALSE) FROM asyncdicom.hosts "
-            "WHERE job = %s AND heartbeat > now() - %s * interval '1 second'",
-            (self.holder, self.job, self.lease),
-        )
+        row = await one_row(conn, LIVE_HOSTS, {"holder": self.holder, "job": self.job, "lease": self.lease})
         self._last_beat = time.monotonic()
         self.hosts = max(1, int(row[0]) if row else 1)
         self.others_want = bool(row[1]) if row else False

@@ -166,8 +166,8 @@ class SharedSlots:
         """A free slot, unless this host holds its share already while another host waits for one;
         refused, this host tells the others that it waits."""
         ledger = self._ledger
-        params = {"holder": ledger.holder, "lease": ledger.lease, "job": ledger.job, "held": self.held}
-        row = await one_row(conn, TAKE_SLOT, {**params, "count": self.count})
+        params = {"holder": ledger.holder, "lease": ledger.lease, "job": ledger.job}
+        row = await one_row(conn, TAKE_SLOT, {**params, "held": self.held, "count": self.count})
         if row is None:
             await notify(conn, ledger.job, WANTED)
             self.refused.set()

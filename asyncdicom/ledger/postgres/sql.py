@@ -178,12 +178,17 @@ SETTLE = """
 """
 
 
-TAKE_SLOT = """
-    WITH live AS (
-        SELECT COUNT(*) AS hosts,
-               COALESCE(bool_or(holder != %(holder)s AND wants_until > now()), FALSE) AS others_want
-        FROM asyncdicom.hosts WHERE job = %(job)s AND heartbeat > now() - %(lease)s * interval '1 second'
-    ), free AS MATERIALIZED (  -- beyond its share of the slots, a host takes one only if no other host waits
+# the hosts running the job (a heartbeat younger than a lease) and whether another one waits for a
+# slot: what the fair share is reckoned from, by the heartbeat (over_share) and by TAKE_SLOT alike
+LIVE_HOSTS = """
+    SELECT COUNT(*) AS hosts,
+           COALESCE(bool_or(holder != %(holder)s AND wants_until > now()), FALSE) AS others_want
+    FROM asyncdicom.hosts WHERE job = %(job)s AND heartbeat > now() - %(lease)s * interval '1 second'
+"""
+
+TAKE_SLOT = f"""
+    WITH live AS ({LIVE_HOSTS}),
+    free AS MATERIALIZED (  -- beyond its share of the slots, a host takes one only if no other host waits
         SELECT n FROM asyncdicom.slots, live
         WHERE job = %(job)s AND (holder IS NULL OR lease_until < now())
           AND (NOT live.others_want OR %(held)s < ceil(%(count)s::numeric / GREATEST(1, live.hosts)))
