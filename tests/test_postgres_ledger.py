@@ -629,6 +629,47 @@ async def test_a_host_beyond_its_share_gives_slots_to_a_host_that_waits(tmp_path
         tg.cancel_scope.cancel()
 
 
+async def test_a_host_served_a_slot_still_waits_while_another_of_its_workers_does(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """Host b, two workers waiting for the job's two slots held by a: one is served when a frees a
+    slot, and b still says it waits (its other worker does): otherwise a host at its share could
+    take the next slot freed before b's worker asks again (a flaky case of the test above)."""
+
+    def b_waits(b: PgLedger) -> bool:
+        rows = postgres.query(
+            "SELECT wants_until > now() FROM asyncdicom.hosts WHERE job = %s AND holder = %s", (b.job, b.holder)
+        )
+        return bool(rows[0][0])
+
+    async with (
+        _two_hosts(postgres, tmp_path, "still-waits", "1\n", 2) as (plan, _, a, b, a_slots, b_slots),
+        a.work(plan, await a.pending(plan)),
+        b.work(plan, await b.pending(plan)),
+        a_slots.running(),
+        b_slots.running(),
+        anyio.create_task_group() as tg,
+    ):
+        for worker in range(2):
+            await a_slots.acquire(worker)
+        served = anyio.Event()
+
+        async def take(owner: str) -> None:
+            await b_slots.acquire(owner)
+            served.set()
+
+        for owner in ("b1", "b2"):
+            tg.start_soon(take, owner)
+        with anyio.fail_after(10):
+            await b_slots.refused.wait()
+        assert b_waits(b)
+        a_slots.release(0)
+        with anyio.fail_after(10):
+            await served.wait()
+        assert b_slots.held == 1 and b_waits(b)
+        tg.cancel_scope.cancel()
+
+
 async def test_a_host_hears_what_another_frees_by_notification(tmp_path: Path, postgres: Postgres) -> None:
     """A host's listener wakes the waiters of what another host of the same job frees (here: a
     slot given back wakes those waiting for a slot, not those waiting for requests), and nobody

@@ -167,7 +167,10 @@ class SharedSlots:
         refused, this host tells the others that it waits."""
         ledger = self._ledger
         params = {"holder": ledger.holder, "lease": ledger.lease, "job": ledger.job}
-        row = await one_row(conn, TAKE_SLOT, {**params, "held": self.held, "count": self.count})
+        # served, this host still waits if another of its workers does (its flag cleared, another
+        # host beyond its share could take the next slot freed before that worker asks again)
+        more = self._waiters > 0
+        row = await one_row(conn, TAKE_SLOT, {**params, "held": self.held, "count": self.count, "more": more})
         if row is None:
             await notify(conn, ledger.job, WANTED)
             self.refused.set()

@@ -197,9 +197,11 @@ TAKE_SLOT = f"""
         UPDATE asyncdicom.slots s SET holder = %(holder)s, lease_until = now() + %(lease)s * interval '1 second'
         FROM free WHERE s.job = %(job)s AND s.n = free.n
         RETURNING s.n
-    ), wanting AS (  -- refused: this host waits (it asks again at least every second); served: no more
+    ), wanting AS (  -- refused, or served while another of its workers waits: this host waits (it asks
+        -- again at least every second); served with none waiting: no more
         UPDATE asyncdicom.hosts
-        SET wants_until = CASE WHEN EXISTS (SELECT 1 FROM taken) THEN NULL ELSE now() + interval '3 seconds' END
+        SET wants_until = CASE WHEN EXISTS (SELECT 1 FROM taken) AND NOT %(more)s THEN NULL
+                               ELSE now() + interval '3 seconds' END
         WHERE job = %(job)s AND holder = %(holder)s
     )
     SELECT n FROM taken
