@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from asyncdicom.config import load_config
@@ -284,6 +285,25 @@ async def _two_hosts(
         a_slots, b_slots = a.slots(slots), b.slots(slots)
         await a_slots.prepare()
         yield plan, job, a, b, a_slots, b_slots
+
+
+@asynccontextmanager
+async def _a_holds_them_all(
+    server: Postgres, tmp_path: Path, name: str, slots: int
+) -> AsyncIterator[tuple[PgLedger, PgLedger, SharedSlots, SharedSlots, anyio.abc.TaskGroup]]:
+    """Hosts a and b working on one job of ``slots`` association slots, all of them held by a's
+    workers (owners 0, 1, …), and a task group for more workers."""
+    async with (
+        _two_hosts(server, tmp_path, name, "1\n2\n", slots) as (plan, _, a, b, a_slots, b_slots),
+        a.work(plan, await a.pending(plan)),
+        b.work(plan, await b.pending(plan)),
+        a_slots.running(),
+        b_slots.running(),
+        anyio.create_task_group() as tg,
+    ):
+        for worker in range(slots):
+            await a_slots.acquire(worker)
+        yield a, b, a_slots, b_slots, tg
 
 
 async def _take_all(ledger: Ledger, plan: Plan, taken: list[str], hold: float = 0.0) -> None:
@@ -591,16 +611,7 @@ async def test_a_host_beyond_its_share_gives_slots_to_a_host_that_waits(tmp_path
     refused, and says it waits; a hears it, is then beyond its share (two of four for two hosts)
     and gives the slots its workers release to the job, not to its own waiting worker, until it
     holds its share: b gets two."""
-    async with (
-        _two_hosts(postgres, tmp_path, "share-slots", "1\n2\n", 4) as (plan, _, a, b, a_slots, b_slots),
-        a.work(plan, await a.pending(plan)),
-        b.work(plan, await b.pending(plan)),
-        a_slots.running(),
-        b_slots.running(),
-        anyio.create_task_group() as tg,
-    ):
-        for worker in range(4):
-            await a_slots.acquire(worker)
+    async with _a_holds_them_all(postgres, tmp_path, "share-slots", 4) as (a, _, a_slots, b_slots, tg):
         assert a_slots.held == 4 and not a_slots.over_share()
         got: list[str] = []
         two = anyio.Event()
@@ -642,16 +653,7 @@ async def test_a_host_served_a_slot_still_waits_while_another_of_its_workers_doe
         )
         return bool(rows[0][0])
 
-    async with (
-        _two_hosts(postgres, tmp_path, "still-waits", "1\n", 2) as (plan, _, a, b, a_slots, b_slots),
-        a.work(plan, await a.pending(plan)),
-        b.work(plan, await b.pending(plan)),
-        a_slots.running(),
-        b_slots.running(),
-        anyio.create_task_group() as tg,
-    ):
-        for worker in range(2):
-            await a_slots.acquire(worker)
+    async with _a_holds_them_all(postgres, tmp_path, "still-waits", 2) as (_, b, a_slots, b_slots, tg):
         served = anyio.Event()
 
         async def take(owner: str) -> None:
