@@ -9,7 +9,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -19,11 +19,11 @@ from asyncdicom.config import load_config
 from asyncdicom.errors import ConfigError, LedgerError
 from asyncdicom.ledger import open_ledger
 from asyncdicom.ledger.base import Ledger
-from asyncdicom.ledger.postgres.connection import WANTED
+from asyncdicom.ledger.postgres.connection import REQUESTS, SLOTS, WANTED
 from asyncdicom.ledger.postgres.ledger import ANALYZE_AFTER, PgLedger
 from asyncdicom.ledger.postgres.ledger import open_ledger as open_pg
 from asyncdicom.ledger.postgres.slots import SharedSlots
-from asyncdicom.ledger.postgres.sql import CLAIM, INSERT_INSTANCES
+from asyncdicom.ledger.postgres.sql import CLAIM, RECORD, SETTLE_COLUMNS
 from asyncdicom.models import InstanceRecord, InstanceState, RequestResult
 from asyncdicom.plan import Plan, build_plan
 from asyncdicom.stats import RunStats
@@ -189,8 +189,10 @@ async def test_the_twin_lookup_reads_the_primary_key_whatever_the_statistics(
         "paths": [f"{uid}.dcm" for uid in uids], "sizes": [1] * 40, "syntaxes": [None] * 40,
         "states": ["stored"] * 40, "warnings": [None] * 40,
     }  # fmt: skip
-    postgres.query(INSERT_INSTANCES, params)
-    plan = "\n".join(str(row[0]) for row in postgres.query("EXPLAIN " + INSERT_INSTANCES, params))
+    params |= {name: [] for name in (*SETTLE_COLUMNS, "answer_keys", "answer_idx", "answer_attrs")}
+    params |= {"holder": "h", "channel": "c", "payload": "p"}
+    postgres.query(RECORD, params)
+    plan = "\n".join(str(row[0]) for row in postgres.query("EXPLAIN " + RECORD, params))
     assert "using instances_pkey on instances i" in plan, plan
     assert "instances_request" not in plan and "Seq Scan on instances i" not in plan, plan
 
@@ -747,6 +749,80 @@ async def test_one_commit_of_everything_at_once(
             ("1.1", "1/b.dcm", "stored"),
             ("9.9", "1/held-now.dcm", "stored"),
         ]
+
+
+class _Counting:
+    """A connection that counts the statements sent through it."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn, self.sent = conn, 0
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        self.sent += 1
+        return await self.conn.execute(*args, **kwargs)
+
+    def transaction(self) -> Any:
+        self.sent += 2  # BEGIN and COMMIT
+        return self.conn.transaction()
+
+
+async def test_a_batch_of_results_is_one_statement(tmp_path: Path, postgres: Postgres) -> None:
+    """A batch of instances and settled requests is committed by one statement (one round trip,
+    atomic by itself): a request's new matches replace its earlier ones, however many; a request
+    another host settled done first keeps that result, and the job's hosts are told."""
+    plan = _plan(tmp_path, "1\n2\n3\n")
+    first, second, third = plan.requests
+    job = f"one-{tmp_path.name}"[:64]
+    syntax = "1.2.840.10008.1.2.1"
+    async with _host(postgres, job, tmp_path, "a") as a, _host(postgres, job, tmp_path, "b") as b:
+        await a.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        three = tuple({"PatientID": f"1{n}"} for n in range(3))
+        partial = RequestResult("partial", 1, 0xB000, "warning", "some failed", three)
+        await a.db.run(lambda c: a._commit(c, [(first, partial), (third, partial)]), transaction=False)
+        postgres.query(
+            "UPDATE asyncdicom.requests SET state = 'done', settled_by = 'elsewhere' WHERE job = %s AND key = %s",
+            (job, second.key),
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(b.wakeups.run)
+            await b.wakeups.event(SLOTS).wait()  # listening (it wakes every kind when it starts)
+            requests = b.wakeups.event(REQUESTS)
+            items: list[Any] = [
+                InstanceRecord("1.1", first.key, "1/a.dcm", 10, syntax, InstanceState.STORED),
+                (first, dataclasses.replace(_done("1"), attempts=1, matches=({"PatientID": "1"},))),
+                (second, RequestResult("failed", 1, None, "network", "aborted")),
+                (third, RequestResult("done", 1, 0, "success", None, ())),
+            ]
+            counting = _Counting(None)
+
+            async def commit(conn: Any) -> list[Any]:
+                counting.conn = conn
+                return await a._commit(cast(Any, counting), items)
+
+            recorded = await a.db.run(commit, transaction=False)
+            assert counting.sent == 1
+            with anyio.fail_after(10):
+                await requests.wait()  # told at commit
+            tg.cancel_scope.cancel()
+        assert [item[0].key if isinstance(item, tuple) else item.sop_uid for item in recorded] == [
+            "1.1", first.key, third.key
+        ]  # fmt: skip
+        rows = postgres.query(
+            "SELECT key, state, attempts, matches, settled_by FROM asyncdicom.requests WHERE job = %s ORDER BY line",
+            (job,),
+        )
+        assert rows == [
+            (first.key, "done", 2, 1, a.holder),
+            (second.key, "done", 0, None, "elsewhere"),
+            (third.key, "done", 2, 0, a.holder),
+        ]
+        matches = postgres.query(
+            "SELECT request_key, idx, attrs FROM asyncdicom.matches WHERE job = %s ORDER BY request_key, idx", (job,)
+        )
+        assert [(key, idx, json.loads(str(attrs))) for key, idx, attrs in matches] == [
+            (first.key, 0, {"PatientID": "1"})
+        ]  # the first's three earlier matches became its one new one; the third's are gone
+        assert postgres.query("SELECT COUNT(*) FROM asyncdicom.instances WHERE job = %s", (job,)) == [(1,)]
 
 
 async def test_a_schema_written_by_a_newer_asyncdicom_is_refused(tmp_path: Path, postgres: Postgres) -> None:

@@ -146,6 +146,13 @@ class Connection:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    async def statement(
+        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]], *, bounded: bool | None = None
+    ) -> _T:
+        """As :meth:`run`, for ``work`` that is a single statement (atomic by itself): sent as it
+        is, without BEGIN and COMMIT (a round trip each)."""
+        return await self.run(work, transaction=False, bounded=bounded)
+
     def give_up(self, reason: str) -> None:
         """The database is lost for this host (its heartbeat said so): the unit of work under
         way ends now, and every later one at once, with ``reason``."""
@@ -200,7 +207,7 @@ class Wakeups:
     async def run(self) -> None:
         """Listen until cancelled; on a lost connection, listen again a second later (waiters
         meanwhile wake on their timeouts)."""
-        mine = {f"{kind}:{self.job}": kind for kind in self._events}
+        mine = {payload(kind, self.job): kind for kind in self._events}
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
@@ -222,7 +229,12 @@ async def notify(conn: psycopg.AsyncConnection[Any], job: str, *kinds: str) -> N
     """Tell the job's hosts what happened (``kinds``: slots or requests freed, a slot wanted);
     sent when the transaction commits."""
     for kind in kinds:
-        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{kind}:{job}"))
+        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload(kind, job)))
+
+
+def payload(kind: str, job: str) -> str:
+    """A notification's text: what happened, in which job."""
+    return f"{kind}:{job}"
 
 
 async def wait_for(event: anyio.Event, seconds: float) -> None:

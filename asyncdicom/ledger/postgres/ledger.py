@@ -22,6 +22,7 @@ from asyncdicom.errors import LedgerError
 from asyncdicom.events import emit
 from asyncdicom.ledger import base, shared
 from asyncdicom.ledger.postgres.connection import (
+    CHANNEL,
     REQUESTS,
     SLOTS,
     WANTED,
@@ -31,18 +32,18 @@ from asyncdicom.ledger.postgres.connection import (
     all_rows,
     notify,
     one_row,
+    payload,
     wait_for,
 )
 from asyncdicom.ledger.postgres.slots import SharedSlots
 from asyncdicom.ledger.postgres.sql import (
+    BEAT,
     CLAIM,
     HELD_BACK,
-    INSERT_INSTANCES,
-    LIVE_HOSTS,
     MIGRATIONS,
     OUTLOOK,
+    RECORD,
     SCHEMA_VERSION,
-    SETTLE,
     SETTLE_COLUMNS,
 )
 from asyncdicom.ledger.postgres.url import describe_url
@@ -114,16 +115,16 @@ class PgLedger:
             row = await one_row(conn, "SELECT to_regclass('asyncdicom.requests') IS NOT NULL")
             return bool(row and row[0])
 
-        return await self.db.run(present)
+        return await self.db.statement(present)
 
     async def get_meta(self, key: str) -> str | None:
-        row = await self.db.run(
+        row = await self.db.statement(
             lambda c: one_row(c, "SELECT value FROM asyncdicom.meta WHERE job = %s AND key = %s", (self.job, key))
         )
         return str(row[0]) if row else None
 
     async def remember(self, key: str, value: str) -> None:
-        await self.db.run(lambda c: self._set_meta(c, key, value))
+        await self.db.statement(lambda c: self._set_meta(c, key, value))
 
     async def _set_meta(self, conn: psycopg.AsyncConnection[Any], key: str, value: str) -> None:
         await conn.execute(
@@ -222,7 +223,7 @@ class PgLedger:
         if report.new >= ANALYZE_AFTER:
             # the planner's figures for the job come from before its rows existed (autovacuum takes up
             # to a minute to look): until then it would read all the job's rows to settle a few
-            await self.db.run(lambda c: c.execute("ANALYZE asyncdicom.requests"))
+            await self.db.statement(lambda c: c.execute("ANALYZE asyncdicom.requests"))
         return report
 
     async def _live_others(self, conn: psycopg.AsyncConnection[Any]) -> list[str]:
@@ -245,7 +246,7 @@ class PgLedger:
 
     async def pending(self, plan: Plan) -> list[Request]:
         """Requests of the plan not settled yet (whoever holds them), in CSV order."""
-        rows = await self.db.run(
+        rows = await self.db.statement(
             lambda c: all_rows(
                 c,
                 "SELECT key, state, missing FROM asyncdicom.requests "
@@ -317,7 +318,7 @@ class PgLedger:
                 await wanted.wait()  # a host waits for a slot: is this one beyond its share?
                 await anyio.sleep(1.0)  # at most one early beat a second
             try:
-                hosts = await self.leases.run(self._beat)
+                hosts = await self.leases.statement(self._beat)
             except DatabaseLost:
                 raise  # said by _lost()
             except LedgerError as exc:
@@ -340,20 +341,7 @@ class PgLedger:
         if time.monotonic() - self._last_beat > 2 * self.lease / 3:
             msg = f"its leases were last renewed more than {2 * self.lease / 3:g} s ago"
             raise LedgerError(msg)
-        params = (self.lease, self.job, self.holder)
-        await conn.execute(
-            "UPDATE asyncdicom.hosts SET heartbeat = now() WHERE job = %s AND holder = %s", (self.job, self.holder)
-        )
-        await conn.execute(
-            "UPDATE asyncdicom.requests SET lease_until = now() + %s * interval '1 second' "
-            "WHERE job = %s AND holder = %s",
-            params,
-        )
-        await conn.execute(
-            "UPDATE asyncdicom.slots SET lease_until = now() + %s * interval '1 second' WHERE job = %s AND holder = %s",
-            params,
-        )
-        row = await one_row(conn, LIVE_HOSTS, {"holder": self.holder, "job": self.job, "lease": self.lease})
+        row = await one_row(conn, BEAT, {"holder": self.holder, "job": self.job, "lease": self.lease})
         self._last_beat = time.monotonic()
         self.hosts = max(1, int(row[0]) if row else 1)
         self.others_want = bool(row[1]) if row else False
@@ -370,7 +358,7 @@ class PgLedger:
         while True:
             changed = self.wakeups.event(REQUESTS)
             if slots is not None and not slots.held:
-                left, claimable = await self.leases.run(self._outlook)
+                left, claimable = await self.leases.statement(self._outlook)
                 if not left and not claimable:
                     return
                 if not claimable:
@@ -378,13 +366,13 @@ class PgLedger:
                     await wait_for(changed, poll)
                     continue
                 await slots.reserve()
-            rows = await self.leases.run(lambda c: self._claim(c, batch))
+            rows = await self.leases.statement(lambda c: self._claim(c, batch))
             if rows:
                 self.dry = False
                 for key, state, missing in sorted(rows, key=lambda row: (by_key[row[0]].line, row[0])):
                     yield shared.narrowed(by_key[key], state, missing)
                 continue
-            left, _ = await self.leases.run(self._outlook)
+            left, _ = await self.leases.statement(self._outlook)
             if not left:
                 return
             self.dry = True  # this host's idle workers give their slots up at once
@@ -428,59 +416,55 @@ class PgLedger:
 
     async def _commit(self, conn: psycopg.AsyncConnection[Any], items: Sequence[shared.Item]) -> list[shared.Item]:
         """Instances first, then settled requests (never over one done already, by this host or
-        another); returns what was recorded. A batch of placed instances alone is one statement
-        (atomic by itself, one round trip); anything more is one transaction (one UPDATE settles
-        all its requests)."""
+        another); returns what was recorded. A batch is one statement (atomic by itself, one round
+        trip); one that replaces held-back instances, or settles a request twice, a transaction."""
         instances = [item for item in items if isinstance(item, InstanceRecord)]
         settled = [item for item in items if not isinstance(item, InstanceRecord)]
         replaced = [i.replaces for i in instances if i.replaces]
         now = time.time()
-        if not settled and not replaced:
-            twins = await all_rows(conn, INSERT_INSTANCES, self._instance_params(instances, now))
-            shared.warn_of_twins(instances, twins)
-            return list(instances)
-        # not pipelined: between statements the server then sees the session idle in a
-        # transaction, which it ends after Connection.idle should this host be cut off (a
-        # pipelined one looks busy to it and would keep its row locks)
-        async with conn.transaction():
-            if replaced:  # held-back instances processed again: their quarantine rows go
-                await conn.execute(
-                    "DELETE FROM asyncdicom.instances WHERE job = %s AND sop_uid = ANY(%s)", (self.job, replaced)
-                )
-            inserted = await conn.execute(INSERT_INSTANCES, self._instance_params(instances, now))
-            rounds = _rounds(settled)  # a request settled twice in one batch: in order, one UPDATE each
-            updates = [await conn.execute(SETTLE, self._settle_params(part, now)) for part in rounds]
-            twins = await inserted.fetchall()
-            recorded: list[shared.Item] = list(instances)
-            answered: list[tuple[str, int, str]] = []
-            keys: set[str] = set()
-            for part, updated in zip(rounds, updates, strict=True):
-                taken = {str(row[0]) for row in await updated.fetchall()}
-                keys |= taken
-                for request, result in part:
-                    if request.key not in taken:  # another host settled it as done first: its result stands
-                        emit("request-done-elsewhere", key=request.key, line=request.line, state=result.state)
-                        continue
-                    recorded.append((request, result))
-                    answered += [
-                        (request.key, idx, json.dumps(attrs, ensure_ascii=False))
-                        for idx, attrs in enumerate(result.matches)
-                    ]
-            if keys:
-                await conn.execute(
-                    "DELETE FROM asyncdicom.matches WHERE job = %s AND request_key = ANY(%s)", (self.job, list(keys))
-                )
-            if keys:
-                await notify(conn, self.job, REQUESTS)  # a host waiting for the last requests may be done
-            if answered:
-                await conn.execute(
-                    "INSERT INTO asyncdicom.matches (job, request_key, idx, attrs) "
-                    "SELECT %s, u.* FROM unnest(%s::text[], %s::int[], %s::text[]) AS u",
-                    (self.job, *(list(column) for column in zip(*answered, strict=True))),
-                )
+        rounds = _rounds(settled) or [[]]  # a request settled twice in one batch: in order, one statement each
+        if not replaced and len(rounds) == 1:
+            rows = await all_rows(conn, RECORD, self._record_params(instances, rounds[0], now))
+        else:
+            # not pipelined: between statements the server then sees the session idle in a
+            # transaction, which it ends after Connection.idle should this host be cut off (a
+            # pipelined one looks busy to it and would keep its row locks)
+            async with conn.transaction():
+                if replaced:  # held-back instances processed again: their quarantine rows go
+                    await conn.execute(
+                        "DELETE FROM asyncdicom.instances WHERE job = %s AND sop_uid = ANY(%s)", (self.job, replaced)
+                    )
+                rows = []
+                for n, part in enumerate(rounds):
+                    rows += await all_rows(conn, RECORD, self._record_params(instances if n == 0 else [], part, now))
+        taken = {str(key) for kind, key, _ in rows if kind == "settled"}
+        recorded: list[shared.Item] = list(instances)
+        for request, result in settled:
+            if request.key in taken:
+                recorded.append((request, result))
+            else:  # another host settled it as done first: its result stands
+                emit("request-done-elsewhere", key=request.key, line=request.line, state=result.state)
         self._settling.difference_update(request.key for request, _ in settled)  # committed
-        shared.warn_of_twins(instances, twins)
+        shared.warn_of_twins(instances, [(uid, path) for kind, uid, path in rows if kind == "twin"])
         return recorded
+
+    def _record_params(
+        self, instances: Sequence[InstanceRecord], settled: Sequence[tuple[Request, RequestResult]], now: float
+    ) -> dict[str, Any]:
+        answers = [
+            (request.key, idx, json.dumps(attrs, ensure_ascii=False))
+            for request, result in settled
+            for idx, attrs in enumerate(result.matches)
+        ]
+        return {
+            **self._instance_params(instances, now),
+            **self._settle_params(settled, now),
+            "answer_keys": [key for key, _, _ in answers],
+            "answer_idx": [idx for _, idx, _ in answers],
+            "answer_attrs": [attrs for _, _, attrs in answers],
+            "channel": CHANNEL,
+            "payload": payload(REQUESTS, self.job),
+        }
 
     def _instance_params(self, instances: Sequence[InstanceRecord], now: float) -> dict[str, Any]:
         return {
@@ -525,7 +509,7 @@ class PgLedger:
 
     async def start_run(self) -> None:
         self._run_started = time.time()
-        row = await self.db.run(
+        row = await self.db.statement(
             lambda c: one_row(
                 c,
                 "INSERT INTO asyncdicom.runs (job, host, started) VALUES (%s, %s, %s) RETURNING id",
@@ -538,7 +522,7 @@ class PgLedger:
         if self._run_id is None:
             return
         run_id = self._run_id
-        await self.db.run(
+        await self.db.statement(
             lambda c: c.execute(
                 "UPDATE asyncdicom.runs SET finished = %s, outcome = %s, counts = %s WHERE id = %s",
                 (time.time(), outcome, json.dumps(counts), run_id),
@@ -619,7 +603,7 @@ class PgLedger:
     async def instance_rows(self, states: frozenset[str] | None = None) -> list[base.InstanceRow]:
         """Every received instance of the job, by CSV line, with the host and output directory
         that hold it (``states`` filters by request state)."""
-        rows = await self.db.run(
+        rows = await self.db.statement(
             lambda c: all_rows(
                 c,
                 "SELECT i.sop_uid, r.line, i.path, i.size, i.transfer_syntax, i.state, i.warning, i.received, "
@@ -650,7 +634,7 @@ class PgLedger:
 
     async def stored_by_request(self) -> dict[str, set[str]]:
         """SOP Instance UIDs already received (by any host) for each unfinished request of the job."""
-        rows = await self.db.run(
+        rows = await self.db.statement(
             lambda c: all_rows(
                 c,
                 "SELECT i.request_key, i.sop_uid FROM asyncdicom.instances i JOIN asyncdicom.requests r "
@@ -679,7 +663,7 @@ class PgLedger:
     async def held_back_files(self) -> list[tuple[str, str, str, str]]:
         """(SOP Instance UID, request key, quarantine path, transfer syntax) of the instances this
         host quarantined or skipped (their files are on this host)."""
-        rows = await self.db.run(
+        rows = await self.db.statement(
             lambda c: all_rows(
                 c,
                 "SELECT i.sop_uid, i.request_key, i.path, COALESCE(i.transfer_syntax, '') FROM asyncdicom.instances i "
@@ -693,7 +677,7 @@ class PgLedger:
 
     async def runs(self, limit: int = 5) -> list[base.RunRow]:
         """The job's last runs (on every host), newest first."""
-        rows = await self.db.run(
+        rows = await self.db.statement(
             lambda c: all_rows(
                 c,
                 "SELECT started, finished, outcome, counts FROM asyncdicom.runs WHERE job = %s "
@@ -734,7 +718,7 @@ class PgLedger:
 
     async def library_rows(self) -> list[tuple[int, dict[str, str]]]:
         """(CSV line, match attributes) of every done request of the job, in CSV order."""
-        rows = await self.db.run(
+        rows = await self.db.statement(
             lambda c: all_rows(
                 c,
                 "SELECT r.line, m.attrs FROM asyncdicom.matches m JOIN asyncdicom.requests r "

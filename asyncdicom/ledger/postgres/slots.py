@@ -14,8 +14,8 @@ import psycopg
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.errors import LedgerError
-from asyncdicom.ledger.postgres.connection import SLOTS, WANTED, notify, one_row
-from asyncdicom.ledger.postgres.sql import TAKE_SLOT
+from asyncdicom.ledger.postgres.connection import CHANNEL, SLOTS, WANTED, one_row, payload
+from asyncdicom.ledger.postgres.sql import GIVE_SLOTS, TAKE_SLOT
 
 if TYPE_CHECKING:
     from asyncdicom.ledger.postgres.ledger import PgLedger
@@ -78,16 +78,13 @@ class SharedSlots:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     with contextlib.suppress(LedgerError):
-                        await ledger.leases.run(functools.partial(self._give, numbers=batch))
+                        give = functools.partial(self._give, numbers=batch)
+                        await ledger.leases.statement(give)
 
     async def _give(self, conn: psycopg.AsyncConnection[Any], numbers: list[int]) -> None:
         ledger = self._ledger
-        await conn.execute(
-            "UPDATE asyncdicom.slots SET holder = NULL, lease_until = NULL "
-            "WHERE job = %s AND holder = %s AND n = ANY(%s)",
-            (ledger.job, ledger.holder, numbers),
-        )
-        await notify(conn, ledger.job, SLOTS)
+        params = {"job": ledger.job, "holder": ledger.holder, "numbers": numbers, "channel": CHANNEL}
+        await conn.execute(GIVE_SLOTS, {**params, "freed": payload(SLOTS, ledger.job)})
 
     async def acquire(self, owner: object) -> None:
         """Wait for a slot of the job's budget for ``owner``: one worker of this host at a time
@@ -104,7 +101,7 @@ class SharedSlots:
                     poll = 0.05
                     while not self._idle:
                         elsewhere = wakeups.event(SLOTS)  # taken before asking: a slot freed meanwhile wakes us
-                        n = await self._ledger.leases.run(self._take)
+                        n = await self._ledger.leases.statement(self._take)
                         if n is not None:
                             self._owned[owner] = n
                             return
@@ -170,9 +167,9 @@ class SharedSlots:
         # served, this host still waits if another of its workers does (its flag cleared, another
         # host beyond its share could take the next slot freed before that worker asks again)
         more = self._waiters > 0
-        row = await one_row(conn, TAKE_SLOT, {**params, "held": self.held, "count": self.count, "more": more})
-        if row is None:
-            await notify(conn, ledger.job, WANTED)
+        told = {"channel": CHANNEL, "wanted": payload(WANTED, ledger.job)}
+        row = await one_row(conn, TAKE_SLOT, {**params, **told, "held": self.held, "count": self.count, "more": more})
+        if row is None or row[0] is None:
             self.refused.set()
             self.refused = anyio.Event()
             return None

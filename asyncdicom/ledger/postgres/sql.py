@@ -138,8 +138,13 @@ OUTLOOK = f"""
 """
 
 
-INSERT_INSTANCES = """
-    WITH new AS (
+# a batch of results as one statement (atomic by itself, one round trip: a transaction of its
+# six statements made the settling of a request seven round trips): its instances, its settled
+# requests (never over one done already, by this host or another), their matches, and a note to
+# the job's hosts when any request was settled; returns the stored twins of its instances and
+# the requests it settled
+_NEW_INSTANCES = """
+    new AS (
         SELECT * FROM unnest(%(uids)s::text[], %(keys)s::text[], %(paths)s::text[], %(sizes)s::bigint[],
                              %(syntaxes)s::text[], %(states)s::text[], %(warnings)s::text[])
             AS u (sop_uid, request_key, path, size, transfer_syntax, state, warning)
@@ -148,13 +153,7 @@ INSERT_INSTANCES = """
                                           transfer_syntax, state, warning)
         SELECT %(job)s, %(now)s, %(host)s, %(directory)s, new.* FROM new
         ON CONFLICT (job, sop_uid, path) DO NOTHING
-    )  -- the query below reads the rows as they were before this insert: the stored twins, found by
-    -- one primary-key lookup per UID (a subquery per UID, its paths in the key's order: with a plain
-    -- `sop_uid = ANY(...)`, or no order, the planner read every row of the job, for each batch or
-    -- each UID, until the job's rows had statistics)
-    SELECT w.uid, p.path FROM unnest(%(uids)s::text[]) AS w (uid), LATERAL unnest(ARRAY(
-        SELECT i.path FROM asyncdicom.instances i WHERE i.job = %(job)s AND i.sop_uid = w.uid ORDER BY i.path
-    )) AS p (path)
+    )
 """
 
 SETTLE_COLUMNS = (
@@ -162,19 +161,53 @@ SETTLE_COLUMNS = (
     "warning_ops", "received", "missing", "transient",
 )  # fmt: skip
 
-SETTLE = """
-    UPDATE asyncdicom.requests r SET state = u.state, attempts = r.attempts + u.attempts, status = u.status,
-        category = u.category, error = u.error, matches = u.matches, elapsed = u.elapsed, updated = %(now)s,
-        completed = u.completed, failed_ops = u.failed_ops, warning_ops = u.warning_ops, received = u.received,
-        missing = u.missing, transient = u.transient, holder = NULL, lease_until = NULL, settled_by = %(holder)s
-    FROM unnest(%(key)s::text[], %(state)s::text[], %(attempts)s::int[], %(status)s::int[], %(category)s::text[],
-                %(error)s::text[], %(matches)s::int[], %(elapsed)s::float8[], %(completed)s::int[],
-                %(failed_ops)s::int[], %(warning_ops)s::int[], %(received)s::int[], %(missing)s::text[],
-                %(transient)s::bool[])
-        AS u (key, state, attempts, status, category, error, matches, elapsed, completed, failed_ops, warning_ops,
-              received, missing, transient)
-    WHERE r.job = %(job)s AND r.key = u.key AND r.state != 'done'
-    RETURNING r.key
+_SETTLE = """
+    settled AS (
+        UPDATE asyncdicom.requests r SET state = u.state, attempts = r.attempts + u.attempts, status = u.status,
+            category = u.category, error = u.error, matches = u.matches, elapsed = u.elapsed, updated = %(now)s,
+            completed = u.completed, failed_ops = u.failed_ops, warning_ops = u.warning_ops,
+            received = u.received, missing = u.missing, transient = u.transient, holder = NULL,
+            lease_until = NULL, settled_by = %(holder)s
+        FROM unnest(%(key)s::text[], %(state)s::text[], %(attempts)s::int[], %(status)s::int[],
+                    %(category)s::text[], %(error)s::text[], %(matches)s::int[], %(elapsed)s::float8[],
+                    %(completed)s::int[], %(failed_ops)s::int[], %(warning_ops)s::int[], %(received)s::int[],
+                    %(missing)s::text[], %(transient)s::bool[])
+            AS u (key, state, attempts, status, category, error, matches, elapsed, completed, failed_ops,
+                  warning_ops, received, missing, transient)
+        WHERE r.job = %(job)s AND r.key = u.key AND r.state != 'done'
+        RETURNING r.key
+    ), answers AS (  -- the settled requests' matches, numbered from 0 for each
+        SELECT a.* FROM unnest(%(answer_keys)s::text[], %(answer_idx)s::int[], %(answer_attrs)s::text[])
+            AS a (request_key, idx, attrs)
+        WHERE a.request_key IN (SELECT key FROM settled)
+    ), cleared AS (  -- a settled request's earlier matches beyond its new ones (one statement must not
+        -- both delete a row and insert its key again: the others are overwritten)
+        DELETE FROM asyncdicom.matches m USING settled s
+        WHERE m.job = %(job)s AND m.request_key = s.key
+          AND m.idx >= (SELECT COUNT(*) FROM answers a WHERE a.request_key = s.key)
+    ), answered AS (
+        INSERT INTO asyncdicom.matches (job, request_key, idx, attrs) SELECT %(job)s, a.* FROM answers a
+        ON CONFLICT (job, request_key, idx) DO UPDATE SET attrs = excluded.attrs
+    ), told AS (  -- a host waiting for the last requests may be done (sent at commit)
+        SELECT pg_notify(%(channel)s, %(payload)s) FROM (SELECT 1 FROM settled LIMIT 1) AS any_settled
+    )
+"""
+
+# the stored twins of the batch's instances, read as they were before this statement: one
+# primary-key lookup per UID (a subquery per UID, its paths in the key's order: with a plain
+# `sop_uid = ANY(...)`, or no order, the planner read every row of the job, for each batch or
+# each UID, until the job's rows had statistics)
+_TWINS = """
+    SELECT 'twin' AS kind, w.uid, p.path FROM unnest(%(uids)s::text[]) AS w (uid), LATERAL unnest(ARRAY(
+        SELECT i.path FROM asyncdicom.instances i WHERE i.job = %(job)s AND i.sop_uid = w.uid ORDER BY i.path
+    )) AS p (path)
+"""
+
+RECORD = f"""
+    WITH {_NEW_INSTANCES}, {_SETTLE}
+    {_TWINS}
+    UNION ALL SELECT 'settled', key, NULL FROM settled
+    UNION ALL SELECT 'told', NULL, NULL FROM told  -- read, so that it runs
 """
 
 
@@ -203,6 +236,32 @@ TAKE_SLOT = f"""
         SET wants_until = CASE WHEN EXISTS (SELECT 1 FROM taken) AND NOT %(more)s THEN NULL
                                ELSE now() + interval '3 seconds' END
         WHERE job = %(job)s AND holder = %(holder)s
+    ), told AS (  -- refused: the hosts beyond their share hear that one waits (sent at commit)
+        SELECT pg_notify(%(channel)s, %(wanted)s) WHERE NOT EXISTS (SELECT 1 FROM taken)
     )
-    SELECT n FROM taken
+    SELECT n FROM taken UNION ALL SELECT NULL FROM told  -- told is read, so that it runs
+"""
+
+# a host's heartbeat: it renews its leases, and learns how many hosts run the job and whether
+# another waits for a slot (its own row as of its last beat, younger than a lease: counted)
+BEAT = f"""
+    WITH beat AS (
+        UPDATE asyncdicom.hosts SET heartbeat = now() WHERE job = %(job)s AND holder = %(holder)s
+    ), requests AS (
+        UPDATE asyncdicom.requests SET lease_until = now() + %(lease)s * interval '1 second'
+        WHERE job = %(job)s AND holder = %(holder)s
+    ), slots AS (
+        UPDATE asyncdicom.slots SET lease_until = now() + %(lease)s * interval '1 second'
+        WHERE job = %(job)s AND holder = %(holder)s
+    )
+    {LIVE_HOSTS}
+"""
+
+# slots a host gives back to the job, and the note that tells the others (sent at commit)
+GIVE_SLOTS = """
+    WITH given AS (
+        UPDATE asyncdicom.slots SET holder = NULL, lease_until = NULL
+        WHERE job = %(job)s AND holder = %(holder)s AND n = ANY(%(numbers)s)
+    )
+    SELECT pg_notify(%(channel)s, %(freed)s)
 """
