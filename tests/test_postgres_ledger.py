@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import anyio
 import anyio.abc
+import psycopg
 import pytest
 
 from asyncdicom.config import load_config
@@ -23,12 +24,12 @@ from asyncdicom.ledger.postgres.connection import REQUESTS, SLOTS, WANTED
 from asyncdicom.ledger.postgres.ledger import ANALYZE_AFTER, PgLedger
 from asyncdicom.ledger.postgres.ledger import open_ledger as open_pg
 from asyncdicom.ledger.postgres.slots import SharedSlots
-from asyncdicom.ledger.postgres.sql import CLAIM, RECORD, SETTLE_COLUMNS
+from asyncdicom.ledger.postgres.sql import CLAIM, MIGRATIONS, RECORD, SCHEMA_VERSION, SETTLE_COLUMNS
 from asyncdicom.models import InstanceRecord, InstanceState, RequestResult
 from asyncdicom.plan import Plan, build_plan
 from asyncdicom.stats import RunStats
 from tests.conftest import find_config, write_yaml
-from tests.postgres_server import Postgres
+from tests.postgres_server import PASSWORD, Postgres
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -177,24 +178,40 @@ async def _schema(postgres: Postgres, tmp_path: Path, name: str) -> str:
     return job
 
 
+def _batch_params(job: str, uids: list[str]) -> dict[str, object]:
+    """The parameters of a batch of stored instances and nothing else for :data:`RECORD`."""
+    n = len(uids)
+    return {
+        "job": job, "now": 0.0, "host": "h", "directory": "/out", "uids": uids, "keys": ["k"] * n,
+        "paths": [f"{uid}.dcm" for uid in uids], "sizes": [1] * n, "syntaxes": [None] * n,
+        "states": ["stored"] * n, "warnings": [None] * n, "holder": "h", "channel": "c", "payload": "p",
+        **{name: [] for name in (*SETTLE_COLUMNS, "answer_keys", "answer_idx", "answer_attrs")},
+    }  # fmt: skip
+
+
 async def test_the_twin_lookup_reads_the_primary_key_whatever_the_statistics(
     tmp_path: Path, postgres: Postgres
 ) -> None:
-    """Each batch of instances looks its UIDs up by the primary key: before the job's rows have
-    statistics the planner otherwise scanned all of the job's instances for every batch."""
+    """Each batch of instances looks its UIDs up by the primary key, before the job's rows have
+    statistics (the planner scanned every instance of the job for each batch), and in a job
+    newer than the statistics of the table (the planner, expecting one row of the job, read
+    all of them for each UID by the index of request keys: quadratic in the job's size)."""
     job = await _schema(postgres, tmp_path, "plan")
     uids = [f"1.2.{n}" for n in range(40)]
-    params: dict[str, object] = {
-        "job": job, "now": 0.0, "host": "h", "directory": "/out", "uids": uids, "keys": ["k"] * 40,
-        "paths": [f"{uid}.dcm" for uid in uids], "sizes": [1] * 40, "syntaxes": [None] * 40,
-        "states": ["stored"] * 40, "warnings": [None] * 40,
-    }  # fmt: skip
-    params |= {name: [] for name in (*SETTLE_COLUMNS, "answer_keys", "answer_idx", "answer_attrs")}
-    params |= {"holder": "h", "channel": "c", "payload": "p"}
-    postgres.query(RECORD, params)
-    plan = "\n".join(str(row[0]) for row in postgres.query("EXPLAIN " + RECORD, params))
+    postgres.query(RECORD, _batch_params(job, uids))
+    plan = "\n".join(str(row[0]) for row in postgres.query("EXPLAIN " + RECORD, _batch_params(job, uids)))
     assert "using instances_pkey on instances i" in plan, plan
-    assert "instances_request" not in plan and "Seq Scan on instances i" not in plan, plan
+    assert "instances_by_request" not in plan and "Seq Scan on instances i" not in plan, plan
+    postgres.query("ANALYZE asyncdicom.instances")  # statistics of the table as it was: then a new job
+    newer = f"{job}-new"[:64]
+    for start in range(0, 600, 50):
+        postgres.query(RECORD, _batch_params(newer, [f"1.3.{n}" for n in range(start, start + 50)]))
+    lookups = [f"1.4.{n}" for n in range(50)]
+    plan = "\n".join(
+        str(row[0]) for row in postgres.query("EXPLAIN (ANALYZE, COSTS OFF) " + RECORD, _batch_params(newer, lookups))
+    )
+    read = [int(line.split("Rows Removed by Filter: ")[1]) for line in plan.splitlines() if "Removed by Filter" in line]
+    assert "using instances_pkey on instances i" in plan and max(read, default=0) < 50, plan
 
 
 async def test_a_claim_reads_only_what_it_takes(tmp_path: Path, postgres: Postgres) -> None:
@@ -823,6 +840,31 @@ async def test_a_batch_of_results_is_one_statement(tmp_path: Path, postgres: Pos
             (first.key, 0, {"PatientID": "1"})
         ]  # the first's three earlier matches became its one new one; the third's are gone
         assert postgres.query("SELECT COUNT(*) FROM asyncdicom.instances WHERE job = %s", (job,)) == [(1,)]
+
+
+async def test_a_database_of_an_older_schema_is_migrated(tmp_path: Path, postgres: Postgres) -> None:
+    """A ledger database written by asyncdicom at schema 3 is brought to the current schema when
+    a host opens it: its instances indexed by request key first (schema 4), its rows kept."""
+    name = f"older_{tmp_path.name}".lower()[:60]
+    postgres.query(f'CREATE DATABASE "{name}"')
+    url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(url, password=PASSWORD, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA asyncdicom")
+        conn.execute("CREATE TABLE asyncdicom.version (version INTEGER NOT NULL)")
+        for version in (1, 2, 3):
+            conn.execute(MIGRATIONS[version])
+            conn.execute("INSERT INTO asyncdicom.version (version) VALUES (%s)", (version,))
+        conn.execute("INSERT INTO asyncdicom.meta (job, key, value) VALUES ('old', 'planned', '1')")
+    try:
+        async with open_pg(url, "old", lease=3.0, directory=tmp_path / "out") as ledger:
+            assert await ledger.get_meta("planned") == "1"
+        with psycopg.connect(url, password=PASSWORD) as conn:
+            versions = conn.execute("SELECT version FROM asyncdicom.version ORDER BY version").fetchall()
+            indexes = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'instances'").fetchall()
+        assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
+        assert sorted(str(i) for (i,) in indexes) == ["instances_by_request", "instances_pkey"]
+    finally:
+        postgres.query(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 async def test_a_schema_written_by_a_newer_asyncdicom_is_refused(tmp_path: Path, postgres: Postgres) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -87,6 +87,13 @@ MIGRATIONS: dict[int, str] = {
     # a host waiting for an association slot says so, until when: the others keep to their share
     3: """
     ALTER TABLE asyncdicom.hosts ADD COLUMN wants_until TIMESTAMPTZ;
+    """,
+    # instances by request, its key first: an index that began with the job was the planner's pick
+    # for a batch's twin lookups in a job newer than the table's statistics (it expected one row of
+    # the job): all the job's instances read for each UID
+    4: """
+    DROP INDEX asyncdicom.instances_request;
+    CREATE INDEX instances_by_request ON asyncdicom.instances (request_key, job);
     """,
 }
 
