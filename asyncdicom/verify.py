@@ -35,7 +35,7 @@ class VerifyReport:
         return not (self.missing or self.changed)
 
 
-def _problem(root: str, row: InstanceRow, digests: dict[str, str] | None) -> str | None:
+def _problem(root: str, row: InstanceRow, digests: dict[tuple[str, str], str] | None) -> str | None:
     """The problem of one stored instance: "missing", "changed" (then moved aside) or None. With
     ``digests``, the file's SHA-256 is compared with the one kept by an earlier check (and is put
     there for the ledger to keep when it has none)."""
@@ -48,7 +48,7 @@ def _problem(root: str, row: InstanceRow, digests: dict[str, str] | None) -> str
     if same and digests is not None:
         digest = _sha256(path)
         if row.sha256 is None:
-            digests[row.path] = digest
+            digests[row.sop_uid, row.path] = digest
         same = row.sha256 in (None, digest)
     if same:
         return None
@@ -80,10 +80,10 @@ async def verify(config: Config, checksums: bool = False) -> VerifyReport:
     root = str(config.output.directory)
     async with open_job_ledger(config) as ledger:
         rows = [row for row in await ledger.instance_rows() if row.state in STORED and _here(row, root)]
-        digests: dict[str, str] | None = {} if checksums else None
+        digests: dict[tuple[str, str], str] | None = {} if checksums else None
         found = await anyio.to_thread.run_sync(lambda: [_problem(root, row, digests) for row in rows])
         if digests:
-            await ledger.checksums(list(digests.items()))
+            await ledger.checksums([(uid, path, digest) for (uid, path), digest in digests.items()])
         bad = [row.sop_uid for row, problem in zip(rows, found, strict=True) if problem]
         # anonymized files carry new UIDs the PACS does not know: their requests are asked for whole
         requests = await ledger.forget_instances(bad, ask_again_for_them=not config.anonymization.enabled)

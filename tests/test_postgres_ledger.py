@@ -146,6 +146,8 @@ async def test_instances_reports_and_forgetting(tmp_path: Path, opener: Opener) 
         assert await ledger.forget_instances(["1.2.3.1"], ask_again_for_them=True) == 1
         assert [r.state for r in await ledger.request_rows()] == ["partial", "failed"]
         assert await ledger.stored_by_request() == {first.key: {"1.2.3.2"}}
+        await ledger.checksums([("1.2.3.2", "1/b.dcm", "ab" * 32), ("1.2.3.2", "1/elsewhere.dcm", "cd" * 32)])
+        assert [(i.sop_uid, i.sha256) for i in await ledger.instance_rows()] == [("1.2.3.2", "ab" * 32)]
         await ledger.remember("plan", "{}")
         assert await ledger.get_meta("plan") == "{}"
 
@@ -840,6 +842,31 @@ async def test_a_batch_of_results_is_one_statement(tmp_path: Path, postgres: Pos
             (first.key, 0, {"PatientID": "1"})
         ]  # the first's three earlier matches became its one new one; the third's are gone
         assert postgres.query("SELECT COUNT(*) FROM asyncdicom.instances WHERE job = %s", (job,)) == [(1,)]
+
+
+async def test_checksums_are_kept_by_one_statement_for_thousands(tmp_path: Path, postgres: Postgres) -> None:
+    """verify --checksums keeps 3000 digests with one statement, each on its own row (a statement
+    for each instance read every row of the job for each)."""
+    job = await _schema(postgres, tmp_path, "sums")
+    uids = [f"1.5.{n}" for n in range(3000)]
+    async with open_pg(postgres.url, job, lease=3.0, directory=tmp_path / "out") as ledger:
+        params = _batch_params(job, uids) | {"host": ledger.host, "directory": ledger.directory}
+        postgres.query(RECORD, params)
+        counting = _Counting(None)
+        statement = ledger.db.statement
+
+        async def counted(work: Any, **kwargs: Any) -> Any:
+            async def run(conn: Any) -> Any:
+                counting.conn = conn
+                return await work(counting)
+
+            return await statement(run, **kwargs)
+
+        ledger.db.statement = counted  # type: ignore[method-assign]
+        await ledger.checksums([(uid, f"{uid}.dcm", f"{n:064x}") for n, uid in enumerate(uids)])
+        assert counting.sent == 1
+    rows = postgres.query("SELECT sop_uid, sha256 FROM asyncdicom.instances WHERE job = %s", (job,))
+    assert sorted((str(sha), str(uid)) for uid, sha in rows) == sorted((f"{n:064x}", uid) for n, uid in enumerate(uids))
 
 
 async def test_a_database_of_an_older_schema_is_migrated(tmp_path: Path, postgres: Postgres) -> None:

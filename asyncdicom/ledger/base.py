@@ -220,8 +220,9 @@ class Ledger(Protocol):
     async def get_meta(self, key: str) -> str | None:
         """What :meth:`remember` kept under ``key``, if anything."""
 
-    async def checksums(self, items: Sequence[tuple[str, str]]) -> None:
-        """Keep the SHA-256 of stored instances: (SOP Instance UID, hex digest)."""
+    async def checksums(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Keep the SHA-256 of stored instances: (SOP Instance UID, path under the output
+        directory, hex digest)."""
 
     async def stored_by_request(self) -> dict[str, set[str]]:
         """SOP Instance UIDs already received for each unfinished request of the plan."""

@@ -489,9 +489,12 @@ class Ledger:
         await self._set_meta(key, value)
         await self.db.commit()
 
-    async def checksums(self, items: Sequence[tuple[str, str]]) -> None:
-        """Keep the SHA-256 of stored instances: (path under the output directory, hex digest)."""
-        await self.db.executemany("UPDATE instances SET sha256 = ? WHERE path = ?", ((d, p) for p, d in items))
+    async def checksums(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Keep the SHA-256 of stored instances: (SOP Instance UID, path under the output directory,
+        hex digest)."""
+        await self.db.executemany(
+            "UPDATE instances SET sha256 = ? WHERE path = ? AND sop_uid = ?", ((d, p, u) for u, p, d in items)
+        )
         await self.db.commit()
 
     async def held_back_files(self) -> list[tuple[str, str, str, str]]:

@@ -4,6 +4,7 @@ its requests, their results, and the reports read from them."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from asyncdicom.ledger.postgres.connection import (
 from asyncdicom.ledger.postgres.slots import SharedSlots
 from asyncdicom.ledger.postgres.sql import (
     BEAT,
+    CHECKSUMS,
     CLAIM,
     HELD_BACK,
     MIGRATIONS,
@@ -52,6 +54,7 @@ from asyncdicom.plan import Plan
 from asyncdicom.stats import RunStats
 
 log = logging.getLogger("asyncdicom.ledger")
+CHECKSUM_BATCH = 5000  # instances whose SHA-256 one statement keeps
 ANALYZE_AFTER = 1000  # new request rows from one plan sync beyond which the table's statistics are renewed
 
 
@@ -647,18 +650,22 @@ class PgLedger:
             stored.setdefault(str(key), set()).add(str(uid))
         return stored
 
-    async def checksums(self, items: Sequence[tuple[str, str]]) -> None:
-        """Keep the SHA-256 of this host's stored instances: (path under its output directory, hex digest)."""
-
-        async def write(conn: psycopg.AsyncConnection[Any]) -> None:
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    "UPDATE asyncdicom.instances SET sha256 = %s WHERE job = %s AND path = %s AND host = %s "
-                    "AND directory = %s",
-                    [(digest, self.job, path, self.host, self.directory) for path, digest in items],
-                )
-
-        await self.db.run(write)
+    async def checksums(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Keep the SHA-256 of this host's stored instances: (SOP Instance UID, path under its
+        output directory, hex digest); a statement for each :data:`CHECKSUM_BATCH` (one for each
+        instance read every row of the job that the primary key's UID did not narrow: by path
+        alone, all of them, for each)."""
+        for start in range(0, len(items), CHECKSUM_BATCH):
+            part = items[start : start + CHECKSUM_BATCH]
+            params = {
+                "job": self.job,
+                "host": self.host,
+                "directory": self.directory,
+                "uids": [uid for uid, _, _ in part],
+                "paths": [path for _, path, _ in part],
+                "digests": [digest for _, _, digest in part],
+            }
+            await self.db.statement(functools.partial(_keep_checksums, params=params))
 
     async def held_back_files(self) -> list[tuple[str, str, str, str]]:
         """(SOP Instance UID, request key, quarantine path, transfer syntax) of the instances this
@@ -764,6 +771,10 @@ class PgLedger:
     async def close(self) -> None:
         await self.db.close()
         await self.leases.close()
+
+
+async def _keep_checksums(conn: psycopg.AsyncConnection[Any], params: dict[str, Any]) -> None:
+    await conn.execute(CHECKSUMS, params)
 
 
 def plan_batch(pending: int) -> int:

@@ -218,6 +218,15 @@ RECORD = f"""
 """
 
 
+# verify --checksums: the SHA-256 of this host's stored instances, found by the primary key
+CHECKSUMS = """
+    UPDATE asyncdicom.instances i SET sha256 = u.sha256
+    FROM unnest(%(uids)s::text[], %(paths)s::text[], %(digests)s::text[]) AS u (sop_uid, path, sha256)
+    WHERE i.job = %(job)s AND i.sop_uid = u.sop_uid AND i.path = u.path AND i.host = %(host)s
+      AND i.directory = %(directory)s
+"""
+
+
 # the hosts running the job (a heartbeat younger than a lease) and whether another one waits for a
 # slot: what the fair share is reckoned from, by the heartbeat (over_share) and by TAKE_SLOT alike
 LIVE_HOSTS = """
