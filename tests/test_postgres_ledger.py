@@ -216,6 +216,46 @@ async def test_the_twin_lookup_reads_the_primary_key_whatever_the_statistics(
     assert "using instances_pkey on instances i" in plan and max(read, default=0) < 50, plan
 
 
+async def test_a_settle_reads_only_its_requests_matches_whatever_the_statistics(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """Settling two requests of a query job newer than the table's statistics reads those
+    requests' matches, not every match of the job (the planner, expecting one match of the job,
+    read all of them for each batch: quadratic in the job's size); earlier matches beyond the new
+    ones go, the others are overwritten."""
+    job = await _schema(postgres, tmp_path, "matches")
+    for name in (f"{job}-older", job):
+        postgres.query(
+            "INSERT INTO asyncdicom.requests (job, key, line, elements) SELECT %s, 'k' || g, g, '{}' "
+            "FROM generate_series(1, 600) g",
+            (name,),
+        )
+        postgres.query(
+            "INSERT INTO asyncdicom.matches (job, request_key, idx, attrs) SELECT %s, 'k' || g, i, '{}' "
+            "FROM generate_series(1, 600) g, generate_series(0, 9) i",
+            (name,),
+        )
+        if name != job:
+            postgres.query("ANALYZE asyncdicom.matches")  # statistics of the table as it was: then a new job
+    params = _batch_params(job, [])
+    params |= {name: [None, None] for name in SETTLE_COLUMNS}
+    params |= {"key": ["k7", "k300"], "state": ["done", "done"], "attempts": [1, 1], "transient": [False, False]}
+    params |= {"answer_keys": ["k7", "k300", "k300"], "answer_idx": [0, 0, 1], "answer_attrs": ['{"a": 1}'] * 3}
+    plan = [str(row[0]) for row in postgres.query("EXPLAIN (ANALYZE, COSTS OFF) " + RECORD, params)]
+    read = [
+        int(line.split("rows=")[1].split()[0]) * int(line.split("loops=")[1].split(")")[0])
+        for line in plan
+        if "Scan" in line and "on matches" in line and "rows=" in line
+    ]
+    assert read and sum(read) <= 40, "\n".join(plan)
+    rows = postgres.query(
+        "SELECT request_key, COUNT(*), COUNT(*) FILTER (WHERE attrs = '{\"a\": 1}') FROM asyncdicom.matches "
+        "WHERE job = %s AND request_key IN ('k7', 'k300', 'k8') GROUP BY request_key ORDER BY request_key",
+        (job,),
+    )
+    assert rows == [("k300", 2, 2), ("k7", 1, 1), ("k8", 10, 0)]
+
+
 async def test_a_claim_reads_only_what_it_takes(tmp_path: Path, postgres: Postgres) -> None:
     """A claim of 5 in a job of 5000 open requests (pending and partial) reads a handful of
     index entries, not every open request of the job (as one OR in its condition made it do)."""
@@ -871,14 +911,15 @@ async def test_checksums_are_kept_by_one_statement_for_thousands(tmp_path: Path,
 
 async def test_a_database_of_an_older_schema_is_migrated(tmp_path: Path, postgres: Postgres) -> None:
     """A ledger database written by asyncdicom at schema 3 is brought to the current schema when
-    a host opens it: its instances indexed by request key first (schema 4), its rows kept."""
+    a host opens it: its instances indexed by request key first (schema 4), its matches saying
+    whose they are (schema 5), its rows kept."""
     name = f"older_{tmp_path.name}".lower()[:60]
     postgres.query(f'CREATE DATABASE "{name}"')
     url = postgres.url.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(url, password=PASSWORD, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA asyncdicom")
         conn.execute("CREATE TABLE asyncdicom.version (version INTEGER NOT NULL)")
-        for version in (1, 2, 3):
+        for version in (1, 2, 3):  # an older schema: the last migrations run when a host opens it
             conn.execute(MIGRATIONS[version])
             conn.execute("INSERT INTO asyncdicom.version (version) VALUES (%s)", (version,))
         conn.execute("INSERT INTO asyncdicom.meta (job, key, value) VALUES ('old', 'planned', '1')")
@@ -888,10 +929,43 @@ async def test_a_database_of_an_older_schema_is_migrated(tmp_path: Path, postgre
         with psycopg.connect(url, password=PASSWORD) as conn:
             versions = conn.execute("SELECT version FROM asyncdicom.version ORDER BY version").fetchall()
             indexes = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'instances'").fetchall()
+            holder = conn.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_name = 'matches' AND column_name = 'holder'"
+            ).fetchall()
         assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
-        assert sorted(str(i) for (i,) in indexes) == ["instances_by_request", "instances_pkey"]
+        assert sorted(str(i) for (i,) in indexes) == ["instances_by_request", "instances_pkey"] and holder == [(1,)]
     finally:
         postgres.query(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def test_two_hosts_settling_one_request_at_once_leave_the_last_ones_matches(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """Host a (lease lost, still finishing) and host b settle one query request at the same
+    moment: a with five matches, uncommitted while b's statement waits for its row; once both
+    are committed the job's library and counts hold b's three matches, not a's last two beside
+    them (b's statement could not see the rows a inserted)."""
+    plan = _plan(tmp_path, "1\n")
+    (request,) = plan.requests
+    job = f"race-{tmp_path.name}"[:64]
+    async with _host(postgres, job, tmp_path, "a") as a, _host(postgres, job, tmp_path, "b") as b:
+        await a.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        five = RequestResult(
+            "partial", 1, 0xB000, "warning", "some failed", tuple({"PatientID": f"a{n}"} for n in range(5))
+        )
+        three = RequestResult("done", 1, 0, "success", None, tuple({"PatientID": f"b{n}"} for n in range(3)))
+        async with await psycopg.AsyncConnection.connect(postgres.url, password=PASSWORD) as held:
+            await held.execute(RECORD, a._record_params([], [(request, five)], 0.0))  # a's, not committed
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: b.db.run(lambda c: b._commit(c, [(request, three)]), transaction=False))
+                waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+                with anyio.fail_after(10):
+                    # the server's state: no event tells of it
+                    while postgres.query(waiting, ("%settled AS%",)) != [(1,)]:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                await held.commit()
+        assert await b.library_rows() == [(2, {"PatientID": f"b{n}"}) for n in range(3)]
+        assert (await b.summary()).matches == 3
 
 
 async def test_a_schema_written_by_a_newer_asyncdicom_is_refused(tmp_path: Path, postgres: Postgres) -> None:

@@ -44,6 +44,7 @@ from asyncdicom.ledger.postgres.sql import (
     HELD_BACK,
     MIGRATIONS,
     OUTLOOK,
+    OWN_MATCH,
     RECORD,
     SCHEMA_VERSION,
     SETTLE_COLUMNS,
@@ -541,7 +542,7 @@ class PgLedger:
             matches = await one_row(
                 conn,
                 "SELECT COUNT(*) FROM asyncdicom.matches m JOIN asyncdicom.requests r "
-                "ON r.job = m.job AND r.key = m.request_key WHERE m.job = %s AND r.in_plan",
+                f"ON r.job = m.job AND r.key = m.request_key WHERE m.job = %s AND r.in_plan AND {OWN_MATCH}",
                 job,
             )
             last = await one_row(
@@ -730,7 +731,7 @@ class PgLedger:
                 c,
                 "SELECT r.line, m.attrs FROM asyncdicom.matches m JOIN asyncdicom.requests r "
                 "ON r.job = m.job AND r.key = m.request_key WHERE m.job = %s AND r.in_plan AND r.state = 'done' "
-                "ORDER BY r.line, r.key, m.idx",
+                f"AND {OWN_MATCH} ORDER BY r.line, r.key, m.idx",
                 (self.job,),
             )
         )

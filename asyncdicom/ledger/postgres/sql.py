@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -95,7 +95,16 @@ MIGRATIONS: dict[int, str] = {
     DROP INDEX asyncdicom.instances_request;
     CREATE INDEX instances_by_request ON asyncdicom.instances (request_key, job);
     """,
+    # each match says which host's result it is: of two hosts settling one request at the same
+    # moment, the later could not see the earlier's new rows to remove them; a request's matches
+    # are those of the host that settled it last (rows of earlier schemas have none: all theirs)
+    5: """
+    ALTER TABLE asyncdicom.matches ADD COLUMN holder TEXT;
+    """,
 }
+
+# a match row that belongs to its request's result (see schema 5); m and r: matches and requests
+OWN_MATCH = "(m.holder IS NULL OR m.holder = r.settled_by)"
 
 HELD_BACK = """
     SELECT CASE WHEN i.state IN ('quarantined', 'skipped') THEN i.state ELSE 'kept compressed' END AS kind,
@@ -188,13 +197,19 @@ _SETTLE = """
             AS a (request_key, idx, attrs)
         WHERE a.request_key IN (SELECT key FROM settled)
     ), cleared AS (  -- a settled request's earlier matches beyond its new ones (one statement must not
-        -- both delete a row and insert its key again: the others are overwritten)
-        DELETE FROM asyncdicom.matches m USING settled s
-        WHERE m.job = %(job)s AND m.request_key = s.key
-          AND m.idx >= (SELECT COUNT(*) FROM answers a WHERE a.request_key = s.key)
+        -- both delete a row and insert its key again: the others are overwritten), found by a
+        -- lookup of the primary key for each request (by a join, the planner, expecting one match
+        -- of a job newer than the table's statistics, read all the job's matches for each batch)
+        DELETE FROM asyncdicom.matches WHERE ctid = ANY(ARRAY(
+            SELECT unnest(ARRAY(
+                SELECT m.ctid FROM asyncdicom.matches m WHERE m.job = %(job)s AND m.request_key = s.key
+                  AND m.idx >= (SELECT COUNT(*) FROM answers a WHERE a.request_key = s.key)
+            )) FROM settled s
+        ))
     ), answered AS (
-        INSERT INTO asyncdicom.matches (job, request_key, idx, attrs) SELECT %(job)s, a.* FROM answers a
-        ON CONFLICT (job, request_key, idx) DO UPDATE SET attrs = excluded.attrs
+        INSERT INTO asyncdicom.matches (job, request_key, idx, attrs, holder)
+        SELECT %(job)s, a.*, %(holder)s FROM answers a
+        ON CONFLICT (job, request_key, idx) DO UPDATE SET attrs = excluded.attrs, holder = excluded.holder
     ), told AS (  -- a host waiting for the last requests may be done (sent at commit)
         SELECT pg_notify(%(channel)s, %(payload)s) FROM (SELECT 1 FROM settled LIMIT 1) AS any_settled
     )
