@@ -24,7 +24,7 @@ from asyncdicom.ledger.postgres.connection import REQUESTS, SLOTS, WANTED
 from asyncdicom.ledger.postgres.ledger import ANALYZE_AFTER, PgLedger
 from asyncdicom.ledger.postgres.ledger import open_ledger as open_pg
 from asyncdicom.ledger.postgres.slots import SharedSlots
-from asyncdicom.ledger.postgres.sql import CLAIM, MIGRATIONS, RECORD, SCHEMA_VERSION, SETTLE_COLUMNS
+from asyncdicom.ledger.postgres.sql import CLAIM, FORGET_HELD, MIGRATIONS, RECORD, SCHEMA_VERSION, SETTLE_COLUMNS
 from asyncdicom.models import InstanceRecord, InstanceState, RequestResult
 from asyncdicom.plan import Plan, build_plan
 from asyncdicom.stats import RunStats
@@ -254,6 +254,26 @@ async def test_a_settle_reads_only_its_requests_matches_whatever_the_statistics(
         (job,),
     )
     assert rows == [("k300", 2, 2), ("k7", 1, 1), ("k8", 10, 0)]
+
+
+async def test_held_back_rows_replaced_are_found_by_the_primary_key(tmp_path: Path, postgres: Postgres) -> None:
+    """The rows of held-back instances processed again are deleted by one key lookup per UID,
+    in a job newer than the table's statistics too (the planner read every instance of the job
+    for each batch), and only theirs."""
+    job = await _schema(postgres, tmp_path, "held")
+    postgres.query(RECORD, _batch_params(f"{job}-older", [f"1.6.{n}" for n in range(600)]))
+    postgres.query("ANALYZE asyncdicom.instances")  # statistics of the table as it was: then a new job
+    postgres.query(RECORD, _batch_params(job, [f"1.6.{n}" for n in range(600)]))
+    params = {"job": job, "uids": ["1.6.7", "1.6.300"]}
+    plan = [str(row[0]) for row in postgres.query("EXPLAIN (ANALYZE, COSTS OFF) " + FORGET_HELD, params)]
+    read = [
+        int(line.split("rows=")[1].split()[0]) * int(line.split("loops=")[1].split(")")[0])
+        for line in plan
+        if "Scan" in line and "on instances" in line and "rows=" in line
+    ]
+    assert read and sum(read) <= 4 and not [line for line in plan if "Removed" in line], "\n".join(plan)
+    left = postgres.query("SELECT job, COUNT(*) FROM asyncdicom.instances WHERE job LIKE %s GROUP BY job", (f"{job}%",))
+    assert sorted(left) == [(job, 598), (f"{job}-older", 600)]
 
 
 async def test_a_claim_reads_only_what_it_takes(tmp_path: Path, postgres: Postgres) -> None:

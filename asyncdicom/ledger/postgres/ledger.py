@@ -41,6 +41,7 @@ from asyncdicom.ledger.postgres.sql import (
     BEAT,
     CHECKSUMS,
     CLAIM,
+    FORGET_HELD,
     HELD_BACK,
     MIGRATIONS,
     OUTLOOK,
@@ -435,9 +436,7 @@ class PgLedger:
             # pipelined one looks busy to it and would keep its row locks)
             async with conn.transaction():
                 if replaced:  # held-back instances processed again: their quarantine rows go
-                    await conn.execute(
-                        "DELETE FROM asyncdicom.instances WHERE job = %s AND sop_uid = ANY(%s)", (self.job, replaced)
-                    )
+                    await conn.execute(FORGET_HELD, {"job": self.job, "uids": replaced})
                 rows = []
                 for n, part in enumerate(rounds):
                     rows += await all_rows(conn, RECORD, self._record_params(instances if n == 0 else [], part, now))

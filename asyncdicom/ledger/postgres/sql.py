@@ -233,6 +233,17 @@ RECORD = f"""
 """
 
 
+# the rows of held-back instances processed again (their UIDs): one primary-key lookup per UID (by
+# `sop_uid = ANY(...)`, the planner, expecting one row of a job newer than the statistics, read
+# every instance of the job for each batch)
+FORGET_HELD = """
+    DELETE FROM asyncdicom.instances WHERE ctid = ANY(ARRAY(
+        SELECT unnest(ARRAY(SELECT i.ctid FROM asyncdicom.instances i WHERE i.job = %(job)s AND i.sop_uid = u.uid))
+        FROM unnest(%(uids)s::text[]) AS u (uid)
+    ))
+"""
+
+
 # verify --checksums: the SHA-256 of this host's stored instances, found by the primary key
 CHECKSUMS = """
     UPDATE asyncdicom.instances i SET sha256 = u.sha256
