@@ -216,9 +216,9 @@ _SETTLE = """
 """
 
 # the stored twins of the batch's instances, read as they were before this statement: one
-# primary-key lookup per UID (a subquery per UID, its paths in the key's order: with a plain
-# `sop_uid = ANY(...)`, or no order, the planner read every row of the job, for each batch or
-# each UID, until the job's rows had statistics)
+# primary-key lookup per UID, a subquery each (with a plain `sop_uid = ANY(...)` the planner read
+# every row of the job for each batch until the job had statistics; and, while an index of
+# request keys began with the job, through that index for each UID: schema 4)
 _TWINS = """
     SELECT 'twin' AS kind, w.uid, p.path FROM unnest(%(uids)s::text[]) AS w (uid), LATERAL unnest(ARRAY(
         SELECT i.path FROM asyncdicom.instances i WHERE i.job = %(job)s AND i.sop_uid = w.uid ORDER BY i.path
