@@ -188,6 +188,13 @@ def _node(plan: list[str], marker: str) -> list[str]:
     return plan[start:end]
 
 
+def _reads_by_key(plan: list[str], marker: str, index: str, condition: str) -> None:
+    """The node of ``plan`` at ``marker`` reads ``index`` by ``condition`` and nothing beside."""
+    lookup = _node(plan, marker)
+    assert f"using {index}" in lookup[0] and condition in "\n".join(lookup), "\n".join(plan)
+    assert not [line for line in lookup if "Removed" in line], "\n".join(plan)
+
+
 def _batch_params(job: str, uids: list[str]) -> dict[str, object]:
     """The parameters of a batch of stored instances and nothing else for :data:`RECORD`."""
     n = len(uids)
@@ -220,9 +227,7 @@ async def test_the_twin_lookup_reads_the_primary_key_whatever_the_statistics(
     plan = [
         str(row[0]) for row in postgres.query("EXPLAIN (ANALYZE, COSTS OFF) " + RECORD, _batch_params(newer, lookups))
     ]
-    lookup = _node(plan, "on instances i")  # the twin lookup: by job and UID, nothing read beside
-    assert "using instances_pkey" in lookup[0] and "sop_uid = w.uid" in "\n".join(lookup), "\n".join(plan)
-    assert not [line for line in lookup if "Removed" in line], "\n".join(plan)
+    _reads_by_key(plan, "on instances i", "instances_pkey", "sop_uid = w.uid")  # the twin lookup
 
 
 async def test_a_settle_reads_only_its_requests_matches_whatever_the_statistics(
@@ -251,9 +256,8 @@ async def test_a_settle_reads_only_its_requests_matches_whatever_the_statistics(
     params |= {"key": ["k7", "k300"], "state": ["done", "done"], "attempts": [1, 1], "transient": [False, False]}
     params |= {"answer_keys": ["k7", "k300", "k300"], "answer_idx": [0, 0, 1], "answer_attrs": ['{"a": 1}'] * 3}
     plan = [str(row[0]) for row in postgres.query("EXPLAIN (ANALYZE, COSTS OFF) " + RECORD, params)]
-    lookup = _node(plan, "on matches m")  # a settled request's earlier matches: by job and key
-    assert "using matches_pkey" in lookup[0] and "request_key = s.key" in "\n".join(lookup), "\n".join(plan)
-    assert "loops=2" in lookup[0] and not [line for line in lookup if "Removed" in line], "\n".join(plan)
+    _reads_by_key(plan, "on matches m", "matches_pkey", "request_key = s.key")  # earlier matches
+    assert "loops=2" in _node(plan, "on matches m")[0], "\n".join(plan)  # once for each request
     rows = postgres.query(
         "SELECT request_key, COUNT(*), COUNT(*) FILTER (WHERE attrs = '{\"a\": 1}') FROM asyncdicom.matches "
         "WHERE job = %s AND request_key IN ('k7', 'k300', 'k8') GROUP BY request_key ORDER BY request_key",
@@ -272,9 +276,7 @@ async def test_held_back_rows_replaced_are_found_by_the_primary_key(tmp_path: Pa
     postgres.query(RECORD, _batch_params(job, [f"1.6.{n}" for n in range(600)]))
     params = {"job": job, "uids": ["1.6.7", "1.6.300"]}
     plan = [str(row[0]) for row in postgres.query("EXPLAIN (ANALYZE, COSTS OFF) " + FORGET_HELD, params)]
-    lookup = _node(plan, "on instances i")  # by job and UID, nothing read beside
-    assert "using instances_pkey" in lookup[0] and "sop_uid = u.uid" in "\n".join(lookup), "\n".join(plan)
-    assert not [line for line in lookup if "Removed" in line], "\n".join(plan)
+    _reads_by_key(plan, "on instances i", "instances_pkey", "sop_uid = u.uid")
     left = postgres.query("SELECT job, COUNT(*) FROM asyncdicom.instances WHERE job LIKE %s GROUP BY job", (f"{job}%",))
     assert sorted(left) == [(job, 598), (f"{job}-older", 600)]
 
