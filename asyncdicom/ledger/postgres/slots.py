@@ -83,8 +83,9 @@ class SharedSlots:
 
     async def _give(self, conn: psycopg.AsyncConnection[Any], numbers: list[int]) -> None:
         ledger = self._ledger
-        params = {"job": ledger.job, "holder": ledger.holder, "numbers": numbers, "channel": CHANNEL}
-        await conn.execute(GIVE_SLOTS, {**params, "freed": payload(SLOTS, ledger.job)})
+        freed = payload(SLOTS, ledger.job)
+        params = {"job": ledger.job, "holder": ledger.holder, "numbers": numbers, "channel": CHANNEL, "freed": freed}
+        await conn.execute(GIVE_SLOTS, params)
 
     async def acquire(self, owner: object) -> None:
         """Wait for a slot of the job's budget for ``owner``: one worker of this host at a time
