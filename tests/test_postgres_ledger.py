@@ -836,7 +836,7 @@ async def test_one_commit_of_everything_at_once(
 
 
 class _Counting:
-    """A connection that counts the statements sent through it."""
+    """A session that counts the statements sent through it."""
 
     def __init__(self, conn: Any) -> None:
         self.conn, self.sent = conn, 0
@@ -844,6 +844,14 @@ class _Counting:
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         self.sent += 1
         return await self.conn.execute(*args, **kwargs)
+
+    async def rows(self, *args: Any, **kwargs: Any) -> Any:
+        self.sent += 1
+        return await self.conn.rows(*args, **kwargs)
+
+    async def row(self, *args: Any, **kwargs: Any) -> Any:
+        self.sent += 1
+        return await self.conn.row(*args, **kwargs)
 
     def transaction(self) -> Any:
         self.sent += 2  # BEGIN and COMMIT

@@ -1,4 +1,4 @@
-"""The ledger on PostgreSQL (psycopg 3, async): one job shared by every host that runs it.
+"""The ledger on PostgreSQL (through an async driver): one job shared by every host that runs it.
 
 The same tables and states as the SQLite ledger, each row keyed by the job's name as well, in
 a schema of their own (``asyncdicom``) with numbered migrations. Hosts share the work with the
@@ -16,7 +16,8 @@ heartbeat cannot reach the server for a third of a lease stops with an error rat
 without its leases.
 
 Modules: :mod:`.ledger` (the job's rows, claims and leases), :mod:`.slots` (the association
-budget), :mod:`.connection` (reconnecting connections, notifications), :mod:`.sql` (the schema
-and the longer statements), :mod:`.url` (the database named for messages, without psycopg).
-Only this package talks to PostgreSQL.
+budget), :mod:`.connection` (reconnecting connections, notifications), :mod:`.driver` (the one
+module that imports the driver: sessions, notifications, which errors mean a lost server),
+:mod:`.sql` (the schema and the longer statements), :mod:`.url` (the database named for
+messages, without the driver). Only this package talks to PostgreSQL.
 """

@@ -7,26 +7,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
-import psycopg
 
 from asyncdicom.errors import LedgerError
+from asyncdicom.ledger.postgres.driver import DriverError, Lost, Session, connect, listening
 
 log = logging.getLogger("asyncdicom.ledger")
-# psycopg's own warnings (a query whose cancellation was cut short, a pipeline left on a closed
-# connection) come with a lost database, which asyncdicom reports in its own words
-logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 CONNECT_TIMEOUT = 10  # seconds to reach the server
 STATEMENT_TIMEOUT_MS = 120_000  # no statement of ours takes minutes: a hung server is an error
 _T = TypeVar("_T")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return " ".join(text[0].split())[:300] if text else type(exc).__name__
 
 
 class DatabaseLost(LedgerError):
@@ -62,44 +54,42 @@ class Connection:
         self.url, self.where, self.patience, self.bounded = url, where, patience, bounded
         self.on_lost = on_lost  # told why when patience runs out; returns the message to raise
         self.idle = idle  # the server ends a transaction left open this long (its client is gone)
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn: Session | None = None
         self._lock = anyio.Lock()
         self._trying: anyio.CancelScope | None = None  # the try under way
         self.gone: str | None = None  # set by give_up()
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        return await psycopg.AsyncConnection.connect(
+    async def _connect(self) -> Session:
+        return await connect(
             self.url,
-            autocommit=True,
             connect_timeout=CONNECT_TIMEOUT,
             application_name="asyncdicom",
-            keepalives=1,
-            keepalives_idle=10,
-            keepalives_interval=5,
-            keepalives_count=3,
+            keepalives=(10, 5, 3),
             # a host cut off mid-transaction would otherwise keep its row locks (and so its
             # requests, past its lease) for as long as the server's TCP takes to notice
             # (and the server's keepalives find a vanished client within half a minute)
-            options=(
-                f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
-                f"-c idle_in_transaction_session_timeout={round(self.idle * 1000)} "
-                "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
-            ),
+            settings={
+                "statement_timeout": STATEMENT_TIMEOUT_MS,
+                "idle_in_transaction_session_timeout": round(self.idle * 1000),
+                "tcp_keepalives_idle": 10,
+                "tcp_keepalives_interval": 5,
+                "tcp_keepalives_count": 3,
+            },
         )
 
     async def open(self) -> None:
         try:
             self._conn = await self._connect()
-        except psycopg.Error as exc:
+        except DriverError as exc:
             msg = (
-                f"Unable to reach the ledger database {self.where} as {first_line(exc)}; check output.ledger_url, "
+                f"Unable to reach the ledger database {self.where} as {exc}; check output.ledger_url, "
                 "that PostgreSQL runs there, and PGPASSWORD or ~/.pgpass for its password"
             )
             raise LedgerError(msg) from None
 
     async def run(
         self,
-        work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]],
+        work: Callable[[Session], Awaitable[_T]],
         *,
         retry: bool = True,
         transaction: bool = True,
@@ -121,10 +111,10 @@ class Connection:
                 with anyio.move_on_after(limit) as self._trying:
                     try:
                         return await self._try(work, transaction)
-                    except psycopg.OperationalError as exc:
-                        why = first_line(exc)
-                    except psycopg.Error as exc:
-                        msg = f"Unable to use the ledger database {self.where} as {first_line(exc)}"
+                    except Lost as exc:
+                        why = str(exc)
+                    except DriverError as exc:
+                        msg = f"Unable to use the ledger database {self.where} as {exc}"
                         raise LedgerError(msg) from None
                     finally:
                         self._trying = None  # give_up() cancels only a try under way
@@ -146,9 +136,7 @@ class Connection:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def statement(
-        self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]], *, bounded: bool | None = None
-    ) -> _T:
+    async def statement(self, work: Callable[[Session], Awaitable[_T]], *, bounded: bool | None = None) -> _T:
         """As :meth:`run`, for ``work`` that is a single statement (atomic by itself): sent as it
         is, without BEGIN and COMMIT (a round trip each)."""
         return await self.run(work, transaction=False, bounded=bounded)
@@ -160,7 +148,7 @@ class Connection:
         if self._trying is not None:
             self._trying.cancel()
 
-    async def _try(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]], transaction: bool) -> _T:
+    async def _try(self, work: Callable[[Session], Awaitable[_T]], transaction: bool) -> _T:
         if self._conn is None or self._conn.closed:
             self._conn = await self._connect()
         if not transaction:
@@ -210,22 +198,20 @@ class Wakeups:
         mine = {payload(kind, self.job): kind for kind in self._events}
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="asyncdicom"
-                )
-                async with conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                async with listening(
+                    self.url, CHANNEL, connect_timeout=CONNECT_TIMEOUT, application_name="asyncdicom"
+                ) as notes:
                     self.wake(*self._events)  # what was freed while nobody listened: look again
-                    async for note in conn.notifies():
-                        kind = mine.get(note.payload)
+                    async for note in notes:
+                        kind = mine.get(note)
                         if kind is not None:
                             self.wake(kind)
-            except psycopg.Error as exc:
+            except DriverError as exc:
                 log.debug("the ledger's notifications stopped (%s); listening again", type(exc).__name__)
             await anyio.sleep(1.0)
 
 
-async def notify(conn: psycopg.AsyncConnection[Any], job: str, *kinds: str) -> None:
+async def notify(conn: Session, job: str, *kinds: str) -> None:
     """Tell the job's hosts what happened (``kinds``: slots or requests freed, a slot wanted);
     sent when the transaction commits."""
     for kind in kinds:
@@ -240,13 +226,3 @@ def payload(kind: str, job: str) -> str:
 async def wait_for(event: anyio.Event, seconds: float) -> None:
     with anyio.move_on_after(seconds):
         await event.wait()
-
-
-async def all_rows(conn: psycopg.AsyncConnection[Any], query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    cursor = await conn.execute(query, params)  # our queries are literals
-    return list(await cursor.fetchall())
-
-
-async def one_row(conn: psycopg.AsyncConnection[Any], query: str, params: Any = None) -> tuple[Any, ...] | None:
-    cursor = await conn.execute(query, params)
-    return await cursor.fetchone()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import psycopg
 
 from asyncdicom.errors import LedgerError
 from asyncdicom.events import emit
@@ -30,12 +29,11 @@ from asyncdicom.ledger.postgres.connection import (
     Connection,
     DatabaseLost,
     Wakeups,
-    all_rows,
     notify,
-    one_row,
     payload,
     wait_for,
 )
+from asyncdicom.ledger.postgres.driver import Session
 from asyncdicom.ledger.postgres.slots import SharedSlots
 from asyncdicom.ledger.postgres.sql import (
     BEAT,
@@ -102,11 +100,11 @@ class PgLedger:
     # --- schema -------------------------------------------------------------------------------
 
     async def _migrate(self) -> None:
-        async def migrate(conn: psycopg.AsyncConnection[Any]) -> None:
+        async def migrate(conn: Session) -> None:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncdicom schema'))")
             await conn.execute("CREATE SCHEMA IF NOT EXISTS asyncdicom")
             await conn.execute("CREATE TABLE IF NOT EXISTS asyncdicom.version (version INTEGER NOT NULL)")
-            row = await one_row(conn, "SELECT MAX(version) FROM asyncdicom.version")
+            row = await conn.row("SELECT MAX(version) FROM asyncdicom.version")
             version = int(row[0]) if row and row[0] is not None else 0
             shared.check_version(version, SCHEMA_VERSION, f"the ledger database {self.where}")
             for target in range(version + 1, SCHEMA_VERSION + 1):
@@ -116,22 +114,22 @@ class PgLedger:
         await self.db.run(migrate)
 
     async def _schema_present(self) -> bool:
-        async def present(conn: psycopg.AsyncConnection[Any]) -> bool:
-            row = await one_row(conn, "SELECT to_regclass('asyncdicom.requests') IS NOT NULL")
+        async def present(conn: Session) -> bool:
+            row = await conn.row("SELECT to_regclass('asyncdicom.requests') IS NOT NULL")
             return bool(row and row[0])
 
         return await self.db.statement(present)
 
     async def get_meta(self, key: str) -> str | None:
         row = await self.db.statement(
-            lambda c: one_row(c, "SELECT value FROM asyncdicom.meta WHERE job = %s AND key = %s", (self.job, key))
+            lambda c: c.row("SELECT value FROM asyncdicom.meta WHERE job = %s AND key = %s", (self.job, key))
         )
         return str(row[0]) if row else None
 
     async def remember(self, key: str, value: str) -> None:
         await self.db.statement(lambda c: self._set_meta(c, key, value))
 
-    async def _set_meta(self, conn: psycopg.AsyncConnection[Any], key: str, value: str) -> None:
+    async def _set_meta(self, conn: Session, key: str, value: str) -> None:
         await conn.execute(
             "INSERT INTO asyncdicom.meta (job, key, value) VALUES (%s, %s, %s) "
             "ON CONFLICT (job, key) DO UPDATE SET value = excluded.value",
@@ -146,10 +144,12 @@ class PgLedger:
         """As the SQLite ledger's, for the job; refused while another host runs the job with
         other inputs, or for ``restart`` while another host runs it at all."""
 
-        async def sync(conn: psycopg.AsyncConnection[Any]) -> base.SyncReport:
+        async def sync(conn: Session) -> base.SyncReport:
             job = self.job
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('asyncdicom job'), hashtext(%s))", (job,))
-            meta = dict(await all_rows(conn, "SELECT key, value FROM asyncdicom.meta WHERE job = %s", (job,)))
+            meta: dict[str, str] = dict(
+                await conn.rows("SELECT key, value FROM asyncdicom.meta WHERE job = %s", (job,))
+            )
             first_run = "planned" not in meta
             previous = {name: meta.get(f"digest:{name}") for name in digests}
             others = await self._live_others(conn)
@@ -169,13 +169,13 @@ class PgLedger:
             if restart:
                 await conn.execute("DELETE FROM asyncdicom.matches WHERE job = %s", (job,))
                 await conn.execute("DELETE FROM asyncdicom.requests WHERE job = %s", (job,))
-            before = await one_row(conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
+            before = await conn.row("SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
             await conn.execute(
                 "CREATE TEMPORARY TABLE plan_rows (key TEXT PRIMARY KEY, line INTEGER, elements TEXT) ON COMMIT DROP"
             )
-            async with conn.cursor().copy("COPY plan_rows (key, line, elements) FROM STDIN") as copy:
-                for request in plan.requests:
-                    await copy.write_row((request.key, request.line, request.to_json()))
+            await conn.copy(
+                "plan_rows", ("key", "line", "elements"), ((r.key, r.line, r.to_json()) for r in plan.requests)
+            )
             await conn.execute("ANALYZE plan_rows")
             # only the rows that change are written: every host's start rewrote all of the job's rows
             # (two row versions each, a million for a job of 500,000, and the claim index full of dead entries)
@@ -190,28 +190,24 @@ class PgLedger:
                 "WHERE r.line != excluded.line OR NOT r.in_plan",
                 (job,),
             )
-            after = await one_row(conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
+            after = await conn.row("SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s", (job,))
             retried = 0
             if retry_failed:
-                cursor = await conn.execute(
+                retried = await conn.execute(
                     "UPDATE asyncdicom.requests SET state = 'pending', attempts = 0, error = NULL "
                     "WHERE job = %s AND in_plan AND state = 'failed'",
                     (job,),
                 )
-                retried = cursor.rowcount
-            cursor = await conn.execute(
+            continued = await conn.execute(
                 "UPDATE asyncdicom.requests SET state = 'pending', attempts = 0, transient = FALSE "
                 "WHERE job = %s AND in_plan AND state = 'failed' AND transient",
                 (job,),
             )
-            continued = cursor.rowcount
             counts = await self._counts(conn)
             for name, digest in digests.items():
                 await self._set_meta(conn, f"digest:{name}", digest)
             await self._set_meta(conn, "planned", str(len(plan.requests)))
-            dropped = await one_row(
-                conn, "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND NOT in_plan", (job,)
-            )
+            dropped = await conn.row("SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND NOT in_plan", (job,))
             return base.SyncReport(
                 new=int(after[0] if after else 0) - int(before[0] if before else 0),
                 done=counts.get("done", 0),
@@ -231,19 +227,17 @@ class PgLedger:
             await self.db.statement(lambda c: c.execute("ANALYZE asyncdicom.requests"))
         return report
 
-    async def _live_others(self, conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    async def _live_others(self, conn: Session) -> list[str]:
         """Hosts other than this process whose heartbeat is younger than a lease."""
-        rows = await all_rows(
-            conn,
+        rows = await conn.rows(
             "SELECT DISTINCT host FROM asyncdicom.hosts WHERE job = %s AND holder != %s "
             "AND heartbeat > now() - %s * interval '1 second' ORDER BY host",
             (self.job, self.holder, self.lease),
         )
         return [str(host) for (host,) in rows]
 
-    async def _counts(self, conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
-        rows = await all_rows(
-            conn,
+    async def _counts(self, conn: Session) -> dict[str, int]:
+        rows = await conn.rows(
             "SELECT state, COUNT(*) FROM asyncdicom.requests WHERE job = %s AND in_plan GROUP BY state",
             (self.job,),
         )
@@ -252,8 +246,7 @@ class PgLedger:
     async def pending(self, plan: Plan) -> list[Request]:
         """Requests of the plan not settled yet (whoever holds them), in CSV order."""
         rows = await self.db.statement(
-            lambda c: all_rows(
-                c,
+            lambda c: c.rows(
                 "SELECT key, state, missing FROM asyncdicom.requests "
                 "WHERE job = %s AND in_plan AND state IN ('pending', 'partial')",
                 (self.job,),
@@ -282,7 +275,7 @@ class PgLedger:
                 with anyio.CancelScope(shield=True), contextlib.suppress(LedgerError):
                     await self.leases.run(self._give_back, retry=False)
 
-    async def _register(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _register(self, conn: Session) -> None:
         await conn.execute(
             "INSERT INTO asyncdicom.hosts (job, holder, host, pid, directory) VALUES (%s, %s, %s, %s, %s) "
             "ON CONFLICT (job, holder) DO UPDATE SET heartbeat = now()",
@@ -290,7 +283,7 @@ class PgLedger:
         )
         self._last_beat = time.monotonic()
 
-    async def _give_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _give_back(self, conn: Session) -> None:
         """Leave the job: give back what this host holds, but for the requests whose results
         are on their way to the database (given back, another host would run them again; their
         commit clears them, and their lease covers a host that dies first); whether it was the
@@ -342,11 +335,11 @@ class PgLedger:
         self.db.give_up(msg)
         return msg
 
-    async def _beat(self, conn: psycopg.AsyncConnection[Any]) -> int:
+    async def _beat(self, conn: Session) -> int:
         if time.monotonic() - self._last_beat > 2 * self.lease / 3:
             msg = f"its leases were last renewed more than {2 * self.lease / 3:g} s ago"
             raise LedgerError(msg)
-        row = await one_row(conn, BEAT, {"holder": self.holder, "job": self.job, "lease": self.lease})
+        row = await conn.row(BEAT, {"holder": self.holder, "job": self.job, "lease": self.lease})
         self._last_beat = time.monotonic()
         self.hosts = max(1, int(row[0]) if row else 1)
         self.others_want = bool(row[1]) if row else False
@@ -385,7 +378,7 @@ class PgLedger:
                 slots.give_back_idle()
             await wait_for(changed, poll)
 
-    async def _claim(self, conn: psycopg.AsyncConnection[Any], count: int) -> list[tuple[Any, ...]]:
+    async def _claim(self, conn: Session, count: int) -> list[tuple[Any, ...]]:
         params = {
             "holder": self.holder,
             "lease": self.lease,
@@ -393,15 +386,15 @@ class PgLedger:
             "since": self._run_started,
             "count": count,
         }
-        rows = await all_rows(conn, CLAIM, params)
+        rows = await conn.rows(CLAIM, params)
         if rows:
             self._last_beat = time.monotonic()
         return rows
 
-    async def _outlook(self, conn: psycopg.AsyncConnection[Any]) -> tuple[bool, bool]:
+    async def _outlook(self, conn: Session) -> tuple[bool, bool]:
         """Whether unsettled requests are held by other hosts (or by nobody but not claimable by
         this run), and whether any is claimable now."""
-        row = await one_row(conn, OUTLOOK, {"job": self.job, "holder": self.holder, "since": self._run_started})
+        row = await conn.row(OUTLOOK, {"job": self.job, "holder": self.holder, "since": self._run_started})
         return (bool(row[0]), bool(row[1])) if row else (False, False)
 
     def slots(self, count: int) -> SharedSlots:
@@ -419,7 +412,7 @@ class PgLedger:
             lambda request: self._settling.add(request.key),
         )
 
-    async def _commit(self, conn: psycopg.AsyncConnection[Any], items: Sequence[shared.Item]) -> list[shared.Item]:
+    async def _commit(self, conn: Session, items: Sequence[shared.Item]) -> list[shared.Item]:
         """Instances first, then settled requests (never over one done already, by this host or
         another); returns what was recorded. A batch is one statement (atomic by itself, one round
         trip); one that replaces held-back instances, or settles a request twice, a transaction."""
@@ -429,7 +422,7 @@ class PgLedger:
         now = time.time()
         rounds = _rounds(settled) or [[]]  # a request settled twice in one batch: in order, one statement each
         if not replaced and len(rounds) == 1:
-            rows = await all_rows(conn, RECORD, self._record_params(instances, rounds[0], now))
+            rows = await conn.rows(RECORD, self._record_params(instances, rounds[0], now))
         else:
             # not pipelined: between statements the server then sees the session idle in a
             # transaction, which it ends after Connection.idle should this host be cut off (a
@@ -439,7 +432,7 @@ class PgLedger:
                     await conn.execute(FORGET_HELD, {"job": self.job, "uids": replaced})
                 rows = []
                 for n, part in enumerate(rounds):
-                    rows += await all_rows(conn, RECORD, self._record_params(instances if n == 0 else [], part, now))
+                    rows += await conn.rows(RECORD, self._record_params(instances if n == 0 else [], part, now))
         taken = {str(key) for kind, key, _ in rows if kind == "settled"}
         recorded: list[shared.Item] = list(instances)
         for request, result in settled:
@@ -513,8 +506,7 @@ class PgLedger:
     async def start_run(self) -> None:
         self._run_started = time.time()
         row = await self.db.statement(
-            lambda c: one_row(
-                c,
+            lambda c: c.row(
                 "INSERT INTO asyncdicom.runs (job, host, started) VALUES (%s, %s, %s) RETURNING id",
                 (self.job, self.host, self._run_started),
             )
@@ -535,34 +527,30 @@ class PgLedger:
     async def summary(self) -> base.LedgerSummary:
         """Counts by state, the last run, and a few recent errors (no patient data)."""
 
-        async def read(conn: psycopg.AsyncConnection[Any]) -> base.LedgerSummary:
+        async def read(conn: Session) -> base.LedgerSummary:
             job = (self.job,)
             counts = await self._counts(conn)
-            matches = await one_row(
-                conn,
+            matches = await conn.row(
                 "SELECT COUNT(*) FROM asyncdicom.matches m JOIN asyncdicom.requests r "
                 f"ON r.job = m.job AND r.key = m.request_key WHERE m.job = %s AND r.in_plan AND {OWN_MATCH}",
                 job,
             )
-            last = await one_row(
-                conn,
+            last = await conn.row(
                 "SELECT started, finished, outcome FROM asyncdicom.runs WHERE job = %s ORDER BY id DESC LIMIT 1",
                 job,
             )
-            failures = await all_rows(
-                conn,
+            failures = await conn.rows(
                 "SELECT line, error FROM asyncdicom.requests WHERE job = %s AND in_plan AND state = 'failed' "
                 "ORDER BY line LIMIT 5",
                 job,
             )
-            warnings = await one_row(
-                conn,
+            warnings = await conn.row(
                 "SELECT COUNT(*) FROM asyncdicom.requests WHERE job = %s AND in_plan AND state = 'done' "
                 "AND category = 'warning'",
                 job,
             )
-            instances = await one_row(conn, "SELECT COUNT(*) FROM asyncdicom.instances WHERE job = %s", job)
-            held = await all_rows(conn, HELD_BACK, {"job": self.job, "kept": f"{KEPT_COMPRESSED_PREFIX}%"})
+            instances = await conn.row("SELECT COUNT(*) FROM asyncdicom.instances WHERE job = %s", job)
+            held = await conn.rows(HELD_BACK, {"job": self.job, "kept": f"{KEPT_COMPRESSED_PREFIX}%"})
             return base.LedgerSummary(
                 held_back=tuple(base.HeldBackCount(HeldBack(kind), reason or "", int(n)) for kind, reason, n in held),
                 requests=base.RequestCounts(**{state: counts.get(state, 0) for state in shared.SUMMARY_STATES}),
@@ -578,9 +566,8 @@ class PgLedger:
     async def request_rows(self, states: frozenset[str] | None = None) -> list[base.RequestRow]:
         """The plan's requests in CSV order, with their instances counted (``states`` filters)."""
 
-        async def read(conn: psycopg.AsyncConnection[Any]) -> list[base.RequestRow]:
-            rows = await all_rows(
-                conn,
+        async def read(conn: Session) -> list[base.RequestRow]:
+            rows = await conn.rows(
                 "SELECT r.key, r.line, r.elements, r.state, r.status, r.category, r.error, r.attempts, r.completed, "
                 "r.failed_ops, r.warning_ops, r.received, r.elapsed, r.updated, "
                 "COUNT(i.sop_uid) FILTER (WHERE i.state IN ('stored', 'renamed', 'duplicate')), "
@@ -591,8 +578,7 @@ class PgLedger:
                 (self.job,),
             )
             folders: dict[str, set[str]] = {}
-            for key, path in await all_rows(
-                conn,
+            for key, path in await conn.rows(
                 "SELECT request_key, path FROM asyncdicom.instances "
                 "WHERE job = %s AND state IN ('stored', 'renamed', 'duplicate')",
                 (self.job,),
@@ -607,8 +593,7 @@ class PgLedger:
         """Every received instance of the job, by CSV line, with the host and output directory
         that hold it (``states`` filters by request state)."""
         rows = await self.db.statement(
-            lambda c: all_rows(
-                c,
+            lambda c: c.rows(
                 "SELECT i.sop_uid, r.line, i.path, i.size, i.transfer_syntax, i.state, i.warning, i.received, "
                 "r.state, i.sha256, i.host, i.directory "
                 "FROM asyncdicom.instances i LEFT JOIN asyncdicom.requests r "
@@ -638,8 +623,7 @@ class PgLedger:
     async def stored_by_request(self) -> dict[str, set[str]]:
         """SOP Instance UIDs already received (by any host) for each unfinished request of the job."""
         rows = await self.db.statement(
-            lambda c: all_rows(
-                c,
+            lambda c: c.rows(
                 "SELECT i.request_key, i.sop_uid FROM asyncdicom.instances i JOIN asyncdicom.requests r "
                 "ON r.job = i.job AND r.key = i.request_key WHERE i.job = %s AND r.in_plan AND r.state != 'done'",
                 (self.job,),
@@ -671,8 +655,7 @@ class PgLedger:
         """(SOP Instance UID, request key, quarantine path, transfer syntax) of the instances this
         host quarantined or skipped (their files are on this host)."""
         rows = await self.db.statement(
-            lambda c: all_rows(
-                c,
+            lambda c: c.rows(
                 "SELECT i.sop_uid, i.request_key, i.path, COALESCE(i.transfer_syntax, '') FROM asyncdicom.instances i "
                 "JOIN asyncdicom.requests r ON r.job = i.job AND r.key = i.request_key "
                 "WHERE i.job = %s AND r.in_plan AND i.state IN ('quarantined', 'skipped') AND i.host = %s "
@@ -685,8 +668,7 @@ class PgLedger:
     async def runs(self, limit: int = 5) -> list[base.RunRow]:
         """The job's last runs (on every host), newest first."""
         rows = await self.db.statement(
-            lambda c: all_rows(
-                c,
+            lambda c: c.rows(
                 "SELECT started, finished, outcome, counts FROM asyncdicom.runs WHERE job = %s "
                 "ORDER BY id DESC LIMIT %s",
                 (self.job, limit),
@@ -697,9 +679,8 @@ class PgLedger:
     async def forget_instances(self, uids: Sequence[str], *, ask_again_for_them: bool) -> int:
         """As the SQLite ledger's, for this host's instances."""
 
-        async def forget(conn: psycopg.AsyncConnection[Any]) -> int:
-            rows = await all_rows(
-                conn,
+        async def forget(conn: Session) -> int:
+            rows = await conn.rows(
                 "DELETE FROM asyncdicom.instances WHERE job = %s AND host = %s AND directory = %s "
                 "AND sop_uid = ANY(%s) RETURNING sop_uid, request_key",
                 (self.job, self.host, self.directory, list(uids)),
@@ -726,8 +707,7 @@ class PgLedger:
     async def library_rows(self) -> list[tuple[int, dict[str, str]]]:
         """(CSV line, match attributes) of every done request of the job, in CSV order."""
         rows = await self.db.statement(
-            lambda c: all_rows(
-                c,
+            lambda c: c.rows(
                 "SELECT r.line, m.attrs FROM asyncdicom.matches m JOIN asyncdicom.requests r "
                 "ON r.job = m.job AND r.key = m.request_key WHERE m.job = %s AND r.in_plan AND r.state = 'done' "
                 f"AND {OWN_MATCH} ORDER BY r.line, r.key, m.idx",
@@ -745,15 +725,13 @@ class PgLedger:
     async def export_requests(self, path: Path, columns: Sequence[str], *, guard: bool = True) -> int:
         """Write the request CSV of the whole job atomically; returns its row count."""
 
-        async def read(conn: psycopg.AsyncConnection[Any]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-            rows = await all_rows(
-                conn,
+        async def read(conn: Session) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+            rows = await conn.rows(
                 "SELECT key, line, elements, state, status, completed, failed_ops, warning_ops, received, error "
                 "FROM asyncdicom.requests WHERE job = %s AND in_plan ORDER BY line, key",
                 (self.job,),
             )
-            held = await all_rows(
-                conn,
+            held = await conn.rows(
                 "SELECT request_key, warning, COUNT(*) FROM asyncdicom.instances WHERE job = %s "
                 "AND (state IN ('quarantined', 'skipped') OR (state != 'duplicate' AND warning LIKE %s)) "
                 "GROUP BY request_key, warning",
@@ -773,7 +751,7 @@ class PgLedger:
         await self.leases.close()
 
 
-async def _keep_checksums(conn: psycopg.AsyncConnection[Any], params: dict[str, Any]) -> None:
+async def _keep_checksums(conn: Session, params: dict[str, Any]) -> None:
     await conn.execute(CHECKSUMS, params)
 
 

@@ -7,14 +7,14 @@ import functools
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
-import psycopg
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asyncdicom.errors import LedgerError
-from asyncdicom.ledger.postgres.connection import CHANNEL, SLOTS, WANTED, one_row, payload
+from asyncdicom.ledger.postgres.connection import CHANNEL, SLOTS, WANTED, payload
+from asyncdicom.ledger.postgres.driver import Session
 from asyncdicom.ledger.postgres.sql import GIVE_SLOTS, TAKE_SLOT
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class SharedSlots:
         """Make the job's slot rows number exactly ``count`` (the config every host shares)."""
         ledger = self._ledger
 
-        async def make(conn: psycopg.AsyncConnection[Any]) -> None:
+        async def make(conn: Session) -> None:
             await conn.execute(
                 "INSERT INTO asyncdicom.slots (job, n) SELECT %s, generate_series(0, %s - 1) ON CONFLICT DO NOTHING",
                 (ledger.job, self.count),
@@ -81,7 +81,7 @@ class SharedSlots:
                         give = functools.partial(self._give, numbers=batch)
                         await ledger.leases.statement(give)
 
-    async def _give(self, conn: psycopg.AsyncConnection[Any], numbers: list[int]) -> None:
+    async def _give(self, conn: Session, numbers: list[int]) -> None:
         ledger = self._ledger
         freed = payload(SLOTS, ledger.job)
         params = {"job": ledger.job, "holder": ledger.holder, "numbers": numbers, "channel": CHANNEL, "freed": freed}
@@ -160,7 +160,7 @@ class SharedSlots:
         with a host that has work)."""
         return not self._ledger.dry and not self.over_share()
 
-    async def _take(self, conn: psycopg.AsyncConnection[Any]) -> int | None:
+    async def _take(self, conn: Session) -> int | None:
         """A free slot, unless this host holds its share already while another host waits for one;
         refused, this host tells the others that it waits."""
         ledger = self._ledger
@@ -169,7 +169,7 @@ class SharedSlots:
         # host beyond its share could take the next slot freed before that worker asks again)
         more = self._waiters > 0
         told = {"channel": CHANNEL, "wanted": payload(WANTED, ledger.job)}
-        row = await one_row(conn, TAKE_SLOT, {**params, **told, "held": self.held, "count": self.count, "more": more})
+        row = await conn.row(TAKE_SLOT, {**params, **told, "held": self.held, "count": self.count, "more": more})
         if row is None or row[0] is None:
             self.refused.set()
             self.refused = anyio.Event()
