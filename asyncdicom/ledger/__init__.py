@@ -21,7 +21,7 @@ async def open_job_ledger(config: Config, *, readonly: bool = False) -> AsyncIte
         async with open_ledger(output.ledger_file, readonly=readonly) as ledger:
             yield ledger
         return
-    from asyncdicom.ledger.postgres import ledger as postgres  # psycopg only where a shared ledger is used
+    from asyncdicom.ledger.postgres import ledger as postgres  # the driver only where a shared ledger is used
 
     async with postgres.open_ledger(
         output.ledger_url, output.job_name, lease=output.lease_seconds, directory=output.directory, readonly=readonly

@@ -64,10 +64,10 @@ class Connection:
             self.url,
             connect_timeout=CONNECT_TIMEOUT,
             application_name="asyncdicom",
-            keepalives=(10, 5, 3),
             # a host cut off mid-transaction would otherwise keep its row locks (and so its
-            # requests, past its lease) for as long as the server's TCP takes to notice
-            # (and the server's keepalives find a vanished client within half a minute)
+            # requests, past its lease) for as long as the server's TCP takes to notice (the
+            # server's keepalives find a vanished client within half a minute); on this side,
+            # every try of a unit of work is bounded in time (see the class)
             settings={
                 "statement_timeout": STATEMENT_TIMEOUT_MS,
                 "idle_in_transaction_session_timeout": round(self.idle * 1000),

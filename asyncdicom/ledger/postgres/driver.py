@@ -1,25 +1,36 @@
-"""PostgreSQL's driver (psycopg 3, async) behind one module: sessions that run our statements
-(parameters written ``%(name)s`` or ``%s``), copy rows in, and run transactions; the
-notifications of a channel; and which of the server's errors mean that it went away (try
-again) rather than that it refused a statement. Nothing else in asyncdicom imports the driver.
+"""PostgreSQL's driver (asyncpg) behind one module: sessions that run our statements (their
+parameters written ``%(name)s`` or ``%s``, as psycopg and the tests write them), copy rows in,
+and run transactions; the notifications of a channel; and which errors mean that the server
+went away (try again) rather than that it refused a statement. Nothing else in asyncdicom
+imports the driver.
+
+asyncpg rather than psycopg 3 (both made for asyncio): measured here, its import costs 18 ms of
+CPU in an asyncdicom process against psycopg's 60, and its statements about half the client
+CPU; each host of a shared job pays the import once, and a job of a few thousand instances
+spread over three hosts felt it (``scripts/bench_multihost``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+import functools
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import psycopg
-
-# psycopg's own warnings (a query whose cancellation was cut short, a pipeline left on a closed
-# connection) come with a lost database, which asyncdicom reports in its own words
-logging.getLogger("psycopg").setLevel(logging.ERROR)
+import anyio
+import asyncpg
 
 Params = Mapping[str, Any] | Sequence[Any] | None
 Row = tuple[Any, ...]
+
+# SQLSTATE classes of a server that went away or gave up on a statement for reasons of its own
+# (connection exception, transaction rollback (deadlock, serialization), insufficient
+# resources, object not in prerequisite state (a lock not available), operator intervention
+# (shutdown, a statement cancelled by its timeout), system error): the work may be tried again
+_LOST_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+_PARAMETER = re.compile(r"%\((\w+)\)s|%s|%%")
 
 
 def first_line(exc: BaseException) -> str:
@@ -38,51 +49,86 @@ class Lost(DriverError):
     again on a new session."""
 
 
-def _error(exc: psycopg.Error) -> DriverError:
-    return (Lost if isinstance(exc, psycopg.OperationalError) else DriverError)(first_line(exc))
+@functools.lru_cache(maxsize=512)
+def _numbered(sql: str) -> tuple[str, tuple[str, ...] | int]:
+    """``sql`` with its parameters numbered as the server wants them (``$1``…), and the names
+    they stand for in order (or how many positional ones there are)."""
+    names: list[str] = []
+    positional = 0
+
+    def number(match: re.Match[str]) -> str:
+        nonlocal positional
+        if match.group(0) == "%%":
+            return "%"
+        name = match.group(1)
+        if name is None:
+            positional += 1
+            return f"${positional}"
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    text = _PARAMETER.sub(number, sql)
+    if names and positional:
+        msg = "a statement mixes named and positional parameters"
+        raise ValueError(msg)
+    return text, tuple(names) if names else positional
+
+
+def _bind(sql: str, params: Params) -> tuple[str, Sequence[Any]]:
+    if params is None:
+        return sql, ()
+    text, names = _numbered(sql)
+    if isinstance(params, Mapping):
+        assert isinstance(names, tuple), "named parameters expected"
+        return text, [params[name] for name in names]
+    return text, params
 
 
 class Session:
-    """One connection to the server, as a unit of work uses it (autocommit: each statement is
-    a transaction of its own, unless inside :meth:`transaction`)."""
+    """One connection to the server, as a unit of work uses it (each statement a transaction of
+    its own, unless inside :meth:`transaction`)."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
     @property
     def closed(self) -> bool:
-        return self._conn.closed
+        return self._conn.is_closed()
+
+    def _error(self, exc: Exception) -> DriverError:
+        if isinstance(exc, asyncpg.PostgresError):
+            lost = (exc.sqlstate or "")[:2] in _LOST_CLASSES or self._conn.is_closed()
+        else:  # the client's: the connection broke or timed out (else an error of ours)
+            lost = isinstance(exc, OSError | TimeoutError) or self._conn.is_closed()
+        return (Lost if lost else DriverError)(first_line(exc))
+
+    async def _call(self, call: Callable[..., Any], sql: str, params: Params) -> Any:
+        text, args = _bind(sql, params)
+        try:
+            return await call(text, *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+            raise self._error(exc) from None
 
     async def execute(self, sql: str, params: Params = None) -> int:
         """Run ``sql``; returns the rows it changed (or returned)."""
-        try:
-            cursor = await self._conn.execute(sql, params)  # our statements are literals
-        except psycopg.Error as exc:
-            raise _error(exc) from None
-        return cursor.rowcount
+        status = await self._call(self._conn.execute, sql, params)
+        count = str(status).rsplit(" ", 1)[-1]
+        return int(count) if count.isdigit() else 0
 
     async def rows(self, sql: str, params: Params = None) -> list[Row]:
-        try:
-            cursor = await self._conn.execute(sql, params)
-            return list(await cursor.fetchall())
-        except psycopg.Error as exc:
-            raise _error(exc) from None
+        return [tuple(record) for record in await self._call(self._conn.fetch, sql, params)]
 
     async def row(self, sql: str, params: Params = None) -> Row | None:
-        try:
-            cursor = await self._conn.execute(sql, params)
-            return await cursor.fetchone()
-        except psycopg.Error as exc:
-            raise _error(exc) from None
+        record = await self._call(self._conn.fetchrow, sql, params)
+        return None if record is None else tuple(record)
 
     async def copy(self, table: str, columns: Sequence[str], rows: Iterable[Row]) -> None:
         """Copy ``rows`` into ``table`` (a name of ours, not from outside)."""
         try:
-            async with self._conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    await copy.write_row(row)
-        except psycopg.Error as exc:
-            raise _error(exc) from None
+            await self._conn.copy_records_to_table(table, records=rows, columns=list(columns))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+            raise self._error(exc) from None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -90,15 +136,15 @@ class Session:
         try:
             async with self._conn.transaction():
                 yield
-        except psycopg.Error as exc:
-            raise _error(exc) from None
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+            raise self._error(exc) from None
 
     async def close(self) -> None:
-        await self._conn.close()
-
-
-def _options(settings: Mapping[str, object]) -> str:
-    return " ".join(f"-c {name}={value}" for name, value in settings.items())
+        """End the session at once: the socket is closed without waiting for the server (one
+        that went silent would hold a polite close for its timeout; the server ends the session
+        when it reads the end of the stream, and rolls back whatever was left open)."""
+        if not self._conn.is_closed():
+            self._conn.terminate()
 
 
 async def connect(
@@ -107,27 +153,14 @@ async def connect(
     connect_timeout: float,
     application_name: str,
     settings: Mapping[str, object] | None = None,
-    keepalives: tuple[int, int, int] | None = None,
 ) -> Session:
-    """A session at ``url`` (password from PGPASSWORD or ~/.pgpass, as libpq finds it), with the
-    server's ``settings`` for it and, with ``keepalives`` (idle, interval, count in seconds), TCP
-    keepalives on this side. Raises :class:`Lost` when the server cannot be reached."""
-    extra: dict[str, Any] = {}
-    if keepalives is not None:
-        idle, interval, count = keepalives
-        extra = {"keepalives": 1, "keepalives_idle": idle, "keepalives_interval": interval, "keepalives_count": count}
-    if settings:
-        extra["options"] = _options(settings)
+    """A session at ``url`` (password from PGPASSWORD or ~/.pgpass), with the server's
+    ``settings`` for it. Raises :class:`Lost` when the server cannot be reached or refuses us."""
+    server = {"application_name": application_name, **{k: str(v) for k, v in (settings or {}).items()}}
     try:
-        conn = await psycopg.AsyncConnection.connect(
-            url,
-            autocommit=True,
-            connect_timeout=max(1, round(connect_timeout)),
-            application_name=application_name,
-            **extra,
-        )
-    except psycopg.Error as exc:
-        raise _error(exc) from None
+        conn = await asyncpg.connect(url, timeout=connect_timeout, server_settings=server)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+        raise Lost(first_line(exc)) from None
     return Session(conn)
 
 
@@ -136,20 +169,39 @@ async def listening(
     url: str, channel: str, *, connect_timeout: float, application_name: str
 ) -> AsyncIterator[AsyncIterator[str]]:
     """The payloads of ``channel``'s notifications, from the moment this is entered (LISTEN
-    done) until it is left or the connection is lost (:class:`Lost`)."""
+    done) until it is left, or the connection is lost (:class:`Lost`)."""
     session = await connect(url, connect_timeout=connect_timeout, application_name=application_name)
-    conn = session._conn
+    send, receive = anyio.create_memory_object_stream[str | None](1000)
+
+    def heard(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+        # a thousand unread (or no longer read): the waiters look in the database on their timeouts anyway
+        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            send.send_nowait(str(payload))
+
+    def ended(_conn: object) -> None:
+        try:
+            send.send_nowait(None)
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            send.close()
+
     try:
-        await session.execute(f"LISTEN {channel}")  # a name of ours
+        session._conn.add_termination_listener(ended)
+        try:
+            await session._conn.add_listener(channel, heard)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+            raise session._error(exc) from None
 
         async def payloads() -> AsyncIterator[str]:
-            try:
-                async for note in conn.notifies():
-                    yield note.payload
-            except psycopg.Error as exc:
-                raise _error(exc) from None
+            async for payload in receive:
+                if payload is None:
+                    msg = "the connection was closed"
+                    raise Lost(msg)
+                yield payload
+            msg = "the connection was closed"
+            raise Lost(msg)
 
         yield payloads()
     finally:
-        with contextlib.suppress(psycopg.Error):
-            await session.close()
+        send.close()
+        receive.close()
+        await session.close()

@@ -1,4 +1,4 @@
-"""A ledger URL in words, for messages (psycopg is not needed for that)."""
+"""A ledger URL in words, for messages (the driver is not needed for that)."""
 
 from __future__ import annotations
 
