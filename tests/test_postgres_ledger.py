@@ -20,7 +20,7 @@ from asyncdicom.config import load_config
 from asyncdicom.errors import ConfigError, LedgerError
 from asyncdicom.ledger import open_ledger
 from asyncdicom.ledger.base import Ledger
-from asyncdicom.ledger.postgres.connection import REQUESTS, SLOTS, WANTED
+from asyncdicom.ledger.postgres.connection import REQUESTS, WANTED
 from asyncdicom.ledger.postgres.ledger import ANALYZE_AFTER, PgLedger
 from asyncdicom.ledger.postgres.ledger import open_ledger as open_pg
 from asyncdicom.ledger.postgres.slots import SharedSlots
@@ -762,15 +762,15 @@ async def test_a_host_hears_what_another_frees_by_notification(tmp_path: Path, p
     """A host's listener wakes the waiters of what another host of the same job frees (here: a
     slot given back wakes those waiting for a slot, not those waiting for requests), and nobody
     for another job's notifications."""
-    from asyncdicom.ledger.postgres.connection import REQUESTS, SLOTS, Wakeups
+    from asyncdicom.ledger.postgres.connection import SLOTS, Connection, Wakeups
 
     job = f"hear-{tmp_path.name}"[:64]
-    async with _host(postgres, job, tmp_path, "a") as a, anyio.create_task_group() as tg:
-        wakeups = Wakeups(postgres.url, job)
-        tg.start_soon(wakeups.run)
-        with anyio.fail_after(10):
-            while not wakeups.wakes:  # its first wakes: listening
-                await wakeups.event(SLOTS).wait()
+    async with _host(postgres, job, tmp_path, "a") as a:
+        wakeups = Wakeups(job)
+        listener = Connection(postgres.url, "test", 10)
+        await listener.open()
+        await listener.keep(wakeups.listen)
+        assert wakeups.wakes == 3  # listening: every waiter looks again
         heard = wakeups.wakes
         slot_freed, requests_freed = wakeups.event(SLOTS), wakeups.event(REQUESTS)
         postgres.query("SELECT pg_notify('asyncdicom', 'slots:another-job')")
@@ -783,7 +783,31 @@ async def test_a_host_hears_what_another_frees_by_notification(tmp_path: Path, p
                 await slot_freed.wait()
         assert wakeups.wakes == heard + 1  # the other job's notification woke nobody
         assert not requests_freed.is_set()
-        tg.cancel_scope.cancel()
+        await listener.close()
+
+
+async def test_the_lease_connection_listens_again_after_a_reconnect(tmp_path: Path, postgres: Postgres) -> None:
+    """The connection that hears the other hosts LISTENs again when it reconnects (here: the
+    server ended its session): a notification sent after that still wakes the host's waiters."""
+    from asyncdicom.ledger.postgres.connection import SLOTS, Connection, Wakeups
+
+    job = f"relisten-{tmp_path.name}"[:64]
+    wakeups = Wakeups(job)
+    listener = Connection(postgres.url, "test", 10)
+    await listener.open()
+    try:
+        await listener.keep(wakeups.listen)
+        first = await listener.statement(lambda s: s.row("SELECT pg_backend_pid()"))
+        assert first is not None
+        postgres.query("SELECT pg_terminate_backend(%s)", (first[0],))
+        again = await listener.statement(lambda s: s.row("SELECT pg_backend_pid()"))
+        assert again is not None and again != first  # a new session
+        freed = wakeups.event(SLOTS)
+        postgres.query("SELECT pg_notify('asyncdicom', %s)", (f"slots:{job}",))
+        with anyio.fail_after(10):
+            await freed.wait()
+    finally:
+        await listener.close()
 
 
 async def test_one_commit_of_everything_at_once(
@@ -875,27 +899,24 @@ async def test_a_batch_of_results_is_one_statement(tmp_path: Path, postgres: Pos
             "UPDATE asyncdicom.requests SET state = 'done', settled_by = 'elsewhere' WHERE job = %s AND key = %s",
             (job, second.key),
         )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(b.wakeups.run)
-            await b.wakeups.event(SLOTS).wait()  # listening (it wakes every kind when it starts)
-            requests = b.wakeups.event(REQUESTS)
-            items: list[Any] = [
-                InstanceRecord("1.1", first.key, "1/a.dcm", 10, syntax, InstanceState.STORED),
-                (first, dataclasses.replace(_done("1"), attempts=1, matches=({"PatientID": "1"},))),
-                (second, RequestResult("failed", 1, None, "network", "aborted")),
-                (third, RequestResult("done", 1, 0, "success", None, ())),
-            ]
-            counting = _Counting(None)
+        await b.leases.keep(b.wakeups.listen)
+        requests = b.wakeups.event(REQUESTS)
+        items: list[Any] = [
+            InstanceRecord("1.1", first.key, "1/a.dcm", 10, syntax, InstanceState.STORED),
+            (first, dataclasses.replace(_done("1"), attempts=1, matches=({"PatientID": "1"},))),
+            (second, RequestResult("failed", 1, None, "network", "aborted")),
+            (third, RequestResult("done", 1, 0, "success", None, ())),
+        ]
+        counting = _Counting(None)
 
-            async def commit(conn: Any) -> list[Any]:
-                counting.conn = conn
-                return await a._commit(cast(Any, counting), items)
+        async def commit(conn: Any) -> list[Any]:
+            counting.conn = conn
+            return await a._commit(cast(Any, counting), items)
 
-            recorded = await a.db.run(commit, transaction=False)
-            assert counting.sent == 1
-            with anyio.fail_after(10):
-                await requests.wait()  # told at commit
-            tg.cancel_scope.cancel()
+        recorded = await a.db.run(commit, transaction=False)
+        assert counting.sent == 1
+        with anyio.fail_after(10):
+            await requests.wait()  # told at commit
         assert [item[0].key if isinstance(item, tuple) else item.sop_uid for item in recorded] == [
             "1.1", first.key, third.key
         ]  # fmt: skip

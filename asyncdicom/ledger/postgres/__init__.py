@@ -10,8 +10,8 @@ rows are unique per job, SOP Instance UID and path. The job's association budget
 slots leased the same way (:class:`.slots.SharedSlots`).
 
 Connections: one for the data (plan, results, reports), one for leases and heartbeats, so that
-a long commit never delays a renewal, and one LISTENing for what the other hosts free (slots,
-requests), so that nobody polls for them. They reconnect when the server restarts; a host whose
+a long commit never delays a renewal; the latter also LISTENs for what the other hosts free
+(slots, requests), so that nobody polls for them. They reconnect when the server restarts; a host whose
 heartbeat cannot reach the server for a third of a lease stops with an error rather than go on
 without its leases.
 

@@ -12,7 +12,7 @@ from typing import TypeVar
 import anyio
 
 from asyncdicom.errors import LedgerError
-from asyncdicom.ledger.postgres.driver import DriverError, Lost, Session, connect, listening
+from asyncdicom.ledger.postgres.driver import DriverError, Lost, Session, connect
 
 log = logging.getLogger("asyncdicom.ledger")
 
@@ -58,6 +58,12 @@ class Connection:
         self._lock = anyio.Lock()
         self._trying: anyio.CancelScope | None = None  # the try under way
         self.gone: str | None = None  # set by give_up()
+        self._setup: Callable[[Session], Awaitable[None]] | None = None  # run on each new session
+
+    async def keep(self, setup: Callable[[Session], Awaitable[None]]) -> None:
+        """Run ``setup`` on the session now, and again on each new one after a reconnect."""
+        self._setup = setup
+        await self.statement(setup)
 
     async def _connect(self) -> Session:
         return await connect(
@@ -151,6 +157,8 @@ class Connection:
     async def _try(self, work: Callable[[Session], Awaitable[_T]], transaction: bool) -> _T:
         if self._conn is None or self._conn.closed:
             self._conn = await self._connect()
+            if self._setup is not None:
+                await self._setup(self._conn)
         if not transaction:
             return await work(self._conn)
         async with self._conn.transaction():
@@ -171,15 +179,18 @@ WANTED = "wanted"  # a host waits for a slot: one holding more than its share gi
 class Wakeups:
     """Notifications that another host freed something of the job: an association slot
     (:data:`SLOTS`), or requests it settled or gave back (:data:`REQUESTS`); or that a host waits
-    for a slot (:data:`WANTED`). One connection LISTENs; a task sets the current event of that
-    kind (then replaced) for each, so that a host waiting for a slot does not wake whenever
-    another host commits a result. A waiter takes :meth:`event` *before* it looks in the
-    database, so that a notification sent meanwhile is not missed; it waits with a timeout all
-    the same (a host that died notifies nobody: its leases just run out)."""
+    for a slot (:data:`WANTED`). The lease connection LISTENs (:meth:`listen`, again after each
+    reconnect: a connection of its own cost each host a third session); each notification sets
+    the current event of its kind (then replaced), so that a host waiting for a slot does not
+    wake whenever another host commits a result. A waiter takes :meth:`event` *before* it looks
+    in the database, so that a notification sent meanwhile is not missed; it waits with a timeout
+    all the same (a host that died notifies nobody: its leases just run out; and while the
+    connection is lost, nobody hears anything until a unit of work reconnects it)."""
 
-    def __init__(self, url: str, job: str) -> None:
-        self.url, self.job = url, job
+    def __init__(self, job: str) -> None:
+        self.job = job
         self._events = {SLOTS: anyio.Event(), REQUESTS: anyio.Event(), WANTED: anyio.Event()}
+        self._mine = {payload(kind, job): kind for kind in self._events}
         self.wakes = 0  # notifications of this job heard so far
 
     def event(self, kind: str) -> anyio.Event:
@@ -192,23 +203,16 @@ class Wakeups:
             self._events[kind].set()
             self._events[kind] = anyio.Event()
 
-    async def run(self) -> None:
-        """Listen until cancelled; on a lost connection, listen again a second later (waiters
-        meanwhile wake on their timeouts)."""
-        mine = {payload(kind, self.job): kind for kind in self._events}
-        while True:
-            try:
-                async with listening(
-                    self.url, CHANNEL, connect_timeout=CONNECT_TIMEOUT, application_name="asyncdicom"
-                ) as notes:
-                    self.wake(*self._events)  # what was freed while nobody listened: look again
-                    async for note in notes:
-                        kind = mine.get(note)
-                        if kind is not None:
-                            self.wake(kind)
-            except DriverError as exc:
-                log.debug("the ledger's notifications stopped (%s); listening again", type(exc).__name__)
-            await anyio.sleep(1.0)
+    async def listen(self, session: Session) -> None:
+        """Hear the job's notifications on ``session``; wake every waiter (what was freed while
+        nobody listened: look again)."""
+        await session.listen(CHANNEL, self._heard)
+        self.wake(*self._events)
+
+    def _heard(self, note: str) -> None:
+        kind = self._mine.get(note)
+        if kind is not None:
+            self.wake(kind)
 
 
 async def notify(conn: Session, job: str, *kinds: str) -> None:

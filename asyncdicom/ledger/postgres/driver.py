@@ -12,14 +12,12 @@ spread over three hosts felt it (``scripts/bench_multihost``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import asyncpg
 
 Params = Mapping[str, Any] | Sequence[Any] | None
@@ -139,6 +137,18 @@ class Session:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
             raise self._error(exc) from None
 
+    async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
+        """Hear ``channel``'s notifications on this session (whenever they arrive, while it is
+        idle too): ``heard(payload)`` is called for each, on the event loop."""
+
+        def deliver(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            heard(str(payload))
+
+        try:
+            await self._conn.add_listener(channel, deliver)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+            raise self._error(exc) from None
+
     async def close(self) -> None:
         """End the session at once: the socket is closed without waiting for the server (one
         that went silent would hold a polite close for its timeout; the server ends the session
@@ -162,46 +172,3 @@ async def connect(
     except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
         raise Lost(first_line(exc)) from None
     return Session(conn)
-
-
-@asynccontextmanager
-async def listening(
-    url: str, channel: str, *, connect_timeout: float, application_name: str
-) -> AsyncIterator[AsyncIterator[str]]:
-    """The payloads of ``channel``'s notifications, from the moment this is entered (LISTEN
-    done) until it is left, or the connection is lost (:class:`Lost`)."""
-    session = await connect(url, connect_timeout=connect_timeout, application_name=application_name)
-    send, receive = anyio.create_memory_object_stream[str | None](1000)
-
-    def heard(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-        # a thousand unread (or no longer read): the waiters look in the database on their timeouts anyway
-        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            send.send_nowait(str(payload))
-
-    def ended(_conn: object) -> None:
-        try:
-            send.send_nowait(None)
-        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            send.close()
-
-    try:
-        session._conn.add_termination_listener(ended)
-        try:
-            await session._conn.add_listener(channel, heard)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
-            raise session._error(exc) from None
-
-        async def payloads() -> AsyncIterator[str]:
-            async for payload in receive:
-                if payload is None:
-                    msg = "the connection was closed"
-                    raise Lost(msg)
-                yield payload
-            msg = "the connection was closed"
-            raise Lost(msg)
-
-        yield payloads()
-    finally:
-        send.close()
-        receive.close()
-        await session.close()

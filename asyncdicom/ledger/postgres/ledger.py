@@ -90,7 +90,7 @@ class PgLedger:
         self._run_started = time.time()
         self.last_host = True  # until work() says otherwise
         self._last_beat = time.monotonic()
-        self.wakeups = Wakeups(url, job)
+        self.wakeups = Wakeups(job)
         self.dry = False  # nothing claimable: the rest is held by other hosts (or done)
         self._settling: set[str] = set()  # requests whose results are queued, not committed yet
         self._slots: SharedSlots | None = None  # the job's association budget, once asked for
@@ -265,9 +265,9 @@ class PgLedger:
         exit, what it claimed and did not settle is given back at once."""
         by_key = {request.key: request for request in plan.requests}
         await self.leases.run(self._register)
+        await self.leases.keep(self.wakeups.listen)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._heartbeat, on_hosts)
-            tg.start_soon(self.wakeups.run)
             try:
                 yield self._claims(by_key, plan_batch(len(pending)))
             finally:
