@@ -182,6 +182,7 @@ def test_busy_with_retry_after_slows_the_run_and_is_honoured(
     ("pacs", "request_type", "where", "text"),
     [
         ({"url": "ftp://pacs/dicom-web"}, "c-find", "pacs.url", "is not an http(s) URL"),
+        ({"url": "https://[::1/dicom-web"}, "c-find", "pacs.url", "is not a URL (Invalid IPv6 URL)"),
         ({"url": "https://me:pw@pacs/dicom-web"}, "c-find", "pacs.url", "holds a user name or password"),
         ({"url": "https://pacs/dicom-web?x=1"}, "c-find", "pacs.url", "cannot have a query"),
         ({"url": "https://pacs/dw", "hostname": "pacs"}, "c-find", "pacs.hostname", "pacs.url replaces"),

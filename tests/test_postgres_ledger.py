@@ -545,6 +545,7 @@ async def test_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
         ({"ledger_url": "postgresql://u:secret@db/x"}, "output.ledger_url", "holds a password"),
         ({"ledger_url": "postgresql://u@db/x?password=secret"}, "output.ledger_url", "holds a password"),
         ({"ledger_url": "mysql://u@db/x"}, "output.ledger_url", "not a postgresql:// URL"),
+        ({"ledger_url": "postgresql://u@[::1/x"}, "output.ledger_url", "is not a URL (Invalid IPv6 URL)"),
         ({"ledger_url": "postgresql://u@db"}, "output.ledger_url", "names no database"),
         ({"ledger_url": "postgresql://u@db:99999/x"}, "output.ledger_url", "port is out of range"),
         ({"ledger_url": "postgresql://u@db/x", "ledger_file": "l.sqlite3"}, "output.ledger_url", "not both"),

@@ -389,14 +389,23 @@ MAX_URL = 2048
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
+def _split_url(text: str, where: str, example: str) -> urllib.parse.SplitResult:
+    """``text``'s parts, or a config error (an unclosed [IPv6 address], say)."""
+    if len(text) > MAX_URL:
+        raise ConfigError(where, f"a URL of {len(text)} characters; at most {MAX_URL} are allowed")
+    try:
+        return urllib.parse.urlsplit(text)
+    except ValueError as exc:
+        raise ConfigError(where, f"{text[:200]!r} is not a URL ({exc}); {example}") from None
+
+
 def web_url(value: object, where: str) -> str:
     """A DICOMweb base URL: http or https, a host, no credentials, query or fragment; no trailing /."""
     text = as_str(value, where)
-    if len(text) > MAX_URL:
-        raise ConfigError(where, f"a URL of {len(text)} characters; at most {MAX_URL} are allowed")
-    parts = urllib.parse.urlsplit(text)
+    example = "write e.g. https://pacs.example.org/dicom-web"
+    parts = _split_url(text, where, example)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(where, f"{text!r} is not an http(s) URL; write e.g. https://pacs.example.org/dicom-web")
+        raise ConfigError(where, f"{text!r} is not an http(s) URL; {example}")
     if parts.username or parts.password:
         raise ConfigError(where, "the URL holds a user name or password; remove it and use pacs.auth")
     if parts.query or parts.fragment:
@@ -416,10 +425,8 @@ def database_url(value: object, where: str) -> str:
     """A PostgreSQL connection URL (``postgresql://user@host:port/dbname``, libpq's form), with
     no password: libpq takes it from PGPASSWORD or ~/.pgpass, never from the YAML."""
     text = as_str(value, where)
-    if len(text) > MAX_URL:
-        raise ConfigError(where, f"a URL of {len(text)} characters; at most {MAX_URL} are allowed")
-    parts = urllib.parse.urlsplit(text)
     example = "write e.g. postgresql://asyncdicom@db.example.org:5432/research"
+    parts = _split_url(text, where, example)
     if parts.scheme not in _DATABASE_SCHEMES:
         raise ConfigError(where, f"{text!r} is not a postgresql:// URL; {example}")
     if parts.password is not None or any(
