@@ -169,6 +169,6 @@ async def connect(
     server = {"application_name": application_name, **{k: str(v) for k, v in (settings or {}).items()}}
     try:
         conn = await asyncpg.connect(url, timeout=connect_timeout, server_settings=server)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
-        raise Lost(first_line(exc)) from None
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, ValueError) as exc:
+        raise Lost(first_line(exc)) from None  # a ValueError: a query parameter the driver cannot read
     return Session(conn)
