@@ -29,6 +29,9 @@ Row = tuple[Any, ...]
 # (shutdown, a statement cancelled by its timeout), system error): the work may be tried again
 _LOST_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
 _PARAMETER = re.compile(r"%\((\w+)\)s|%s|%%")
+# what a statement may raise: the server's errors, the client's (a closed connection, a value
+# of the wrong type) and the socket's
+_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 
 
 def first_line(exc: BaseException) -> str:
@@ -98,14 +101,14 @@ class Session:
         if isinstance(exc, asyncpg.PostgresError):
             lost = (exc.sqlstate or "")[:2] in _LOST_CLASSES or self._conn.is_closed()
         else:  # the client's: the connection broke or timed out (else an error of ours)
-            lost = isinstance(exc, OSError | TimeoutError) or self._conn.is_closed()
+            lost = isinstance(exc, OSError) or self._conn.is_closed()
         return (Lost if lost else DriverError)(first_line(exc))
 
     async def _call(self, call: Callable[..., Any], sql: str, params: Params) -> Any:
         text, args = _bind(sql, params)
         try:
             return await call(text, *args)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._error(exc) from None
 
     async def execute(self, sql: str, params: Params = None) -> int:
@@ -125,7 +128,7 @@ class Session:
         """Copy ``rows`` into ``table`` (a name of ours, not from outside)."""
         try:
             await self._conn.copy_records_to_table(table, records=rows, columns=list(columns))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._error(exc) from None
 
     @asynccontextmanager
@@ -134,7 +137,7 @@ class Session:
         try:
             async with self._conn.transaction():
                 yield
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._error(exc) from None
 
     async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
@@ -146,7 +149,7 @@ class Session:
 
         try:
             await self._conn.add_listener(channel, deliver)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+        except _FAILURES as exc:
             raise self._error(exc) from None
 
     async def close(self) -> None:
@@ -169,6 +172,6 @@ async def connect(
     server = {"application_name": application_name, **{k: str(v) for k, v in (settings or {}).items()}}
     try:
         conn = await asyncpg.connect(url, timeout=connect_timeout, server_settings=server)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, ValueError) as exc:
+    except (*_FAILURES, ValueError) as exc:
         raise Lost(first_line(exc)) from None  # a ValueError: a query parameter the driver cannot read
     return Session(conn)
