@@ -787,6 +787,26 @@ async def test_a_host_hears_what_another_frees_by_notification(tmp_path: Path, p
         await listener.close()
 
 
+async def test_a_refused_value_is_not_named_in_the_error(postgres: Postgres) -> None:
+    """A statement refused for one of its values (the server's data error, or the client's: a
+    value of the wrong type for a parameter) is reported by its kind, without the value (a UID
+    or a path may hold patient data), and not as a lost server (no retry)."""
+    from asyncdicom.ledger.postgres.driver import DriverError, Lost, connect
+
+    session = await connect(postgres.url, connect_timeout=10, application_name="test")
+    try:
+        for sql, kind in (
+            ("SELECT %s::text::integer", "invalid input syntax for type integer"),  # the server's
+            ("SELECT %s::integer", "invalid input for query argument $1"),  # the client's
+        ):
+            with pytest.raises(DriverError) as caught:
+                await session.rows(sql, ("PAT-12345",))
+            assert not isinstance(caught.value, Lost)
+            assert str(caught.value) == kind
+    finally:
+        await session.close()
+
+
 async def test_the_lease_connection_listens_again_after_a_reconnect(tmp_path: Path, postgres: Postgres) -> None:
     """The connection that hears the other hosts LISTENs again when it reconnects (here: the
     server ended its session): a notification sent after that still wakes the host's waiters."""

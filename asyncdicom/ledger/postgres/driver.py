@@ -98,11 +98,17 @@ class Session:
         return self._conn.is_closed()
 
     def _error(self, exc: Exception) -> DriverError:
+        why = first_line(exc)
         if isinstance(exc, asyncpg.PostgresError):
-            lost = (exc.sqlstate or "")[:2] in _LOST_CLASSES or self._conn.is_closed()
+            state = (exc.sqlstate or "")[:2]
+            lost = state in _LOST_CLASSES or self._conn.is_closed()
+            if state == "22":  # a data exception names the value (a UID, a path): the kind of error only
+                why = why.split(":", 1)[0]
         else:  # the client's: the connection broke or timed out (else an error of ours)
             lost = isinstance(exc, OSError) or self._conn.is_closed()
-        return (Lost if lost else DriverError)(first_line(exc))
+            if isinstance(exc, ValueError):  # a value of the wrong type for a parameter: named in it
+                why = why.split(":", 1)[0]
+        return (Lost if lost else DriverError)(why)
 
     async def _call(self, call: Callable[..., Any], sql: str, params: Params) -> Any:
         text, args = _bind(sql, params)
