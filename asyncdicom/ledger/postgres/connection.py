@@ -61,9 +61,10 @@ class Connection:
         self._setup: Callable[[Session], Awaitable[None]] | None = None  # run on each new session
 
     async def keep(self, setup: Callable[[Session], Awaitable[None]]) -> None:
-        """Run ``setup`` on the session now, and again on each new one after a reconnect."""
-        self._setup = setup
+        """Run ``setup`` on the session now, and again on each new one after a reconnect (set
+        afterwards: a reconnect within this first run would otherwise run it twice there)."""
         await self.statement(setup)
+        self._setup = setup
 
     async def _connect(self) -> Session:
         return await connect(
