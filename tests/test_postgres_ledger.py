@@ -527,6 +527,27 @@ async def test_restart_is_refused_while_another_host_runs_the_job(tmp_path: Path
         assert a.last_host
 
 
+async def test_the_password_comes_from_a_pgpass_file(
+    tmp_path: Path, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without PGPASSWORD, the password is read from the passfile (~/.pgpass, or PGPASSFILE),
+    as libpq reads it; with a wrong one there, a clear error names what to check."""
+    from tests.postgres_server import PASSWORD, USER
+
+    passfile = tmp_path / "pgpass"
+    monkeypatch.delenv("PGPASSWORD")
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    passfile.write_text(f"127.0.0.1:{postgres.port}:*:{USER}:{PASSWORD}\n")
+    passfile.chmod(0o600)
+    async with open_pg(postgres.url, f"pass-{tmp_path.name}"[:64]) as ledger:
+        assert await ledger.get_meta("planned") is None
+    passfile.write_text(f"127.0.0.1:{postgres.port}:*:{USER}:not-it\n")
+    with pytest.raises(LedgerError, match=r"password authentication failed.*PGPASSWORD or ~/\.pgpass") as caught:
+        async with open_pg(postgres.url, "job"):
+            pass
+    assert "not-it" not in str(caught.value)
+
+
 async def test_an_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     """Nothing listens at the ledger URL: a LedgerError naming host, port and database, and what to check."""
     from tests.pacs_servers import free_port
