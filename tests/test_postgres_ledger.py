@@ -808,6 +808,19 @@ async def test_a_host_hears_what_another_frees_by_notification(tmp_path: Path, p
         await listener.close()
 
 
+def test_statements_keep_psycopg_parameters_for_the_driver() -> None:
+    """The ledger's statements are written with psycopg's parameters (the tests run them through
+    psycopg too); the driver numbers them for the server: a name used twice is one parameter,
+    ``%%`` a percent sign, and names and positions are never mixed."""
+    from asyncdicom.ledger.postgres.driver import _bind
+
+    assert _bind("SELECT %(a)s, %(b)s, %(a)s LIKE 'x%%'", {"b": 2, "a": 1}) == ("SELECT $1, $2, $1 LIKE 'x%'", [1, 2])
+    assert _bind("SELECT %s, %s", ("x", "y")) == ("SELECT $1, $2", ("x", "y"))
+    assert _bind("SELECT 'x%'", None) == ("SELECT 'x%'", ())  # no parameters: the text as it is
+    with pytest.raises(ValueError, match="mixes named and positional"):
+        _bind("SELECT %(a)s, %s", {"a": 1})
+
+
 async def test_a_refused_value_is_not_named_in_the_error(postgres: Postgres) -> None:
     """A statement refused for one of its values (the server's data error, or the client's: a
     value of the wrong type for a parameter) is reported by its kind, without the value (a UID
