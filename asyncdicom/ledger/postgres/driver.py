@@ -98,16 +98,12 @@ class Session:
         return self._conn.is_closed()
 
     def _error(self, exc: Exception) -> DriverError:
+        state = (exc.sqlstate or "")[:2] if isinstance(exc, asyncpg.PostgresError) else ""
+        # lost: the server's kind of error says so, or the socket failed, or the connection ended
+        lost = state in _LOST_CLASSES or isinstance(exc, OSError) or self._conn.is_closed()
         why = first_line(exc)
-        if isinstance(exc, asyncpg.PostgresError):
-            state = (exc.sqlstate or "")[:2]
-            lost = state in _LOST_CLASSES or self._conn.is_closed()
-            if state == "22":  # a data exception names the value (a UID, a path): the kind of error only
-                why = why.split(":", 1)[0]
-        else:  # the client's: the connection broke or timed out (else an error of ours)
-            lost = isinstance(exc, OSError) or self._conn.is_closed()
-            if isinstance(exc, ValueError):  # a value of the wrong type for a parameter: named in it
-                why = why.split(":", 1)[0]
+        if state == "22" or isinstance(exc, ValueError):  # a data error, or a parameter's value of the
+            why = why.split(":", 1)[0]  # wrong type, names the value (a UID, a path): its kind only
         return (Lost if lost else DriverError)(why)
 
     async def _call(self, call: Callable[..., Any], sql: str, params: Params) -> Any:
