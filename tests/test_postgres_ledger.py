@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -746,6 +747,40 @@ async def test_a_host_beyond_its_share_gives_slots_to_a_host_that_waits(tmp_path
         assert sorted(got) == ["b1", "b2"]  # a's own waiting worker got none
         assert (a_slots.held, a_slots.over_share()) == (2, False)
         tg.cancel_scope.cancel()
+
+
+async def test_a_host_beyond_its_share_hears_at_once_that_another_waits(tmp_path: Path, postgres: Postgres) -> None:
+    """Leases of 30 s (a beat every 10 s): host a holds both slots; b asks and is refused; a
+    hears it by notification and beats at once, so it knows within a moment that it is beyond
+    its share (it beat a second later, running two associations while b idled: a fourth of the
+    bench's job)."""
+    plan = _plan(tmp_path, "1\n2\n")
+    job = f"at-once-{tmp_path.name}"[:64]
+    async with _host(postgres, job, tmp_path, "a", lease=30) as a, _host(postgres, job, tmp_path, "b", lease=30) as b:
+        for ledger in (a, b):
+            await ledger.sync_plan(plan, digests={}, restart=False, retry_failed=False)
+        a_slots, b_slots = a.slots(2), b.slots(2)
+        await a_slots.prepare()
+        async with (
+            a.work(plan, await a.pending(plan)),
+            b.work(plan, await b.pending(plan)),
+            a_slots.running(),
+            b_slots.running(),
+            anyio.create_task_group() as tg,
+        ):
+            for worker in range(2):
+                await a_slots.acquire(worker)
+            assert not a_slots.over_share()
+            refused = b_slots.refused
+            tg.start_soon(b_slots.acquire, "b")
+            with anyio.fail_after(10):
+                await refused.wait()
+            since = time.monotonic()
+            with anyio.fail_after(10):
+                while not a_slots.over_share():
+                    await a.wakeups.event(WANTED).wait()
+            assert time.monotonic() - since < 0.9
+            tg.cancel_scope.cancel()
 
 
 async def test_a_host_served_a_slot_still_waits_while_another_of_its_workers_does(

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -310,11 +311,13 @@ class PgLedger:
         another third: the run then stops (its associations are aborted) before its leases run
         out, so that no other host takes its requests and association slots while it still uses
         them (the PACS never sees more than the job's associations, even across a network cut)."""
+        early = -math.inf  # when the last early beat was
         while True:
             wanted = self.wakeups.event(WANTED)
             with anyio.move_on_after(self.lease / 3):
                 await wanted.wait()  # a host waits for a slot: is this one beyond its share?
-                await anyio.sleep(1.0)  # at most one early beat a second
+                await anyio.sleep(max(0.0, early + 1.0 - time.monotonic()))  # at most one early beat a second
+                early = time.monotonic()
             try:
                 hosts = await self.leases.statement(self._beat)
             except DatabaseLost:
