@@ -815,6 +815,45 @@ async def test_a_host_served_a_slot_still_waits_while_another_of_its_workers_doe
         tg.cancel_scope.cancel()
 
 
+async def test_a_slot_freed_while_a_worker_asks_the_database_goes_to_that_worker(
+    tmp_path: Path, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host a holds the job's two slots; a third worker of a asks the database for one, and while
+    it asks, a worker releases its slot: the slot goes to the asking worker, not back to the job
+    (where another host could take it, leaving a with requests claimed and no slot to run them:
+    seen in the bench, a host idle for seconds at the end of a job)."""
+    async with _a_holds_them_all(postgres, tmp_path, "asking", 2) as (_, _, a_slots, _, tg):
+        asking, go, served = anyio.Event(), anyio.Event(), anyio.Event()
+        given: list[int] = []
+        take, give = a_slots._take, a_slots._give_to_job
+
+        async def paused_take(conn: Any) -> int | None:
+            asking.set()
+            await go.wait()
+            return await take(conn)
+
+        def spied_give(n: int) -> None:
+            given.append(n)
+            give(n)
+
+        monkeypatch.setattr(a_slots, "_take", paused_take)
+        monkeypatch.setattr(a_slots, "_give_to_job", spied_give)
+
+        async def third() -> None:
+            await a_slots.acquire("third")
+            served.set()
+
+        tg.start_soon(third)
+        with anyio.fail_after(10):
+            await asking.wait()
+        a_slots.release(0)
+        go.set()
+        with anyio.fail_after(10):
+            await served.wait()
+        assert given == [] and a_slots.held == 2
+        tg.cancel_scope.cancel()
+
+
 async def test_a_host_hears_what_another_frees_by_notification(tmp_path: Path, postgres: Postgres) -> None:
     """A host's listener wakes the waiters of what another host of the same job frees (here: a
     slot given back wakes those waiting for a slot, not those waiting for requests), and nobody

@@ -101,34 +101,31 @@ class SharedSlots:
                 async with self._asking:
                     poll = 0.05
                     while not self._idle:
-                        elsewhere = wakeups.event(SLOTS)  # taken before asking: a slot freed meanwhile wakes us
+                        # taken before asking: a slot freed meanwhile, here or elsewhere, wakes us
+                        here, elsewhere = self._freed, wakeups.event(SLOTS)
                         n = await self._ledger.leases.statement(self._take)
                         if n is not None:
                             self._owned[owner] = n
+                            if self._idle and not self._waiters:  # handed to us while we asked: surplus
+                                self._give_to_job(self._idle.pop())
                             return
-                        await self._wait_freed(poll, elsewhere)
+                        self._waiters += 1
+                        try:
+                            await _first_of(poll, here, elsewhere)
+                        finally:
+                            self._waiters -= 1
                         poll = min(poll * 2, 1.0)
                 continue
-            await self._wait_freed(1.0)
+            self._waiters += 1
+            try:
+                await _first_of(1.0, self._freed)
+            finally:
+                self._waiters -= 1
 
-    async def _wait_freed(self, seconds: float, elsewhere: anyio.Event | None = None) -> None:
-        """Until this host frees a slot, ``elsewhere`` is set, or ``seconds`` pass."""
-        self._waiters += 1
-        try:
-            with anyio.move_on_after(seconds):
-                if elsewhere is None:
-                    await self._freed.wait()
-                    return
-                async with anyio.create_task_group() as tg:
-
-                    async def first(event: anyio.Event) -> None:
-                        await event.wait()
-                        tg.cancel_scope.cancel()
-
-                    tg.start_soon(first, self._freed)
-                    tg.start_soon(first, elsewhere)
-        finally:
-            self._waiters -= 1
+    @property
+    def _wanting(self) -> bool:
+        """Whether a worker of this host waits for a slot, or asks the database for one."""
+        return self._waiters > 0 or self._asking.locked()
 
     @property
     def held(self) -> int:
@@ -148,7 +145,7 @@ class SharedSlots:
     def give_back_idle(self) -> None:
         """Give the slots no worker uses back to the job (this host has nothing left to claim),
         unless a worker of this host waits for one (a slot just handed to it)."""
-        if self._waiters:
+        if self._wanting:
             return
         idle, self._idle = self._idle, []
         for n in idle:
@@ -194,7 +191,7 @@ class SharedSlots:
         n = self._owned.pop(owner, None)
         if n is None:
             return
-        if self._waiters and not shedding:
+        if self._wanting and not shedding:  # (one asking the database gets it as well)
             self._hand_over(n)
         else:
             self._give_to_job(n)
@@ -215,3 +212,19 @@ class SharedSlots:
             except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
                 pass
         self._idle.append(n)
+
+
+async def _first_of(seconds: float, *events: anyio.Event) -> None:
+    """Until one of ``events`` is set, or ``seconds`` pass."""
+    with anyio.move_on_after(seconds):
+        if len(events) == 1:
+            await events[0].wait()
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def first(event: anyio.Event) -> None:
+                await event.wait()
+                tg.cancel_scope.cancel()
+
+            for event in events:
+                tg.start_soon(first, event)
