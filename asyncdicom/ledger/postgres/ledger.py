@@ -349,13 +349,15 @@ class PgLedger:
         return self.hosts
 
     async def _claims(self, by_key: dict[str, Request], batch: int) -> AsyncIterator[Request]:
-        """Claim ``batch`` requests whenever the last ones are taken, while this host holds an
+        """Claim requests whenever the last ones are taken (``batch`` first, then about half a
+        second of this host's work: :func:`next_claim`), while this host holds an
         association slot (a host without one asks for one only when there is something to claim,
         and leaves the requests to the hosts that can run them meanwhile); when none is free but
         other hosts hold some, wait and look again (their leases may run out); end when none is
         left."""
         poll = min(2.0, self.lease / 4)  # for leases running out: nobody notifies of those
         slots = self._slots
+        claimed = 0.0  # when the last claim was made (its rows all taken when the loop comes back)
         while True:
             changed = self.wakeups.event(REQUESTS)
             if slots is not None and not slots.held:
@@ -367,11 +369,13 @@ class PgLedger:
                     await wait_for(changed, poll)
                     continue
                 await slots.reserve()
-            rows = await self.leases.statement(lambda c: self._claim(c, batch))
+            rows = await self.leases.statement(functools.partial(self._claim, count=batch))
             if rows:
                 self.dry = False
+                claimed = time.monotonic()
                 for key, state, missing in sorted(rows, key=lambda row: (by_key[row[0]].line, row[0])):
                     yield shared.narrowed(by_key[key], state, missing)
+                batch = next_claim(len(rows), time.monotonic() - claimed)
                 continue
             left, _ = await self.leases.statement(self._outlook)
             if not left:
@@ -759,8 +763,26 @@ async def _keep_checksums(conn: Session, params: dict[str, Any]) -> None:
 
 
 def plan_batch(pending: int) -> int:
-    """How many requests a host claims at a time: a few, so that the end of a job is shared."""
+    """How many requests a host claims first, before it knows how fast it takes them."""
     return min(8, max(1, pending))
+
+
+CLAIM_AHEAD = 0.5  # seconds of this host's work a claim is sized for (see next_claim)
+CLAIM_MOST = 32
+
+
+def next_claim(taken: int, seconds: float) -> int:
+    """How many requests a host claims next, its workers having taken the last ``taken`` in
+    ``seconds``: about half a second of its work, at most twice the last claim (workers that
+    were idle take a claim at once, which says little of how fast they go). At the end of a job
+    a host finishes at most about that much after the others (what it has claimed, nobody else
+    can run), and a host that runs fewer associations than the others, or waits for a slot,
+    claims fewer; a claim every half second costs the database nothing that counts, and short
+    requests (C-FIND) are claimed up to 32 at a time."""
+    most = min(CLAIM_MOST, 2 * max(1, taken))
+    if seconds <= 0:
+        return most
+    return max(1, min(most, math.ceil(taken * CLAIM_AHEAD / seconds)))
 
 
 def _hosts(names: Sequence[str]) -> str:
