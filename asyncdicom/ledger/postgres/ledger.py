@@ -357,7 +357,6 @@ class PgLedger:
         left."""
         poll = min(2.0, self.lease / 4)  # for leases running out: nobody notifies of those
         slots = self._slots
-        claimed = 0.0  # when the last claim was made (its rows all taken when the loop comes back)
         while True:
             changed = self.wakeups.event(REQUESTS)
             if slots is not None and not slots.held:
@@ -372,7 +371,7 @@ class PgLedger:
             rows = await self.leases.statement(functools.partial(self._claim, count=batch))
             if rows:
                 self.dry = False
-                claimed = time.monotonic()
+                claimed = time.monotonic()  # its rows all taken when the loop goes on: this host's pace
                 for key, state, missing in sorted(rows, key=lambda row: (by_key[row[0]].line, row[0])):
                     yield shared.narrowed(by_key[key], state, missing)
                 batch = next_claim(len(rows), time.monotonic() - claimed)

@@ -109,18 +109,19 @@ class SharedSlots:
                             if self._idle and not self._waiters:  # handed to us while we asked: surplus
                                 self._give_to_job(self._idle.pop())
                             return
-                        self._waiters += 1
-                        try:
-                            await _first_of(poll, here, elsewhere)
-                        finally:
-                            self._waiters -= 1
+                        await self._wait(poll, here, elsewhere)
                         poll = min(poll * 2, 1.0)
                 continue
-            self._waiters += 1
-            try:
-                await _first_of(1.0, self._freed)
-            finally:
-                self._waiters -= 1
+            await self._wait(1.0, self._freed)
+
+    async def _wait(self, seconds: float, *events: anyio.Event) -> None:
+        """Wait as one of this host's waiting workers, until one of ``events`` is set or
+        ``seconds`` pass."""
+        self._waiters += 1
+        try:
+            await _first_of(seconds, *events)
+        finally:
+            self._waiters -= 1
 
     @property
     def _wanting(self) -> bool:
