@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -106,12 +106,18 @@ class Session:
             why = why.split(":", 1)[0]  # wrong type, names the value (a UID, a path): its kind only
         return (Lost if lost else DriverError)(why)
 
-    async def _call(self, call: Callable[..., Any], sql: str, params: Params) -> Any:
-        text, args = _bind(sql, params)
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        """The driver's failures inside, as :class:`Lost` or :class:`DriverError`."""
         try:
-            return await call(text, *args)
+            yield
         except _FAILURES as exc:
             raise self._error(exc) from None
+
+    async def _call(self, call: Callable[..., Any], sql: str, params: Params) -> Any:
+        text, args = _bind(sql, params)
+        with self._mapped():
+            return await call(text, *args)
 
     async def execute(self, sql: str, params: Params = None) -> int:
         """Run ``sql``; returns the rows it changed (or returned)."""
@@ -128,19 +134,15 @@ class Session:
 
     async def copy(self, table: str, columns: Sequence[str], rows: Iterable[Row]) -> None:
         """Copy ``rows`` into ``table`` (a name of ours, not from outside)."""
-        try:
+        with self._mapped():
             await self._conn.copy_records_to_table(table, records=rows, columns=list(columns))
-        except _FAILURES as exc:
-            raise self._error(exc) from None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         """The statements inside, committed together (rolled back on an error)."""
-        try:
+        with self._mapped():
             async with self._conn.transaction():
                 yield
-        except _FAILURES as exc:
-            raise self._error(exc) from None
 
     async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
         """Hear ``channel``'s notifications on this session (whenever they arrive, while it is
@@ -149,10 +151,8 @@ class Session:
         def deliver(_conn: object, _pid: int, _channel: str, payload: object) -> None:
             heard(str(payload))
 
-        try:
+        with self._mapped():
             await self._conn.add_listener(channel, deliver)
-        except _FAILURES as exc:
-            raise self._error(exc) from None
 
     async def close(self) -> None:
         """End the session at once: the socket is closed without waiting for the server (one
