@@ -11,9 +11,9 @@ slots leased the same way (:class:`.slots.SharedSlots`).
 
 Connections: one for the data (plan, results, reports), one for leases and heartbeats, so that
 a long commit never delays a renewal; the latter also LISTENs for what the other hosts free
-(slots, requests), so that nobody polls for them. They reconnect when the server restarts; a host whose
-heartbeat cannot reach the server for a third of a lease stops with an error rather than go on
-without its leases.
+(slots, requests), so that nobody polls for them. They reconnect when the server restarts; a
+host whose heartbeat cannot reach the server for a third of a lease stops with an error rather
+than go on without its leases.
 
 Modules: :mod:`.ledger` (the job's rows, claims and leases), :mod:`.slots` (the association
 budget), :mod:`.connection` (reconnecting connections, notifications), :mod:`.driver` (the one
